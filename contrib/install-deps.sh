@@ -1,0 +1,20 @@
+#!/bin/sh
+# Install wpsnap's Debian build and test dependencies when any is missing.
+set -e
+pkgs="build-essential autoconf automake libtool pkg-config libaio-dev
+      libnl-3-dev libnl-route-3-dev libnl-nf-3-dev libjansson-dev check
+      libnbd-dev xfsprogs"
+missing=
+for p in $pkgs; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" ||
+		missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+if [ "$(id -u)" != 0 ]; then
+	echo "install-deps: missing Debian packages:$missing (run as root to install)" >&2
+	exit 1
+fi
+echo "install-deps: installing$missing"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends $missing

@@ -1,0 +1,1 @@
+EXTRA_DIST += docs/FORMAT.md docs/ENGINE.md

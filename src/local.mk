@@ -1,0 +1,4 @@
+libwpsnap_la_SOURCES += \
+	src/ctx.c \
+	src/log.h \
+	src/snapshot.c

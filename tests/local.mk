@@ -1,0 +1,3 @@
+include $(srcdir)/tests/stream.mk
+include $(srcdir)/tests/guest.mk
+include $(srcdir)/tests/engine.mk

@@ -1,0 +1,10 @@
+libwpsnap_la_SOURCES += \
+	wp/compat.h \
+	wp/uffd.c \
+	wp/uffd.h \
+	wp/pagemap.c \
+	wp/pagemap.h \
+	wp/regions.c \
+	wp/engine.c \
+	wp/engine.h \
+	wp/histo.h
