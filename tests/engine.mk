@@ -1,1 +1,11 @@
-# tests of the engine module
+# Engine tests (wp/) against an in-memory sink, and end-to-end snapshot
+# tests through the public API.
+check_LTLIBRARIES = tests/unit/libtestutil.la
+tests_unit_libtestutil_la_SOURCES = tests/unit/testutil.c tests/unit/testutil.h
+tests_unit_libtestutil_la_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS)
+
+check_PROGRAMS += tests/unit/test_engine
+TESTS += tests/unit/test_engine
+tests_unit_test_engine_SOURCES = tests/unit/test_engine.c
+tests_unit_test_engine_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS)
+tests_unit_test_engine_LDADD = tests/unit/libtestutil.la libwpsnap.la $(CHECK_LIBS)

@@ -1,0 +1,310 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Test helpers. The writers here are deliberately simpler than the
+ * reference guest's: engine tests must not depend on the guest, so that a
+ * failure points at one module.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <linux/memfd.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+#include <dirent.h>
+
+#include "tests/unit/testutil.h"
+#include "wp/compat.h"
+
+#define HUGE_2M (2ull << 20)
+
+int tu_mem_new(struct tu_mem *m, enum tu_backing b, uint64_t size)
+{
+	int prot = PROT_READ | PROT_WRITE;
+
+	memset(m, 0, sizeof(*m));
+	m->backing = b;
+	m->size = size;
+	m->fd = -1;
+	switch (b) {
+	case TU_ANON:
+	case TU_THP:
+		m->map_size = size + HUGE_2M;
+		m->map = mmap(NULL, m->map_size, prot,
+			      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+		if (m->map == MAP_FAILED)
+			return -errno;
+		m->p = (uint8_t *)(((uintptr_t)m->map + HUGE_2M - 1) &
+				   ~(HUGE_2M - 1));
+		madvise(m->p, size, b == TU_THP ? MADV_HUGEPAGE :
+						  MADV_NOHUGEPAGE);
+		return 0;
+	case TU_MEMFD:
+	case TU_HUGETLB:
+		m->fd = memfd_create("tu-guest", MFD_CLOEXEC |
+				     (b == TU_HUGETLB ? MFD_HUGETLB : 0));
+		if (m->fd < 0)
+			return -errno;
+		if (ftruncate(m->fd, size))
+			goto fail;
+		m->map_size = size;
+		m->map = mmap(NULL, size, prot, MAP_SHARED, m->fd, 0);
+		if (m->map == MAP_FAILED)
+			goto fail;
+		m->p = m->map;
+		return 0;
+	}
+	return -EINVAL;
+fail:
+	close(m->fd);
+	m->fd = -1;
+	return -errno;
+}
+
+void tu_mem_free(struct tu_mem *m)
+{
+	if (m->map && m->map != MAP_FAILED)
+		munmap(m->map, m->map_size);
+	if (m->fd >= 0)
+		close(m->fd);
+	memset(m, 0, sizeof(*m));
+	m->fd = -1;
+}
+
+void tu_mem_populate(struct tu_mem *m, unsigned int pct)
+{
+	uint64_t b, nb = m->size / 4096;
+
+	for (b = 0; b < nb; b++) {
+		uint64_t run = b / 16;
+
+		if ((run * 2654435761u) % 100 >= pct)
+			continue;
+		memset(m->p + b * 4096, (int)(b % 251) + 1, 4096);
+	}
+}
+
+void tu_mem_region(const struct tu_mem *m, struct wps_region *r)
+{
+	memset(r, 0, sizeof(*r));
+	r->host_addr = (uintptr_t)m->p;
+	r->size = m->size;
+	r->fd = -1;
+	switch (m->backing) {
+	case TU_ANON:
+	case TU_THP:
+		r->backing = WPS_BACKING_ANON;
+		r->page_size = 4096;
+		break;
+	case TU_MEMFD:
+		r->backing = WPS_BACKING_MEMFD;
+		r->page_size = 4096;
+		r->fd = m->fd;
+		break;
+	case TU_HUGETLB:
+		r->backing = WPS_BACKING_HUGETLB;
+		r->page_size = HUGE_2M;
+		r->fd = m->fd;
+		break;
+	}
+}
+
+struct tu_writer {
+	struct tu_writers *ws;
+	pthread_t thr;
+	uint64_t seed;
+	uint64_t writes;
+};
+
+struct tu_writers {
+	uint8_t *p;
+	uint64_t size;
+	unsigned int n;
+	int stop, pause, parked;
+	struct tu_writer w[8];
+};
+
+static void *writer_main(void *arg)
+{
+	struct tu_writer *w = arg;
+	struct tu_writers *ws = w->ws;
+	uint64_t x = w->seed | 1;
+
+	while (!__atomic_load_n(&ws->stop, __ATOMIC_ACQUIRE)) {
+		uint64_t off;
+
+		if (__atomic_load_n(&ws->pause, __ATOMIC_ACQUIRE)) {
+			__atomic_fetch_add(&ws->parked, 1, __ATOMIC_ACQ_REL);
+			while (__atomic_load_n(&ws->pause, __ATOMIC_ACQUIRE) &&
+			       !__atomic_load_n(&ws->stop, __ATOMIC_ACQUIRE))
+				sched_yield();
+			__atomic_fetch_sub(&ws->parked, 1, __ATOMIC_ACQ_REL);
+			continue;
+		}
+		x ^= x << 13;
+		x ^= x >> 7;
+		x ^= x << 17;
+		off = (x % (ws->size / 8)) * 8;
+		*(volatile uint64_t *)(ws->p + off) = x;
+		w->writes++;
+	}
+	return NULL;
+}
+
+struct tu_writers *tu_writers_start(void *p, uint64_t size, unsigned int n)
+{
+	struct tu_writers *ws = calloc(1, sizeof(*ws));
+	unsigned int i;
+
+	ck_assert_ptr_nonnull(ws);
+	ck_assert_uint_le(n, 8);
+	ws->p = p;
+	ws->size = size;
+	ws->n = n;
+	for (i = 0; i < n; i++) {
+		ws->w[i].ws = ws;
+		ws->w[i].seed = 0x9E3779B97F4A7C15ull * (i + 1);
+		ck_assert_int_eq(pthread_create(&ws->w[i].thr, NULL, writer_main,
+						&ws->w[i]), 0);
+	}
+	return ws;
+}
+
+void tu_writers_pause(struct tu_writers *ws)
+{
+	__atomic_store_n(&ws->pause, 1, __ATOMIC_RELEASE);
+	while (__atomic_load_n(&ws->parked, __ATOMIC_ACQUIRE) != (int)ws->n)
+		sched_yield();
+}
+
+void tu_writers_resume(struct tu_writers *ws)
+{
+	__atomic_store_n(&ws->pause, 0, __ATOMIC_RELEASE);
+}
+
+uint64_t tu_writers_stop(struct tu_writers *ws)
+{
+	uint64_t total = 0;
+	unsigned int i;
+
+	__atomic_store_n(&ws->stop, 1, __ATOMIC_RELEASE);
+	for (i = 0; i < ws->n; i++) {
+		pthread_join(ws->w[i].thr, NULL);
+		total += ws->w[i].writes;
+	}
+	free(ws);
+	return total;
+}
+
+int tu_count_wp(const void *p, uint64_t size, uint64_t *count)
+{
+	uint64_t ent[512], va = (uintptr_t)p, end = va + size, n = 0;
+	int fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+
+	if (fd < 0)
+		return -errno;
+	while (va < end) {
+		uint64_t pages = (end - va) / 4096 > 512 ? 512 : (end - va) / 4096;
+		ssize_t got = pread(fd, ent, pages * 8, (va / 4096) * 8), i;
+
+		if (got <= 0) {
+			close(fd);
+			return got < 0 ? -errno : -EIO;
+		}
+		for (i = 0; i < got / 8; i++)
+			n += !!(ent[i] & WPS_PM_UFFD_WP);
+		va += (uint64_t)(got / 8) * 4096;
+	}
+	close(fd);
+	*count = n;
+	return 0;
+}
+
+int tu_count_fds(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	struct dirent *de;
+	int n = 0;
+
+	if (!d)
+		return -errno;
+	while ((de = readdir(d)))
+		if (de->d_name[0] != '.')
+			n++;
+	closedir(d);
+	return n - 1; /* the DIR's own fd */
+}
+
+static const char nr_huge[] = "/proc/sys/vm/nr_hugepages";
+
+static long read_long(const char *path)
+{
+	FILE *f = fopen(path, "re");
+	long v = -1;
+
+	if (f) {
+		if (fscanf(f, "%ld", &v) != 1)
+			v = -1;
+		fclose(f);
+	}
+	return v;
+}
+
+static int write_long(const char *path, long v)
+{
+	FILE *f = fopen(path, "we");
+	int ret;
+
+	if (!f)
+		return -errno;
+	ret = fprintf(f, "%ld\n", v) < 0 ? -EIO : 0;
+	if (fclose(f))
+		ret = -errno;
+	return ret;
+}
+
+int tu_hugepages_reserve(long n, long *old)
+{
+	long free_pages = read_long("/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages");
+
+	*old = read_long(nr_huge);
+	if (*old < 0)
+		return -ENOENT;
+	if (free_pages >= n)
+		return 0;
+	if (write_long(nr_huge, *old + (n - (free_pages < 0 ? 0 : free_pages))))
+		return -EPERM;
+	free_pages = read_long("/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages");
+	return free_pages >= n ? 0 : -ENOMEM;
+}
+
+void tu_hugepages_restore(long old)
+{
+	if (old >= 0)
+		write_long(nr_huge, old);
+}
+
+char *tu_tmpdir(void)
+{
+	char tmpl[] = "/var/tmp/wpsnap-test.XXXXXX";
+	char *d = mkdtemp(tmpl);
+
+	ck_assert_ptr_nonnull(d);
+	return strdup(d);
+}
+
+static int rm_cb(const char *path, const struct stat *st, int flag,
+		 struct FTW *ftw)
+{
+	return remove(path);
+}
+
+void tu_rmtree(const char *dir)
+{
+	nftw(dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+}

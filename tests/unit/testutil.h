@@ -1,0 +1,62 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* Helpers shared by the Check tests: guest-like memory of each backing,
+ * writer threads that can be paused, and leak checks. */
+#ifndef WPS_TESTUTIL_H
+#define WPS_TESTUTIL_H
+
+#include <check.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+#include <wpsnap/wpsnap.h>
+
+enum tu_backing { TU_ANON, TU_THP, TU_MEMFD, TU_HUGETLB };
+
+struct tu_mem {
+	enum tu_backing backing;
+	uint8_t *p;
+	uint64_t size;
+	void *map;              /* what to munmap */
+	uint64_t map_size;
+	int fd;
+};
+
+int tu_mem_new(struct tu_mem *m, enum tu_backing b, uint64_t size);
+void tu_mem_free(struct tu_mem *m);
+/* Write pct% of the 4 KiB blocks (in runs of 16) with non-zero data. */
+void tu_mem_populate(struct tu_mem *m, unsigned int pct);
+void tu_mem_region(const struct tu_mem *m, struct wps_region *r);
+
+struct tu_writers;
+/* Threads writing 8-byte stamps at random offsets of [p, p+size). */
+struct tu_writers *tu_writers_start(void *p, uint64_t size, unsigned int n);
+void tu_writers_pause(struct tu_writers *w);
+void tu_writers_resume(struct tu_writers *w);
+/* Stop and join; returns the number of writes done. */
+uint64_t tu_writers_stop(struct tu_writers *w);
+
+/* Pages of [p, p+size) whose pagemap entry still has the uffd-wp bit. */
+int tu_count_wp(const void *p, uint64_t size, uint64_t *count);
+/* Open fds of this process. */
+int tu_count_fds(void);
+
+/* Make at least n 2 MiB huge pages available; *old for restore. */
+int tu_hugepages_reserve(long n, long *old);
+void tu_hugepages_restore(long old);
+
+/* A directory for test files on a disk filesystem; removed by caller. */
+char *tu_tmpdir(void);
+void tu_rmtree(const char *dir);
+
+#define TU_MAIN(suite_fn)                                                  \
+	int main(void)                                                     \
+	{                                                                  \
+		SRunner *sr = srunner_create(suite_fn());                  \
+		int failed;                                                \
+		srunner_run_all(sr, CK_NORMAL);                            \
+		failed = srunner_ntests_failed(sr);                        \
+		srunner_free(sr);                                          \
+		return failed ? EXIT_FAILURE : EXIT_SUCCESS;               \
+	}
+
+#endif

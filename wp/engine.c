@@ -1,0 +1,1016 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * The snapshot engine. It owns, for one snapshot: the userfaultfd
+ * registration of the guest's regions, the per-unit state bitmaps, the
+ * sweep thread and the fault thread. docs/ENGINE.md explains the design;
+ * the invariants that keep the image exact are:
+ *
+ *  1. After the freeze every unit (page of the region's page size) is
+ *     write-protected, populated or not (WP_UNPOPULATED / shmem markers),
+ *     so no write can change it without a fault reaching us first. A
+ *     protected unit therefore still holds its content of the freeze
+ *     instant, and it does not matter when we read it.
+ *  2. A unit is saved by whoever wins the atomic test-and-set of its
+ *     "claimed" bit: the sweep or the fault thread. So each unit is put
+ *     into the sink exactly once.
+ *  3. A unit may be unprotected by anyone only once its "copied" bit is
+ *     set, i.e. its pre-image is safe in the sink (or it was found to be
+ *     unpopulated at the freeze, so its pre-image is zero).
+ *  4. Exactly one thread reads the uffd at any time (the fault thread while
+ *     it runs, the caller before and after), because non-cooperative
+ *     events must be read for UFFDIO_WRITEPROTECT to stop failing with
+ *     EAGAIN.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "src/log.h"
+#include "wp/compat.h"
+#include "wp/engine.h"
+#include "wp/histo.h"
+#include "wp/pagemap.h"
+#include "wp/uffd.h"
+
+/* Sweep granularity: unprotect in runs of at least this (a THP stays
+ * whole, and the ~20 us fixed cost of an ioctl is amortised), but claim
+ * and copy in smaller steps so a fault that lands on a unit the sweep is
+ * copying waits for at most one step. */
+#define SWEEP_CHUNK (2u << 20)
+#define CLAIM_STEP 16u          /* units per claim when units are 4 KiB */
+#define MSG_BATCH 64
+#define FAULT_QUEUE 1024
+
+struct ereg {
+	unsigned int idx;       /* index in the caller's table (sink's r) */
+	uint64_t start, end;
+	const uint8_t *src;     /* where the bytes can be read */
+	uint32_t unit;
+	unsigned int shift;
+	uint64_t nr_units;
+	uint32_t backing;
+	int fd;
+	uint64_t fd_offset;
+	uint64_t *save;         /* populated at the freeze: sweep copies */
+	uint64_t *claimed;      /* atomic: someone is saving this unit */
+	uint64_t *copied;       /* atomic: pre-image safe, may unprotect */
+	bool gone;              /* unmapped by the guest mid-snapshot */
+};
+
+struct wps_engine {
+	struct wps_ctx *ctx;
+	int uffd;
+	bool own_uffd;
+	uint64_t features;
+	struct ereg *r;         /* sorted by address */
+	unsigned int nr;
+	struct wps_sink sink;
+	int (*pause)(void *arg);
+	int (*resume)(void *arg);
+	void *pause_arg;
+
+	int stop_efd;
+	pthread_t sweep_thr, fault_thr;
+	bool sweep_started, fault_started;
+	bool registered, protected_, waited;
+	bool stop;              /* atomic: fault thread should exit */
+	bool cancel;            /* atomic */
+	int err;                /* atomic: first failure */
+	int result;
+
+	uint64_t bytes_total, bytes_done, sweep_bytes, fault_bytes;
+	uint64_t faults, faults_copied, events;
+	struct wps_histo fault_lat; /* fault thread only until joined */
+
+	int64_t rt_instant, mono_instant;
+	uint64_t t_start, t_end, pause_ns, protect_ns;
+};
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + ts.tv_nsec;
+}
+
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	__builtin_ia32_pause();
+#endif
+}
+
+static inline bool bit_get(const uint64_t *m, uint64_t i)
+{
+	return (__atomic_load_n(&m[i / 64], __ATOMIC_ACQUIRE) >> (i % 64)) & 1;
+}
+
+static inline bool bit_test_and_set(uint64_t *m, uint64_t i)
+{
+	uint64_t bit = 1ull << (i % 64);
+
+	return __atomic_fetch_or(&m[i / 64], bit, __ATOMIC_ACQ_REL) & bit;
+}
+
+/* Set bits [i, i + n) with release semantics (n may span words). */
+static void bits_set_release(uint64_t *m, uint64_t i, uint64_t n)
+{
+	while (n) {
+		unsigned int off = i % 64;
+		uint64_t take = 64 - off < n ? 64 - off : n;
+		uint64_t mask = (take == 64 ? ~0ull : ((1ull << take) - 1)) << off;
+
+		__atomic_fetch_or(&m[i / 64], mask, __ATOMIC_RELEASE);
+		i += take;
+		n -= take;
+	}
+}
+
+static bool failed(struct wps_engine *e)
+{
+	return __atomic_load_n(&e->err, __ATOMIC_ACQUIRE) ||
+	       __atomic_load_n(&e->cancel, __ATOMIC_ACQUIRE);
+}
+
+static void set_error(struct wps_engine *e, int err)
+{
+	int zero = 0;
+
+	__atomic_compare_exchange_n(&e->err, &zero, err, false,
+				    __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+}
+
+static struct ereg *find_region(struct wps_engine *e, uint64_t addr)
+{
+	unsigned int lo = 0, hi = e->nr;
+
+	while (lo < hi) {
+		unsigned int mid = (lo + hi) / 2;
+		struct ereg *r = &e->r[mid];
+
+		if (addr < r->start)
+			hi = mid;
+		else if (addr >= r->end)
+			lo = mid + 1;
+		else
+			return r;
+	}
+	return NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* Events                                                              */
+/* ------------------------------------------------------------------ */
+
+/*
+ * The guest dropped [start, end) (MADV_DONTNEED/REMOVE, munmap). The event
+ * is delivered before the kernel zaps the pages, but the zap goes ahead as
+ * soon as we have read it, so a pre-image not yet saved is lost for good:
+ * the snapshot cannot be exact any more and must fail rather than publish
+ * zeros. Units already saved are fine.
+ */
+static void handle_discard(struct wps_engine *e, uint64_t start, uint64_t end,
+			   bool unmap)
+{
+	unsigned int i;
+
+	__atomic_fetch_add(&e->events, 1, __ATOMIC_RELAXED);
+	for (i = 0; i < e->nr; i++) {
+		struct ereg *r = &e->r[i];
+		uint64_t s = start > r->start ? start : r->start;
+		uint64_t t = end < r->end ? end : r->end;
+		uint64_t u;
+
+		if (s >= t)
+			continue;
+		for (u = (s - r->start) >> r->shift;
+		     u < ((t - r->start + r->unit - 1) >> r->shift); u++) {
+			if (bit_get(r->copied, u))
+				continue;
+			wps_err(e->ctx, "the guest discarded [0x%llx, 0x%llx) "
+				"(%s) before its pages were saved; the image "
+				"could not be the memory of the freeze instant",
+				(unsigned long long)start,
+				(unsigned long long)end,
+				unmap ? "munmap" : "madvise");
+			set_error(e, -ESTALE);
+			break;
+		}
+		if (unmap && s == r->start && t == r->end)
+			r->gone = true;
+	}
+}
+
+static void handle_event(struct wps_engine *e, const struct uffd_msg *m)
+{
+	switch (m->event) {
+	case UFFD_EVENT_REMOVE:
+		handle_discard(e, m->arg.remove.start, m->arg.remove.end, false);
+		break;
+	case UFFD_EVENT_UNMAP:
+		handle_discard(e, m->arg.remove.start, m->arg.remove.end, true);
+		break;
+	default:
+		/* Not requested (fork, remap): note it and carry on. */
+		__atomic_fetch_add(&e->events, 1, __ATOMIC_RELAXED);
+		wps_warn(e->ctx, "unexpected userfaultfd event %u", m->event);
+		break;
+	}
+}
+
+/* ------------------------------------------------------------------ */
+/* Protection changes                                                  */
+/* ------------------------------------------------------------------ */
+
+struct fault_queue {
+	struct uffd_msg m[FAULT_QUEUE];
+	unsigned int head, tail;
+};
+
+/*
+ * Read what the uffd has now: events are handled at once (which is what
+ * lets a pending UFFDIO_WRITEPROTECT stop failing with EAGAIN); page
+ * faults go to q when the caller is the fault thread, and are dropped
+ * otherwise (the caller is about to unprotect everything, which wakes
+ * their threads).
+ */
+static int pump(struct wps_engine *e, struct fault_queue *q)
+{
+	struct uffd_msg msgs[MSG_BATCH];
+	ssize_t n;
+	int i;
+
+	n = read(e->uffd, msgs, sizeof(msgs));
+	if (n < 0)
+		return errno == EAGAIN || errno == EINTR ? 0 : -errno;
+	for (i = 0; i < n / (ssize_t)sizeof(msgs[0]); i++) {
+		if (msgs[i].event != UFFD_EVENT_PAGEFAULT) {
+			handle_event(e, &msgs[i]);
+			continue;
+		}
+		if (q && q->tail - q->head < FAULT_QUEUE)
+			q->m[q->tail++ % FAULT_QUEUE] = msgs[i];
+	}
+	return n / sizeof(msgs[0]);
+}
+
+/*
+ * Change protection of a range, riding out EAGAIN (mmap_changing). The
+ * reader role decides how: the thread that reads the uffd pumps events
+ * itself; any other thread waits for the reader to do it.
+ */
+static int change_wp(struct wps_engine *e, uint64_t start, uint64_t len,
+		     bool protect, bool reader, struct fault_queue *q)
+{
+	unsigned int tries = 0;
+	int ret;
+
+	for (;;) {
+		ret = wps_uffd_wp(e->uffd, start, len, protect, false);
+		if (ret != -EAGAIN)
+			return ret;
+		if (++tries > 100000)
+			return ret;
+		if (reader) {
+			ret = pump(e, q);
+			if (ret < 0)
+				return ret;
+		} else {
+			sched_yield();
+		}
+	}
+}
+
+static int unprotect_units(struct wps_engine *e, struct ereg *r, uint64_t u,
+			   uint64_t n, bool reader, struct fault_queue *q)
+{
+	uint64_t start = r->start + (u << r->shift);
+	int ret;
+
+	if (r->gone)
+		return 0;
+	ret = change_wp(e, start, n << r->shift, false, reader, q);
+	if (ret == -ENOENT && r->gone)
+		return 0;
+	if (ret) {
+		wps_err(e->ctx, "cannot unprotect [0x%llx, +0x%llx): %s",
+			(unsigned long long)start,
+			(unsigned long long)(n << r->shift), strerror(-ret));
+	}
+	return ret;
+}
+
+/* ------------------------------------------------------------------ */
+/* Fault service                                                       */
+/* ------------------------------------------------------------------ */
+
+static void serve_wp_fault(struct wps_engine *e, uint64_t addr, uint64_t t0,
+			   struct fault_queue *q)
+{
+	struct ereg *r = find_region(e, addr);
+	uint64_t u;
+	int ret;
+
+	if (!r) {
+		/* Not ours (cannot happen with our registration): wake the
+		 * thread rather than leave it blocked. */
+		struct uffdio_range range = { .start = addr & ~4095ull,
+					      .len = 4096 };
+
+		ioctl(e->uffd, UFFDIO_WAKE, &range);
+		return;
+	}
+	u = (addr - r->start) >> r->shift;
+	__atomic_fetch_add(&e->faults, 1, __ATOMIC_RELAXED);
+	if (!bit_test_and_set(r->claimed, u)) {
+		/* Ours to save: the unit is still protected, so what we read
+		 * is its content at the freeze (zero if it was unpopulated). */
+		if (!failed(e)) {
+			ret = e->sink.ops->put(e->sink.priv, WPS_LANE_FAULT,
+					       r->idx, u << r->shift,
+					       r->src + (u << r->shift), r->unit);
+			if (ret) {
+				wps_err(e->ctx, "saving the pre-image of "
+					"0x%llx failed: %s",
+					(unsigned long long)addr, strerror(-ret));
+				set_error(e, ret);
+			} else {
+				__atomic_fetch_add(&e->fault_bytes, r->unit,
+						   __ATOMIC_RELAXED);
+				__atomic_fetch_add(&e->bytes_done, r->unit,
+						   __ATOMIC_RELAXED);
+				e->faults_copied++;
+			}
+		}
+		bits_set_release(r->copied, u, 1);
+	} else {
+		/* The sweep is copying it: that takes one claim step. */
+		unsigned int spins = 0;
+
+		while (!bit_get(r->copied, u) && !failed(e)) {
+			if (++spins < 4096)
+				cpu_relax();
+			else
+				sched_yield();
+		}
+	}
+	ret = unprotect_units(e, r, u, 1, true, q);
+	if (ret)
+		set_error(e, ret);
+	wps_histo_add(&e->fault_lat, now_ns() - t0);
+}
+
+static void *fault_main(void *arg)
+{
+	struct wps_engine *e = arg;
+	struct fault_queue *q;
+	struct pollfd pfd[2];
+	bool dirty = false;
+
+	q = calloc(1, sizeof(*q));
+	if (!q) {
+		set_error(e, -ENOMEM);
+		return NULL;
+	}
+	pfd[0] = (struct pollfd){ .fd = e->uffd, .events = POLLIN };
+	pfd[1] = (struct pollfd){ .fd = e->stop_efd, .events = POLLIN };
+	for (;;) {
+		int n = pump(e, q);
+		uint64_t t0 = now_ns();
+
+		if (n < 0) {
+			wps_err(e->ctx, "reading the userfaultfd failed: %s",
+				strerror(-n));
+			set_error(e, n);
+			break;
+		}
+		while (q->head != q->tail) {
+			struct uffd_msg *m = &q->m[q->head++ % FAULT_QUEUE];
+
+			if (m->arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WP) {
+				serve_wp_fault(e, m->arg.pagefault.address, t0, q);
+				dirty = true;
+			} else {
+				struct uffdio_range range = {
+					.start = m->arg.pagefault.address & ~4095ull,
+					.len = 4096,
+				};
+
+				/* A missing fault: we never asked for them. */
+				ioctl(e->uffd, UFFDIO_WAKE, &range);
+			}
+		}
+		if (n > 0)
+			continue;
+		/* Idle: push buffered fault pages to the device, so the disk
+		 * works while we wait rather than while a guest waits. */
+		if (dirty) {
+			int ret = e->sink.ops->flush(e->sink.priv, WPS_LANE_FAULT);
+
+			if (ret && !failed(e))
+				set_error(e, ret);
+			dirty = false;
+		}
+		if (__atomic_load_n(&e->stop, __ATOMIC_ACQUIRE))
+			break;
+		if (poll(pfd, 2, -1) < 0 && errno != EINTR) {
+			set_error(e, -errno);
+			break;
+		}
+	}
+	free(q);
+	return NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* Population and sweep                                                */
+/* ------------------------------------------------------------------ */
+
+static void mark_save(struct ereg *r, uint64_t start, uint64_t end)
+{
+	uint64_t u, last;
+
+	if (start < r->start)
+		start = r->start;
+	if (end > r->end)
+		end = r->end;
+	if (start >= end)
+		return;
+	last = (end - r->start + r->unit - 1) >> r->shift;
+	for (u = (start - r->start) >> r->shift; u < last; u++)
+		r->save[u / 64] |= 1ull << (u % 64);
+}
+
+static int scan_cb(void *arg, uint64_t start, uint64_t end, uint64_t cats)
+{
+	mark_save(arg, start, end);
+	return 0;
+}
+
+/* Pages that live in the memfd but are not mapped in our page tables
+ * (written through another mapping, or unmapped by reclaim) are invisible
+ * to PAGEMAP_SCAN; the file knows them. */
+static int scan_file(struct wps_engine *e, struct ereg *r)
+{
+	off_t pos = r->fd_offset, end = r->fd_offset + (r->end - r->start);
+
+	while (pos < end) {
+		off_t data = lseek(r->fd, pos, SEEK_DATA), hole;
+
+		if (data < 0) {
+			if (errno == ENXIO)
+				return 0;
+			wps_err(e->ctx, "SEEK_DATA on the memfd of region %u "
+				"failed: %s", r->idx, strerror(errno));
+			return -errno;
+		}
+		if (data >= end)
+			return 0;
+		hole = lseek(r->fd, data, SEEK_HOLE);
+		if (hole < 0)
+			return -errno;
+		if (hole > end)
+			hole = end;
+		mark_save(r, r->start + (data - r->fd_offset),
+			  r->start + (hole - r->fd_offset));
+		pos = hole;
+	}
+	return 0;
+}
+
+static int scan_population(struct wps_engine *e)
+{
+	struct wps_pagemap pm;
+	unsigned int i;
+	int ret;
+
+	ret = wps_pagemap_open(e->ctx, 0, &pm);
+	if (ret)
+		return ret;
+	for (i = 0; i < e->nr && !ret; i++) {
+		struct ereg *r = &e->r[i];
+		uint64_t u, n = 0;
+
+		ret = wps_pagemap_scan(&pm, r->start, r->end,
+				       PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
+				       PAGE_IS_PFNZERO, scan_cb, r);
+		if (!ret && r->fd >= 0 && r->backing == WPS_BACKING_MEMFD)
+			ret = scan_file(e, r);
+		for (u = 0; u < (r->nr_units + 63) / 64; u++)
+			n += __builtin_popcountll(r->save[u]);
+		e->bytes_total += n << r->shift;
+	}
+	wps_pagemap_close(&pm);
+	return ret;
+}
+
+struct pending {
+	struct ereg *r;
+	uint64_t u, n;          /* units waiting to be unprotected */
+};
+
+static int pending_flush(struct wps_engine *e, struct pending *p)
+{
+	int ret = 0;
+
+	if (p->n)
+		ret = unprotect_units(e, p->r, p->u, p->n, false, NULL);
+	p->n = 0;
+	return ret;
+}
+
+static int pending_add(struct wps_engine *e, struct pending *p, struct ereg *r,
+		       uint64_t u, uint64_t n)
+{
+	int ret = 0;
+
+	if (p->n && p->r == r && p->u + p->n == u) {
+		p->n += n;
+		return 0;
+	}
+	ret = pending_flush(e, p);
+	p->r = r;
+	p->u = u;
+	p->n = n;
+	return ret;
+}
+
+/*
+ * Claim units [u, u + n) of one word for the sweep. Units the fault path
+ * already claimed are left to it. Of ours, unpopulated ones have a zero
+ * pre-image and are done at once; populated ones are copied in runs.
+ */
+static int sweep_step(struct wps_engine *e, struct ereg *r, uint64_t u,
+		      unsigned int n)
+{
+	uint64_t mask = (n == 64 ? ~0ull : ((1ull << n) - 1)) << (u % 64);
+	uint64_t old = __atomic_fetch_or(&r->claimed[u / 64], mask,
+					 __ATOMIC_ACQ_REL);
+	uint64_t mine = mask & ~old;
+	uint64_t copy = mine & r->save[u / 64];
+	uint64_t base = u & ~63ull;
+	int ret = 0;
+
+	while (copy) {
+		unsigned int s = __builtin_ctzll(copy);
+		uint64_t rest = ~(copy >> s);
+		unsigned int len = rest ? (unsigned int)__builtin_ctzll(rest) : 64 - s;
+		if (!failed(e)) {
+			ret = e->sink.ops->put(e->sink.priv, WPS_LANE_SWEEP,
+					       r->idx, (base + s) << r->shift,
+					       r->src + ((base + s) << r->shift),
+					       (uint64_t)len << r->shift);
+			if (ret) {
+				set_error(e, ret);
+				break;
+			}
+			__atomic_fetch_add(&e->sweep_bytes,
+					   (uint64_t)len << r->shift,
+					   __ATOMIC_RELAXED);
+			__atomic_fetch_add(&e->bytes_done,
+					   (uint64_t)len << r->shift,
+					   __ATOMIC_RELAXED);
+		}
+		copy &= ~(len == 64 ? ~0ull : (((1ull << len) - 1) << s));
+	}
+	if (mine)
+		__atomic_fetch_or(&r->copied[u / 64], mine, __ATOMIC_RELEASE);
+	return ret;
+}
+
+/* Sweep one chunk, then queue for unprotection every unit of it whose
+ * pre-image is safe; a fault-claimed unit still being copied splits the
+ * run (its owner unprotects it). */
+static int sweep_chunk(struct wps_engine *e, struct ereg *r, uint64_t u0,
+		       uint64_t u1, struct pending *p)
+{
+	unsigned int step = r->unit == 4096 ? CLAIM_STEP : 1;
+	uint64_t u, run = u0;
+	int ret;
+
+	for (u = u0; u < u1;) {
+		unsigned int n = step - (u % step);
+
+		if (u + n > u1)
+			n = u1 - u;
+		ret = sweep_step(e, r, u, n);
+		if (ret)
+			return ret;
+		u += n;
+	}
+	for (u = u0; u < u1; u++) {
+		if (bit_get(r->copied, u))
+			continue;
+		if (u > run) {
+			ret = pending_add(e, p, r, run, u - run);
+			if (ret)
+				return ret;
+		}
+		run = u + 1;
+	}
+	if (u1 > run)
+		return pending_add(e, p, r, run, u1 - run);
+	return 0;
+}
+
+static bool chunk_has_data(const struct ereg *r, uint64_t u0, uint64_t u1)
+{
+	uint64_t w;
+
+	for (w = u0 / 64; w <= (u1 - 1) / 64; w++)
+		if (r->save[w])
+			return true;
+	return false;
+}
+
+static void *sweep_main(void *arg)
+{
+	struct wps_engine *e = arg;
+	struct pending p = { 0 };
+	unsigned int i;
+	int ret;
+
+	ret = scan_population(e);
+	if (ret) {
+		set_error(e, ret);
+		return NULL;
+	}
+	for (i = 0; i < e->nr && !failed(e); i++) {
+		struct ereg *r = &e->r[i];
+		uint64_t per = SWEEP_CHUNK > r->unit ? SWEEP_CHUNK >> r->shift : 1;
+		uint64_t u = 0;
+
+		while (u < r->nr_units && !failed(e)) {
+			/* Chunk boundaries follow absolute 2 MiB alignment, so
+			 * a THP is unprotected whole. */
+			uint64_t addr = r->start + (u << r->shift);
+			uint64_t next = ((addr / SWEEP_CHUNK) + 1) * SWEEP_CHUNK;
+			uint64_t u1 = per > 1 ? (next - r->start) >> r->shift : u + 1;
+			bool data;
+
+			if (u1 > r->nr_units)
+				u1 = r->nr_units;
+			data = chunk_has_data(r, u, u1);
+			ret = sweep_chunk(e, r, u, u1, &p);
+			/* Unprotect populated memory promptly; let runs of
+			 * never-populated memory grow into one ioctl. */
+			if (!ret && data)
+				ret = pending_flush(e, &p);
+			if (ret) {
+				set_error(e, ret);
+				break;
+			}
+			u = u1;
+		}
+		ret = pending_flush(e, &p);
+		if (ret)
+			set_error(e, ret);
+	}
+	ret = e->sink.ops->flush(e->sink.priv, WPS_LANE_SWEEP);
+	if (ret)
+		set_error(e, ret);
+	return NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* Life cycle                                                          */
+/* ------------------------------------------------------------------ */
+
+static int cmp_ereg(const void *a, const void *b)
+{
+	const struct ereg *x = a, *y = b;
+
+	return x->start < y->start ? -1 : x->start > y->start;
+}
+
+static void unregister_all(struct wps_engine *e)
+{
+	unsigned int i;
+
+	if (!e->registered)
+		return;
+	for (i = 0; i < e->nr; i++) {
+		int ret = wps_uffd_unregister(e->uffd, e->r[i].start,
+					      e->r[i].end - e->r[i].start);
+
+		if (ret && !e->r[i].gone)
+			wps_warn(e->ctx, "unregistering [0x%llx, 0x%llx) "
+				 "failed: %s",
+				 (unsigned long long)e->r[i].start,
+				 (unsigned long long)e->r[i].end,
+				 strerror(-ret));
+	}
+	e->registered = false;
+}
+
+/* Remove every protection we may have set. The caller is the uffd reader
+ * (no fault thread runs), so it pumps events itself. Unprotecting wakes
+ * every thread blocked in the range. */
+static int unprotect_all(struct wps_engine *e)
+{
+	unsigned int i;
+	int ret = 0, r;
+
+	for (i = 0; i < e->nr; i++) {
+		r = unprotect_units(e, &e->r[i], 0, e->r[i].nr_units, true,
+				    NULL);
+		if (r && !ret)
+			ret = r;
+	}
+	e->protected_ = false;
+	return ret;
+}
+
+int wps_engine_new(struct wps_ctx *ctx, const struct wps_region *regions,
+		   unsigned int nr, const struct wps_engine_opts *opts,
+		   struct wps_engine **out)
+{
+	uint64_t need = WPS_UFFD_NEED_ANON, want;
+	struct wps_engine *e;
+	unsigned int i;
+	int ret;
+
+	ret = wps_regions_check(ctx, regions, nr);
+	if (ret)
+		return ret;
+	if (!opts->sink.ops || !opts->sink.ops->put || !opts->sink.ops->flush)
+		return -EINVAL;
+	e = calloc(1, sizeof(*e));
+	if (!e)
+		return -ENOMEM;
+	e->ctx = ctx;
+	e->uffd = -1;
+	e->stop_efd = -1;
+	e->sink = opts->sink;
+	e->pause = opts->pause;
+	e->resume = opts->resume;
+	e->pause_arg = opts->pause_arg;
+	e->nr = nr;
+	e->r = calloc(nr, sizeof(*e->r));
+	if (!e->r) {
+		ret = -ENOMEM;
+		goto fail;
+	}
+	for (i = 0; i < nr; i++) {
+		struct ereg *r = &e->r[i];
+		uint64_t words;
+
+		r->idx = i;
+		r->start = regions[i].host_addr;
+		r->end = regions[i].host_addr + regions[i].size;
+		r->src = (const uint8_t *)(uintptr_t)regions[i].host_addr;
+		r->unit = regions[i].page_size;
+		r->shift = __builtin_ctz(r->unit);
+		r->nr_units = regions[i].size >> r->shift;
+		r->backing = regions[i].backing;
+		r->fd = regions[i].fd;
+		r->fd_offset = regions[i].fd_offset;
+		words = (r->nr_units + 63) / 64;
+		r->save = calloc(words, 8);
+		r->claimed = calloc(words, 8);
+		r->copied = calloc(words, 8);
+		if (!r->save || !r->claimed || !r->copied) {
+			ret = -ENOMEM;
+			goto fail;
+		}
+		if (r->backing != WPS_BACKING_ANON)
+			need |= WPS_UFFD_NEED_SHMEM;
+		else
+			need |= UFFD_FEATURE_WP_UNPOPULATED;
+	}
+	qsort(e->r, nr, sizeof(*e->r), cmp_ereg);
+
+	if (opts->uffd >= 0) {
+		e->uffd = opts->uffd;
+	} else {
+		ret = wps_uffd_open(ctx, O_CLOEXEC | O_NONBLOCK, &e->uffd);
+		if (ret)
+			goto fail;
+		e->own_uffd = true;
+	}
+	/* Events let us notice memory the guest throws away mid-snapshot
+	 * instead of publishing an image that silently lacks it. */
+	want = UFFD_FEATURE_EVENT_REMOVE | UFFD_FEATURE_EVENT_UNMAP;
+	ret = wps_uffd_negotiate(ctx, e->uffd, need, want, &e->features);
+	if (ret)
+		goto fail;
+	for (i = 0; i < nr; i++) {
+		ret = wps_uffd_register(ctx, e->uffd, e->r[i].start,
+					e->r[i].end - e->r[i].start,
+					UFFDIO_REGISTER_MODE_WP);
+		if (ret) {
+			while (i--)
+				wps_uffd_unregister(e->uffd, e->r[i].start,
+						    e->r[i].end - e->r[i].start);
+			goto fail;
+		}
+	}
+	e->registered = true;
+	e->stop_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (e->stop_efd < 0) {
+		ret = -errno;
+		goto fail;
+	}
+	*out = e;
+	return 0;
+fail:
+	wps_engine_free(e);
+	return ret;
+}
+
+int wps_engine_freeze(struct wps_engine *e)
+{
+	struct timespec rt, mono;
+	bool paused = false;
+	unsigned int i;
+	uint64_t t_paused = 0, t0;
+	int ret;
+
+	if (e->fault_started)
+		return -EALREADY;
+	e->t_start = now_ns();
+	/* The fault thread reads the uffd from before the first page is
+	 * protected: any guest thread the pause callback does not stop
+	 * (or an unpaused caller) is served from the first instant. */
+	ret = pthread_create(&e->fault_thr, NULL, fault_main, e);
+	if (ret)
+		return -ret;
+	e->fault_started = true;
+
+	if (e->pause) {
+		ret = e->pause(e->pause_arg);
+		if (ret) {
+			wps_err(e->ctx, "pausing the guest failed: %s",
+				strerror(ret < 0 ? -ret : ret));
+			ret = ret < 0 ? ret : -ret;
+			goto fail;
+		}
+		paused = true;
+	}
+	t_paused = now_ns();
+	clock_gettime(CLOCK_REALTIME, &rt);
+	clock_gettime(CLOCK_MONOTONIC, &mono);
+	e->protected_ = true;
+	t0 = now_ns();
+	for (i = 0; i < e->nr; i++) {
+		ret = change_wp(e, e->r[i].start, e->r[i].end - e->r[i].start,
+				true, false, NULL);
+		if (ret) {
+			wps_err(e->ctx, "write-protecting [0x%llx, 0x%llx) "
+				"failed: %s", (unsigned long long)e->r[i].start,
+				(unsigned long long)e->r[i].end, strerror(-ret));
+			goto fail;
+		}
+	}
+	e->protect_ns = now_ns() - t0;
+	e->rt_instant = (int64_t)rt.tv_sec * 1000000000 + rt.tv_nsec;
+	e->mono_instant = (int64_t)mono.tv_sec * 1000000000 + mono.tv_nsec;
+	if (paused) {
+		ret = e->resume(e->pause_arg);
+		paused = false;
+		if (ret) {
+			wps_err(e->ctx, "resuming the guest failed: %s",
+				strerror(ret < 0 ? -ret : ret));
+			ret = ret < 0 ? ret : -ret;
+			goto fail;
+		}
+	}
+	e->pause_ns = now_ns() - t_paused;
+	ret = pthread_create(&e->sweep_thr, NULL, sweep_main, e);
+	if (ret) {
+		ret = -ret;
+		goto fail;
+	}
+	e->sweep_started = true;
+	return 0;
+fail:
+	/* Leave nothing protected: unprotecting all regions, even those we
+	 * did not reach, is harmless and wakes anyone we blocked. */
+	set_error(e, ret);
+	__atomic_store_n(&e->stop, true, __ATOMIC_RELEASE);
+	eventfd_write(e->stop_efd, 1);
+	pthread_join(e->fault_thr, NULL);
+	e->fault_started = false;
+	if (e->protected_)
+		unprotect_all(e);
+	if (paused)
+		e->resume(e->pause_arg);
+	unregister_all(e);
+	e->waited = true;
+	e->result = ret;
+	return ret;
+}
+
+int wps_engine_wait(struct wps_engine *e)
+{
+	int ret;
+
+	if (e->waited)
+		return e->result;
+	if (e->sweep_started) {
+		pthread_join(e->sweep_thr, NULL);
+		e->sweep_started = false;
+	}
+	if (e->fault_started) {
+		__atomic_store_n(&e->stop, true, __ATOMIC_RELEASE);
+		eventfd_write(e->stop_efd, 1);
+		pthread_join(e->fault_thr, NULL);
+		e->fault_started = false;
+	}
+	if (e->protected_) {
+		ret = unprotect_all(e);
+		if (ret)
+			set_error(e, ret);
+	}
+	unregister_all(e);
+	e->t_end = now_ns();
+	e->waited = true;
+	if (__atomic_load_n(&e->err, __ATOMIC_ACQUIRE))
+		e->result = e->err;
+	else if (__atomic_load_n(&e->cancel, __ATOMIC_ACQUIRE))
+		e->result = -ECANCELED;
+	else
+		e->result = 0;
+	return e->result;
+}
+
+void wps_engine_cancel(struct wps_engine *e)
+{
+	__atomic_store_n(&e->cancel, true, __ATOMIC_RELEASE);
+}
+
+void wps_engine_fail(struct wps_engine *e, int err)
+{
+	set_error(e, err);
+}
+
+void wps_engine_progress(struct wps_engine *e, struct wps_progress *p)
+{
+	uint64_t total = __atomic_load_n(&e->bytes_total, __ATOMIC_RELAXED);
+	uint64_t done = __atomic_load_n(&e->bytes_done, __ATOMIC_RELAXED);
+
+	p->bytes_total = total;
+	p->bytes_done = done > total ? total : done;
+	p->faults = __atomic_load_n(&e->faults, __ATOMIC_RELAXED);
+}
+
+void wps_engine_stats(struct wps_engine *e, struct wps_snapshot_stats *st)
+{
+	st->pause_ns = e->pause_ns;
+	st->protect_ns = e->protect_ns;
+	st->populated_bytes = e->bytes_total;
+	st->saved_bytes = e->sweep_bytes + e->fault_bytes;
+	st->sweep_bytes = e->sweep_bytes;
+	st->fault_bytes = e->fault_bytes;
+	st->faults = e->faults;
+	st->faults_copied = e->faults_copied;
+	st->events = e->events;
+	if (e->waited) {
+		st->fault_p50_ns = wps_histo_pct(&e->fault_lat, 50);
+		st->fault_p99_ns = wps_histo_pct(&e->fault_lat, 99);
+		st->fault_max_ns = e->fault_lat.max;
+	}
+}
+
+void wps_engine_instant(const struct wps_engine *e, int64_t *realtime_ns,
+			int64_t *monotonic_ns)
+{
+	*realtime_ns = e->rt_instant;
+	*monotonic_ns = e->mono_instant;
+}
+
+void wps_engine_free(struct wps_engine *e)
+{
+	unsigned int i;
+
+	if (!e)
+		return;
+	if (e->fault_started || e->sweep_started) {
+		wps_engine_cancel(e);
+		wps_engine_wait(e);
+	}
+	unregister_all(e);
+	if (e->own_uffd && e->uffd >= 0)
+		close(e->uffd);
+	if (e->stop_efd >= 0)
+		close(e->stop_efd);
+	if (e->r) {
+		for (i = 0; i < e->nr; i++) {
+			free(e->r[i].save);
+			free(e->r[i].claimed);
+			free(e->r[i].copied);
+		}
+		free(e->r);
+	}
+	free(e);
+}

@@ -1,0 +1,53 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * The write-protect snapshot engine: freeze, background sweep, prioritised
+ * write-fault service. It feeds a struct wps_sink and knows nothing about
+ * files. See docs/ENGINE.md for the invariants.
+ */
+#ifndef WPS_ENGINE_H
+#define WPS_ENGINE_H
+
+#include <stdint.h>
+
+#include <wpsnap/sink.h>
+#include <wpsnap/wpsnap.h>
+
+struct wps_engine;
+
+struct wps_engine_opts {
+	int uffd;                     /* -1: open our own */
+	struct wps_sink sink;
+	int (*pause)(void *arg);
+	int (*resume)(void *arg);
+	void *pause_arg;
+};
+
+/* Validates regions, opens/negotiates the uffd and registers the regions
+ * in write-protect mode (which by itself protects nothing). */
+int wps_engine_new(struct wps_ctx *ctx, const struct wps_region *regions,
+		   unsigned int nr, const struct wps_engine_opts *opts,
+		   struct wps_engine **out);
+
+/* Pause (if a callback is set), protect everything, resume, start the
+ * sweep. On failure nothing stays protected. */
+int wps_engine_freeze(struct wps_engine *e);
+
+/* Wait until every pre-image is in the sink (0) or the engine failed or
+ * was cancelled (-errno / -ECANCELED); then remove all protection and
+ * unregister. Idempotent. */
+int wps_engine_wait(struct wps_engine *e);
+
+void wps_engine_cancel(struct wps_engine *e);
+
+/* Record a failure from outside (e.g. the sink's owner); the engine stops
+ * as if cancelled but reports err. */
+void wps_engine_fail(struct wps_engine *e, int err);
+
+void wps_engine_progress(struct wps_engine *e, struct wps_progress *p);
+void wps_engine_stats(struct wps_engine *e, struct wps_snapshot_stats *st);
+void wps_engine_instant(const struct wps_engine *e, int64_t *realtime_ns,
+			int64_t *monotonic_ns);
+
+void wps_engine_free(struct wps_engine *e);
+
+#endif /* WPS_ENGINE_H */
