@@ -1,1 +1,6 @@
 # tests of the guest module
+check_PROGRAMS += tests/unit/test_guest
+TESTS += tests/unit/test_guest
+tests_unit_test_guest_SOURCES = tests/unit/test_guest.c
+tests_unit_test_guest_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS)
+tests_unit_test_guest_LDADD = tools/guest/libwpsguest.la libwpsnap.la $(CHECK_LIBS)

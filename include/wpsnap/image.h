@@ -77,7 +77,7 @@ int wps_image_block_present(const struct wps_image *img, unsigned int r,
 			    uint64_t b);
 
 /* Find the first run of present blocks in region r at or after block
- * *from: 0 with *start/*count set, -ENOENT when there is none. */
+ * *from: 0 with *start and *count set, -ENOENT when there is none. */
 int wps_image_next_extent(const struct wps_image *img, unsigned int r,
 			  uint64_t from, uint64_t *start, uint64_t *count);
 

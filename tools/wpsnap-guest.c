@@ -1,0 +1,522 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * wpsnap-guest: run the reference guest on its own, either to measure the
+ * writers' undisturbed write rate, or to take a live snapshot of itself
+ * through libwpsnap and check the image, block by block, against the
+ * ledger of the freeze instant. Exit status 0 only if that check passed.
+ *
+ * This file owns the command line, the messages, and the optional
+ * reservation of huge pages (the guest library never changes system
+ * settings); everything else is tools/guest and libwpsnap.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <wpsnap/image.h>
+#include <wpsnap/wpsnap.h>
+
+#include "tools/guest/guest.h"
+
+#define PROG "wpsnap-guest"
+#define NR_HUGE "/proc/sys/vm/nr_hugepages"
+#define FREE_HUGE "/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages"
+#define HUGE_2M (2ull << 20)
+
+struct args {
+	struct wps_guest_opts g;
+	double warmup, duration;
+	const char *snapshot, *ledger;
+	bool overwrite, reserve_huge;
+};
+
+struct hugepool {
+	long added;     /* pages this run added to the pool */
+};
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+"usage: " PROG " [options]\n"
+"Run the reference guest: guest RAM written by vCPU-like threads.\n"
+"\n"
+"  --size SIZE          guest RAM, e.g. 256M, 1G (default 256M)\n"
+"  --backing KIND       anon | thp | memfd | hugetlb (default anon)\n"
+"  --threads N          writer threads (default 2)\n"
+"  --pattern P          idle | seq | random | hot (default random)\n"
+"  --populate PCT       percent of RAM written before the start (default 100)\n"
+"  --seed N             seed of population and writers (default 1)\n"
+"  --warmup SECONDS     writers run this long first (default 0.5)\n"
+"  --duration SECONDS   without --snapshot: measure this long (default 2)\n"
+"  --snapshot PATH      take a live snapshot into PATH and verify it\n"
+"  --ledger FILE        also write the ledger of the freeze to FILE\n"
+"  --overwrite          replace an existing image at PATH\n"
+"  --reserve-hugepages  grow " NR_HUGE " as needed (undone at exit)\n"
+"  --help               this text\n"
+"\n"
+"Exit status: 0 on success (with --snapshot: the image matched the ledger).\n");
+}
+
+static int parse_size(const char *s, uint64_t *out)
+{
+	char *end;
+	unsigned long long v;
+	unsigned int shift = 0;
+
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno || end == s)
+		return -EINVAL;
+	switch (*end) {
+	case 'k': case 'K': shift = 10; end++; break;
+	case 'm': case 'M': shift = 20; end++; break;
+	case 'g': case 'G': shift = 30; end++; break;
+	case 't': case 'T': shift = 40; end++; break;
+	default: break;
+	}
+	if (shift && (*end == 'i' || *end == 'I'))
+		end++;
+	if (*end == 'b' || *end == 'B')
+		end++;
+	if (*end || (shift && v > (UINT64_MAX >> shift)))
+		return -EINVAL;
+	*out = (uint64_t)v << shift;
+	return 0;
+}
+
+static int parse_uint(const char *s, uint64_t max, uint64_t *out)
+{
+	char *end;
+	unsigned long long v;
+
+	errno = 0;
+	v = strtoull(s, &end, 0);
+	if (errno || end == s || *end || v > max || s[0] == '-')
+		return -EINVAL;
+	*out = v;
+	return 0;
+}
+
+static int parse_secs(const char *s, double *out)
+{
+	char *end;
+	double v;
+
+	errno = 0;
+	v = strtod(s, &end);
+	if (errno || end == s || *end || !(v >= 0) || v > 1e6)
+		return -EINVAL;
+	*out = v;
+	return 0;
+}
+
+static int parse_args(int argc, char **argv, struct args *a)
+{
+	enum { O_SIZE = 256, O_BACKING, O_THREADS, O_PATTERN, O_POPULATE, O_SEED,
+	       O_WARMUP, O_DURATION, O_SNAPSHOT, O_LEDGER, O_OVERWRITE,
+	       O_RESERVE, O_HELP };
+	static const struct option lo[] = {
+		{ "size", required_argument, NULL, O_SIZE },
+		{ "backing", required_argument, NULL, O_BACKING },
+		{ "threads", required_argument, NULL, O_THREADS },
+		{ "pattern", required_argument, NULL, O_PATTERN },
+		{ "populate", required_argument, NULL, O_POPULATE },
+		{ "seed", required_argument, NULL, O_SEED },
+		{ "warmup", required_argument, NULL, O_WARMUP },
+		{ "duration", required_argument, NULL, O_DURATION },
+		{ "snapshot", required_argument, NULL, O_SNAPSHOT },
+		{ "ledger", required_argument, NULL, O_LEDGER },
+		{ "overwrite", no_argument, NULL, O_OVERWRITE },
+		{ "reserve-hugepages", no_argument, NULL, O_RESERVE },
+		{ "help", no_argument, NULL, O_HELP },
+		{ NULL, 0, NULL, 0 },
+	};
+	uint64_t v;
+	int c, ret;
+
+	while ((c = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
+		ret = 0;
+		switch (c) {
+		case O_SIZE:
+			ret = parse_size(optarg, &a->g.size);
+			if (!ret && !a->g.size)
+				ret = -EINVAL;
+			break;
+		case O_BACKING:
+			ret = wps_guest_backing_parse(optarg, &a->g.backing);
+			break;
+		case O_THREADS:
+			ret = parse_uint(optarg, 1024, &v);
+			if (!ret && !v)
+				ret = -EINVAL;
+			a->g.threads = (unsigned int)v;
+			break;
+		case O_PATTERN:
+			ret = wps_guest_pattern_parse(optarg, &a->g.pattern);
+			break;
+		case O_POPULATE:
+			ret = parse_uint(optarg, 100, &v);
+			a->g.populate_pct = (unsigned int)v;
+			break;
+		case O_SEED:
+			ret = parse_uint(optarg, UINT64_MAX, &a->g.seed);
+			break;
+		case O_WARMUP:
+			ret = parse_secs(optarg, &a->warmup);
+			break;
+		case O_DURATION:
+			ret = parse_secs(optarg, &a->duration);
+			break;
+		case O_SNAPSHOT:
+			a->snapshot = optarg;
+			break;
+		case O_LEDGER:
+			a->ledger = optarg;
+			break;
+		case O_OVERWRITE:
+			a->overwrite = true;
+			break;
+		case O_RESERVE:
+			a->reserve_huge = true;
+			break;
+		case 'h':
+		case O_HELP:
+			usage(stdout);
+			exit(0);
+		default:
+			usage(stderr);
+			return -EINVAL;
+		}
+		if (ret) {
+			fprintf(stderr, PROG ": invalid value '%s' for --%s\n",
+				optarg, lo[c - O_SIZE].name);
+			return -EINVAL;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, PROG ": unexpected argument '%s'\n", argv[optind]);
+		return -EINVAL;
+	}
+	if (a->ledger && !a->snapshot) {
+		fprintf(stderr, PROG ": --ledger needs --snapshot\n");
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static void sleep_secs(double s)
+{
+	struct timespec ts;
+
+	if (s <= 0)
+		return;
+	ts.tv_sec = (time_t)s;
+	ts.tv_nsec = (long)((s - (double)ts.tv_sec) * 1e9);
+	while (nanosleep(&ts, &ts) && errno == EINTR)
+		;
+}
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* "850 ns", "12.3 us", "4.56 ms" */
+static const char *fmt_ns(uint64_t ns, char *buf, size_t len)
+{
+	if (ns < 1000)
+		snprintf(buf, len, "%" PRIu64 " ns", ns);
+	else if (ns < 1000000)
+		snprintf(buf, len, "%.1f us", (double)ns / 1e3);
+	else
+		snprintf(buf, len, "%.2f ms", (double)ns / 1e6);
+	return buf;
+}
+
+/* ------------------------------------------------------------------ */
+/* Huge page pool                                                      */
+/* ------------------------------------------------------------------ */
+
+static long read_long(const char *path)
+{
+	FILE *f = fopen(path, "r");
+	long v = -1;
+
+	if (!f)
+		return -1;
+	if (fscanf(f, "%ld", &v) != 1)
+		v = -1;
+	fclose(f);
+	return v;
+}
+
+static int write_long(const char *path, long v)
+{
+	FILE *f = fopen(path, "w");
+	int ret = 0;
+
+	if (!f)
+		return -errno;
+	if (fprintf(f, "%ld\n", v) < 0)
+		ret = -EIO;
+	if (fclose(f) && !ret)
+		ret = -errno;
+	return ret;
+}
+
+/* Grow the pool by the pages missing for this guest. At exit it shrinks
+ * by exactly what was added: the old value, unless someone else changed
+ * the pool meanwhile. */
+static int hugepool_reserve(struct hugepool *hp, uint64_t size)
+{
+	long need = (long)((size + HUGE_2M - 1) / HUGE_2M), nr, fr, got;
+	int ret;
+
+	nr = read_long(NR_HUGE);
+	fr = read_long(FREE_HUGE);
+	if (nr < 0 || fr < 0) {
+		fprintf(stderr, PROG ": cannot read %s or %s: no 2 MiB huge pages?\n",
+			NR_HUGE, FREE_HUGE);
+		return -ENOENT;
+	}
+	if (fr >= need)
+		return 0;
+	ret = write_long(NR_HUGE, nr + need - fr);
+	if (ret) {
+		fprintf(stderr, PROG ": writing %s: %s\n", NR_HUGE, strerror(-ret));
+		return ret;
+	}
+	got = read_long(NR_HUGE);
+	hp->added = got > nr ? got - nr : 0;
+	fr = read_long(FREE_HUGE);
+	if (fr < need) {
+		fprintf(stderr, PROG ": asked for %ld more huge pages in %s, the kernel "
+			"found %ld (free now %ld, need %ld): memory too fragmented?\n",
+			need, NR_HUGE, hp->added, fr, need);
+		return -ENOSPC;
+	}
+	return 0;
+}
+
+static void hugepool_release(struct hugepool *hp)
+{
+	long nr;
+
+	if (hp->added <= 0)
+		return;
+	nr = read_long(NR_HUGE);
+	if (nr >= hp->added && write_long(NR_HUGE, nr - hp->added))
+		fprintf(stderr, PROG ": could not give back %ld huge pages in %s\n",
+			hp->added, NR_HUGE);
+	hp->added = 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Modes                                                               */
+/* ------------------------------------------------------------------ */
+
+static void print_latency(struct wps_guest *g)
+{
+	struct wps_guest_latency lat;
+	char a[32], b[32], c[32];
+
+	wps_guest_latency_get(g, &lat);
+	if (!lat.writes)
+		return;
+	printf("  write latency: p50 %s, p99 %s, max %s; %" PRIu64 " slow (>= 5 us)",
+	       fmt_ns(lat.p50_ns, a, sizeof(a)), fmt_ns(lat.p99_ns, b, sizeof(b)),
+	       fmt_ns(lat.max_ns, c, sizeof(c)), lat.slow_writes);
+	if (lat.slow_writes)
+		printf(", slow p50 %s p99 %s", fmt_ns(lat.slow_p50_ns, a, sizeof(a)),
+		       fmt_ns(lat.slow_p99_ns, b, sizeof(b)));
+	printf("\n");
+}
+
+static int run_rate(struct wps_guest *g, const struct args *a)
+{
+	uint64_t w0, w1, t0, t1;
+	double secs, rate;
+
+	sleep_secs(a->warmup);
+	wps_guest_pause(g);
+	wps_guest_latency_reset(g);
+	w0 = wps_guest_writes(g);
+	t0 = now_ns();
+	wps_guest_resume(g);
+	sleep_secs(a->duration);
+	wps_guest_pause(g);
+	t1 = now_ns();
+	w1 = wps_guest_writes(g);
+	secs = (double)(t1 - t0) / 1e9;
+	rate = (double)(w1 - w0) / secs;
+	printf("%s guest, %" PRIu64 " MiB, %u thread(s), pattern %s: %.0f writes/s "
+	       "(%.0f per thread, %.1f MiB/s) over %.2f s\n",
+	       wps_guest_backing_name(a->g.backing), wps_guest_size(g) >> 20,
+	       a->g.threads, wps_guest_pattern_name(a->g.pattern), rate,
+	       rate / a->g.threads, rate * 4096 / (1 << 20), secs);
+	print_latency(g);
+	wps_guest_resume(g);
+	return 0;
+}
+
+static int run_snapshot(struct wps_guest *g, const struct args *a)
+{
+	struct wps_snapshot_opts so = WPS_SNAPSHOT_OPTS_INIT;
+	struct wps_snapshot_stats st;
+	struct wps_snapshot *snap = NULL;
+	struct wps_ledger *l = NULL;
+	struct wps_image *img = NULL;
+	struct wps_ctx *ctx = NULL;
+	struct wps_region r;
+	uint64_t bad = 0, writes0, writes1;
+	char why[256] = "", p[32];
+	bool paused = false;
+	int ret;
+
+	ret = wps_ctx_new(&ctx);
+	if (ret) {
+		fprintf(stderr, PROG ": creating the libwpsnap context: %s\n", strerror(-ret));
+		goto out;
+	}
+	wps_guest_region(g, &r);
+	so.path = a->snapshot;
+	so.flags = a->overwrite ? WPS_SNAP_OVERWRITE : 0;
+	so.pause = wps_guest_freeze_pause;
+	so.resume = wps_guest_resume;
+	so.pause_arg = g;
+	ret = wps_snapshot_new(ctx, &r, 1, &so, &snap);
+	if (ret) {
+		fprintf(stderr, PROG ": preparing the snapshot %s: %s%s\n", a->snapshot,
+			strerror(-ret), ret == -EEXIST ? " (use --overwrite)" : "");
+		goto out;
+	}
+
+	sleep_secs(a->warmup);
+	wps_guest_pause(g);
+	wps_guest_latency_reset(g);
+	writes0 = wps_guest_writes(g);
+	wps_guest_resume(g);
+
+	ret = wps_snapshot_freeze(snap);
+	if (ret) {
+		fprintf(stderr, PROG ": freezing guest RAM for %s: %s\n", a->snapshot,
+			strerror(-ret));
+		goto out;
+	}
+	ret = wps_snapshot_wait(snap);   /* the writers keep going meanwhile */
+	if (ret) {
+		fprintf(stderr, PROG ": snapshot %s failed: %s\n", a->snapshot,
+			strerror(-ret));
+		goto out;
+	}
+
+	/* The ledger of the freeze instant, taken now that the copy is done. */
+	wps_guest_pause(g);
+	paused = true;
+	writes1 = wps_guest_writes(g);
+	ret = wps_guest_ledger(g, &l);
+	if (ret) {
+		fprintf(stderr, PROG ": taking the ledger: %s\n", strerror(-ret));
+		goto out;
+	}
+	if (a->ledger) {
+		ret = wps_ledger_write(l, a->ledger);
+		if (ret) {
+			fprintf(stderr, PROG ": writing the ledger %s: %s\n", a->ledger,
+				strerror(-ret));
+			goto out;
+		}
+	}
+	wps_snapshot_stats(snap, &st);
+	printf("snapshot %s: %" PRIu64 " MiB %s, %u thread(s) %s; guest wrote %"
+	       PRIu64 " blocks during the snapshot\n", a->snapshot,
+	       wps_guest_size(g) >> 20, wps_guest_backing_name(a->g.backing),
+	       a->g.threads, wps_guest_pattern_name(a->g.pattern), writes1 - writes0);
+	print_latency(g);
+	/* The verification only reads the image: stop the writers for it. */
+	wps_guest_resume(g);
+	paused = false;
+	wps_guest_stop(g);
+
+	ret = wps_image_open(ctx, a->snapshot, 0, &img);
+	if (ret) {
+		fprintf(stderr, PROG ": opening the image %s: %s\n", a->snapshot,
+			strerror(-ret));
+		goto out;
+	}
+	ret = wps_ledger_verify_image(l, img, 0, &bad, why, sizeof(why));
+	printf("snapshot %s: pause %s, total %.1f ms, %.1f MiB/s, %" PRIu64
+	       " faults, verify %s\n", a->snapshot, fmt_ns(st.pause_ns, p, sizeof(p)),
+	       (double)st.total_ns / 1e6,
+	       st.total_ns ? (double)st.populated_bytes / (1 << 20) /
+			     ((double)st.total_ns / 1e9) : 0.0,
+	       st.faults, ret ? "FAILED" : "OK");
+	if (ret == -EBADMSG)
+		fprintf(stderr, PROG ": %s does not match the ledger: %s\n",
+			a->snapshot, why);
+	else if (ret)
+		fprintf(stderr, PROG ": verifying %s: %s%s%s\n", a->snapshot,
+			strerror(-ret), why[0] ? ": " : "", why);
+out:
+	if (paused)
+		wps_guest_resume(g);
+	if (img)
+		wps_image_close(img);
+	if (snap)
+		wps_snapshot_free(snap);
+	wps_ledger_free(l);
+	if (ctx)
+		wps_ctx_free(ctx);
+	return ret;
+}
+
+int main(int argc, char **argv)
+{
+	struct args a = {
+		.g = {
+			.size = 256ull << 20, .backing = WPS_GUEST_ANON, .threads = 2,
+			.pattern = WPS_GUEST_RANDOM, .populate_pct = 100, .seed = 1,
+		},
+		.warmup = 0.5, .duration = 2,
+	};
+	struct hugepool hp = { 0 };
+	struct wps_guest *g = NULL;
+	int ret;
+
+	if (parse_args(argc, argv, &a))
+		return 2;
+	if (a.reserve_huge && a.g.backing == WPS_GUEST_HUGETLB) {
+		ret = hugepool_reserve(&hp, a.g.size);
+		if (ret)
+			goto out;
+	}
+
+	ret = wps_guest_new(&a.g, &g);
+	if (ret) {
+		fprintf(stderr, PROG ": creating a %s guest of %" PRIu64 " bytes: %s\n",
+			wps_guest_backing_name(a.g.backing), a.g.size, strerror(-ret));
+		if (ret == -ENOSPC)
+			fprintf(stderr, PROG ": not enough 2 MiB huge pages in the pool "
+				"(%s); use --reserve-hugepages\n", NR_HUGE);
+		goto out;
+	}
+	ret = wps_guest_start(g);
+	if (ret) {
+		fprintf(stderr, PROG ": starting the writers: %s\n", strerror(-ret));
+		goto out;
+	}
+	ret = a.snapshot ? run_snapshot(g, &a) : run_rate(g, &a);
+out:
+	wps_guest_free(g);
+	hugepool_release(&hp);
+	return ret ? 1 : 0;
+}
