@@ -7,4 +7,5 @@ cd "$(dirname "$0")"
 if [ "$1" = "--deps" ]; then
 	sh contrib/install-deps.sh
 fi
+mkdir -p m4
 autoreconf -fi

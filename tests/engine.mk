@@ -9,3 +9,13 @@ TESTS += tests/unit/test_engine
 tests_unit_test_engine_SOURCES = tests/unit/test_engine.c
 tests_unit_test_engine_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS)
 tests_unit_test_engine_LDADD = tests/unit/libtestutil.la libwpsnap.la $(CHECK_LIBS)
+
+check_PROGRAMS += tests/unit/test_snapshot
+TESTS += tests/unit/test_snapshot
+tests_unit_test_snapshot_SOURCES = tests/unit/test_snapshot.c
+tests_unit_test_snapshot_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS)
+tests_unit_test_snapshot_LDADD = tests/unit/libtestutil.la \
+	tools/guest/libwpsguest.la libwpsnap.la $(CHECK_LIBS)
+
+TESTS += tests/integration/cli.sh
+EXTRA_DIST += tests/integration/cli.sh

@@ -107,6 +107,9 @@ const char *wps_phase_name(enum wps_phase phase);
 /* Flags for wps_snapshot_opts.flags. */
 #define WPS_SNAP_OVERWRITE  (1u << 0) /* replace an existing image at path */
 #define WPS_SNAP_NO_DIRECT  (1u << 1) /* never use O_DIRECT (testing) */
+/* Protect everything inside the pause (one ioctl per region) instead of
+ * converging rounds outside it: a longer pause, for comparison. */
+#define WPS_SNAP_FREEZE_SIMPLE (1u << 2)
 
 struct wps_snapshot_opts {
 	/* Image path. Written as "<path>.partial", renamed on success. */
@@ -157,6 +160,10 @@ struct wps_snapshot_stats {
 	uint64_t fault_p99_ns;
 	uint64_t fault_max_ns;
 	uint64_t events;            /* REMOVE/UNMAP/... events seen */
+	uint64_t tracker_bytes;     /* memory the snapshot allocated: I/O
+				       buffers, bitmaps, queues */
+	unsigned int protect_rounds;/* protection rounds before the pause */
+	uint64_t pause_protect_pages; /* pages re-protected inside the pause */
 	bool direct_io;             /* image written with O_DIRECT */
 };
 

@@ -1,0 +1,394 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * End-to-end snapshots through the public API: the reference guest writes
+ * at full speed, libwpsnap writes a real image file, and the image must
+ * equal the guest's ledger at the freeze instant, block for block.
+ */
+#include "config.h"
+
+#include <check.h>
+#include <errno.h>
+#include <malloc.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <wpsnap/image.h>
+#include <wpsnap/wpsnap.h>
+
+#include "tests/unit/testutil.h"
+#include "tools/guest/guest.h"
+
+static char *dir;
+
+static void setup(void)
+{
+	dir = tu_tmpdir();
+}
+
+static void teardown(void)
+{
+	tu_rmtree(dir);
+	free(dir);
+}
+
+static bool exists(const char *path)
+{
+	struct stat st;
+
+	return stat(path, &st) == 0;
+}
+
+static struct wps_guest *guest_new(enum wps_guest_backing b, uint64_t size,
+				   unsigned int threads,
+				   enum wps_guest_pattern pat, unsigned int pct)
+{
+	struct wps_guest_opts o = { .size = size, .backing = b,
+				    .threads = threads, .pattern = pat,
+				    .populate_pct = pct, .seed = 42 };
+	struct wps_guest *g = NULL;
+
+	ck_assert_int_eq(wps_guest_new(&o, &g), 0);
+	return g;
+}
+
+static struct wps_guest *guest(enum wps_guest_backing b, uint64_t size,
+			       unsigned int threads,
+			       enum wps_guest_pattern pat, unsigned int pct)
+{
+	struct wps_guest *g = guest_new(b, size, threads, pat, pct);
+
+	ck_assert_int_eq(wps_guest_start(g), 0);
+	return g;
+}
+
+/* start: start the guest's writers just before the freeze (the guest was
+ * made with guest_new), so that little is written before the instant. */
+static int snapshot_ex(struct wps_ctx *ctx, struct wps_guest *g,
+		       const char *path, struct wps_snapshot_stats *st,
+		       bool cancel, bool start)
+{
+	struct wps_snapshot_opts so = WPS_SNAPSHOT_OPTS_INIT;
+	struct wps_snapshot *s;
+	struct wps_region r;
+	int ret;
+
+	wps_guest_region(g, &r);
+	so.path = path;
+	so.pause = wps_guest_freeze_pause;
+	so.resume = wps_guest_resume;
+	so.pause_arg = g;
+	ret = wps_snapshot_new(ctx, &r, 1, &so, &s);
+	if (ret)
+		return ret;
+	if (start)
+		ck_assert_int_eq(wps_guest_start(g), 0);
+	ret = wps_snapshot_freeze(s);
+	if (!ret && cancel)
+		wps_snapshot_cancel(s);
+	if (!ret)
+		ret = wps_snapshot_wait(s);
+	if (st)
+		wps_snapshot_stats(s, st);
+	wps_snapshot_free(s);
+	return ret;
+}
+
+static int snapshot(struct wps_ctx *ctx, struct wps_guest *g, const char *path,
+		    struct wps_snapshot_stats *st, bool cancel)
+{
+	return snapshot_ex(ctx, g, path, st, cancel, false);
+}
+
+/* Verify the image against the ledger; returns how many blocks were
+ * unpopulated at the instant but are written now (first touched after). */
+static uint64_t check_image(struct wps_ctx *ctx, struct wps_guest *g,
+			    const char *path)
+{
+	struct wps_ledger *l;
+	struct wps_image *img;
+	const uint8_t *mem = wps_guest_mem(g);
+	uint64_t bad = 0, b, fresh = 0;
+	char why[256] = "";
+	static const uint8_t zero[4096];
+
+	ck_assert_int_eq(wps_guest_pause(g), 0);
+	ck_assert_int_eq(wps_guest_ledger(g, &l), 0);
+	for (b = 0; b < l->nr_blocks; b++)
+		if (!l->gen[b] && memcmp(mem + b * 4096, zero, 4096))
+			fresh++;
+	ck_assert_int_eq(wps_guest_resume(g), 0);
+	ck_assert_int_eq(wps_image_open(ctx, path, 0, &img), 0);
+	ck_assert_msg(!wps_ledger_verify_image(l, img, 0, &bad, why, sizeof(why)),
+		      "image differs from the freeze instant: %s", why);
+	ck_assert_int_eq(wps_image_verify(img, &bad), 0);
+	wps_image_close(img);
+	wps_ledger_free(l);
+	return fresh;
+}
+
+static void backing_test(enum wps_guest_backing b, uint64_t size)
+{
+	struct wps_snapshot_stats st;
+	struct wps_ctx *ctx;
+	struct wps_guest *g;
+	char path[512];
+	uint64_t fresh, wp;
+
+	ck_assert_int_eq(wps_ctx_new(&ctx), 0);
+	snprintf(path, sizeof(path), "%s/img", dir);
+	/* Writers start right before the freeze: with a warm-up they would
+	 * have touched every block before the instant, and none is fresh. */
+	g = guest_new(b, size, 2, WPS_GUEST_RANDOM, 60);
+	ck_assert_int_eq(snapshot_ex(ctx, g, path, &st, false, true), 0);
+	ck_assert(exists(path));
+	/* The guest kept writing through the whole copy. */
+	ck_assert_uint_gt(st.faults, 0);
+	usleep(50000);
+	fresh = check_image(ctx, g, path);
+	/* 40% of the guest was never populated before the freeze and the
+	 * writers touch it afterwards: those blocks must read as zero. */
+	ck_assert_uint_gt(fresh, 0);
+	ck_assert_int_eq(tu_count_wp(wps_guest_mem(g), wps_guest_size(g), &wp), 0);
+	ck_assert_uint_eq(wp, 0);
+	wps_guest_free(g);
+	wps_ctx_free(ctx);
+}
+
+START_TEST(anon_live)
+{
+	backing_test(WPS_GUEST_ANON, 64 << 20);
+}
+END_TEST
+
+START_TEST(thp_live)
+{
+	backing_test(WPS_GUEST_THP, 64 << 20);
+}
+END_TEST
+
+START_TEST(memfd_live)
+{
+	backing_test(WPS_GUEST_MEMFD, 64 << 20);
+}
+END_TEST
+
+START_TEST(hugetlb_live)
+{
+	long old;
+
+	if (tu_hugepages_reserve(40, &old)) {
+		printf("SKIP hugetlb_live: the kernel refused to reserve 2 MiB "
+		       "huge pages\n");
+		return;
+	}
+	backing_test(WPS_GUEST_HUGETLB, 64 << 20);
+	tu_hugepages_restore(old);
+}
+END_TEST
+
+START_TEST(empty_guest)
+{
+	const struct wps_image_info *in;
+	struct wps_ctx *ctx;
+	struct wps_image *img;
+	struct wps_guest *g;
+	char path[512];
+
+	ck_assert_int_eq(wps_ctx_new(&ctx), 0);
+	snprintf(path, sizeof(path), "%s/img", dir);
+	g = guest(WPS_GUEST_ANON, 16 << 20, 1, WPS_GUEST_IDLE, 0);
+	ck_assert_int_eq(snapshot(ctx, g, path, NULL, false), 0);
+	check_image(ctx, g, path);
+	ck_assert_int_eq(wps_image_open(ctx, path, 0, &img), 0);
+	in = wps_image_get_info(img);
+	ck_assert_uint_eq(in->present_blocks, 0);
+	ck_assert_uint_eq(in->data_bytes, 0);
+	wps_image_close(img);
+	wps_guest_free(g);
+	wps_ctx_free(ctx);
+}
+END_TEST
+
+START_TEST(one_page_guest)
+{
+	const struct wps_image_region *r;
+	struct wps_ctx *ctx;
+	struct wps_image *img;
+	struct wps_guest *g;
+	char path[512];
+
+	ck_assert_int_eq(wps_ctx_new(&ctx), 0);
+	snprintf(path, sizeof(path), "%s/img", dir);
+	g = guest(WPS_GUEST_ANON, 4096, 1, WPS_GUEST_SEQ, 100);
+	ck_assert_int_eq(snapshot(ctx, g, path, NULL, false), 0);
+	check_image(ctx, g, path);
+	ck_assert_int_eq(wps_image_open(ctx, path, 0, &img), 0);
+	r = wps_image_get_region(img, 0);
+	ck_assert_uint_eq(r->nr_blocks, 1);
+	ck_assert_uint_eq(r->present_blocks, 1);
+	wps_image_close(img);
+	wps_guest_free(g);
+	wps_ctx_free(ctx);
+}
+END_TEST
+
+START_TEST(cancel_leaves_nothing)
+{
+	struct wps_ctx *ctx;
+	struct wps_guest *g;
+	char path[512], partial[600];
+	uint64_t wp, w0;
+	int i;
+
+	ck_assert_int_eq(wps_ctx_new(&ctx), 0);
+	snprintf(path, sizeof(path), "%s/img", dir);
+	snprintf(partial, sizeof(partial), "%s.partial", path);
+	for (i = 0; i < 5; i++) {
+		g = guest(i % 2 ? WPS_GUEST_MEMFD : WPS_GUEST_ANON, 128 << 20,
+			  2, WPS_GUEST_RANDOM, 100);
+		ck_assert_int_eq(snapshot(ctx, g, path, NULL, true),
+				 -ECANCELED);
+		ck_assert(!exists(path));
+		ck_assert(!exists(partial));
+		ck_assert_int_eq(tu_count_wp(wps_guest_mem(g),
+					     wps_guest_size(g), &wp), 0);
+		ck_assert_uint_eq(wp, 0);
+		/* The writers go on, and the whole memory is writable:
+		 * a leaked protection would block here forever (alarm). */
+		w0 = wps_guest_writes(g);
+		usleep(20000);
+		ck_assert_uint_gt(wps_guest_writes(g), w0);
+		wps_guest_stop(g);
+		alarm(20);
+		memset(wps_guest_mem(g), 0x5a, wps_guest_size(g));
+		alarm(0);
+		wps_guest_free(g);
+	}
+	wps_ctx_free(ctx);
+}
+END_TEST
+
+START_TEST(fifty_in_a_row)
+{
+	struct wps_ctx *ctx;
+	struct wps_guest *g;
+	char path[512];
+	int fds0, i;
+	size_t heap0 = 0, heap1 = 0;
+
+	ck_assert_int_eq(wps_ctx_new(&ctx), 0);
+	snprintf(path, sizeof(path), "%s/img", dir);
+	g = guest(WPS_GUEST_ANON, 8 << 20, 2, WPS_GUEST_RANDOM, 100);
+	/* One run first, so lazily allocated libc state is not counted. */
+	ck_assert_int_eq(snapshot(ctx, g, path, NULL, false), 0);
+	unlink(path);
+	fds0 = tu_count_fds();
+	heap0 = mallinfo2().uordblks;
+	for (i = 0; i < 50; i++) {
+		ck_assert_int_eq(snapshot(ctx, g, path, NULL, false), 0);
+		if (i % 10 == 0)
+			check_image(ctx, g, path);
+		ck_assert_int_eq(unlink(path), 0);
+	}
+	heap1 = mallinfo2().uordblks;
+	ck_assert_int_eq(tu_count_fds(), fds0);
+	/* Sanitizer builds replace malloc, and mallinfo2 then says 0. */
+	if (heap0)
+		ck_assert_msg(heap1 <= heap0 + 64 * 1024,
+			      "heap grew from %zu to %zu over 50 snapshots",
+			      heap0, heap1);
+	wps_guest_free(g);
+	wps_ctx_free(ctx);
+}
+END_TEST
+
+START_TEST(existing_image_refused)
+{
+	struct wps_snapshot_opts so = WPS_SNAPSHOT_OPTS_INIT;
+	struct wps_snapshot *s = NULL;
+	struct wps_ctx *ctx;
+	struct wps_guest *g;
+	struct wps_region r;
+	char path[512];
+	FILE *f;
+
+	ck_assert_int_eq(wps_ctx_new(&ctx), 0);
+	wps_ctx_set_log_level(ctx, 0);
+	snprintf(path, sizeof(path), "%s/img", dir);
+	f = fopen(path, "w");
+	ck_assert_ptr_nonnull(f);
+	fputs("precious", f);
+	fclose(f);
+	g = guest(WPS_GUEST_ANON, 4 << 20, 1, WPS_GUEST_IDLE, 100);
+	wps_guest_region(g, &r);
+	so.path = path;
+	ck_assert_int_eq(wps_snapshot_new(ctx, &r, 1, &so, &s), -EEXIST);
+	ck_assert_ptr_null(s);
+	r.size += 100;
+	so.flags = WPS_SNAP_OVERWRITE;
+	ck_assert_int_eq(wps_snapshot_new(ctx, &r, 1, &so, &s), -EINVAL);
+	so.path = NULL;
+	ck_assert_int_eq(wps_snapshot_new(ctx, &r, 1, &so, &s), -EINVAL);
+	wps_guest_free(g);
+	wps_ctx_free(ctx);
+}
+END_TEST
+
+START_TEST(enospc_fails_cleanly)
+{
+	struct wps_ctx *ctx;
+	struct wps_guest *g;
+	char mnt[512], path[600], partial[700];
+	uint64_t wp;
+	int ret;
+
+	snprintf(mnt, sizeof(mnt), "%s/small", dir);
+	ck_assert_int_eq(mkdir(mnt, 0700), 0);
+	if (mount("tmpfs", mnt, "tmpfs", 0, "size=4m")) {
+		printf("SKIP enospc_fails_cleanly: cannot mount a tmpfs: %s\n",
+		       strerror(errno));
+		return;
+	}
+	ck_assert_int_eq(wps_ctx_new(&ctx), 0);
+	wps_ctx_set_log_level(ctx, 0);
+	snprintf(path, sizeof(path), "%s/img", mnt);
+	snprintf(partial, sizeof(partial), "%s.partial", path);
+	g = guest(WPS_GUEST_ANON, 32 << 20, 2, WPS_GUEST_RANDOM, 100);
+	ret = snapshot(ctx, g, path, NULL, false);
+	ck_assert_int_eq(ret, -ENOSPC);
+	ck_assert(!exists(path));
+	ck_assert(!exists(partial));
+	ck_assert_int_eq(tu_count_wp(wps_guest_mem(g), wps_guest_size(g), &wp), 0);
+	ck_assert_uint_eq(wp, 0);
+	wps_guest_free(g);
+	umount(mnt);
+	wps_ctx_free(ctx);
+}
+END_TEST
+
+static Suite *snapshot_suite(void)
+{
+	Suite *s = suite_create("snapshot");
+	TCase *tc = tcase_create("live");
+
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_set_timeout(tc, 300);
+	tcase_add_test(tc, anon_live);
+	tcase_add_test(tc, thp_live);
+	tcase_add_test(tc, memfd_live);
+	tcase_add_test(tc, hugetlb_live);
+	tcase_add_test(tc, empty_guest);
+	tcase_add_test(tc, one_page_guest);
+	tcase_add_test(tc, cancel_leaves_nothing);
+	tcase_add_test(tc, fifty_in_a_row);
+	tcase_add_test(tc, existing_image_refused);
+	tcase_add_test(tc, enospc_fails_cleanly);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+TU_MAIN(snapshot_suite)
