@@ -1,3 +1,9 @@
-# owned by the stream module
+# owned by the stream module: image format v1, its writer and its reader
 libwpsnap_la_SOURCES += \
-	stream/img_writer.h
+	stream/crc32c.c \
+	stream/crc32c.h \
+	stream/crc32c_table.h \
+	stream/format.h \
+	stream/img_writer.c \
+	stream/img_writer.h \
+	stream/img_reader.c

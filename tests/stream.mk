@@ -1,1 +1,22 @@
-# tests of the stream module
+# tests of the stream module (Check). They need root for the tmpfs/ramfs
+# mounts of the ENOSPC and O_DIRECT-fallback cases, which skip otherwise.
+check_PROGRAMS += \
+	tests/unit/test_crc32c \
+	tests/unit/test_format \
+	tests/unit/test_writer
+TESTS += \
+	tests/unit/test_crc32c \
+	tests/unit/test_format \
+	tests/unit/test_writer
+
+tests_unit_test_crc32c_SOURCES = tests/unit/test_crc32c.c
+tests_unit_test_crc32c_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS)
+tests_unit_test_crc32c_LDADD = libwpsnap.la $(CHECK_LIBS)
+
+tests_unit_test_format_SOURCES = tests/unit/test_format.c
+tests_unit_test_format_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS)
+tests_unit_test_format_LDADD = libwpsnap.la $(CHECK_LIBS)
+
+tests_unit_test_writer_SOURCES = tests/unit/test_writer.c
+tests_unit_test_writer_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS)
+tests_unit_test_writer_LDADD = libwpsnap.la $(CHECK_LIBS)

@@ -38,6 +38,11 @@ struct wps_sink_ops {
 	/* Hand what the lane has buffered to the device; never waits for it
 	 * to complete. Called when a lane goes idle. */
 	int (*flush)(void *priv, enum wps_lane lane);
+	/* Optional: wait until a put() of up to len bytes on lane will not
+	 * wait. The sweep calls it before it claims pages, so that it never
+	 * holds a claim (which a faulting guest thread may be waiting for)
+	 * while it waits for the device. */
+	int (*reserve)(void *priv, enum wps_lane lane, size_t len);
 };
 
 struct wps_sink {

@@ -1,0 +1,779 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Image reader (include/wpsnap/image.h): opens a format-v1 image only when
+ * it is complete and its metadata intact, and verifies page data against
+ * the group checksums whenever it reads it.
+ *
+ * It owns the file descriptor and one in-memory copy of the trailer, which
+ * holds every bitmap, checksum table and blob (converted to host order in
+ * place once its checksum has been checked), so that presence queries
+ * never touch the file. Reads allocate their own scratch space, so reads
+ * from several threads do not interfere.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* image.h carries a comment with a nested comment opener. */
+#include <wpsnap/image.h>
+
+#include "src/log.h"
+#include "stream/format.h"
+
+#define IMGR_VERIFY_CHUNK (8u << 20) /* bytes per read in verify */
+
+struct imgr_region {
+	struct wps_image_region pub;
+	uint64_t data_offset;
+	uint64_t nr_groups;
+	uint64_t *bitmap;       /* in img->trailer, host order */
+	uint32_t *csum;         /* in img->trailer, host order */
+};
+
+struct imgr_blob {
+	const char *name;
+	const void *data;
+	size_t len;
+};
+
+struct wps_image {
+	struct wps_ctx *ctx;
+	char *path;
+	int fd;
+	unsigned int flags;
+	struct wps_image_info info;
+	uint64_t footer_offset;
+	uint8_t *trailer;       /* [trailer_offset, footer_offset) */
+	uint64_t trailer_offset;
+	struct imgr_region *regions;
+	struct imgr_blob *blobs;
+};
+
+/* Every refusal names the file; the message says where and why. */
+static int img_fail(struct wps_image *img, int err, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static int img_fail(struct wps_image *img, int err, const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	wps_err(img->ctx, "image %s: %s", img->path, msg);
+	return err;
+}
+
+static int pread_full(struct wps_image *img, void *buf, size_t len,
+		      uint64_t off)
+{
+	uint8_t *p = buf;
+
+	while (len) {
+		ssize_t n = pread(img->fd, p, len, (off_t)off);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return img_fail(img, -errno, "read of %zu bytes at offset %llu: %s",
+					len, (unsigned long long)off,
+					strerror(errno));
+		if (n == 0)
+			return img_fail(img, -EBADMSG,
+					"unexpected end of file at offset %llu: truncated",
+					(unsigned long long)off);
+		p += n;
+		off += (uint64_t)n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+static bool all_zero(const void *p, size_t len)
+{
+	const uint8_t *b = p;
+
+	return !len || (b[0] == 0 && !memcmp(b, b + 1, len - 1));
+}
+
+static bool test_bit(const uint64_t *bm, uint64_t b)
+{
+	return bm[b >> 6] >> (b & 63) & 1;
+}
+
+/* First block at or after b (below end) whose bit equals want; end if none. */
+static uint64_t find_bit(const uint64_t *bm, uint64_t b, uint64_t end, bool want)
+{
+	uint64_t flip = want ? 0 : ~0ull;
+
+	while (b < end) {
+		uint64_t word = (bm[b >> 6] ^ flip) & (~0ull << (b & 63));
+
+		if (word) {
+			b = (b & ~63ull) + (uint64_t)__builtin_ctzll(word);
+			return b < end ? b : end;
+		}
+		b = (b | 63) + 1;
+	}
+	return end;
+}
+
+static bool group_has_data(const struct imgr_region *reg, uint64_t g, uint32_t G)
+{
+	uint64_t s = g * G, e = s + G < reg->pub.nr_blocks ? s + G
+							   : reg->pub.nr_blocks;
+
+	return find_bit(reg->bitmap, s, e, true) < e;
+}
+
+/* ------------------------------------------------------------------ */
+/* open                                                                */
+/* ------------------------------------------------------------------ */
+
+static int check_super(struct wps_image *img, const struct wps_img_super *sb,
+		       uint64_t size)
+{
+	uint32_t crc;
+	uint64_t meta, toff, foff;
+
+	if (all_zero(sb, sizeof(*sb)))
+		return img_fail(img, -EBADMSG,
+				"superblock at offset 0 was never written: snapshot did not complete (partial image)");
+	if (memcmp(sb->magic, WPS_IMG_MAGIC, 8))
+		return img_fail(img, -EPROTO,
+				"bad magic at offset 0: not a wpsnap image");
+	if (le32toh(sb->version) != WPS_IMG_VERSION)
+		return img_fail(img, -EPROTO,
+				"format version %u at offset 8; this reader knows version %u",
+				le32toh(sb->version), WPS_IMG_VERSION);
+	crc = wps_crc32c(0, sb, offsetof(struct wps_img_super, crc));
+	if (crc != le32toh(sb->crc))
+		return img_fail(img, -EBADMSG,
+				"superblock checksum mismatch at offset %zu (stored %08x, computed %08x)",
+				offsetof(struct wps_img_super, crc),
+				le32toh(sb->crc), crc);
+	if (le32toh(sb->flags))
+		return img_fail(img, -EPROTO,
+				"unknown superblock flags %#x at offset 12",
+				le32toh(sb->flags));
+	meta = le64toh(sb->meta_size);
+	toff = le64toh(sb->trailer_offset);
+	foff = le64toh(sb->footer_offset);
+	if (le32toh(sb->block_size) != WPS_IMG_BLOCK ||
+	    le32toh(sb->region_entry_size) != sizeof(struct wps_img_region_ent) ||
+	    !le32toh(sb->group_blocks) ||
+	    le32toh(sb->group_blocks) > WPS_IMG_GROUP_BLOCKS_MAX ||
+	    le32toh(sb->nr_regions) > WPS_IMG_MAX_REGIONS ||
+	    meta != wps_img_meta_size(le32toh(sb->nr_regions)) ||
+	    toff < meta || foff < toff || (toff | foff) & (WPS_IMG_BLOCK - 1) ||
+	    foff > UINT64_MAX - WPS_IMG_BLOCK)
+		return img_fail(img, -EBADMSG,
+				"superblock geometry is inconsistent (block size %u, group %u, %u regions, meta %llu, trailer %llu, footer %llu)",
+				le32toh(sb->block_size), le32toh(sb->group_blocks),
+				le32toh(sb->nr_regions), (unsigned long long)meta,
+				(unsigned long long)toff, (unsigned long long)foff);
+	if (size < foff + WPS_IMG_BLOCK) {
+		if (size == foff)
+			return img_fail(img, -EBADMSG,
+					"footer missing at offset %llu: snapshot did not complete (partial image)",
+					(unsigned long long)foff);
+		return img_fail(img, -EBADMSG,
+				"file is %llu bytes, expected %llu: truncated",
+				(unsigned long long)size,
+				(unsigned long long)(foff + WPS_IMG_BLOCK));
+	}
+	if (size > foff + WPS_IMG_BLOCK)
+		return img_fail(img, -EBADMSG,
+				"file is %llu bytes, expected %llu: data after the footer",
+				(unsigned long long)size,
+				(unsigned long long)(foff + WPS_IMG_BLOCK));
+	return 0;
+}
+
+static int check_footer(struct wps_image *img, const struct wps_img_super *sb,
+			const struct wps_img_footer *ft)
+{
+	uint64_t foff = le64toh(sb->footer_offset);
+	uint64_t toff = le64toh(sb->trailer_offset);
+	uint32_t crc;
+
+	if (all_zero(ft, sizeof(*ft)) || memcmp(ft->magic, WPS_IMG_FOOTER_MAGIC, 8))
+		return img_fail(img, -EBADMSG,
+				"footer missing at offset %llu: snapshot did not complete (partial image)",
+				(unsigned long long)foff);
+	crc = wps_crc32c(0, ft, offsetof(struct wps_img_footer, crc));
+	if (crc != le32toh(ft->crc))
+		return img_fail(img, -EBADMSG,
+				"footer checksum mismatch at offset %llu (stored %08x, computed %08x)",
+				(unsigned long long)(foff + offsetof(struct wps_img_footer, crc)),
+				le32toh(ft->crc), crc);
+	if (le32toh(ft->version) != WPS_IMG_VERSION)
+		return img_fail(img, -EPROTO,
+				"footer at offset %llu has format version %u",
+				(unsigned long long)foff, le32toh(ft->version));
+	if (!(le32toh(ft->flags) & WPS_IMG_FOOTER_COMPLETE))
+		return img_fail(img, -EBADMSG,
+				"footer at offset %llu is not marked complete: snapshot did not complete (partial image)",
+				(unsigned long long)foff);
+	if (le32toh(ft->flags) & ~WPS_IMG_FOOTER_COMPLETE)
+		return img_fail(img, -EPROTO,
+				"unknown footer flags %#x at offset %llu",
+				le32toh(ft->flags), (unsigned long long)(foff + 12));
+	if (memcmp(ft->uuid, sb->uuid, 16))
+		return img_fail(img, -EBADMSG,
+				"footer at offset %llu belongs to another image (uuid differs from the superblock's)",
+				(unsigned long long)foff);
+	if (le64toh(ft->trailer_offset) != toff ||
+	    le64toh(ft->trailer_size) != foff - toff ||
+	    le64toh(ft->footer_offset) != foff ||
+	    le64toh(ft->data_bytes) != le64toh(ft->present_blocks) * WPS_IMG_BLOCK)
+		return img_fail(img, -EBADMSG,
+				"footer at offset %llu disagrees with the superblock (trailer %llu+%llu, footer %llu)",
+				(unsigned long long)foff,
+				(unsigned long long)le64toh(ft->trailer_offset),
+				(unsigned long long)le64toh(ft->trailer_size),
+				(unsigned long long)le64toh(ft->footer_offset));
+	return 0;
+}
+
+static int load_regions(struct wps_image *img, const struct wps_img_super *sb,
+			const uint8_t *table)
+{
+	uint32_t nr = le32toh(sb->nr_regions), G = le32toh(sb->group_blocks);
+	struct wps_img_layout_region *lay;
+	struct wps_img_layout l;
+	uint64_t *sizes;
+	uint32_t i;
+	int err = -ENOMEM;
+
+	sizes = calloc(nr ? nr : 1, sizeof(*sizes));
+	lay = calloc(nr ? nr : 1, sizeof(*lay));
+	img->regions = calloc(nr ? nr : 1, sizeof(*img->regions));
+	if (!sizes || !lay || !img->regions)
+		goto out;
+	for (i = 0; i < nr; i++) {
+		struct wps_img_region_ent re;
+		uint64_t off = WPS_IMG_BLOCK + (uint64_t)i * sizeof(re);
+
+		memcpy(&re, table + i * sizeof(re), sizeof(re));
+		sizes[i] = le64toh(re.size);
+		if (!sizes[i] || sizes[i] & (WPS_IMG_BLOCK - 1) ||
+		    le64toh(re.nr_blocks) != sizes[i] / WPS_IMG_BLOCK ||
+		    !memchr(re.name, 0, sizeof(re.name))) {
+			err = img_fail(img, -EBADMSG,
+				       "region entry %u at offset %llu is invalid (size %llu, %llu blocks)",
+				       i, (unsigned long long)off,
+				       (unsigned long long)sizes[i],
+				       (unsigned long long)le64toh(re.nr_blocks));
+			goto out;
+		}
+	}
+	if (wps_img_layout(sizes, nr, G, lay, &l) ||
+	    l.trailer_offset != le64toh(sb->trailer_offset)) {
+		err = img_fail(img, -EBADMSG,
+			       "region table does not match the trailer offset %llu in the superblock",
+			       (unsigned long long)le64toh(sb->trailer_offset));
+		goto out;
+	}
+	for (i = 0; i < nr; i++) {
+		struct imgr_region *reg = &img->regions[i];
+		struct wps_img_region_ent re;
+
+		memcpy(&re, table + i * sizeof(re), sizeof(re));
+		if (le64toh(re.data_offset) != lay[i].data_offset ||
+		    le64toh(re.bitmap_offset) != lay[i].bitmap_offset ||
+		    le64toh(re.csum_offset) != lay[i].csum_offset) {
+			err = img_fail(img, -EBADMSG,
+				       "region entry %u at offset %llu: offsets differ from the v1 layout",
+				       i, (unsigned long long)(WPS_IMG_BLOCK + i * sizeof(re)));
+			goto out;
+		}
+		reg->pub.host_addr = le64toh(re.host_addr);
+		reg->pub.size = sizes[i];
+		reg->pub.page_size = le32toh(re.page_size);
+		reg->pub.backing = le32toh(re.backing);
+		reg->pub.nr_blocks = lay[i].nr_blocks;
+		reg->pub.present_blocks = le64toh(re.present_blocks);
+		memcpy(reg->pub.name, re.name, sizeof(reg->pub.name));
+		reg->data_offset = lay[i].data_offset;
+		reg->nr_groups = wps_img_nr_groups(lay[i].nr_blocks, G);
+	}
+	img->trailer_offset = l.trailer_offset;
+	err = 0;
+out:
+	free(sizes);
+	free(lay);
+	return err;
+}
+
+/* Bitmaps and checksum tables: to host order, and consistent. */
+static int load_tables(struct wps_image *img, const uint8_t *table,
+		       uint64_t *present_total)
+{
+	uint32_t G = img->info.group_blocks;
+	uint64_t total = 0, j;
+	uint32_t i;
+
+	for (i = 0; i < img->info.nr_regions; i++) {
+		struct imgr_region *reg = &img->regions[i];
+		struct wps_img_region_ent re;
+		uint64_t nb = reg->pub.nr_blocks, words = wps_img_div_up(nb, 64);
+		uint64_t count = 0;
+
+		memcpy(&re, table + i * sizeof(re), sizeof(re));
+		/* 4096-aligned offsets into a malloc'd buffer: aligned. */
+		reg->bitmap = (uint64_t *)(void *)(img->trailer +
+				(le64toh(re.bitmap_offset) - img->trailer_offset));
+		reg->csum = (uint32_t *)(void *)(img->trailer +
+				(le64toh(re.csum_offset) - img->trailer_offset));
+		for (j = 0; j < words; j++) {
+			reg->bitmap[j] = le64toh(reg->bitmap[j]);
+			count += (uint64_t)__builtin_popcountll(reg->bitmap[j]);
+		}
+		if (nb & 63 && reg->bitmap[words - 1] >> (nb & 63))
+			return img_fail(img, -EBADMSG,
+					"region %u bitmap at offset %llu has bits past block %llu",
+					i, (unsigned long long)le64toh(re.bitmap_offset),
+					(unsigned long long)nb);
+		if (count != reg->pub.present_blocks)
+			return img_fail(img, -EBADMSG,
+					"region %u: bitmap at offset %llu has %llu blocks, region table says %llu",
+					i, (unsigned long long)le64toh(re.bitmap_offset),
+					(unsigned long long)count,
+					(unsigned long long)reg->pub.present_blocks);
+		for (j = 0; j < reg->nr_groups; j++) {
+			reg->csum[j] = le32toh(reg->csum[j]);
+			if (reg->csum[j] && !group_has_data(reg, j, G))
+				return img_fail(img, -EBADMSG,
+						"region %u: checksum of empty group %llu at offset %llu is not zero",
+						i, (unsigned long long)j,
+						(unsigned long long)(le64toh(re.csum_offset) + j * 4));
+		}
+		total += count;
+	}
+	*present_total = total;
+	return 0;
+}
+
+static int load_blobs(struct wps_image *img, const struct wps_img_footer *ft)
+{
+	uint64_t tab = le64toh(ft->blob_table_offset), start;
+	uint32_t nr = le32toh(ft->nr_blobs), i;
+
+	if (tab < img->trailer_offset || tab > img->footer_offset ||
+	    nr > (img->footer_offset - tab) / sizeof(struct wps_img_blob_ent))
+		return img_fail(img, -EBADMSG,
+				"blob table (%u entries at offset %llu) does not fit the trailer",
+				nr, (unsigned long long)tab);
+	start = wps_img_blob_data_start(tab, nr);
+	img->blobs = calloc(nr ? nr : 1, sizeof(*img->blobs));
+	if (!img->blobs)
+		return -ENOMEM;
+	for (i = 0; i < nr; i++) {
+		uint64_t eoff = tab + i * sizeof(struct wps_img_blob_ent);
+		struct wps_img_blob_ent *e = (struct wps_img_blob_ent *)(void *)
+			(img->trailer + (eoff - img->trailer_offset));
+		uint64_t off = le64toh(e->offset), len = le64toh(e->length);
+		uint32_t crc;
+
+		if (!e->name[0] || !memchr(e->name, 0, sizeof(e->name)) ||
+		    off < start || off & 7 || off > img->footer_offset ||
+		    len > img->footer_offset - off)
+			return img_fail(img, -EBADMSG,
+					"blob entry %u at offset %llu is invalid (data at %llu, %llu bytes)",
+					i, (unsigned long long)eoff,
+					(unsigned long long)off,
+					(unsigned long long)len);
+		img->blobs[i].name = e->name;
+		img->blobs[i].data = img->trailer + (off - img->trailer_offset);
+		img->blobs[i].len = (size_t)len;
+		crc = wps_crc32c(0, img->blobs[i].data, len);
+		if (crc != le32toh(e->crc))
+			return img_fail(img, -EBADMSG,
+					"blob \"%s\" at offset %llu: checksum mismatch",
+					e->name, (unsigned long long)off);
+	}
+	img->info.nr_blobs = nr;
+	return 0;
+}
+
+int wps_image_open(struct wps_ctx *ctx, const char *path, unsigned int flags,
+		   struct wps_image **out)
+{
+	struct wps_img_super sb;
+	struct wps_img_footer ft;
+	struct wps_image *img;
+	uint8_t *table = NULL;
+	uint64_t meta, tsize, present = 0;
+	struct stat st;
+	uint32_t crc;
+	int err = -ENOMEM;
+
+	*out = NULL;
+	img = calloc(1, sizeof(*img));
+	if (!img)
+		return -ENOMEM;
+	img->ctx = ctx;
+	img->flags = flags;
+	img->fd = -1;
+	img->path = strdup(path);
+	if (!img->path)
+		goto out;
+	img->fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (img->fd < 0) {
+		err = img_fail(img, -errno, "cannot open: %s", strerror(errno));
+		goto out;
+	}
+	if (fstat(img->fd, &st) < 0) {
+		err = img_fail(img, -errno, "fstat: %s", strerror(errno));
+		goto out;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		err = img_fail(img, -EINVAL, "not a regular file");
+		goto out;
+	}
+	if ((uint64_t)st.st_size < 2 * WPS_IMG_BLOCK) {
+		err = img_fail(img, -EBADMSG,
+			       "file is %llu bytes, too short for a superblock and a footer: truncated",
+			       (unsigned long long)st.st_size);
+		goto out;
+	}
+	err = pread_full(img, &sb, sizeof(sb), 0);
+	if (err)
+		goto out;
+	err = check_super(img, &sb, (uint64_t)st.st_size);
+	if (err)
+		goto out;
+	img->footer_offset = le64toh(sb.footer_offset);
+
+	meta = le64toh(sb.meta_size);
+	table = malloc(meta - WPS_IMG_BLOCK + 1);
+	if (!table) {
+		err = -ENOMEM;
+		goto out;
+	}
+	err = pread_full(img, table, meta - WPS_IMG_BLOCK, WPS_IMG_BLOCK);
+	if (err)
+		goto out;
+	crc = wps_crc32c(0, table, meta - WPS_IMG_BLOCK);
+	if (crc != le32toh(sb.region_table_crc)) {
+		err = img_fail(img, -EBADMSG,
+			       "region table checksum mismatch (offsets %u to %llu; stored %08x, computed %08x)",
+			       WPS_IMG_BLOCK, (unsigned long long)meta,
+			       le32toh(sb.region_table_crc), crc);
+		goto out;
+	}
+	err = pread_full(img, &ft, sizeof(ft), img->footer_offset);
+	if (err)
+		goto out;
+	err = check_footer(img, &sb, &ft);
+	if (err)
+		goto out;
+
+	img->info.version = le32toh(sb.version);
+	memcpy(img->info.uuid, sb.uuid, 16);
+	memcpy(img->info.parent_uuid, sb.parent_uuid, 16);
+	img->info.block_size = WPS_IMG_BLOCK;
+	img->info.group_blocks = le32toh(sb.group_blocks);
+	img->info.nr_regions = le32toh(sb.nr_regions);
+	img->info.freeze_realtime_ns = (int64_t)le64toh((uint64_t)sb.freeze_realtime_ns);
+	img->info.freeze_monotonic_ns = (int64_t)le64toh((uint64_t)sb.freeze_monotonic_ns);
+	img->info.file_size = (uint64_t)st.st_size;
+	img->info.present_blocks = le64toh(ft.present_blocks);
+	img->info.data_bytes = le64toh(ft.data_bytes);
+	img->info.complete = true;
+
+	err = load_regions(img, &sb, table);
+	if (err)
+		goto out;
+	tsize = img->footer_offset - img->trailer_offset;
+	if (tsize > SIZE_MAX - 1) {
+		err = img_fail(img, -EFBIG, "trailer of %llu bytes is too large",
+			       (unsigned long long)tsize);
+		goto out;
+	}
+	img->trailer = malloc(tsize + 1);
+	if (!img->trailer) {
+		err = img_fail(img, -ENOMEM, "no memory for a %llu-byte trailer",
+			       (unsigned long long)tsize);
+		goto out;
+	}
+	err = pread_full(img, img->trailer, tsize, img->trailer_offset);
+	if (err)
+		goto out;
+	crc = wps_crc32c(0, img->trailer, tsize);
+	if (crc != le32toh(ft.trailer_crc)) {
+		err = img_fail(img, -EBADMSG,
+			       "trailer checksum mismatch (offsets %llu to %llu; stored %08x, computed %08x)",
+			       (unsigned long long)img->trailer_offset,
+			       (unsigned long long)img->footer_offset,
+			       le32toh(ft.trailer_crc), crc);
+		goto out;
+	}
+	err = load_tables(img, table, &present);
+	if (err)
+		goto out;
+	if (present != img->info.present_blocks) {
+		err = img_fail(img, -EBADMSG,
+			       "footer at offset %llu counts %llu present blocks, bitmaps %llu",
+			       (unsigned long long)img->footer_offset,
+			       (unsigned long long)img->info.present_blocks,
+			       (unsigned long long)present);
+		goto out;
+	}
+	err = load_blobs(img, &ft);
+	if (err)
+		goto out;
+	*out = img;
+	img = NULL;
+out:
+	free(table);
+	wps_image_close(img);
+	return err;
+}
+
+void wps_image_close(struct wps_image *img)
+{
+	if (!img)
+		return;
+	if (img->fd >= 0)
+		close(img->fd);
+	free(img->blobs);
+	free(img->regions);
+	free(img->trailer);
+	free(img->path);
+	free(img);
+}
+
+const struct wps_image_info *wps_image_get_info(const struct wps_image *img)
+{
+	return &img->info;
+}
+
+const struct wps_image_region *wps_image_get_region(const struct wps_image *img,
+						    unsigned int idx)
+{
+	return idx < img->info.nr_regions ? &img->regions[idx].pub : NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* data                                                                */
+/* ------------------------------------------------------------------ */
+
+/* Check group g, whose blocks [g*G, ...) are at data (holes included). */
+static int check_group(struct wps_image *img, unsigned int r, uint64_t g,
+		       const uint8_t *data)
+{
+	const struct imgr_region *reg = &img->regions[r];
+	uint32_t G = img->info.group_blocks;
+	uint64_t s = g * G, e = s + G < reg->pub.nr_blocks ? s + G
+							   : reg->pub.nr_blocks;
+	uint32_t x = 0;
+	uint64_t b;
+
+	for (b = find_bit(reg->bitmap, s, e, true); b < e;
+	     b = find_bit(reg->bitmap, b + 1, e, true))
+		x ^= wps_img_block_crc(b, data + ((b - s) << WPS_IMG_BLOCK_SHIFT));
+	if (x == reg->csum[g])
+		return 0;
+	return img_fail(img, -EBADMSG,
+			"region %u (%s): checksum mismatch in group %llu at offset %llu (%u blocks; stored %08x, computed %08x)",
+			r, reg->pub.name, (unsigned long long)g,
+			(unsigned long long)(reg->data_offset + (s << WPS_IMG_BLOCK_SHIFT)),
+			(unsigned int)(e - s), reg->csum[g], x);
+}
+
+/* Zero the absent blocks of [s, e) held at dst (holes may hold anything
+ * in a damaged file; absent reads as zero by definition). */
+static void zero_absent(const struct imgr_region *reg, uint64_t s, uint64_t e,
+			uint8_t *dst)
+{
+	uint64_t b = find_bit(reg->bitmap, s, e, false);
+
+	while (b < e) {
+		uint64_t n = find_bit(reg->bitmap, b, e, true);
+
+		memset(dst + ((b - s) << WPS_IMG_BLOCK_SHIFT), 0,
+		       (n - b) << WPS_IMG_BLOCK_SHIFT);
+		b = find_bit(reg->bitmap, n, e, false);
+	}
+}
+
+/* No verification: read only the present runs. */
+static int read_runs(struct wps_image *img, const struct imgr_region *reg,
+		     uint64_t s, uint64_t e, uint8_t *dst)
+{
+	uint64_t b = find_bit(reg->bitmap, s, e, true);
+	int err;
+
+	memset(dst, 0, (e - s) << WPS_IMG_BLOCK_SHIFT);
+	while (b < e) {
+		uint64_t n = find_bit(reg->bitmap, b, e, false);
+
+		err = pread_full(img, dst + ((b - s) << WPS_IMG_BLOCK_SHIFT),
+				 (n - b) << WPS_IMG_BLOCK_SHIFT,
+				 reg->data_offset + (b << WPS_IMG_BLOCK_SHIFT));
+		if (err)
+			return err;
+		b = find_bit(reg->bitmap, n, e, true);
+	}
+	return 0;
+}
+
+int wps_image_read(struct wps_image *img, unsigned int r, uint64_t off,
+		   void *buf, size_t len)
+{
+	const struct imgr_region *reg;
+	uint32_t G = img->info.group_blocks;
+	uint8_t *scratch = NULL, *out = buf;
+	uint64_t b0, b1, g;
+	int err = 0;
+
+	if (r >= img->info.nr_regions || (off | len) & (WPS_IMG_BLOCK - 1) ||
+	    off > img->regions[r].pub.size ||
+	    len > img->regions[r].pub.size - off)
+		return -EINVAL;
+	reg = &img->regions[r];
+	b0 = off >> WPS_IMG_BLOCK_SHIFT;
+	b1 = (off + len) >> WPS_IMG_BLOCK_SHIFT;
+	if (img->flags & WPS_IMG_OPEN_NO_VERIFY_DATA)
+		return read_runs(img, reg, b0, b1, out);
+
+	for (g = b0 / G; b0 < b1 && g <= (b1 - 1) / G; g++) {
+		uint64_t gs = g * G;
+		uint64_t ge = gs + G < reg->pub.nr_blocks ? gs + G : reg->pub.nr_blocks;
+		uint64_t rs = gs > b0 ? gs : b0, re = ge < b1 ? ge : b1;
+		uint8_t *dst = out + ((rs - b0) << WPS_IMG_BLOCK_SHIFT);
+		uint8_t *grp = dst;
+
+		if (!group_has_data(reg, g, G)) {
+			memset(dst, 0, (re - rs) << WPS_IMG_BLOCK_SHIFT);
+			continue;
+		}
+		if (rs != gs || re != ge) {
+			/* Partly wanted: the whole group is needed to check it. */
+			if (!scratch) {
+				scratch = malloc((size_t)G << WPS_IMG_BLOCK_SHIFT);
+				if (!scratch) {
+					err = -ENOMEM;
+					goto out;
+				}
+			}
+			grp = scratch;
+		}
+		err = pread_full(img, grp, (ge - gs) << WPS_IMG_BLOCK_SHIFT,
+				 reg->data_offset + (gs << WPS_IMG_BLOCK_SHIFT));
+		if (!err)
+			err = check_group(img, r, g, grp);
+		if (err)
+			goto out;
+		if (grp != dst)
+			memcpy(dst, grp + ((rs - gs) << WPS_IMG_BLOCK_SHIFT),
+			       (re - rs) << WPS_IMG_BLOCK_SHIFT);
+		zero_absent(reg, rs, re, dst);
+	}
+out:
+	free(scratch);
+	return err;
+}
+
+int wps_image_block_present(const struct wps_image *img, unsigned int r,
+			    uint64_t b)
+{
+	if (r >= img->info.nr_regions || b >= img->regions[r].pub.nr_blocks)
+		return -EINVAL;
+	return test_bit(img->regions[r].bitmap, b);
+}
+
+int wps_image_next_extent(const struct wps_image *img, unsigned int r,
+			  uint64_t from, uint64_t *start, uint64_t *count)
+{
+	const struct imgr_region *reg;
+	uint64_t s, e;
+
+	if (r >= img->info.nr_regions)
+		return -EINVAL;
+	reg = &img->regions[r];
+	if (from >= reg->pub.nr_blocks)
+		return -ENOENT;
+	s = find_bit(reg->bitmap, from, reg->pub.nr_blocks, true);
+	if (s >= reg->pub.nr_blocks)
+		return -ENOENT;
+	e = find_bit(reg->bitmap, s, reg->pub.nr_blocks, false);
+	*start = s;
+	*count = e - s;
+	return 0;
+}
+
+int wps_image_verify(struct wps_image *img, uint64_t *bad_offset)
+{
+	uint32_t G = img->info.group_blocks;
+	uint64_t chunk_groups = IMGR_VERIFY_CHUNK / ((uint64_t)G << WPS_IMG_BLOCK_SHIFT);
+	uint8_t *buf;
+	unsigned int r;
+	int err = 0;
+
+	if (!chunk_groups)
+		chunk_groups = 1;
+	buf = malloc(chunk_groups * ((size_t)G << WPS_IMG_BLOCK_SHIFT));
+	if (!buf)
+		return -ENOMEM;
+	for (r = 0; r < img->info.nr_regions; r++) {
+		const struct imgr_region *reg = &img->regions[r];
+		uint64_t g = 0;
+
+		while (g < reg->nr_groups) {
+			uint64_t s, e, n, i;
+
+			/* Skip to the next group with data; read from there. */
+			s = find_bit(reg->bitmap, g * G, reg->pub.nr_blocks, true);
+			if (s >= reg->pub.nr_blocks)
+				break;
+			g = s / G;
+			n = reg->nr_groups - g < chunk_groups ? reg->nr_groups - g
+							      : chunk_groups;
+			e = (g + n) * G < reg->pub.nr_blocks ? (g + n) * G
+							     : reg->pub.nr_blocks;
+			err = pread_full(img, buf, (e - g * G) << WPS_IMG_BLOCK_SHIFT,
+					 reg->data_offset + ((g * G) << WPS_IMG_BLOCK_SHIFT));
+			if (err)
+				goto out;
+			for (i = 0; i < n; i++) {
+				err = check_group(img, r, g + i,
+						  buf + ((i * G) << WPS_IMG_BLOCK_SHIFT));
+				if (err) {
+					if (bad_offset)
+						*bad_offset = reg->data_offset +
+							(((g + i) * G) << WPS_IMG_BLOCK_SHIFT);
+					goto out;
+				}
+			}
+			g += n;
+		}
+	}
+out:
+	free(buf);
+	return err;
+}
+
+int wps_image_get_blob(const struct wps_image *img, unsigned int idx,
+		       const char **name, const void **data, size_t *len)
+{
+	if (idx >= img->info.nr_blobs)
+		return -EINVAL;
+	if (name)
+		*name = img->blobs[idx].name;
+	if (data)
+		*data = img->blobs[idx].data;
+	if (len)
+		*len = img->blobs[idx].len;
+	return 0;
+}
