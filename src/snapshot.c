@@ -88,6 +88,8 @@ int wps_snapshot_new(struct wps_ctx *ctx, const struct wps_region *regions,
 		.pause = opts->pause,
 		.resume = opts->resume,
 		.pause_arg = opts->pause_arg,
+		.freeze_simple = !!(opts->flags & WPS_SNAP_FREEZE_SIMPLE),
+		.fault_window = opts->fault_window,
 	};
 	ret = wps_engine_new(ctx, regions, nr, &eo, &s->eng);
 	if (ret)

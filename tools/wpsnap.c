@@ -452,9 +452,12 @@ static int cmd_demo(struct wps_ctx *ctx, int argc, char **argv)
 		{ "backing", required_argument, NULL, 'b' },
 		{ "threads", required_argument, NULL, 't' },
 		{ "pattern", required_argument, NULL, 'p' },
+		{ "fault-window", required_argument, NULL, 'w' },
+		{ "freeze", required_argument, NULL, 'f' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 }
 	};
+	unsigned int fault_window = 0, snap_flags = 0;
 	struct wps_guest_opts go = {
 		.size = 384ull << 20, .backing = WPS_GUEST_ANON, .threads = 2,
 		.pattern = WPS_GUEST_RANDOM, .populate_pct = 90, .seed = 1,
@@ -476,9 +479,19 @@ static int cmd_demo(struct wps_ctx *ctx, int argc, char **argv)
 	int c, ret, status = 1;
 	bool tmp = false;
 
-	while ((c = getopt_long(argc, argv, "k:s:b:t:p:h", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "k:s:b:t:p:w:f:h", opts, NULL)) != -1) {
 		switch (c) {
 		case 'k': keep = optarg; break;
+		case 'w': fault_window = strtoul(optarg, NULL, 0); break;
+		case 'f':
+			if (!strcmp(optarg, "simple"))
+				snap_flags |= WPS_SNAP_FREEZE_SIMPLE;
+			else if (strcmp(optarg, "rounds")) {
+				fprintf(stderr, "%s demo: --freeze takes rounds "
+					"or simple\n", prog);
+				return 2;
+			}
+			break;
 		case 's':
 			if (parse_size(optarg, &go.size)) {
 				fprintf(stderr, "%s demo: bad size '%s'\n",
@@ -508,6 +521,8 @@ static int cmd_demo(struct wps_ctx *ctx, int argc, char **argv)
 			       "[--backing anon|thp|memfd|hugetlb]\n"
 			       "                   [--threads N] [--pattern "
 			       "idle|seq|random|hot]\n"
+			       "                   [--fault-window UNITS] "
+			       "[--freeze rounds|simple]\n"
 			       "Start the reference guest (default 384 MiB, 2 "
 			       "writer threads, random writes),\ntake a live "
 			       "snapshot while it writes, verify the image "
@@ -561,7 +576,8 @@ static int cmd_demo(struct wps_ctx *ctx, int argc, char **argv)
 
 	wps_guest_region(g, &reg);
 	so.path = path;
-	so.flags = WPS_SNAP_OVERWRITE;
+	so.flags = WPS_SNAP_OVERWRITE | snap_flags;
+	so.fault_window = fault_window;
 	so.pause = wps_guest_freeze_pause;
 	so.resume = wps_guest_resume;
 	so.pause_arg = g;

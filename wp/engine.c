@@ -49,6 +49,19 @@
 #define CLAIM_STEP 16u          /* units per claim when units are 4 KiB */
 #define MSG_BATCH 64
 #define FAULT_QUEUE 1024
+/* Converging freeze: stop the live rounds once a round re-protects at most
+ * this many units, and re-protect dirty units separated by less than
+ * COALESCE units with one ioctl (protecting an already protected unit is
+ * harmless, and a page-table walk of 256 KiB is cheaper than an ioctl). */
+#define ROUNDS_MAX 12
+#define ROUNDS_DONE 16
+#define COALESCE 64
+/* Fault thread: spin on the uffd this long after the last message before
+ * sleeping in poll(); it doubles while faults keep coming. */
+#define SPIN_MIN_NS 10000ull
+#define SPIN_MAX_NS 200000ull
+#define DEFAULT_FAULT_WINDOW 16
+#define FLUSH_IDLE_MS 2
 
 struct ereg {
 	unsigned int idx;       /* index in the caller's table (sink's r) */
@@ -63,6 +76,8 @@ struct ereg {
 	uint64_t *save;         /* populated at the freeze: sweep copies */
 	uint64_t *claimed;      /* atomic: someone is saving this unit */
 	uint64_t *copied;       /* atomic: pre-image safe, may unprotect */
+	uint64_t *dirty;        /* atomic: written during the live rounds */
+	unsigned int window;    /* units saved together on a fault */
 	bool gone;              /* unmapped by the guest mid-snapshot */
 };
 
@@ -84,11 +99,17 @@ struct wps_engine {
 	bool registered, protected_, waited;
 	bool stop;              /* atomic: fault thread should exit */
 	bool cancel;            /* atomic */
+	bool freeze_simple;
+	bool live;              /* atomic: past the instant; faults save */
+	bool scanned;           /* atomic: save bitmaps are complete */
+	int busy;               /* atomic: fault thread handles messages */
 	int err;                /* atomic: first failure */
 	int result;
 
 	uint64_t bytes_total, bytes_done, sweep_bytes, fault_bytes;
-	uint64_t faults, faults_copied, events;
+	uint64_t faults, faults_copied, events, round_faults;
+	unsigned int rounds;
+	uint64_t pause_protect_units, tracker_bytes;
 	struct wps_histo fault_lat; /* fault thread only until joined */
 
 	int64_t rt_instant, mono_instant;
@@ -314,11 +335,53 @@ static int unprotect_units(struct wps_engine *e, struct ereg *r, uint64_t u,
 /* Fault service                                                       */
 /* ------------------------------------------------------------------ */
 
+static int claim_copy(struct wps_engine *e, struct ereg *r, uint64_t u,
+		      unsigned int n, enum wps_lane lane);
+
+/* Unprotect the units of [u0, u1) whose pre-image is safe, in runs. */
+static int unprotect_copied(struct wps_engine *e, struct ereg *r, uint64_t u0,
+			    uint64_t u1, bool reader, struct fault_queue *q)
+{
+	uint64_t u, run = u0;
+	int ret;
+
+	for (u = u0; u <= u1; u++) {
+		if (u < u1 && bit_get(r->copied, u))
+			continue;
+		if (u > run) {
+			ret = unprotect_units(e, r, run, u - run, reader, q);
+			if (ret)
+				return ret;
+		}
+		run = u + 1;
+	}
+	return 0;
+}
+
+/*
+ * Before the instant (live rounds of a converging freeze) a fault only
+ * says "this unit was written": unprotect it, then mark it dirty, in that
+ * order. Marking first would let a round take the mark and re-protect the
+ * unit before our unprotect lands, leaving it unprotected and unmarked at
+ * the instant. The pause waits for this thread to be idle, so every mark
+ * is in place before the last round.
+ */
+static void serve_round_fault(struct wps_engine *e, struct ereg *r, uint64_t u,
+			      struct fault_queue *q)
+{
+	int ret = unprotect_units(e, r, u, 1, true, q);
+
+	if (ret)
+		set_error(e, ret);
+	__atomic_fetch_or(&r->dirty[u / 64], 1ull << (u % 64), __ATOMIC_RELEASE);
+	e->round_faults++;
+}
+
 static void serve_wp_fault(struct wps_engine *e, uint64_t addr, uint64_t t0,
 			   struct fault_queue *q)
 {
 	struct ereg *r = find_region(e, addr);
-	uint64_t u;
+	uint64_t u, w0, w1;
 	int ret;
 
 	if (!r) {
@@ -331,6 +394,10 @@ static void serve_wp_fault(struct wps_engine *e, uint64_t addr, uint64_t t0,
 		return;
 	}
 	u = (addr - r->start) >> r->shift;
+	if (!__atomic_load_n(&e->live, __ATOMIC_ACQUIRE)) {
+		serve_round_fault(e, r, u, q);
+		return;
+	}
 	__atomic_fetch_add(&e->faults, 1, __ATOMIC_RELAXED);
 	if (!bit_test_and_set(r->claimed, u)) {
 		/* Ours to save: the unit is still protected, so what we read
@@ -354,25 +421,54 @@ static void serve_wp_fault(struct wps_engine *e, uint64_t addr, uint64_t t0,
 		}
 		bits_set_release(r->copied, u, 1);
 	} else {
-		/* The sweep is copying it: that takes one claim step. */
+		/* The sweep is copying it: that takes one claim step. Spin
+		 * briefly, then sleep: this thread may be SCHED_FIFO, and the
+		 * sweep it waits for may be preempted on this very core, where
+		 * sched_yield() would never let it run. */
+		struct timespec nap = { .tv_nsec = 5000 };
 		unsigned int spins = 0;
 
 		while (!bit_get(r->copied, u) && !failed(e)) {
-			if (++spins < 4096)
+			if (++spins < 256)
 				cpu_relax();
 			else
-				sched_yield();
+				nanosleep(&nap, NULL);
 		}
 	}
-	ret = unprotect_units(e, r, u, 1, true, q);
+	/* Neighbours ride along: a write near a write is likely, and
+	 * copying 64 KiB costs less than one more fault round trip. Only
+	 * once the population is known: copying an unpopulated neighbour of
+	 * a memfd would allocate it. */
+	w0 = u - u % r->window;
+	w1 = w0 + r->window < r->nr_units ? w0 + r->window : r->nr_units;
+	if (r->window > 1 && __atomic_load_n(&e->scanned, __ATOMIC_ACQUIRE) &&
+	    !failed(e)) {
+		ret = claim_copy(e, r, w0, w1 - w0, WPS_LANE_FAULT);
+		if (ret)
+			set_error(e, ret);
+	}
+	ret = r->window > 1 ? unprotect_copied(e, r, w0, w1, true, q) :
+			      unprotect_units(e, r, u, 1, true, q);
 	if (ret)
 		set_error(e, ret);
 	wps_histo_add(&e->fault_lat, now_ns() - t0);
 }
 
+static void fault_thread_priority(struct wps_engine *e)
+{
+	struct sched_param sp = { .sched_priority = 1 };
+
+	/* A guest thread waits for this one: let it preempt the sweep and
+	 * the writers instead of queueing behind them on a busy machine. */
+	if (pthread_setschedparam(pthread_self(), SCHED_FIFO, &sp))
+		wps_dbg(e->ctx, "fault thread stays SCHED_OTHER (no "
+			"CAP_SYS_NICE)");
+}
+
 static void *fault_main(void *arg)
 {
 	struct wps_engine *e = arg;
+	uint64_t spin = SPIN_MIN_NS, last = now_ns();
 	struct fault_queue *q;
 	struct pollfd pfd[2];
 	bool dirty = false;
@@ -382,16 +478,23 @@ static void *fault_main(void *arg)
 		set_error(e, -ENOMEM);
 		return NULL;
 	}
+	fault_thread_priority(e);
 	pfd[0] = (struct pollfd){ .fd = e->uffd, .events = POLLIN };
 	pfd[1] = (struct pollfd){ .fd = e->stop_efd, .events = POLLIN };
 	for (;;) {
-		int n = pump(e, q);
-		uint64_t t0 = now_ns();
+		uint64_t t0;
+		int n, pr;
 
+		/* busy is raised before the read, so a pauser that sees it
+		 * low knows every message read so far was fully handled. */
+		__atomic_store_n(&e->busy, 1, __ATOMIC_SEQ_CST);
+		n = pump(e, q);
+		t0 = now_ns();
 		if (n < 0) {
 			wps_err(e->ctx, "reading the userfaultfd failed: %s",
 				strerror(-n));
 			set_error(e, n);
+			__atomic_store_n(&e->busy, 0, __ATOMIC_RELEASE);
 			break;
 		}
 		while (q->head != q->tail) {
@@ -410,23 +513,41 @@ static void *fault_main(void *arg)
 				ioctl(e->uffd, UFFDIO_WAKE, &range);
 			}
 		}
-		if (n > 0)
+		__atomic_store_n(&e->busy, 0, __ATOMIC_RELEASE);
+		if (n > 0) {
+			/* Faults keep coming: spin longer next time. */
+			if (t0 - last < spin && spin < SPIN_MAX_NS)
+				spin *= 2;
+			last = t0;
 			continue;
-		/* Idle: push buffered fault pages to the device, so the disk
-		 * works while we wait rather than while a guest waits. */
-		if (dirty) {
+		}
+		if (__atomic_load_n(&e->stop, __ATOMIC_ACQUIRE))
+			break;
+		/* A blocking poll costs ~100 us of wake-up; a guest waiting
+		 * on us feels that, so spin for a while after activity. */
+		if (t0 - last < spin) {
+			cpu_relax();
+			continue;
+		}
+		if (spin > SPIN_MIN_NS)
+			spin /= 2;
+		/* Fault pages are safe once in a buffer; hand a partly filled
+		 * buffer to the disk only after the fault path has been quiet
+		 * for a while, or each burst would take a buffer of its own
+		 * and drain the reserve down to the disk's pace. */
+		pr = poll(pfd, 2, dirty ? FLUSH_IDLE_MS : -1);
+		if (pr < 0 && errno != EINTR) {
+			set_error(e, -errno);
+			break;
+		}
+		if (pr == 0 && dirty) {
 			int ret = e->sink.ops->flush(e->sink.priv, WPS_LANE_FAULT);
 
 			if (ret && !failed(e))
 				set_error(e, ret);
 			dirty = false;
 		}
-		if (__atomic_load_n(&e->stop, __ATOMIC_ACQUIRE))
-			break;
-		if (poll(pfd, 2, -1) < 0 && errno != EINTR) {
-			set_error(e, -errno);
-			break;
-		}
+		last = now_ns();
 	}
 	free(q);
 	return NULL;
@@ -546,27 +667,39 @@ static int pending_add(struct wps_engine *e, struct pending *p, struct ereg *r,
 }
 
 /*
- * Claim units [u, u + n) of one word for the sweep. Units the fault path
- * already claimed are left to it. Of ours, unpopulated ones have a zero
- * pre-image and are done at once; populated ones are copied in runs.
+ * Claim units [u, u + n) of one word (n <= 64, not crossing a word) for
+ * the caller's lane. Units already claimed are left to their owner. Of
+ * ours, unpopulated ones have a zero pre-image and are done at once;
+ * populated ones are copied in runs. Needs the save bitmap complete.
  */
-static int sweep_step(struct wps_engine *e, struct ereg *r, uint64_t u,
-		      unsigned int n)
+static int claim_copy(struct wps_engine *e, struct ereg *r, uint64_t u,
+		      unsigned int n, enum wps_lane lane)
 {
 	uint64_t mask = (n == 64 ? ~0ull : ((1ull << n) - 1)) << (u % 64);
-	uint64_t old = __atomic_fetch_or(&r->claimed[u / 64], mask,
-					 __ATOMIC_ACQ_REL);
+	uint64_t old;
+	int ret = 0;
+
+	if (lane == WPS_LANE_SWEEP && e->sink.ops->reserve &&
+	    (r->save[u / 64] & mask & ~__atomic_load_n(&r->claimed[u / 64],
+							__ATOMIC_RELAXED))) {
+		ret = e->sink.ops->reserve(e->sink.priv, lane,
+					   (uint64_t)n << r->shift);
+		if (ret) {
+			set_error(e, ret);
+			return ret;
+		}
+	}
+	old = __atomic_fetch_or(&r->claimed[u / 64], mask, __ATOMIC_ACQ_REL);
 	uint64_t mine = mask & ~old;
 	uint64_t copy = mine & r->save[u / 64];
 	uint64_t base = u & ~63ull;
-	int ret = 0;
 
 	while (copy) {
 		unsigned int s = __builtin_ctzll(copy);
 		uint64_t rest = ~(copy >> s);
 		unsigned int len = rest ? (unsigned int)__builtin_ctzll(rest) : 64 - s;
 		if (!failed(e)) {
-			ret = e->sink.ops->put(e->sink.priv, WPS_LANE_SWEEP,
+			ret = e->sink.ops->put(e->sink.priv, lane,
 					       r->idx, (base + s) << r->shift,
 					       r->src + ((base + s) << r->shift),
 					       (uint64_t)len << r->shift);
@@ -574,7 +707,8 @@ static int sweep_step(struct wps_engine *e, struct ereg *r, uint64_t u,
 				set_error(e, ret);
 				break;
 			}
-			__atomic_fetch_add(&e->sweep_bytes,
+			__atomic_fetch_add(lane == WPS_LANE_SWEEP ?
+					   &e->sweep_bytes : &e->fault_bytes,
 					   (uint64_t)len << r->shift,
 					   __ATOMIC_RELAXED);
 			__atomic_fetch_add(&e->bytes_done,
@@ -603,7 +737,7 @@ static int sweep_chunk(struct wps_engine *e, struct ereg *r, uint64_t u0,
 
 		if (u + n > u1)
 			n = u1 - u;
-		ret = sweep_step(e, r, u, n);
+		ret = claim_copy(e, r, u, n, WPS_LANE_SWEEP);
 		if (ret)
 			return ret;
 		u += n;
@@ -645,6 +779,7 @@ static void *sweep_main(void *arg)
 		set_error(e, ret);
 		return NULL;
 	}
+	__atomic_store_n(&e->scanned, true, __ATOMIC_RELEASE);
 	for (i = 0; i < e->nr && !failed(e); i++) {
 		struct ereg *r = &e->r[i];
 		uint64_t per = SWEEP_CHUNK > r->unit ? SWEEP_CHUNK >> r->shift : 1;
@@ -736,6 +871,8 @@ int wps_engine_new(struct wps_ctx *ctx, const struct wps_region *regions,
 		   struct wps_engine **out)
 {
 	uint64_t need = WPS_UFFD_NEED_ANON, want;
+	unsigned int window = opts->fault_window ? opts->fault_window :
+						   DEFAULT_FAULT_WINDOW;
 	struct wps_engine *e;
 	unsigned int i;
 	int ret;
@@ -755,7 +892,16 @@ int wps_engine_new(struct wps_ctx *ctx, const struct wps_region *regions,
 	e->pause = opts->pause;
 	e->resume = opts->resume;
 	e->pause_arg = opts->pause_arg;
+	e->freeze_simple = opts->freeze_simple;
 	e->nr = nr;
+	e->tracker_bytes = sizeof(*e) + nr * sizeof(*e->r) +
+			   sizeof(struct fault_queue);
+	if (window > 64 || (window & (window - 1))) {
+		wps_err(ctx, "fault window %u must be a power of two <= 64 "
+			"units", window);
+		ret = -EINVAL;
+		goto fail;
+	}
 	e->r = calloc(nr, sizeof(*e->r));
 	if (!e->r) {
 		ret = -ENOMEM;
@@ -779,7 +925,10 @@ int wps_engine_new(struct wps_ctx *ctx, const struct wps_region *regions,
 		r->save = calloc(words, 8);
 		r->claimed = calloc(words, 8);
 		r->copied = calloc(words, 8);
-		if (!r->save || !r->claimed || !r->copied) {
+		r->dirty = calloc(words, 8);
+		r->window = r->unit == 4096 ? window : 1;
+		e->tracker_bytes += 4 * words * 8;
+		if (!r->save || !r->claimed || !r->copied || !r->dirty) {
 			ret = -ENOMEM;
 			goto fail;
 		}
@@ -828,25 +977,145 @@ fail:
 	return ret;
 }
 
+/*
+ * Re-protect every unit marked dirty since the last call, coalescing
+ * nearby units into one ioctl. Returns the number of dirty units, or
+ * -errno.
+ */
+static int64_t reprotect_dirty(struct wps_engine *e)
+{
+	int64_t total = 0;
+	unsigned int i;
+	int ret;
+
+	for (i = 0; i < e->nr; i++) {
+		struct ereg *r = &e->r[i];
+		uint64_t w, words = (r->nr_units + 63) / 64;
+		uint64_t rs = 0, re = 0;   /* pending run [rs, re) */
+		bool have = false;
+
+		for (w = 0; w < words; w++) {
+			uint64_t d;
+
+			if (!__atomic_load_n(&r->dirty[w], __ATOMIC_RELAXED))
+				continue;
+			d = __atomic_exchange_n(&r->dirty[w], 0, __ATOMIC_ACQ_REL);
+			while (d) {
+				uint64_t u = w * 64 + __builtin_ctzll(d);
+
+				d &= d - 1;
+				total++;
+				if (have && u <= re + COALESCE) {
+					re = u + 1;
+					continue;
+				}
+				if (have) {
+					ret = change_wp(e, r->start + (rs << r->shift),
+							(re - rs) << r->shift,
+							true, false, NULL);
+					if (ret)
+						return ret;
+				}
+				rs = u;
+				re = u + 1;
+				have = true;
+			}
+		}
+		if (have) {
+			ret = change_wp(e, r->start + (rs << r->shift),
+					(re - rs) << r->shift, true, false, NULL);
+			if (ret)
+				return ret;
+		}
+	}
+	return total;
+}
+
+static int protect_all(struct wps_engine *e)
+{
+	unsigned int i;
+	int ret;
+
+	e->protected_ = true;
+	for (i = 0; i < e->nr; i++) {
+		ret = change_wp(e, e->r[i].start, e->r[i].end - e->r[i].start,
+				true, false, NULL);
+		if (ret) {
+			wps_err(e->ctx, "write-protecting [0x%llx, 0x%llx) "
+				"failed: %s", (unsigned long long)e->r[i].start,
+				(unsigned long long)e->r[i].end, strerror(-ret));
+			return ret;
+		}
+	}
+	return 0;
+}
+
+/*
+ * Converging freeze, while the guest runs: protect everything, then keep
+ * re-protecting what the guest wrote meanwhile (the fault thread
+ * unprotects and marks it) until a round finds only a few units. What is
+ * left for the pause is then tiny, whatever the guest's size.
+ */
+static int converge(struct wps_engine *e)
+{
+	int64_t n, prev = INT64_MAX;
+	int ret;
+
+	ret = protect_all(e);
+	if (ret)
+		return ret;
+	for (e->rounds = 1; e->rounds <= ROUNDS_MAX; e->rounds++) {
+		n = reprotect_dirty(e);
+		if (n < 0)
+			return (int)n;
+		if (n <= ROUNDS_DONE)
+			break;
+		/* A writer faster than our rounds: more rounds do not help. */
+		if (n >= prev && e->rounds >= 4)
+			break;
+		prev = n;
+	}
+	return 0;
+}
+
+/* Wait until the fault thread has handled every message it read. The
+ * guest is paused, so no new fault comes from it. */
+static void wait_fault_idle(struct wps_engine *e)
+{
+	unsigned int spins = 0;
+
+	while (__atomic_load_n(&e->busy, __ATOMIC_ACQUIRE)) {
+		if (++spins < 1024)
+			cpu_relax();
+		else
+			sched_yield();
+	}
+}
+
 int wps_engine_freeze(struct wps_engine *e)
 {
 	struct timespec rt, mono;
 	bool paused = false;
-	unsigned int i;
 	uint64_t t_paused = 0, t0;
+	int64_t n = 0;
 	int ret;
 
 	if (e->fault_started)
 		return -EALREADY;
 	e->t_start = now_ns();
 	/* The fault thread reads the uffd from before the first page is
-	 * protected: any guest thread the pause callback does not stop
-	 * (or an unpaused caller) is served from the first instant. */
+	 * protected: the live rounds need it, and any guest thread the pause
+	 * callback does not stop is served from the first instant. */
 	ret = pthread_create(&e->fault_thr, NULL, fault_main, e);
 	if (ret)
 		return -ret;
 	e->fault_started = true;
 
+	if (!e->freeze_simple) {
+		ret = converge(e);
+		if (ret)
+			goto fail;
+	}
 	if (e->pause) {
 		ret = e->pause(e->pause_arg);
 		if (ret) {
@@ -860,18 +1129,19 @@ int wps_engine_freeze(struct wps_engine *e)
 	t_paused = now_ns();
 	clock_gettime(CLOCK_REALTIME, &rt);
 	clock_gettime(CLOCK_MONOTONIC, &mono);
-	e->protected_ = true;
 	t0 = now_ns();
-	for (i = 0; i < e->nr; i++) {
-		ret = change_wp(e, e->r[i].start, e->r[i].end - e->r[i].start,
-				true, false, NULL);
-		if (ret) {
-			wps_err(e->ctx, "write-protecting [0x%llx, 0x%llx) "
-				"failed: %s", (unsigned long long)e->r[i].start,
-				(unsigned long long)e->r[i].end, strerror(-ret));
-			goto fail;
-		}
+	if (e->freeze_simple) {
+		ret = protect_all(e);
+	} else {
+		wait_fault_idle(e);
+		n = reprotect_dirty(e);
+		ret = n < 0 ? (int)n : 0;
+		e->pause_protect_units = n > 0 ? n : 0;
 	}
+	if (ret)
+		goto fail;
+	/* The instant: from here on a fault saves a pre-image. */
+	__atomic_store_n(&e->live, true, __ATOMIC_RELEASE);
 	e->protect_ns = now_ns() - t0;
 	e->rt_instant = (int64_t)rt.tv_sec * 1000000000 + rt.tv_nsec;
 	e->mono_instant = (int64_t)mono.tv_sec * 1000000000 + mono.tv_nsec;
@@ -975,6 +1245,9 @@ void wps_engine_stats(struct wps_engine *e, struct wps_snapshot_stats *st)
 	st->faults = e->faults;
 	st->faults_copied = e->faults_copied;
 	st->events = e->events;
+	st->protect_rounds = e->rounds;
+	st->pause_protect_pages = e->pause_protect_units;
+	st->tracker_bytes = e->tracker_bytes;
 	if (e->waited) {
 		st->fault_p50_ns = wps_histo_pct(&e->fault_lat, 50);
 		st->fault_p99_ns = wps_histo_pct(&e->fault_lat, 99);
@@ -1009,6 +1282,7 @@ void wps_engine_free(struct wps_engine *e)
 			free(e->r[i].save);
 			free(e->r[i].claimed);
 			free(e->r[i].copied);
+			free(e->r[i].dirty);
 		}
 		free(e->r);
 	}

@@ -7,6 +7,7 @@
 #ifndef WPS_ENGINE_H
 #define WPS_ENGINE_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include <wpsnap/sink.h>
@@ -20,6 +21,8 @@ struct wps_engine_opts {
 	int (*pause)(void *arg);
 	int (*resume)(void *arg);
 	void *pause_arg;
+	bool freeze_simple;           /* protect all inside the pause */
+	unsigned int fault_window;    /* units saved per fault (0: default) */
 };
 
 /* Validates regions, opens/negotiates the uffd and registers the regions

@@ -133,6 +133,10 @@ struct wps_snapshot_opts {
 	 * WPS_SNAPSHOT_OPTS_INIT) makes the library open its own.
 	 */
 	int uffd;
+	/* 4 KiB units saved together when a write faults (the faulting one
+	 * and its unsaved neighbours in an aligned window): a power of two
+	 * <= 64; 0: 16 (64 KiB); 1: the faulting page only. */
+	unsigned int fault_window;
 };
 
 #define WPS_SNAPSHOT_OPTS_INIT { .uffd = -1 }

@@ -61,7 +61,7 @@ static int mem_flush(void *priv, enum wps_lane lane)
 	return 0;
 }
 
-static const struct wps_sink_ops mem_ops = { mem_put, mem_flush };
+static const struct wps_sink_ops mem_ops = { .put = mem_put, .flush = mem_flush };
 
 static void memsink_init(struct memsink *m, uint64_t size)
 {
