@@ -8,7 +8,8 @@ check_PROGRAMS += tests/unit/test_engine
 TESTS += tests/unit/test_engine
 tests_unit_test_engine_SOURCES = tests/unit/test_engine.c
 tests_unit_test_engine_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS)
-tests_unit_test_engine_LDADD = tests/unit/libtestutil.la libwpsnap.la $(CHECK_LIBS)
+tests_unit_test_engine_LDADD = tests/unit/libtestutil.la \
+	tools/guest/libwpsguest.la libwpsnap.la $(CHECK_LIBS)
 
 check_PROGRAMS += tests/unit/test_snapshot
 TESTS += tests/unit/test_snapshot

@@ -11,12 +11,12 @@ TESTS += \
 
 tests_unit_test_crc32c_SOURCES = tests/unit/test_crc32c.c
 tests_unit_test_crc32c_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS)
-tests_unit_test_crc32c_LDADD = libwpsnap.la $(CHECK_LIBS)
+tests_unit_test_crc32c_LDADD = tests/unit/libtestutil.la libwpsnap.la $(CHECK_LIBS)
 
 tests_unit_test_format_SOURCES = tests/unit/test_format.c
 tests_unit_test_format_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS)
-tests_unit_test_format_LDADD = libwpsnap.la $(CHECK_LIBS)
+tests_unit_test_format_LDADD = tests/unit/libtestutil.la libwpsnap.la $(CHECK_LIBS)
 
 tests_unit_test_writer_SOURCES = tests/unit/test_writer.c
 tests_unit_test_writer_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS)
-tests_unit_test_writer_LDADD = libwpsnap.la $(CHECK_LIBS)
+tests_unit_test_writer_LDADD = tests/unit/libtestutil.la libwpsnap.la $(CHECK_LIBS)

@@ -26,7 +26,6 @@
 
 #define PROG "wpsnap-guest"
 #define NR_HUGE "/proc/sys/vm/nr_hugepages"
-#define FREE_HUGE "/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages"
 #define HUGE_2M (2ull << 20)
 
 struct args {
@@ -34,10 +33,6 @@ struct args {
 	double warmup, duration;
 	const char *snapshot, *ledger;
 	bool overwrite, reserve_huge;
-};
-
-struct hugepool {
-	long added;     /* pages this run added to the pool */
 };
 
 static void usage(FILE *f)
@@ -246,80 +241,6 @@ static const char *fmt_ns(uint64_t ns, char *buf, size_t len)
 /* Huge page pool                                                      */
 /* ------------------------------------------------------------------ */
 
-static long read_long(const char *path)
-{
-	FILE *f = fopen(path, "r");
-	long v = -1;
-
-	if (!f)
-		return -1;
-	if (fscanf(f, "%ld", &v) != 1)
-		v = -1;
-	fclose(f);
-	return v;
-}
-
-static int write_long(const char *path, long v)
-{
-	FILE *f = fopen(path, "w");
-	int ret = 0;
-
-	if (!f)
-		return -errno;
-	if (fprintf(f, "%ld\n", v) < 0)
-		ret = -EIO;
-	if (fclose(f) && !ret)
-		ret = -errno;
-	return ret;
-}
-
-/* Grow the pool by the pages missing for this guest. At exit it shrinks
- * by exactly what was added: the old value, unless someone else changed
- * the pool meanwhile. */
-static int hugepool_reserve(struct hugepool *hp, uint64_t size)
-{
-	long need = (long)((size + HUGE_2M - 1) / HUGE_2M), nr, fr, got;
-	int ret;
-
-	nr = read_long(NR_HUGE);
-	fr = read_long(FREE_HUGE);
-	if (nr < 0 || fr < 0) {
-		fprintf(stderr, PROG ": cannot read %s or %s: no 2 MiB huge pages?\n",
-			NR_HUGE, FREE_HUGE);
-		return -ENOENT;
-	}
-	if (fr >= need)
-		return 0;
-	ret = write_long(NR_HUGE, nr + need - fr);
-	if (ret) {
-		fprintf(stderr, PROG ": writing %s: %s\n", NR_HUGE, strerror(-ret));
-		return ret;
-	}
-	got = read_long(NR_HUGE);
-	hp->added = got > nr ? got - nr : 0;
-	fr = read_long(FREE_HUGE);
-	if (fr < need) {
-		fprintf(stderr, PROG ": asked for %ld more huge pages in %s, the kernel "
-			"found %ld (free now %ld, need %ld): memory too fragmented?\n",
-			need, NR_HUGE, hp->added, fr, need);
-		return -ENOSPC;
-	}
-	return 0;
-}
-
-static void hugepool_release(struct hugepool *hp)
-{
-	long nr;
-
-	if (hp->added <= 0)
-		return;
-	nr = read_long(NR_HUGE);
-	if (nr >= hp->added && write_long(NR_HUGE, nr - hp->added))
-		fprintf(stderr, PROG ": could not give back %ld huge pages in %s\n",
-			hp->added, NR_HUGE);
-	hp->added = 0;
-}
-
 /* ------------------------------------------------------------------ */
 /* Modes                                                               */
 /* ------------------------------------------------------------------ */
@@ -488,14 +409,16 @@ int main(int argc, char **argv)
 		},
 		.warmup = 0.5, .duration = 2,
 	};
-	struct hugepool hp = { 0 };
+	struct wps_hugepool hp = { 0 };
 	struct wps_guest *g = NULL;
 	int ret;
 
 	if (parse_args(argc, argv, &a))
 		return 2;
 	if (a.reserve_huge && a.g.backing == WPS_GUEST_HUGETLB) {
-		ret = hugepool_reserve(&hp, a.g.size);
+		ret = wps_hugepool_reserve(&hp, a.g.size);
+		if (ret)
+			fprintf(stderr, PROG ": %s\n", hp.why);
 		if (ret)
 			goto out;
 	}
@@ -517,6 +440,6 @@ int main(int argc, char **argv)
 	ret = a.snapshot ? run_snapshot(g, &a) : run_rate(g, &a);
 out:
 	wps_guest_free(g);
-	hugepool_release(&hp);
+	wps_hugepool_release(&hp);
 	return ret ? 1 : 0;
 }

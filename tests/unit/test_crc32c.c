@@ -14,6 +14,7 @@
 
 #include "stream/crc32c.h"
 #include "stream/crc32c_table.h"
+#include "tests/unit/testutil.h"
 
 typedef uint32_t (*crc_fn)(uint32_t, const void *, size_t);
 
@@ -228,13 +229,4 @@ static Suite *suite(void)
 	return s;
 }
 
-int main(void)
-{
-	SRunner *sr = srunner_create(suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+TU_MAIN(suite)

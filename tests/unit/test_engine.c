@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "tests/unit/testutil.h"
+#include "tools/guest/guest.h"
 #include "wp/compat.h"
 #include "wp/engine.h"
 #include "wp/pagemap.h"
@@ -200,20 +201,21 @@ END_TEST
 START_TEST(hugetlb_random_writers)
 {
 	struct tu_mem mem;
-	long old;
+	struct wps_hugepool hp;
 
-	if (tu_hugepages_reserve(64, &old)) {
+	if (wps_hugepool_reserve(&hp, 64ull << 21)) {
+		wps_hugepool_release(&hp);
 		printf("SKIP hugetlb: cannot reserve 2 MiB huge pages\n");
 		return;
 	}
 	if (tu_mem_new(&mem, TU_HUGETLB, 32 << 20)) {
-		tu_hugepages_restore(old);
+		wps_hugepool_release(&hp);
 		printf("SKIP hugetlb: cannot map huge pages\n");
 		return;
 	}
 	run_snapshot(&mem, 2, 100, 0, 0);
 	tu_mem_free(&mem);
-	tu_hugepages_restore(old);
+	wps_hugepool_release(&hp);
 }
 END_TEST
 

@@ -23,35 +23,11 @@
 
 #include "stream/format.h"
 #include "stream/img_writer.h"
+#include "tests/unit/testutil.h"
 
 /* ------------------------------------------------------------------ */
 /* helpers                                                             */
 /* ------------------------------------------------------------------ */
-
-static char logtext[1 << 16];
-static size_t loglen;
-static pthread_mutex_t loglock = PTHREAD_MUTEX_INITIALIZER;
-
-static void log_capture(void *arg, int level, const char *msg)
-{
-	pthread_mutex_lock(&loglock);
-	loglen += (size_t)snprintf(logtext + loglen, sizeof(logtext) - loglen,
-				   "%s\n", msg);
-	if (loglen >= sizeof(logtext))
-		loglen = sizeof(logtext) - 1;
-	pthread_mutex_unlock(&loglock);
-}
-
-static bool logged(const char *needle)
-{
-	return strstr(logtext, needle) != NULL;
-}
-
-static void log_reset(void)
-{
-	loglen = 0;
-	logtext[0] = 0;
-}
 
 static struct wps_ctx *ctx;
 static char tdir[PATH_MAX];
@@ -191,13 +167,13 @@ static void write_image(const char *path, unsigned int flags)
 static void setup(void)
 {
 	ck_assert_int_eq(wps_ctx_new(&ctx), 0);
-	wps_ctx_set_log_fn(ctx, log_capture, NULL);
-	log_reset();
+	wps_ctx_set_log_fn(ctx, tu_log_capture, NULL);
+	tu_log_reset();
 	strcpy(tdir, "/var/tmp/wps-fmt-XXXXXX");
 	ck_assert_ptr_nonnull(mkdtemp(tdir));
 	snprintf(ipath, sizeof(ipath), "%s/img", tdir);
 	write_image(ipath, 0);
-	log_reset();
+	tu_log_reset();
 }
 
 static void teardown(void)
@@ -289,9 +265,9 @@ static void expect_refused(int err, const char *msg)
 	int got = try_open();
 
 	ck_assert_msg(got == err, "open returned %d, wanted %d; log:\n%s", got,
-		      err, logtext);
-	ck_assert_msg(logged(msg), "log lacks \"%s\":\n%s", msg, logtext);
-	ck_assert_msg(logged(ipath), "log does not name the file:\n%s", logtext);
+		      err, tu_log_text());
+	ck_assert_msg(tu_logged(msg), "log lacks \"%s\":\n%s", msg, tu_log_text());
+	ck_assert_msg(tu_logged(ipath), "log does not name the file:\n%s", tu_log_text());
 }
 
 /* ------------------------------------------------------------------ */
@@ -554,7 +530,7 @@ START_TEST(t_bad_version)
 	pwrite_at(&v, 4, 8);
 	expect_refused(-EPROTO, "format version 2");
 	refresh_crc(0);
-	log_reset();
+	tu_log_reset();
 	expect_refused(-EPROTO, "format version 2");
 }
 END_TEST
@@ -637,10 +613,10 @@ START_TEST(t_truncated)
 	ck_assert_int_eq(stat(ipath, &st), 0);
 	ck_assert_int_eq(truncate(ipath, st.st_size - 100), 0);
 	expect_refused(-EBADMSG, "truncated");
-	log_reset();
+	tu_log_reset();
 	ck_assert_int_eq(truncate(ipath, 3 << 20), 0);
 	expect_refused(-EBADMSG, "truncated");
-	log_reset();
+	tu_log_reset();
 	ck_assert_int_eq(truncate(ipath, 100), 0);
 	expect_refused(-EBADMSG, "truncated");
 }
@@ -703,13 +679,13 @@ START_TEST(t_bad_data)
 	snprintf(msg, sizeof(msg), "at offset %llu", (unsigned long long)grp);
 	/* Reading the damaged block itself, or a neighbour in its group. */
 	ck_assert_int_eq(wps_image_read(img, 1, b * 4096, buf, 4096), -EBADMSG);
-	ck_assert_msg(logged(msg), "log lacks \"%s\":\n%s", msg, logtext);
-	ck_assert(logged(ipath));
-	log_reset();
+	ck_assert_msg(tu_logged(msg), "log lacks \"%s\":\n%s", msg, tu_log_text());
+	ck_assert(tu_logged(ipath));
+	tu_log_reset();
 	ck_assert_int_eq(wps_image_read(img, 1, (b / 16) * 16 * 4096 +
 					(b % 16 == 15 ? 0 : 15 * 4096), buf, 4096),
 			 -EBADMSG);
-	ck_assert(logged(msg));
+	ck_assert(tu_logged(msg));
 	ck_assert_int_eq(wps_image_read(img, 1, 0, buf, 1 << 20), -EBADMSG);
 	/* Other groups still read fine. */
 	ck_assert_int_eq(wps_image_read(img, 1, other * 4096, buf, 4096), 0);
@@ -758,7 +734,7 @@ START_TEST(t_not_found)
 	strcat(ipath, ".nope");
 	ck_assert_int_eq(wps_image_open(ctx, ipath, 0, &img), -ENOENT);
 	ck_assert_ptr_null(img);
-	ck_assert(logged(ipath));
+	ck_assert(tu_logged(ipath));
 }
 END_TEST
 
@@ -796,13 +772,4 @@ static Suite *suite(void)
 	return s;
 }
 
-int main(void)
-{
-	SRunner *sr = srunner_create(suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+TU_MAIN(suite)

@@ -178,15 +178,16 @@ END_TEST
 
 START_TEST(hugetlb_live)
 {
-	long old;
+	struct wps_hugepool hp;
 
-	if (tu_hugepages_reserve(40, &old)) {
+	if (wps_hugepool_reserve(&hp, 40ull << 21)) {
+		wps_hugepool_release(&hp);
 		printf("SKIP hugetlb_live: the kernel refused to reserve 2 MiB "
 		       "huge pages\n");
 		return;
 	}
 	backing_test(WPS_GUEST_HUGETLB, 64 << 20);
-	tu_hugepages_restore(old);
+	wps_hugepool_release(&hp);
 }
 END_TEST
 

@@ -27,34 +27,11 @@
 
 #include "stream/format.h"
 #include "stream/img_writer.h"
+#include "tests/unit/testutil.h"
 
 /* ------------------------------------------------------------------ */
 /* helpers                                                             */
 /* ------------------------------------------------------------------ */
-
-static char logtext[1 << 16];
-static size_t loglen;
-static pthread_mutex_t loglock = PTHREAD_MUTEX_INITIALIZER;
-
-static void log_capture(void *arg, int level, const char *msg)
-{
-	pthread_mutex_lock(&loglock);
-	loglen += (size_t)snprintf(logtext + loglen, sizeof(logtext) - loglen,
-				   "%s\n", msg);
-	if (loglen >= sizeof(logtext))
-		loglen = sizeof(logtext) - 1;
-	pthread_mutex_unlock(&loglock);
-}
-
-static bool logged(const char *needle)
-{
-	bool r;
-
-	pthread_mutex_lock(&loglock);
-	r = strstr(logtext, needle) != NULL;
-	pthread_mutex_unlock(&loglock);
-	return r;
-}
 
 static struct wps_ctx *ctx;
 static char tdir[PATH_MAX];
@@ -112,9 +89,8 @@ static void set_paths(const char *dir)
 static void setup(void)
 {
 	ck_assert_int_eq(wps_ctx_new(&ctx), 0);
-	wps_ctx_set_log_fn(ctx, log_capture, NULL);
-	loglen = 0;
-	logtext[0] = 0;
+	wps_ctx_set_log_fn(ctx, tu_log_capture, NULL);
+	tu_log_reset();
 	strcpy(tdir, "/var/tmp/wps-wr-XXXXXX");
 	ck_assert_ptr_nonnull(mkdtemp(tdir));
 	set_paths(tdir);
@@ -506,8 +482,8 @@ START_TEST(t_enospc)
 		err = wps_img_writer_commit(w);
 	ck_assert_int_eq(err, -ENOSPC);
 	ck_assert_int_eq(wps_img_writer_commit(w), -ENOSPC);
-	ck_assert(logged("No space left on device"));
-	ck_assert(logged(ppath));
+	ck_assert(tu_logged("No space left on device"));
+	ck_assert(tu_logged(ppath));
 	wps_img_writer_free(w);
 	ck_assert(!exists(ipath));
 	ck_assert(!exists(ppath));
@@ -546,7 +522,7 @@ static int efbig_child(rlim_t limit, bool big_blob)
 	}
 	if (err != -EFBIG)
 		return 20 + (err < 0 ? -err : 99) % 100;
-	if (!logged("File too large"))
+	if (!tu_logged("File too large"))
 		return 11;
 	if (exists(ipath) || exists(ppath))
 		return 12;
@@ -592,7 +568,7 @@ START_TEST(t_exists)
 	close(fd);
 	ck_assert_int_eq(wps_img_writer_open(ctx, ipath, &reg, 1, NULL, &w), -EEXIST);
 	ck_assert_ptr_null(w);
-	ck_assert(logged("already exists"));
+	ck_assert(tu_logged("already exists"));
 	ck_assert(!exists(ppath));
 
 	/* Overwrite replaces it. */
@@ -659,7 +635,7 @@ START_TEST(t_double_put_and_args)
 	ck_assert_int_eq(sink.ops->put(sink.priv, WPS_LANE_SWEEP, 0, 4096, blk, 4096), 0);
 	ck_assert_int_eq(sink.ops->flush(sink.priv, WPS_LANE_SWEEP), 0);
 	ck_assert_int_eq(wps_img_writer_put(w, WPS_LANE_FAULT, 0, 4096, blk, 4096), -EEXIST);
-	ck_assert(logged("block 1 of region 0 (r) put twice"));
+	ck_assert(tu_logged("block 1 of region 0 (r) put twice"));
 	/* A range running into it stores what comes before, then fails. */
 	ck_assert_int_eq(wps_img_writer_put(w, WPS_LANE_SWEEP, 0, 0, blk, 8192), -EEXIST);
 	ck_assert_int_eq(wps_img_writer_put(w, WPS_LANE_SWEEP, 0, 100, blk, 4096), -EINVAL);
@@ -721,8 +697,8 @@ START_TEST(t_buffered_fallback)
 	set_paths(mnt);
 	guest_init(&g, 6 << 20, 1 << 20, 5);
 	ck_assert_int_eq(wps_img_writer_open(ctx, ipath, g.regs, 2, NULL, &w), 0);
-	ck_assert(logged("filesystem refuses O_DIRECT, using buffered I/O"));
-	ck_assert(logged(ipath));
+	ck_assert(tu_logged("filesystem refuses O_DIRECT, using buffered I/O"));
+	ck_assert(tu_logged(ipath));
 	ck_assert_int_eq(feed(w, &g), 0);
 	ck_assert_int_eq(wps_img_writer_commit(w), 0);
 	wps_img_writer_get_stats(w, &st);
@@ -749,7 +725,7 @@ START_TEST(t_no_direct_flag)
 	ck_assert_int_eq(wps_img_writer_commit(w), 0);
 	wps_img_writer_get_stats(w, &st);
 	ck_assert(!st.direct);
-	ck_assert(!logged("refuses O_DIRECT"));
+	ck_assert(!tu_logged("refuses O_DIRECT"));
 	wps_img_writer_free(w);
 	check_image(ipath, &g);
 	guest_free(&g);
@@ -817,13 +793,4 @@ static Suite *suite(void)
 	return s;
 }
 
-int main(void)
-{
-	SRunner *sr = srunner_create(suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+TU_MAIN(suite)

@@ -240,53 +240,46 @@ int tu_count_fds(void)
 	return n - 1; /* the DIR's own fd */
 }
 
-static const char nr_huge[] = "/proc/sys/vm/nr_hugepages";
+/* One log per test process (Check forks each test), guarded because the
+ * library logs from its own threads. */
+static struct {
+	pthread_mutex_t lock;
+	size_t len;
+	char text[1 << 16];
+} tu_log = { .lock = PTHREAD_MUTEX_INITIALIZER };
 
-static long read_long(const char *path)
+void tu_log_capture(void *arg, int level, const char *msg)
 {
-	FILE *f = fopen(path, "re");
-	long v = -1;
-
-	if (f) {
-		if (fscanf(f, "%ld", &v) != 1)
-			v = -1;
-		fclose(f);
-	}
-	return v;
+	pthread_mutex_lock(&tu_log.lock);
+	tu_log.len += (size_t)snprintf(tu_log.text + tu_log.len,
+				       sizeof(tu_log.text) - tu_log.len,
+				       "%s\n", msg);
+	if (tu_log.len >= sizeof(tu_log.text))
+		tu_log.len = sizeof(tu_log.text) - 1;
+	pthread_mutex_unlock(&tu_log.lock);
 }
 
-static int write_long(const char *path, long v)
+bool tu_logged(const char *needle)
 {
-	FILE *f = fopen(path, "we");
-	int ret;
+	bool r;
 
-	if (!f)
-		return -errno;
-	ret = fprintf(f, "%ld\n", v) < 0 ? -EIO : 0;
-	if (fclose(f))
-		ret = -errno;
-	return ret;
+	pthread_mutex_lock(&tu_log.lock);
+	r = strstr(tu_log.text, needle) != NULL;
+	pthread_mutex_unlock(&tu_log.lock);
+	return r;
 }
 
-int tu_hugepages_reserve(long n, long *old)
+const char *tu_log_text(void)
 {
-	long free_pages = read_long("/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages");
-
-	*old = read_long(nr_huge);
-	if (*old < 0)
-		return -ENOENT;
-	if (free_pages >= n)
-		return 0;
-	if (write_long(nr_huge, *old + (n - (free_pages < 0 ? 0 : free_pages))))
-		return -EPERM;
-	free_pages = read_long("/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages");
-	return free_pages >= n ? 0 : -ENOMEM;
+	return tu_log.text;
 }
 
-void tu_hugepages_restore(long old)
+void tu_log_reset(void)
 {
-	if (old >= 0)
-		write_long(nr_huge, old);
+	pthread_mutex_lock(&tu_log.lock);
+	tu_log.len = 0;
+	tu_log.text[0] = '\0';
+	pthread_mutex_unlock(&tu_log.lock);
 }
 
 char *tu_tmpdir(void)

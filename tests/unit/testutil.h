@@ -5,6 +5,7 @@
 #define WPS_TESTUTIL_H
 
 #include <check.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 
@@ -40,9 +41,12 @@ int tu_count_wp(const void *p, uint64_t size, uint64_t *count);
 /* Open fds of this process. */
 int tu_count_fds(void);
 
-/* Make at least n 2 MiB huge pages available; *old for restore. */
-int tu_hugepages_reserve(long n, long *old);
-void tu_hugepages_restore(long old);
+/* A log function for wps_ctx_set_log_fn that keeps what it is given, so
+ * tests can assert that an error names the file and the cause. */
+void tu_log_capture(void *arg, int level, const char *msg);
+bool tu_logged(const char *needle);
+const char *tu_log_text(void);
+void tu_log_reset(void);
 
 /* A directory for test files on a disk filesystem; removed by caller. */
 char *tu_tmpdir(void);

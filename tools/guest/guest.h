@@ -129,4 +129,18 @@ int wps_ledger_verify_image(const struct wps_ledger *l, struct wps_image *img,
 int wps_ledger_verify_mem(const struct wps_ledger *l, const void *mem,
 			  uint64_t *bad_block, char *why, size_t whylen);
 
+/* ---- the 2 MiB huge page pool (needs root to grow) ---- */
+
+struct wps_hugepool {
+	long added;             /* pages this holder added to the pool */
+	char why[200];          /* reason, when reserve failed */
+};
+
+/* Make enough 2 MiB pages free for bytes of hugetlb guest RAM, growing
+ * the pool by what is missing. On failure hp->why says why; pages added
+ * so far are still given back by wps_hugepool_release. */
+int wps_hugepool_reserve(struct wps_hugepool *hp, uint64_t bytes);
+/* Shrink the pool by exactly what reserve added. */
+void wps_hugepool_release(struct wps_hugepool *hp);
+
 #endif /* WPS_GUEST_H */

@@ -5,7 +5,8 @@ tools_guest_libwpsguest_la_SOURCES = \
 	tools/guest/guest.h \
 	tools/guest/guest_int.h \
 	tools/guest/guest.c \
-	tools/guest/ledger.c
+	tools/guest/ledger.c \
+	tools/guest/hugepool.c
 
 bin_PROGRAMS += tools/wpsnap-guest
 tools_wpsnap_guest_SOURCES = tools/wpsnap-guest.c
