@@ -130,6 +130,8 @@ struct wps_img_writer {
 	pthread_mutex_t lock;
 	pthread_cond_t cond;    /* a buffer came back, an error, I/O idle */
 	struct imgw_buf *free_list[NR_POOLS];
+	uint32_t nr_free[NR_POOLS];
+	uint32_t nr_reserve;    /* buffers of the fault path's pool */
 	struct iocb **queue;    /* ring of iocbs to submit */
 	uint32_t qcap, qhead, qlen;
 	uint32_t inflight;      /* iocbs in the kernel */
@@ -207,6 +209,7 @@ static void buf_release_locked(struct wps_img_writer *w, struct imgw_buf *b)
 	b->current = false;
 	b->next = w->free_list[b->pool];
 	w->free_list[b->pool] = b;
+	w->nr_free[b->pool]++;
 	pthread_cond_broadcast(&w->cond);
 }
 
@@ -214,8 +217,10 @@ static struct imgw_buf *pop_locked(struct wps_img_writer *w, int pool)
 {
 	struct imgw_buf *b = w->free_list[pool];
 
-	if (b)
+	if (b) {
 		w->free_list[pool] = b->next;
+		w->nr_free[pool]--;
+	}
 	return b;
 }
 
@@ -224,7 +229,8 @@ static struct imgw_buf *pop_locked(struct wps_img_writer *w, int pool)
  * reserve first and borrows a normal buffer before it waits; the sweep
  * only ever waits for a normal one, so it cannot starve the fault lane.
  */
-static int get_buf(struct wps_img_writer *w, enum wps_lane lane)
+static int get_buf_ex(struct wps_img_writer *w, enum wps_lane lane,
+		      bool nowait)
 {
 	struct imgw_buf *b;
 	int err = 0;
@@ -235,6 +241,13 @@ static int get_buf(struct wps_img_writer *w, enum wps_lane lane)
 		if (err)
 			break;
 		b = NULL;
+		/* An optional (nowait) take leaves a quarter of the reserve
+		 * for the pages that must be saved: those of faulting writes. */
+		if (nowait && lane == WPS_LANE_FAULT &&
+		    w->nr_free[POOL_RESERVE] <= w->nr_reserve / 4) {
+			err = -EAGAIN;
+			break;
+		}
 		if (lane == WPS_LANE_FAULT)
 			b = pop_locked(w, POOL_RESERVE);
 		if (!b)
@@ -244,10 +257,19 @@ static int get_buf(struct wps_img_writer *w, enum wps_lane lane)
 			w->cur[lane] = b;
 			break;
 		}
+		if (nowait) {
+			err = -EAGAIN;
+			break;
+		}
 		pthread_cond_wait(&w->cond, &w->lock);
 	}
 	pthread_mutex_unlock(&w->lock);
 	return err;
+}
+
+static int get_buf(struct wps_img_writer *w, enum wps_lane lane)
+{
+	return get_buf_ex(w, lane, false);
 }
 
 /*
@@ -607,7 +629,7 @@ int wps_img_writer_flush(struct wps_img_writer *w, enum wps_lane lane)
 }
 
 int wps_img_writer_reserve(struct wps_img_writer *w, enum wps_lane lane,
-			   size_t len)
+			   size_t len, bool nowait)
 {
 	struct imgw_buf *b = w->cur[lane];
 	size_t blocks = len / WPS_IMG_BLOCK;
@@ -621,6 +643,26 @@ int wps_img_writer_reserve(struct wps_img_writer *w, enum wps_lane lane,
 	if (b && b->used + len <= w->buf_size &&
 	    b->nr_ext + blocks <= IMGW_MAX_EXT)
 		return 0;
+	if (nowait) {
+		/* Keep the current buffer unless a free one is at hand. */
+		struct imgw_buf *old = b;
+		int err2;
+
+		w->cur[lane] = NULL;
+		err2 = get_buf_ex(w, lane, true);
+		if (err2) {
+			w->cur[lane] = old;
+			return err2;
+		}
+		if (old) {
+			struct imgw_buf *fresh = w->cur[lane];
+
+			w->cur[lane] = old;
+			submit_buf(w, lane);
+			w->cur[lane] = fresh;
+		}
+		return 0;
+	}
 	if (b)
 		submit_buf(w, lane);
 	return get_buf(w, lane);
@@ -637,9 +679,10 @@ static int sink_flush(void *priv, enum wps_lane lane)
 	return wps_img_writer_flush(priv, lane);
 }
 
-static int sink_reserve(void *priv, enum wps_lane lane, size_t len)
+static int sink_reserve(void *priv, enum wps_lane lane, size_t len,
+			bool nowait)
 {
-	return wps_img_writer_reserve(priv, lane, len);
+	return wps_img_writer_reserve(priv, lane, len, nowait);
 }
 
 static const struct wps_sink_ops imgw_sink_ops = {
@@ -1203,6 +1246,7 @@ static int setup_buffers(struct wps_img_writer *w,
 	nr_reserve = w->nr_bufs > IMGW_SWEEP_BUFS + 2 ?
 		     w->nr_bufs - IMGW_SWEEP_BUFS :
 		     (w->nr_bufs / 4 < 2 ? 2 : w->nr_bufs / 4);
+	w->nr_reserve = nr_reserve;
 	w->arena_size = (size_t)w->nr_bufs * w->buf_size;
 	w->arena = mmap(NULL, w->arena_size, PROT_READ | PROT_WRITE,
 			MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -1229,6 +1273,7 @@ static int setup_buffers(struct wps_img_writer *w,
 		b->pool = i < nr_reserve ? POOL_RESERVE : POOL_NORMAL;
 		b->next = w->free_list[b->pool];
 		w->free_list[b->pool] = b;
+		w->nr_free[b->pool]++;
 	}
 	return 0;
 }

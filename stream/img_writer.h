@@ -69,9 +69,10 @@ int wps_img_writer_put(struct wps_img_writer *w, enum wps_lane lane,
 		       unsigned int r, uint64_t off, const void *src,
 		       size_t len);
 int wps_img_writer_flush(struct wps_img_writer *w, enum wps_lane lane);
-/* Wait until a put of len bytes on lane will not wait (see sink.h). */
+/* Make sure a put of len bytes on lane will not wait; with nowait,
+ * -EAGAIN rather than waiting (see sink.h). */
 int wps_img_writer_reserve(struct wps_img_writer *w, enum wps_lane lane,
-			   size_t len);
+			   size_t len, bool nowait);
 
 /* Record the freeze instant in the header (any time before commit). */
 void wps_img_writer_set_instant(struct wps_img_writer *w, int64_t realtime_ns,

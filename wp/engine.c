@@ -679,11 +679,17 @@ static int claim_copy(struct wps_engine *e, struct ereg *r, uint64_t u,
 	uint64_t old;
 	int ret = 0;
 
-	if (lane == WPS_LANE_SWEEP && e->sink.ops->reserve &&
+	/* Room first, claims second: a claim must never wait for the disk.
+	 * The fault lane only takes neighbours when the room is there now
+	 * (-EAGAIN: leave them to the sweep). */
+	if (e->sink.ops->reserve &&
 	    (r->save[u / 64] & mask & ~__atomic_load_n(&r->claimed[u / 64],
 							__ATOMIC_RELAXED))) {
 		ret = e->sink.ops->reserve(e->sink.priv, lane,
-					   (uint64_t)n << r->shift);
+					   (uint64_t)n << r->shift,
+					   lane == WPS_LANE_FAULT);
+		if (ret == -EAGAIN && lane == WPS_LANE_FAULT)
+			return 0;
 		if (ret) {
 			set_error(e, ret);
 			return ret;

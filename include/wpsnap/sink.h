@@ -16,6 +16,7 @@
 #ifndef WPSNAP_SINK_H
 #define WPSNAP_SINK_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -38,11 +39,13 @@ struct wps_sink_ops {
 	/* Hand what the lane has buffered to the device; never waits for it
 	 * to complete. Called when a lane goes idle. */
 	int (*flush)(void *priv, enum wps_lane lane);
-	/* Optional: wait until a put() of up to len bytes on lane will not
-	 * wait. The sweep calls it before it claims pages, so that it never
-	 * holds a claim (which a faulting guest thread may be waiting for)
-	 * while it waits for the device. */
-	int (*reserve)(void *priv, enum wps_lane lane, size_t len);
+	/* Optional: make sure a put() of up to len bytes on lane will not
+	 * wait. The sweep calls it (waiting) before it claims pages, so it
+	 * never holds a claim a faulting guest thread may wait for while it
+	 * waits for the device. With nowait it returns -EAGAIN instead of
+	 * waiting: the fault path copies neighbours only when space is free
+	 * now. */
+	int (*reserve)(void *priv, enum wps_lane lane, size_t len, bool nowait);
 };
 
 struct wps_sink {

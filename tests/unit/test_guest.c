@@ -378,7 +378,11 @@ START_TEST(test_seq_sweep)
 	uint32_t lo[2] = { UINT32_MAX, UINT32_MAX }, hi[2] = { 0, 0 };
 
 	ck_assert_int_eq(wps_guest_start(g), 0);
-	sleep_ms(50);
+	/* Progress, not time: on a loaded machine 50 ms may not be enough
+	 * for both writers to sweep their halves twice. CFS shares the CPUs
+	 * fairly, so eight sweeps' worth of writes covers both. */
+	for (b = 0; b < 1000 && wps_guest_writes(g) < 8 * (8 * MiB / 4096); b++)
+		sleep_ms(10);
 	ck_assert_int_eq(wps_guest_pause(g), 0);
 	ck_assert_int_eq(wps_guest_freeze_pause(g), 0);
 	ck_assert_int_eq(wps_guest_ledger(g, &l), 0);
