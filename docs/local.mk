@@ -1,1 +1,1 @@
-EXTRA_DIST += docs/FORMAT.md docs/ENGINE.md
+EXTRA_DIST += docs/FORMAT.md docs/ENGINE.md docs/PERFORMANCE.md

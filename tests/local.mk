@@ -1,3 +1,4 @@
 include $(srcdir)/tests/stream.mk
 include $(srcdir)/tests/guest.mk
 include $(srcdir)/tests/engine.mk
+include $(srcdir)/tests/bench.mk

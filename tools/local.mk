@@ -1,4 +1,5 @@
 bin_PROGRAMS += tools/wpsnap
-tools_wpsnap_SOURCES = tools/wpsnap.c tools/bench.c tools/bench.h
+tools_wpsnap_SOURCES = tools/wpsnap.c tools/bench.c tools/bench.h \
+	tools/bench_base.c tools/bench_base.h
 tools_wpsnap_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS)
 tools_wpsnap_LDADD = tools/guest/libwpsguest.la libwpsnap.la $(JANSSON_LIBS)
