@@ -182,6 +182,7 @@ void wps_snapshot_stats(struct wps_snapshot *s, struct wps_snapshot_stats *st)
 	wps_img_writer_get_stats(s->w, &ws);
 	st->image_data_bytes = ws.data_bytes;
 	st->image_file_bytes = ws.file_bytes;
+	st->tracker_bytes += ws.memory_bytes;
 	st->direct_io = ws.direct;
 	if (s->t_end)
 		st->total_ns = s->t_end - s->t_start;

@@ -131,6 +131,7 @@ struct wps_img_writer {
 	pthread_cond_t cond;    /* a buffer came back, an error, I/O idle */
 	struct imgw_buf *free_list[NR_POOLS];
 	uint32_t nr_free[NR_POOLS];
+	uint64_t memory_bytes;  /* buffers, bitmaps, tables we allocated */
 	uint32_t nr_reserve;    /* buffers of the fault path's pool */
 	struct iocb **queue;    /* ring of iocbs to submit */
 	uint32_t qcap, qhead, qlen;
@@ -1108,6 +1109,7 @@ void wps_img_writer_get_stats(const struct wps_img_writer *w,
 	st->ios = __atomic_load_n(&w->st_ios, __ATOMIC_RELAXED);
 	st->short_ios = __atomic_load_n(&w->st_short, __ATOMIC_RELAXED);
 	st->file_bytes = __atomic_load_n(&w->st_file_bytes, __ATOMIC_RELAXED);
+	st->memory_bytes = w->memory_bytes;
 	st->direct = w->direct;
 }
 
@@ -1199,6 +1201,9 @@ static int setup_regions(struct wps_img_writer *w,
 		reg->lay = lay[i];
 		reg->seen = calloc(words, 8);
 		reg->present = calloc(words, 8);
+		w->memory_bytes += 2 * words * 8 +
+				   wps_img_nr_groups(lay[i].nr_blocks,
+						     WPS_IMG_GROUP_BLOCKS) * 4;
 		reg->csum = calloc(wps_img_nr_groups(lay[i].nr_blocks,
 						     WPS_IMG_GROUP_BLOCKS), 4);
 		if (!reg->seen || !reg->present || !reg->csum)
@@ -1262,6 +1267,8 @@ static int setup_buffers(struct wps_img_writer *w,
 	if (madvise(w->arena, w->arena_size, MADV_POPULATE_WRITE) < 0)
 		memset(w->arena, 0, w->arena_size);
 	w->bufs = calloc(w->nr_bufs, sizeof(*w->bufs));
+	w->memory_bytes += w->arena_size + w->nr_bufs * sizeof(*w->bufs) +
+			   (uint64_t)w->nr_bufs * IMGW_MAX_EXT * sizeof(*w->queue);
 	w->qcap = w->nr_bufs * IMGW_MAX_EXT;
 	w->queue = calloc(w->qcap, sizeof(*w->queue));
 	if (!w->bufs || !w->queue)

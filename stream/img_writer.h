@@ -48,6 +48,7 @@ struct wps_img_writer_stats {
 	uint64_t ios;             /* I/Os submitted (incl. resubmits) */
 	uint64_t short_ios;       /* completions shorter than asked */
 	uint64_t file_bytes;      /* st_blocks * 512 after commit */
+	uint64_t memory_bytes;    /* buffers and bitmaps the writer holds */
 	bool direct;              /* O_DIRECT in use */
 };
 

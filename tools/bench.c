@@ -67,6 +67,7 @@ struct bench_opts {
 	unsigned int populate_pct;
 	const char *dir;
 	bool freeze_simple;
+	unsigned int fault_window;  /* 0: the library's default */
 	unsigned int runs;
 	bool baselines;
 	bool json;
@@ -162,6 +163,7 @@ static void usage(FILE *f)
 		"  --populate PCT     share of guest RAM written before (default 100)\n"
 		"  --dir DIR          image directory, must take O_DIRECT (default /var/tmp)\n"
 		"  --freeze MODE      rounds|simple (default rounds)\n"
+		"  --fault-window N   4 KiB pages saved per fault (1..64, default: library's)\n"
 		"  --runs N           snapshots to take (default 3); medians are reported\n"
 		"  --no-baselines     skip the machine baselines (their keys are null)\n"
 		"  --json             JSON on stdout instead of a table\n"
@@ -222,6 +224,7 @@ static int parse_opts(struct bench_opts *o, int argc, char **argv)
 		{ "populate", required_argument, NULL, 'P' },
 		{ "dir", required_argument, NULL, 'd' },
 		{ "freeze", required_argument, NULL, 'f' },
+		{ "fault-window", required_argument, NULL, 'w' },
 		{ "runs", required_argument, NULL, 'r' },
 		{ "no-baselines", no_argument, NULL, 'n' },
 		{ "json", no_argument, NULL, 'j' },
@@ -287,6 +290,13 @@ static int parse_opts(struct bench_opts *o, int argc, char **argv)
 			} else {
 				fprintf(stderr, "wpsnap bench: unknown --freeze "
 					"'%s' (rounds, simple)\n", optarg);
+				return -EINVAL;
+			}
+			break;
+		case 'w':
+			if (parse_uint(optarg, 1, 64, &o->fault_window)) {
+				fprintf(stderr, "wpsnap bench: bad --fault-window "
+					"'%s' (1..64, a power of two)\n", optarg);
 				return -EINVAL;
 			}
 			break;
@@ -771,6 +781,7 @@ static int snapshot_run(struct bench *b, unsigned int idx, struct bench_run *r)
 	so.pause = wps_guest_freeze_pause;
 	so.resume = wps_guest_resume;
 	so.pause_arg = b->g;
+	so.fault_window = b->o.fault_window;
 
 	ret = rss_start(&rs, b);
 	if (ret) {
@@ -1025,14 +1036,15 @@ static json_t *build_json(const struct bench *b, const struct bench_summary *s)
 		"image_ratio_le_1.01",
 		jcmp(m->image_ratio, TARGET_IMAGE_RATIO, false)));
 
-	config = json_pack("{s:I, s:s, s:s, s:i, s:i, s:s, s:i, s:s, s:b, "
-			   "s:b, s:I, s:i}",
+	config = json_pack("{s:I, s:s, s:s, s:i, s:i, s:s, s:i, s:i, s:s, "
+			   "s:b, s:b, s:I, s:i}",
 		"size", (json_int_t)wps_guest_size(b->g),
 		"backing", wps_guest_backing_name(b->o.backing),
 		"pattern", wps_guest_pattern_name(b->o.pattern),
 		"threads", (int)b->o.threads,
 		"populate_pct", (int)b->o.populate_pct,
 		"freeze", b->o.freeze_simple ? "simple" : "rounds",
+		"fault_window", (int)b->o.fault_window,
 		"runs", (int)b->o.runs,
 		"dir", b->o.dir,
 		"baselines", b->o.baselines,

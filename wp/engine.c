@@ -31,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -62,6 +63,7 @@
 #define SPIN_MAX_NS 200000ull
 #define DEFAULT_FAULT_WINDOW 16
 #define FLUSH_IDLE_MS 2
+#define SWEEP_NICE 10
 
 struct ereg {
 	unsigned int idx;       /* index in the caller's table (sink's r) */
@@ -422,9 +424,8 @@ static void serve_wp_fault(struct wps_engine *e, uint64_t addr, uint64_t t0,
 		bits_set_release(r->copied, u, 1);
 	} else {
 		/* The sweep is copying it: that takes one claim step. Spin
-		 * briefly, then sleep: this thread may be SCHED_FIFO, and the
-		 * sweep it waits for may be preempted on this very core, where
-		 * sched_yield() would never let it run. */
+		 * briefly, then sleep rather than yield, so that a sweep
+		 * preempted on this very core gets to finish. */
 		struct timespec nap = { .tv_nsec = 5000 };
 		unsigned int spins = 0;
 
@@ -435,34 +436,25 @@ static void serve_wp_fault(struct wps_engine *e, uint64_t addr, uint64_t t0,
 				nanosleep(&nap, NULL);
 		}
 	}
-	/* Neighbours ride along: a write near a write is likely, and
-	 * copying 64 KiB costs less than one more fault round trip. Only
-	 * once the population is known: copying an unpopulated neighbour of
-	 * a memfd would allocate it. */
-	w0 = u - u % r->window;
-	w1 = w0 + r->window < r->nr_units ? w0 + r->window : r->nr_units;
-	if (r->window > 1 && __atomic_load_n(&e->scanned, __ATOMIC_ACQUIRE) &&
-	    !failed(e)) {
-		ret = claim_copy(e, r, w0, w1 - w0, WPS_LANE_FAULT);
-		if (ret)
-			set_error(e, ret);
-	}
-	ret = r->window > 1 ? unprotect_copied(e, r, w0, w1, true, q) :
-			      unprotect_units(e, r, u, 1, true, q);
+	/* Wake the writer first: its unit alone is what it waits for. */
+	ret = unprotect_units(e, r, u, 1, true, q);
 	if (ret)
 		set_error(e, ret);
 	wps_histo_add(&e->fault_lat, now_ns() - t0);
-}
-
-static void fault_thread_priority(struct wps_engine *e)
-{
-	struct sched_param sp = { .sched_priority = 1 };
-
-	/* A guest thread waits for this one: let it preempt the sweep and
-	 * the writers instead of queueing behind them on a busy machine. */
-	if (pthread_setschedparam(pthread_self(), SCHED_FIFO, &sp))
-		wps_dbg(e->ctx, "fault thread stays SCHED_OTHER (no "
-			"CAP_SYS_NICE)");
+	/* Then neighbours ride along: a write near a write is likely, and
+	 * copying 64 KiB costs less than one more fault round trip. Only
+	 * once the population is known (copying an unpopulated neighbour of
+	 * a memfd would allocate it), and only while buffer space is free. */
+	if (r->window <= 1 || !__atomic_load_n(&e->scanned, __ATOMIC_ACQUIRE) ||
+	    failed(e))
+		return;
+	w0 = u - u % r->window;
+	w1 = w0 + r->window < r->nr_units ? w0 + r->window : r->nr_units;
+	ret = claim_copy(e, r, w0, w1 - w0, WPS_LANE_FAULT);
+	if (!ret)
+		ret = unprotect_copied(e, r, w0, w1, true, q);
+	if (ret)
+		set_error(e, ret);
 }
 
 static void *fault_main(void *arg)
@@ -478,7 +470,6 @@ static void *fault_main(void *arg)
 		set_error(e, -ENOMEM);
 		return NULL;
 	}
-	fault_thread_priority(e);
 	pfd[0] = (struct pollfd){ .fd = e->uffd, .events = POLLIN };
 	pfd[1] = (struct pollfd){ .fd = e->stop_efd, .events = POLLIN };
 	for (;;) {
@@ -779,6 +770,13 @@ static void *sweep_main(void *arg)
 	struct pending p = { 0 };
 	unsigned int i;
 	int ret;
+
+	/* The sweep is background work: a guest thread woken from a fault
+	 * should get a CPU at once, not after the scheduler's wake-up
+	 * granularity (~1 ms, which is what faulted writes' p99 showed). */
+	if (setpriority(PRIO_PROCESS, (id_t)gettid(), SWEEP_NICE))
+		wps_dbg(e->ctx, "sweep thread keeps its priority: %s",
+			strerror(errno));
 
 	ret = scan_population(e);
 	if (ret) {
