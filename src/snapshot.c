@@ -84,6 +84,7 @@ int wps_snapshot_new(struct wps_ctx *ctx, const struct wps_region *regions,
 		goto fail;
 	eo = (struct wps_engine_opts){
 		.uffd = opts->uffd,
+		.pid = opts->pid,
 		.sink = wps_img_writer_sink(s->w),
 		.pause = opts->pause,
 		.resume = opts->resume,

@@ -31,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
@@ -75,6 +76,7 @@ struct ereg {
 	uint32_t backing;
 	int fd;
 	uint64_t fd_offset;
+	void *map;              /* our own mapping of fd, when we made it */
 	uint64_t *save;         /* populated at the freeze: sweep copies */
 	uint64_t *claimed;      /* atomic: someone is saving this unit */
 	uint64_t *copied;       /* atomic: pre-image safe, may unprotect */
@@ -87,6 +89,7 @@ struct wps_engine {
 	struct wps_ctx *ctx;
 	int uffd;
 	bool own_uffd;
+	pid_t pid;              /* owner of the memory; 0: this process */
 	uint64_t features;
 	struct ereg *r;         /* sorted by address */
 	unsigned int nr;
@@ -606,7 +609,7 @@ static int scan_population(struct wps_engine *e)
 	unsigned int i;
 	int ret;
 
-	ret = wps_pagemap_open(e->ctx, 0, &pm);
+	ret = wps_pagemap_open(e->ctx, e->pid, &pm);
 	if (ret)
 		return ret;
 	for (i = 0; i < e->nr && !ret; i++) {
@@ -870,6 +873,48 @@ static int unprotect_all(struct wps_engine *e)
 	return ret;
 }
 
+/*
+ * Where the engine reads a region. In-process: the guest's own address.
+ * For another process: the caller's mapping, or our own read-only shared
+ * mapping of the region's memfd (the page cache is the same, so what we
+ * read is what the guest sees; anonymous memory of another process has
+ * no such view).
+ */
+static int map_source(struct wps_engine *e, struct ereg *r,
+		      const struct wps_region *d)
+{
+	uint64_t len = d->size;
+
+	if (!e->pid) {
+		r->src = (const uint8_t *)(uintptr_t)d->host_addr;
+		return 0;
+	}
+	if (d->local) {
+		r->src = d->local;
+		return 0;
+	}
+	if (d->fd < 0 || d->backing == WPS_BACKING_ANON) {
+		wps_err(e->ctx, "region at 0x%llx of process %d: anonymous "
+			"memory of another process cannot be read here; hand "
+			"over the memfd behind it", (unsigned long long)d->host_addr,
+			(int)e->pid);
+		return -EOPNOTSUPP;
+	}
+	r->map = mmap(NULL, len, PROT_READ, MAP_SHARED, d->fd, d->fd_offset);
+	if (r->map == MAP_FAILED) {
+		int err = errno;
+
+		r->map = NULL;
+		wps_err(e->ctx, "cannot map the memfd of region 0x%llx "
+			"(%llu bytes at offset %llu): %s",
+			(unsigned long long)d->host_addr, (unsigned long long)len,
+			(unsigned long long)d->fd_offset, strerror(err));
+		return -err;
+	}
+	r->src = r->map;
+	return 0;
+}
+
 int wps_engine_new(struct wps_ctx *ctx, const struct wps_region *regions,
 		   unsigned int nr, const struct wps_engine_opts *opts,
 		   struct wps_engine **out)
@@ -897,6 +942,13 @@ int wps_engine_new(struct wps_ctx *ctx, const struct wps_region *regions,
 	e->resume = opts->resume;
 	e->pause_arg = opts->pause_arg;
 	e->freeze_simple = opts->freeze_simple;
+	e->pid = opts->pid;
+	if (e->pid && opts->uffd < 0) {
+		wps_err(ctx, "memory of process %d needs that process's "
+			"userfaultfd", (int)e->pid);
+		ret = -EINVAL;
+		goto fail;
+	}
 	e->nr = nr;
 	e->tracker_bytes = sizeof(*e) + nr * sizeof(*e->r) +
 			   sizeof(struct fault_queue);
@@ -918,7 +970,9 @@ int wps_engine_new(struct wps_ctx *ctx, const struct wps_region *regions,
 		r->idx = i;
 		r->start = regions[i].host_addr;
 		r->end = regions[i].host_addr + regions[i].size;
-		r->src = (const uint8_t *)(uintptr_t)regions[i].host_addr;
+		ret = map_source(e, r, &regions[i]);
+		if (ret)
+			goto fail;
 		r->unit = regions[i].page_size;
 		r->shift = __builtin_ctz(r->unit);
 		r->nr_units = regions[i].size >> r->shift;
@@ -944,7 +998,20 @@ int wps_engine_new(struct wps_ctx *ctx, const struct wps_region *regions,
 	qsort(e->r, nr, sizeof(*e->r), cmp_ereg);
 
 	if (opts->uffd >= 0) {
+		int fl = fcntl(opts->uffd, F_GETFL);
+
 		e->uffd = opts->uffd;
+		/* A handed-over uffd may block: the fault thread must never
+		 * sleep in read() with a message half handled. The flag is
+		 * the open file's, shared with the owner, who no longer reads
+		 * it. */
+		if (fl < 0 || (!(fl & O_NONBLOCK) &&
+			       fcntl(opts->uffd, F_SETFL, fl | O_NONBLOCK))) {
+			ret = -errno;
+			wps_err(ctx, "the userfaultfd handed over is not usable: "
+				"%s", strerror(errno));
+			goto fail;
+		}
 	} else {
 		ret = wps_uffd_open(ctx, O_CLOEXEC | O_NONBLOCK, &e->uffd);
 		if (ret)
@@ -1287,6 +1354,8 @@ void wps_engine_free(struct wps_engine *e)
 			free(e->r[i].claimed);
 			free(e->r[i].copied);
 			free(e->r[i].dirty);
+			if (e->r[i].map)
+				munmap(e->r[i].map, e->r[i].end - e->r[i].start);
 		}
 		free(e->r);
 	}

@@ -9,6 +9,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include <wpsnap/sink.h>
 #include <wpsnap/wpsnap.h>
@@ -17,6 +18,7 @@ struct wps_engine;
 
 struct wps_engine_opts {
 	int uffd;                     /* -1: open our own */
+	pid_t pid;                    /* owner of the memory (0: us) */
 	struct wps_sink sink;
 	int (*pause)(void *arg);
 	int (*resume)(void *arg);

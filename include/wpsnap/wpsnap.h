@@ -14,6 +14,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -77,6 +78,13 @@ struct wps_region {
 	int fd;
 	uint64_t fd_offset;
 	const char *name;   /* optional; at most 31 bytes are stored */
+	/*
+	 * Where the caller can read the region, when the guest RAM belongs
+	 * to another process (wps_snapshot_opts.pid): NULL makes the library
+	 * map fd itself (read-only, shared). Ignored for pid 0, where
+	 * host_addr is read directly.
+	 */
+	const void *local;
 };
 
 #define WPS_REGION_NAME_MAX 31
@@ -133,6 +141,11 @@ struct wps_snapshot_opts {
 	 * WPS_SNAPSHOT_OPTS_INIT) makes the library open its own.
 	 */
 	int uffd;
+	/* The process that owns the guest RAM and the userfaultfd (0: the
+	 * caller). With another process, opts.uffd is that process's
+	 * userfaultfd (handed over, not yet through UFFDIO_API) and every
+	 * region must be backed by a memfd that the caller holds. */
+	pid_t pid;
 	/* 4 KiB units saved together when a write faults (the faulting one
 	 * and its unsaved neighbours in an aligned window): a power of two
 	 * <= 64; 0: 16 (64 KiB); 1: the faulting page only. */
