@@ -444,6 +444,30 @@ static void *progress_main(void *arg)
 	return NULL;
 }
 
+/* How much of the guest is still backed by transparent huge pages: a
+ * snapshot should not leave them split. */
+static void print_thp(struct wps_guest *g)
+{
+	uint64_t start = (uintptr_t)wps_guest_mem(g);
+	uint64_t end = start + wps_guest_size(g), lo, hi, kb = 0, v;
+	char line[256];
+	bool in = false;
+	FILE *f = fopen("/proc/self/smaps", "re");
+
+	if (!f)
+		return;
+	while (fgets(line, sizeof(line), f)) {
+		if (sscanf(line, "%" SCNx64 "-%" SCNx64, &lo, &hi) == 2)
+			in = lo < end && hi > start;
+		else if (in && sscanf(line, "AnonHugePages: %" SCNu64, &v) == 1)
+			kb += v;
+	}
+	fclose(f);
+	if (kb)
+		printf("  huge pages     %.0f MiB of guest RAM still in THPs\n",
+		       kb / 1024.0);
+}
+
 static int cmd_demo(struct wps_ctx *ctx, int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -574,6 +598,7 @@ static int cmd_demo(struct wps_ctx *ctx, int argc, char **argv)
 	usleep(300000);
 	before_rate = (wps_guest_writes(g) - w0) / 0.3;
 
+	print_thp(g);
 	wps_guest_region(g, &reg);
 	so.path = path;
 	so.flags = WPS_SNAP_OVERWRITE | snap_flags;
@@ -646,8 +671,12 @@ static int cmd_demo(struct wps_ctx *ctx, int argc, char **argv)
 	       st.total_ns ? st.saved_bytes / MiB / during_s : 0.0,
 	       st.direct_io ? "O_DIRECT" : "buffered");
 	printf("  write faults   %" PRIu64 " serviced in %.1f/%.1f/%.1f us "
-	       "(p50/p99/max, handler)\n", st.faults, st.fault_p50_ns / 1e3,
+	       "(p50/p99/max, handler)", st.faults, st.fault_p50_ns / 1e3,
 	       st.fault_p99_ns / 1e3, st.fault_max_ns / 1e3);
+	if (st.faults_huge)
+		printf(", %" PRIu64 " saved a whole huge page", st.faults_huge);
+	printf("\n");
+	print_thp(g);
 	printf("  guest writes   %.0f/s during vs %.0f/s before (%.2fx); "
 	       "faulted writes p50 %.1f us p99 %.1f us\n",
 	       during_s > 0 ? (w1 - w0) / during_s : 0.0, before_rate,

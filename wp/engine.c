@@ -64,6 +64,8 @@
 #define SPIN_MAX_NS 200000ull
 #define DEFAULT_FAULT_WINDOW 16
 #define FLUSH_IDLE_MS 2
+#define THP_SIZE (2ull << 20)
+#define THP_UNITS 512u
 #define SWEEP_NICE 10
 
 struct ereg {
@@ -81,6 +83,7 @@ struct ereg {
 	uint64_t *claimed;      /* atomic: someone is saving this unit */
 	uint64_t *copied;       /* atomic: pre-image safe, may unprotect */
 	uint64_t *dirty;        /* atomic: written during the live rounds */
+	uint64_t *huge;         /* per 2 MiB extent: a THP at the scan (anon) */
 	unsigned int window;    /* units saved together on a fault */
 	bool gone;              /* unmapped by the guest mid-snapshot */
 };
@@ -113,7 +116,7 @@ struct wps_engine {
 	int result;
 
 	uint64_t bytes_total, bytes_done, sweep_bytes, fault_bytes;
-	uint64_t faults, faults_copied, events, round_faults;
+	uint64_t faults, faults_copied, events, round_faults, thp_faults;
 	unsigned int rounds;
 	uint64_t pause_protect_units, tracker_bytes;
 	struct wps_histo fault_lat; /* fault thread only until joined */
@@ -372,15 +375,66 @@ static int unprotect_copied(struct wps_engine *e, struct ereg *r, uint64_t u0,
  * the instant. The pause waits for this thread to be idle, so every mark
  * is in place before the last round.
  */
+static bool in_thp(const struct ereg *r, uint64_t u)
+{
+	uint64_t x = u / THP_UNITS;
+
+	return r->huge && (x + 1) * THP_UNITS <= r->nr_units &&
+	       (__atomic_load_n(&r->huge[x / 64], __ATOMIC_RELAXED) >> (x % 64) & 1);
+}
+
 static void serve_round_fault(struct wps_engine *e, struct ereg *r, uint64_t u,
 			      struct fault_queue *q)
 {
-	int ret = unprotect_units(e, r, u, 1, true, q);
+	uint64_t u0 = u, n = 1, i;
+	int ret;
 
+	/* In a THP, the whole extent: unprotecting 4 KiB would split it. */
+	if (in_thp(r, u)) {
+		u0 = u / THP_UNITS * THP_UNITS;
+		n = THP_UNITS;
+	}
+	ret = unprotect_units(e, r, u0, n, true, q);
 	if (ret)
 		set_error(e, ret);
-	__atomic_fetch_or(&r->dirty[u / 64], 1ull << (u % 64), __ATOMIC_RELEASE);
+	for (i = u0; i < u0 + n; i += 64)
+		__atomic_fetch_or(&r->dirty[i / 64],
+				  n >= 64 ? ~0ull : 1ull << (u % 64),
+				  __ATOMIC_RELEASE);
 	e->round_faults++;
+}
+
+/*
+ * A write into a transparent huge page: unprotecting 4 KiB of it would
+ * split the huge page for good. When the buffers have room now, save the
+ * whole 2 MiB extent and unprotect it as one piece. Returns true when the
+ * fault was fully served this way; false leaves it to the 4 KiB path
+ * (what this managed to save stays saved).
+ */
+static bool serve_thp_fault(struct wps_engine *e, struct ereg *r, uint64_t u,
+			    uint64_t t0, struct fault_queue *q)
+{
+	uint64_t x = u / THP_UNITS, u0 = x * THP_UNITS, w;
+	int ret;
+
+	if (!in_thp(r, u) || failed(e))
+		return false;
+	for (w = u0; w < u0 + THP_UNITS; w += 64) {
+		ret = claim_copy(e, r, w, 64, WPS_LANE_FAULT);
+		if (ret) {
+			set_error(e, ret);
+			return false;
+		}
+	}
+	for (w = u0; w < u0 + THP_UNITS; w += 64)
+		if (__atomic_load_n(&r->copied[w / 64], __ATOMIC_ACQUIRE) != ~0ull)
+			return false;
+	e->thp_faults++;
+	ret = unprotect_units(e, r, u0, THP_UNITS, true, q);
+	if (ret)
+		set_error(e, ret);
+	wps_histo_add(&e->fault_lat, now_ns() - t0);
+	return true;
 }
 
 static void serve_wp_fault(struct wps_engine *e, uint64_t addr, uint64_t t0,
@@ -405,6 +459,8 @@ static void serve_wp_fault(struct wps_engine *e, uint64_t addr, uint64_t t0,
 		return;
 	}
 	__atomic_fetch_add(&e->faults, 1, __ATOMIC_RELAXED);
+	if (serve_thp_fault(e, r, u, t0, q))
+		return;
 	if (!bit_test_and_set(r->claimed, u)) {
 		/* Ours to save: the unit is still protected, so what we read
 		 * is its content at the freeze (zero if it was unpopulated). */
@@ -563,13 +619,30 @@ static void mark_save(struct ereg *r, uint64_t start, uint64_t end)
 	if (start >= end)
 		return;
 	last = (end - r->start + r->unit - 1) >> r->shift;
+	/* Atomic: the THP fault path may read these words while the scan
+	 * after the instant still runs (it only adds bits). */
 	for (u = (start - r->start) >> r->shift; u < last; u++)
-		r->save[u / 64] |= 1ull << (u % 64);
+		__atomic_fetch_or(&r->save[u / 64], 1ull << (u % 64),
+				  __ATOMIC_RELAXED);
 }
 
 static int scan_cb(void *arg, uint64_t start, uint64_t end, uint64_t cats)
 {
-	mark_save(arg, start, end);
+	struct ereg *r = arg;
+	uint64_t x;
+
+	mark_save(r, start, end);
+	/* Whole THP extents, so a fault there can save the extent and keep
+	 * the huge page whole instead of splitting it. */
+	if (r->huge && (cats & PAGE_IS_HUGE) && (cats & PAGE_IS_PRESENT)) {
+		for (x = (start + THP_SIZE - 1) / THP_SIZE * THP_SIZE;
+		     x + THP_SIZE <= end; x += THP_SIZE) {
+			uint64_t i = (x - r->start) / THP_SIZE;
+
+			__atomic_fetch_or(&r->huge[i / 64], 1ull << (i % 64),
+					  __ATOMIC_RELAXED);
+		}
+	}
 	return 0;
 }
 
@@ -602,6 +675,35 @@ static int scan_file(struct wps_engine *e, struct ereg *r)
 		pos = hole;
 	}
 	return 0;
+}
+
+/*
+ * Before the first protection: which extents are transparent huge pages.
+ * Faults there, in the live rounds and after the instant, then handle the
+ * whole extent and never split it. Their units are marked to be saved now
+ * (a THP is fully populated), so the extent path works from the instant,
+ * before the full population scan has run.
+ */
+static int scan_huge(struct wps_engine *e)
+{
+	struct wps_pagemap pm;
+	unsigned int i;
+	int ret = 0;
+
+	for (i = 0; i < e->nr && !e->r[i].huge; i++)
+		;
+	if (i == e->nr)
+		return 0;
+	ret = wps_pagemap_open(e->ctx, e->pid, &pm);
+	if (ret)
+		return ret;
+	for (i = 0; i < e->nr && !ret; i++)
+		if (e->r[i].huge)
+			ret = wps_pagemap_scan(&pm, e->r[i].start, e->r[i].end,
+					       PAGE_IS_HUGE, PAGE_IS_PFNZERO,
+					       scan_cb, &e->r[i]);
+	wps_pagemap_close(&pm);
+	return ret;
 }
 
 static int scan_population(struct wps_engine *e)
@@ -987,6 +1089,12 @@ int wps_engine_new(struct wps_ctx *ctx, const struct wps_region *regions,
 		r->copied = calloc(words, 8);
 		r->dirty = calloc(words, 8);
 		r->window = r->unit == 4096 ? window : 1;
+		if (r->backing == WPS_BACKING_ANON && !(r->start % THP_SIZE)) {
+			uint64_t ext = (regions[i].size / THP_SIZE + 63) / 64;
+
+			r->huge = calloc(ext ? ext : 1, 8);
+			e->tracker_bytes += (ext ? ext : 1) * 8;
+		}
 		e->tracker_bytes += 4 * words * 8;
 		if (!r->save || !r->claimed || !r->copied || !r->dirty) {
 			ret = -ENOMEM;
@@ -1184,6 +1292,9 @@ int wps_engine_freeze(struct wps_engine *e)
 		return -ret;
 	e->fault_started = true;
 
+	ret = scan_huge(e);
+	if (ret)
+		goto fail;
 	if (!e->freeze_simple) {
 		ret = converge(e);
 		if (ret)
@@ -1322,6 +1433,7 @@ void wps_engine_stats(struct wps_engine *e, struct wps_snapshot_stats *st)
 	st->fault_bytes = e->fault_bytes;
 	st->faults = e->faults;
 	st->faults_copied = e->faults_copied;
+	st->faults_huge = e->thp_faults;
 	st->events = e->events;
 	st->protect_rounds = e->rounds;
 	st->pause_protect_pages = e->pause_protect_units;
@@ -1361,6 +1473,7 @@ void wps_engine_free(struct wps_engine *e)
 			free(e->r[i].claimed);
 			free(e->r[i].copied);
 			free(e->r[i].dirty);
+			free(e->r[i].huge);
 			if (e->r[i].map)
 				munmap(e->r[i].map, e->r[i].end - e->r[i].start);
 		}

@@ -67,7 +67,9 @@ int wps_pagemap_scan(struct wps_pagemap *pm, uint64_t start, uint64_t end,
 		a.category_inverted = none;
 		a.category_mask = none;
 		a.category_anyof_mask = anyof;
-		a.return_mask = anyof | none;
+		/* PAGE_IS_HUGE is reported too, so that callers can tell THP
+		 * and hugetlb runs apart (runs split where it changes). */
+		a.return_mask = anyof | none | PAGE_IS_HUGE;
 		n = ioctl(pm->fd, PAGEMAP_SCAN, &a);
 		if (n < 0) {
 			ret = -errno;

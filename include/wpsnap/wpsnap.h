@@ -173,6 +173,7 @@ struct wps_snapshot_stats {
 	uint64_t fault_bytes;       /* copied on the fault path */
 	uint64_t faults;            /* write faults on protected pages */
 	uint64_t faults_copied;     /* of which needed a pre-image copy */
+	uint64_t faults_huge;       /* of which saved a whole THP extent */
 	uint64_t fault_p50_ns;      /* service time: message read .. unprotect */
 	uint64_t fault_p99_ns;
 	uint64_t fault_max_ns;
