@@ -2,3 +2,4 @@ include $(srcdir)/tests/stream.mk
 include $(srcdir)/tests/guest.mk
 include $(srcdir)/tests/engine.mk
 include $(srcdir)/tests/bench.mk
+include $(srcdir)/tests/daemon.mk

@@ -14,11 +14,14 @@
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
+#include <wpsnap/client.h>
 #include <wpsnap/image.h>
 #include <wpsnap/wpsnap.h>
 
@@ -33,6 +36,8 @@ struct args {
 	double warmup, duration;
 	const char *snapshot, *ledger;
 	bool overwrite, reserve_huge;
+	const char *daemon, *name;   /* --daemon SOCKET, --name GUEST */
+	bool self_pause, verify_self;
 };
 
 static void usage(FILE *f)
@@ -53,6 +58,16 @@ static void usage(FILE *f)
 "  --ledger FILE        also write the ledger of the freeze to FILE\n"
 "  --overwrite          replace an existing image at PATH\n"
 "  --reserve-hugepages  grow " NR_HUGE " as needed (undone at exit)\n"
+"  --daemon SOCKET      hand guest RAM to wpsnapd at SOCKET and answer its\n"
+"                       pause/resume requests (backing memfd or hugetlb);\n"
+"                       with --snapshot the snapshot goes through the daemon,\n"
+"                       else serve third-party snapshots for --duration\n"
+"                       (--ledger: the ledger of each freeze, written at once)\n"
+"  --name NAME          guest name at the daemon (default guest-PID)\n"
+"  --self-pause         with --daemon --snapshot: pause the vCPUs before the\n"
+"                       start command (vcpus-paused) instead of on request\n"
+"  --verify-self        at the end: check guest RAM against the ledger of\n"
+"                       this instant, then write every block once\n"
 "  --help               this text\n"
 "\n"
 "Exit status: 0 on success (with --snapshot: the image matched the ledger).\n");
@@ -115,7 +130,7 @@ static int parse_args(int argc, char **argv, struct args *a)
 {
 	enum { O_SIZE = 256, O_BACKING, O_THREADS, O_PATTERN, O_POPULATE, O_SEED,
 	       O_WARMUP, O_DURATION, O_SNAPSHOT, O_LEDGER, O_OVERWRITE,
-	       O_RESERVE, O_HELP };
+	       O_RESERVE, O_HELP, O_DAEMON, O_NAME, O_SELF_PAUSE, O_VERIFY_SELF };
 	static const struct option lo[] = {
 		{ "size", required_argument, NULL, O_SIZE },
 		{ "backing", required_argument, NULL, O_BACKING },
@@ -130,6 +145,10 @@ static int parse_args(int argc, char **argv, struct args *a)
 		{ "overwrite", no_argument, NULL, O_OVERWRITE },
 		{ "reserve-hugepages", no_argument, NULL, O_RESERVE },
 		{ "help", no_argument, NULL, O_HELP },
+		{ "daemon", required_argument, NULL, O_DAEMON },
+		{ "name", required_argument, NULL, O_NAME },
+		{ "self-pause", no_argument, NULL, O_SELF_PAUSE },
+		{ "verify-self", no_argument, NULL, O_VERIFY_SELF },
 		{ NULL, 0, NULL, 0 },
 	};
 	uint64_t v;
@@ -180,6 +199,18 @@ static int parse_args(int argc, char **argv, struct args *a)
 		case O_RESERVE:
 			a->reserve_huge = true;
 			break;
+		case O_DAEMON:
+			a->daemon = optarg;
+			break;
+		case O_NAME:
+			a->name = optarg;
+			break;
+		case O_SELF_PAUSE:
+			a->self_pause = true;
+			break;
+		case O_VERIFY_SELF:
+			a->verify_self = true;
+			break;
 		case 'h':
 		case O_HELP:
 			usage(stdout);
@@ -198,8 +229,8 @@ static int parse_args(int argc, char **argv, struct args *a)
 		fprintf(stderr, PROG ": unexpected argument '%s'\n", argv[optind]);
 		return -EINVAL;
 	}
-	if (a->ledger && !a->snapshot) {
-		fprintf(stderr, PROG ": --ledger needs --snapshot\n");
+	if (a->ledger && !a->snapshot && !a->daemon) {
+		fprintf(stderr, PROG ": --ledger needs --snapshot or --daemon\n");
 		return -EINVAL;
 	}
 	return 0;
@@ -400,6 +431,271 @@ out:
 	return ret;
 }
 
+/* ------------------------------------------------------------------ */
+/* Daemon mode: the guest as a VMM of wpsnapd                          */
+/* ------------------------------------------------------------------ */
+
+struct vmm {
+	struct wps_guest *g;
+	struct wps_ctx *ctx;
+	const struct args *a;
+	uint64_t t_pause, paused_ns, max_paused_ns;
+	unsigned int pauses;
+	bool paused, ledger_due;
+};
+
+static int vmm_pause(void *arg, const char *guest)
+{
+	struct vmm *v = arg;
+
+	(void)guest;
+	if (v->paused)
+		return 0;
+	v->t_pause = now_ns();
+	wps_guest_freeze_pause(v->g);   /* marks the instant of the ledger */
+	v->paused = true;
+	return 0;
+}
+
+static int vmm_resume(void *arg, const char *guest)
+{
+	struct vmm *v = arg;
+	uint64_t ns;
+
+	(void)guest;
+	if (!v->paused)
+		return 0;   /* a resume after a pause we never did: harmless */
+	wps_guest_resume(v->g);
+	v->paused = false;
+	ns = now_ns() - v->t_pause;
+	v->paused_ns = ns;
+	if (ns > v->max_paused_ns)
+		v->max_paused_ns = ns;
+	v->pauses++;
+	v->ledger_due = true;
+	return 0;
+}
+
+/* The ledger of the last freeze, written whole under its final name
+ * (tmp + rename) so a reader never sees half of it. */
+static int vmm_write_ledger(struct vmm *v, struct wps_ledger **keep)
+{
+	struct wps_ledger *l = NULL;
+	char tmp[4096];
+	int ret;
+
+	v->ledger_due = false;
+	wps_guest_pause(v->g);
+	ret = wps_guest_ledger(v->g, &l);
+	wps_guest_resume(v->g);
+	if (ret) {
+		fprintf(stderr, PROG ": taking the ledger: %s\n", strerror(-ret));
+		return ret;
+	}
+	if (v->a->ledger) {
+		snprintf(tmp, sizeof(tmp), "%s.tmp", v->a->ledger);
+		ret = wps_ledger_write(l, tmp);
+		if (!ret && rename(tmp, v->a->ledger))
+			ret = -errno;
+		if (ret)
+			fprintf(stderr, PROG ": writing the ledger %s: %s\n",
+				v->a->ledger, strerror(-ret));
+	}
+	if (keep && !ret)
+		*keep = l;
+	else
+		wps_ledger_free(l);
+	return ret;
+}
+
+/* Serve the daemon's requests for secs seconds (it may go away: the
+ * guest keeps running regardless). */
+static void vmm_serve(struct vmm *v, struct wps_client *c, double secs)
+{
+	uint64_t end = now_ns() + (uint64_t)(secs * 1e9), t;
+	struct pollfd pfd;
+	bool up = true;
+
+	while ((t = now_ns()) < end) {
+		pfd = (struct pollfd){ .fd = wps_client_fd(c), .events = POLLIN };
+		if (!up) {
+			sleep_secs((double)(end - t) / 1e9 > 0.05 ? 0.05 :
+				   (double)(end - t) / 1e9);
+		} else if (poll(&pfd, 1, 50) > 0 && wps_client_dispatch(c) == -ECONNRESET) {
+			up = false;
+			printf("wpsnapd went away; the guest keeps running\n");
+			fflush(stdout);
+		}
+		if (v->ledger_due)
+			vmm_write_ledger(v, NULL);
+	}
+}
+
+static int verify_image(struct wps_ctx *ctx, const char *path,
+			const struct wps_ledger *l)
+{
+	struct wps_image *img = NULL;
+	uint64_t bad = 0;
+	char why[256] = "";
+	int ret;
+
+	ret = wps_image_open(ctx, path, 0, &img);
+	if (ret) {
+		fprintf(stderr, PROG ": opening the image %s: %s\n", path, strerror(-ret));
+		return ret;
+	}
+	ret = wps_ledger_verify_image(l, img, 0, &bad, why, sizeof(why));
+	if (ret == -EBADMSG)
+		fprintf(stderr, PROG ": %s does not match the ledger: %s\n", path, why);
+	else if (ret)
+		fprintf(stderr, PROG ": verifying %s: %s%s%s\n", path, strerror(-ret),
+			why[0] ? ": " : "", why);
+	wps_image_close(img);
+	return ret;
+}
+
+static int run_daemon(struct wps_guest *g, const struct args *a)
+{
+	struct wps_client_ops ops = { .pause = vmm_pause, .resume = vmm_resume };
+	struct wps_client_snap_opts so = { 0 };
+	struct wps_client_result res;
+	struct wps_client_guest cg = { 0 };
+	struct wps_client *c = NULL;
+	struct wps_ledger *l = NULL;
+	struct vmm v = { .g = g, .a = a };
+	struct wps_region r;
+	char name[64], p1[32], p2[32], p3[32];
+	int ret;
+
+	ret = wps_ctx_new(&v.ctx);
+	if (ret)
+		goto out;
+	wps_guest_region(g, &r);
+	if (r.fd < 0) {
+		fprintf(stderr, PROG ": --daemon needs guest RAM in a memfd "
+			"(--backing memfd or hugetlb): wpsnapd cannot read the "
+			"anonymous memory of another process\n");
+		ret = -EINVAL;
+		goto out;
+	}
+	ret = wps_client_connect(v.ctx, a->daemon, &c);
+	if (ret) {
+		fprintf(stderr, PROG ": connecting to wpsnapd at %s: %s\n", a->daemon,
+			strerror(-ret));
+		goto out;
+	}
+	wps_client_set_ops(c, &ops, &v);
+	snprintf(name, sizeof(name), "%s", a->name ? a->name : "");
+	if (!a->name)
+		snprintf(name, sizeof(name), "guest-%d", (int)getpid());
+	cg.name = name;
+	cg.uffd = -1;
+	cg.regions = &r;
+	cg.nr = 1;
+	ret = wps_client_register(c, &cg);
+	if (ret) {
+		fprintf(stderr, PROG ": registering with wpsnapd: %s\n", strerror(-ret));
+		goto out;
+	}
+	printf("registered %s: %" PRIu64 " MiB %s with wpsnapd at %s\n", name,
+	       wps_guest_size(g) >> 20, wps_guest_backing_name(a->g.backing),
+	       a->daemon);
+	fflush(stdout);
+
+	if (!a->snapshot) {
+		vmm_serve(&v, c, a->duration);
+		printf("served %u pause(s); last guest pause %s, longest %s\n",
+		       v.pauses, fmt_ns(v.paused_ns, p1, sizeof(p1)),
+		       fmt_ns(v.max_paused_ns, p2, sizeof(p2)));
+		goto out;
+	}
+
+	vmm_serve(&v, c, a->warmup);
+	so.path = a->snapshot;
+	so.overwrite = a->overwrite;
+	so.wait = true;
+	if (a->self_pause) {
+		so.vcpus_paused = true;
+		so.wait = false;
+		vmm_pause(&v, name);
+		ret = wps_client_snapshot(c, name, &so, &res);
+		vmm_resume(&v, name);
+		if (!ret) {
+			struct wps_client_progress pr;
+
+			/* wait for the end by polling: events also arrive */
+			do {
+				vmm_serve(&v, c, 0.02);
+				ret = wps_client_query(c, name, &pr);
+			} while (!ret && strcmp(pr.status, "completed") &&
+				 strcmp(pr.status, "failed") &&
+				 strcmp(pr.status, "cancelled"));
+			if (!ret && strcmp(pr.status, "completed"))
+				ret = -EIO;
+		}
+	} else {
+		ret = wps_client_snapshot(c, name, &so, &res);
+	}
+	if (ret) {
+		fprintf(stderr, PROG ": snapshot %s through wpsnapd: %s%s%s\n",
+			a->snapshot, strerror(-ret), res.cause[0] ? ": " : "", res.cause);
+		goto out;
+	}
+	ret = vmm_write_ledger(&v, &l);
+	if (ret)
+		goto out;
+	printf("snapshot %s via wpsnapd: guest paused %s (daemon: pause %s, "
+	       "handshake %s), total %.1f ms\n", a->snapshot,
+	       fmt_ns(v.paused_ns, p1, sizeof(p1)), fmt_ns(res.pause_ns, p2, sizeof(p2)),
+	       fmt_ns(res.handshake_ns, p3, sizeof(p3)), (double)res.total_ns / 1e6);
+	wps_guest_stop(g);
+	ret = verify_image(v.ctx, a->snapshot, l);
+	printf("snapshot %s: verify %s\n", a->snapshot, ret ? "FAILED" : "OK");
+out:
+	wps_client_close(c);
+	wps_ledger_free(l);
+	if (v.ctx)
+		wps_ctx_free(v.ctx);
+	return ret;
+}
+
+/*
+ * After the run: guest RAM must hold exactly what the writers wrote (no
+ * snapshot may have changed it), and every block must be writable (a
+ * protection left behind with nobody reading the uffd would hang here:
+ * the caller runs us under a timeout).
+ */
+static int verify_self(struct wps_guest *g)
+{
+	struct wps_ledger *l = NULL;
+	uint64_t bad = 0, b, n = wps_guest_size(g) / WPS_GUEST_BLOCK;
+	char why[256] = "";
+	uint8_t *mem = wps_guest_mem(g);
+	int ret;
+
+	wps_guest_freeze_pause(g);
+	ret = wps_guest_ledger(g, &l);
+	if (!ret)
+		ret = wps_ledger_verify_mem(l, mem, &bad, why, sizeof(why));
+	wps_guest_resume(g);
+	wps_guest_stop(g);
+	if (ret) {
+		fprintf(stderr, PROG ": verify-self: guest RAM does not match its "
+			"ledger: %s\n", why[0] ? why : strerror(-ret));
+		goto out;
+	}
+	for (b = 0; b < n; b++) {
+		volatile uint64_t *w = (volatile uint64_t *)(mem + b * WPS_GUEST_BLOCK);
+
+		*w = *w;
+	}
+	printf("verify-self: %" PRIu64 " blocks match the ledger; all written "
+	       "once\n", n);
+out:
+	wps_ledger_free(l);
+	return ret;
+}
+
 int main(int argc, char **argv)
 {
 	struct args a = {
@@ -437,7 +733,12 @@ int main(int argc, char **argv)
 		fprintf(stderr, PROG ": starting the writers: %s\n", strerror(-ret));
 		goto out;
 	}
-	ret = a.snapshot ? run_snapshot(g, &a) : run_rate(g, &a);
+	if (a.daemon)
+		ret = run_daemon(g, &a);
+	else
+		ret = a.snapshot ? run_snapshot(g, &a) : run_rate(g, &a);
+	if (!ret && a.verify_self)
+		ret = verify_self(g);
 out:
 	wps_guest_free(g);
 	wps_hugepool_release(&hp);

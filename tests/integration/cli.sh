@@ -39,7 +39,9 @@ check_fails "export of a missing region" "$W" export "$IMG" --region 7 -o "$T/ra
 cp "$IMG" "$T/bad"
 size=$(stat -c %s "$T/bad")
 off=$((size / 2 / 4096 * 4096 + 100))
-printf '\377' | dd of="$T/bad" bs=1 seek=$off conv=notrunc 2>/dev/null
+# Flip the byte (XOR 0xff): writing a constant leaves it unchanged 1 time in 256.
+byte=$(od -An -tu1 -j $off -N1 "$T/bad" | tr -d ' ')
+printf "$(printf '\\%03o' $((byte ^ 255)))" | dd of="$T/bad" bs=1 seek=$off conv=notrunc 2>/dev/null
 if "$W" verify "$T/bad" >"$T/out" 2>&1; then
 	# the byte may have landed in a hole; then the file is still sound
 	cmp -s "$IMG" "$T/bad" && ko "corruption not applied" || ok "verify (byte in a hole)"

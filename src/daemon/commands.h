@@ -1,0 +1,15 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * wpsnapd's commands: parse one request line, check the envelope and the
+ * arguments, run the handler, send the reply (or leave it deferred).
+ */
+#ifndef WPSD_COMMANDS_H
+#define WPSD_COMMANDS_H
+
+#include <stddef.h>
+
+#include "src/daemon/server.h"
+
+void wpsd_cmd_line(struct wpsd_conn *c, const char *line, size_t len);
+
+#endif /* WPSD_COMMANDS_H */

@@ -1,0 +1,546 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Snapshot jobs. The loop prepares the snapshot (so that "image exists" or
+ * "bad region" is a synchronous error reply), then a worker thread runs
+ * the freeze and waits for the copy; the loop never blocks on either.
+ *
+ * The pause handshake runs inside the freeze, in the worker: the library
+ * calls our pause callback, we post WPS_PAUSE_REQUEST to the loop and wait
+ * for the VMM's wps-vcpus-paused (or the timeout, or a cancel). After the
+ * protection the resume callback posts WPS_RESUME_REQUEST and returns at
+ * once: resuming is the VMM's business and needs no answer.
+ *
+ * Owns: the job, its worker thread, its wps_ctx and wps_snapshot.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "src/daemon/job.h"
+#include "src/log.h"
+
+static void job_log(void *arg, int level, const char *msg)
+{
+	struct wpsd_job *j = arg;
+
+	if (level <= WPS_LOG_ERR) {
+		pthread_mutex_lock(&j->lock);
+		if (!j->cause[0])
+			snprintf(j->cause, sizeof(j->cause), "%s", msg);
+		pthread_mutex_unlock(&j->lock);
+	}
+	wps_log(j->d->ctx, level, "guest %s: %s", j->g->name, msg);
+}
+
+/* Worker thread, inside wps_snapshot_freeze(). */
+static int job_pause(void *arg)
+{
+	struct wpsd_job *j = arg;
+	struct timespec dl;
+	uint64_t t0;
+	int ret = 0;
+
+	if (j->vcpus_paused)
+		return 0;
+	clock_gettime(CLOCK_MONOTONIC, &dl);
+	dl.tv_sec += j->pause_timeout_ms / 1000;
+	dl.tv_nsec += (long)(j->pause_timeout_ms % 1000) * 1000000L;
+	if (dl.tv_nsec >= 1000000000L) {
+		dl.tv_sec++;
+		dl.tv_nsec -= 1000000000L;
+	}
+	t0 = wpsd_now_ns();
+	pthread_mutex_lock(&j->lock);
+	if (j->cancelled) {
+		pthread_mutex_unlock(&j->lock);
+		return -ECANCELED;
+	}
+	j->pausing = true;
+	j->ack = 0;
+	j->post_pause = true;
+	pthread_mutex_unlock(&j->lock);
+	wpsd_notify(j->d);
+
+	pthread_mutex_lock(&j->lock);
+	while (!j->ack && !j->cancelled && !ret)
+		ret = -pthread_cond_timedwait(&j->cond, &j->lock, &dl);
+	if (j->ack > 0) {
+		ret = 0;
+		j->handshake_ns = wpsd_now_ns() - t0;
+	} else if (j->ack < 0) {
+		ret = -EIO;   /* cause: the VMM's own words, set by the ack */
+	} else if (j->cancelled) {
+		ret = -ECANCELED;
+	} else {
+		ret = -ETIMEDOUT;
+		snprintf(j->cause, sizeof(j->cause), "pause timed out: the VMM did "
+			 "not answer WPS_PAUSE_REQUEST (token %" PRIu64 ") within "
+			 "%u ms; nothing was protected", j->token,
+			 j->pause_timeout_ms);
+	}
+	j->pausing = false;
+	/* A VMM that paused late (or half-way) must not stay paused. */
+	if (ret)
+		j->post_resume = true;
+	pthread_mutex_unlock(&j->lock);
+	if (ret)
+		wpsd_notify(j->d);
+	return ret;
+}
+
+static int job_resume(void *arg)
+{
+	struct wpsd_job *j = arg;
+
+	if (j->vcpus_paused)
+		return 0;   /* the start reply (after the freeze) resumes it */
+	pthread_mutex_lock(&j->lock);
+	j->post_resume = true;
+	pthread_mutex_unlock(&j->lock);
+	wpsd_notify(j->d);
+	return 0;
+}
+
+static void *job_main(void *arg)
+{
+	struct wpsd_job *j = arg;
+	int ret;
+
+	ret = wps_snapshot_freeze(j->snap);
+	pthread_mutex_lock(&j->lock);
+	j->freeze_ret = ret;
+	j->post_frozen = true;
+	pthread_mutex_unlock(&j->lock);
+	wpsd_notify(j->d);
+	if (!ret)
+		ret = wps_snapshot_wait(j->snap);
+	wps_snapshot_stats(j->snap, &j->st);
+	pthread_mutex_lock(&j->lock);
+	j->result = ret;
+	j->post_done = true;
+	pthread_mutex_unlock(&j->lock);
+	wpsd_notify(j->d);
+	return NULL;
+}
+
+static void job_free(struct wpsd_job *j)
+{
+	if (j->snap)
+		wps_snapshot_free(j->snap);
+	if (j->ctx)
+		wps_ctx_free(j->ctx);
+	json_decref(j->reply_id);
+	pthread_cond_destroy(&j->cond);
+	pthread_mutex_destroy(&j->lock);
+	free(j);
+}
+
+static const struct wpsd_arg start_spec[] = {
+	{ "guest", WPSD_T_STR, true },
+	{ "path", WPSD_T_STR, true },
+	{ "overwrite", WPSD_T_BOOL, false },
+	{ "vcpus-paused", WPSD_T_BOOL, false },
+	{ "pause-timeout-ms", WPSD_T_UINT, false },
+	{ "freeze-simple", WPSD_T_BOOL, false },
+	{ "buffer-budget", WPSD_T_UINT, false },
+	{ "fault-window", WPSD_T_UINT, false },
+	{ NULL, 0, false },
+};
+
+int wpsd_job_start(struct wpsd_conn *c, struct wpsd_guest *g, json_t *args,
+		   json_t *id, struct wpsd_reply *r)
+{
+	struct wps_snapshot_opts so = WPS_SNAPSHOT_OPTS_INIT;
+	struct wpsd *d = c->d;
+	struct wpsd_job *j = NULL;
+	pthread_condattr_t ca;
+	const char *path;
+	json_t *v;
+	int ret;
+
+	ret = wpsd_args_check(args, start_spec, "arguments", r);
+	if (ret)
+		return ret;
+	path = json_string_value(json_object_get(args, "path"));
+	if (g->job) {
+		wpsd_reply_err(r, WPSD_GENERIC, "guest '%s' already has a snapshot running",
+			       g->name);
+		return -EBUSY;
+	}
+	if (g->uffd < 0) {
+		wpsd_reply_err(r, WPSD_GENERIC, "guest '%s' has no fresh userfaultfd "
+			       "(the last snapshot spent it); its VMM must hand over a "
+			       "new one with wps-guest-set-uffd", g->name);
+		return -EAGAIN;
+	}
+	if (path[0] != '/' || strlen(path) >= PATH_MAX - 16) {
+		wpsd_reply_err(r, WPSD_GENERIC, "path must be absolute (wpsnapd runs in /)");
+		return -EINVAL;
+	}
+	j = calloc(1, sizeof(*j));
+	if (!j) {
+		wpsd_reply_err(r, WPSD_GENERIC, "out of memory");
+		return -ENOMEM;
+	}
+	j->d = d;
+	j->g = g;
+	pthread_mutex_init(&j->lock, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&j->cond, &ca);
+	pthread_condattr_destroy(&ca);
+	snprintf(j->path, sizeof(j->path), "%s", path);
+	j->vcpus_paused = json_is_true(json_object_get(args, "vcpus-paused"));
+	v = json_object_get(args, "pause-timeout-ms");
+	j->pause_timeout_ms = v ? (unsigned int)json_integer_value(v) :
+				  WPSD_PAUSE_TIMEOUT_MS;
+	if (v && (json_integer_value(v) < 1 || json_integer_value(v) > 600000)) {
+		wpsd_reply_err(r, WPSD_GENERIC, "pause-timeout-ms must be 1..600000");
+		ret = -EINVAL;
+		goto fail;
+	}
+	j->token = ++d->next_token;
+
+	ret = wps_ctx_new(&j->ctx);
+	if (ret) {
+		wpsd_reply_err(r, WPSD_GENERIC, "libwpsnap context: %s", strerror(-ret));
+		goto fail;
+	}
+	wps_ctx_set_log_level(j->ctx, wps_ctx_get_log_level(d->ctx));
+	wps_ctx_set_log_fn(j->ctx, job_log, j);
+
+	so.path = j->path;
+	if (json_is_true(json_object_get(args, "overwrite")))
+		so.flags |= WPS_SNAP_OVERWRITE;
+	if (json_is_true(json_object_get(args, "freeze-simple")))
+		so.flags |= WPS_SNAP_FREEZE_SIMPLE;
+	v = json_object_get(args, "buffer-budget");
+	so.buffer_budget = v ? (uint64_t)json_integer_value(v) : 0;
+	v = json_object_get(args, "fault-window");
+	so.fault_window = v ? (unsigned int)json_integer_value(v) : 0;
+	so.pause = job_pause;
+	so.resume = job_resume;
+	so.pause_arg = j;
+	so.uffd = g->uffd;
+	so.pid = g->pid;
+	ret = wps_snapshot_new(j->ctx, g->r, g->nr, &so, &j->snap);
+	if (ret) {
+		wpsd_reply_err(r, WPSD_GENERIC, "%s%s", j->cause[0] ? j->cause :
+			       strerror(-ret), ret == -EEXIST ?
+			       " (image exists; set \"overwrite\": true to replace it)" : "");
+		goto fail_spent;
+	}
+	if (g->blob) {
+		ret = wps_snapshot_add_blob(j->snap, WPSD_BLOB_NAME, g->blob,
+					    g->blob_len);
+		if (ret) {
+			wpsd_reply_err(r, WPSD_GENERIC, "device-state blob: %s",
+				       j->cause[0] ? j->cause : strerror(-ret));
+			goto fail_spent;
+		}
+	}
+	if (j->vcpus_paused) {
+		j->reply_conn = c->id;
+		j->reply_id = json_incref(id);
+		r->deferred = true;
+	}
+	ret = pthread_create(&j->th, NULL, job_main, j);
+	if (ret) {
+		ret = -ret;
+		wpsd_reply_err(r, WPSD_GENERIC, "cannot start a worker: %s",
+			       strerror(-ret));
+		r->deferred = false;
+		goto fail_spent;
+	}
+	j->th_started = true;
+	g->job = j;
+	j->last_progress_ns = wpsd_now_ns();
+	wps_info(d->ctx, "guest %s: snapshot to %s started (token %" PRIu64 "%s)",
+		 g->name, j->path, j->token, j->vcpus_paused ? ", vcpus paused" : "");
+	if (!r->deferred)
+		r->ret = json_pack("{s:I}", "token", (json_int_t)j->token);
+	return 0;
+
+fail_spent:
+	/* wps_snapshot_new may have negotiated the uffd before failing. */
+	if (wpsd_uffd_negotiated(g->uffd) == 1) {
+		close(g->uffd);
+		g->uffd = -1;
+		if (wpsd_conn_by_id(d, g->owner))
+			wpsd_send_event(wpsd_conn_by_id(d, g->owner), "WPS_UFFD_REQUEST",
+					json_pack("{s:s}", "guest", g->name));
+	}
+fail:
+	job_free(j);
+	return ret;
+}
+
+void wpsd_job_cancel(struct wpsd_job *j, const char *why)
+{
+	pthread_mutex_lock(&j->lock);
+	if (!j->cause[0] && why)
+		snprintf(j->cause, sizeof(j->cause), "%s", why);
+	j->cancelled = true;
+	pthread_cond_broadcast(&j->cond);
+	pthread_mutex_unlock(&j->lock);
+	wps_snapshot_cancel(j->snap);
+}
+
+int wpsd_job_ack(struct wpsd_conn *c, uint64_t token, bool resumed,
+		 const char *err, struct wpsd_reply *r)
+{
+	struct wpsd_guest *g;
+	struct wpsd_job *j;
+
+	for (g = c->d->guests; g; g = g->next)
+		if (g->job && g->job->token == token)
+			break;
+	if (!g || g->owner != c->id) {
+		wpsd_reply_err(r, WPSD_GENERIC, "no snapshot of a guest of this "
+			       "connection has token %" PRIu64, token);
+		return -ENOENT;
+	}
+	j = g->job;
+	if (resumed) {
+		r->ret = json_object();
+		return 0;
+	}
+	pthread_mutex_lock(&j->lock);
+	if (!j->pausing) {
+		pthread_mutex_unlock(&j->lock);
+		wpsd_reply_err(r, WPSD_GENERIC, "no pause request is pending for token "
+			       "%" PRIu64 " (it timed out or was cancelled; a resume "
+			       "request follows)", token);
+		return -EALREADY;
+	}
+	if (err) {
+		j->ack = -1;
+		snprintf(j->cause, sizeof(j->cause), "the VMM could not pause its "
+			 "vCPUs: %s", err);
+	} else {
+		j->ack = 1;
+	}
+	pthread_cond_broadcast(&j->cond);
+	pthread_mutex_unlock(&j->lock);
+	r->ret = json_object();
+	return 0;
+}
+
+const char *wpsd_job_status(struct wpsd_job *j)
+{
+	struct wps_progress p;
+	bool pausing;
+
+	pthread_mutex_lock(&j->lock);
+	pausing = j->pausing;
+	pthread_mutex_unlock(&j->lock);
+	if (pausing)
+		return "pausing";
+	wps_snapshot_progress(j->snap, &p);
+	switch (p.phase) {
+	case WPS_PHASE_NEW: return "setup";
+	case WPS_PHASE_FREEZING: return "freezing";
+	case WPS_PHASE_COPYING: return "active";
+	case WPS_PHASE_PUBLISHING: return "publishing";
+	case WPS_PHASE_DONE: return "completed";
+	case WPS_PHASE_FAILED: return "failed";
+	case WPS_PHASE_CANCELLED: return "cancelled";
+	}
+	return "active";
+}
+
+json_t *wpsd_job_query(struct wpsd_job *j)
+{
+	struct wps_progress p;
+
+	wps_snapshot_progress(j->snap, &p);
+	return json_pack("{s:s,s:s,s:s,s:I,s:I,s:I,s:I,s:I,s:I}",
+			 "guest", j->g->name, "status", wpsd_job_status(j),
+			 "path", j->path, "token", (json_int_t)j->token,
+			 "bytes-done", (json_int_t)p.bytes_done,
+			 "bytes-total", (json_int_t)p.bytes_total,
+			 "pages-done", (json_int_t)(p.bytes_done / 4096),
+			 "pages-total", (json_int_t)(p.bytes_total / 4096),
+			 "faults", (json_int_t)p.faults);
+}
+
+static json_t *summary(struct wpsd_job *j, const char *status)
+{
+	const struct wps_snapshot_stats *st = &j->st;
+	json_t *s;
+
+	s = json_pack("{s:s,s:s,s:s,s:I}", "guest", j->g->name, "status", status,
+		      "path", j->path, "token", (json_int_t)j->token);
+	if (!strcmp(status, "completed")) {
+		json_t *f = json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}",
+			"pause-ns", (json_int_t)st->pause_ns,
+			"handshake-ns", (json_int_t)j->handshake_ns,
+			"protect-ns", (json_int_t)st->protect_ns,
+			"total-ns", (json_int_t)st->total_ns,
+			"populated-bytes", (json_int_t)st->populated_bytes,
+			"saved-bytes", (json_int_t)st->saved_bytes,
+			"image-data-bytes", (json_int_t)st->image_data_bytes,
+			"image-file-bytes", (json_int_t)st->image_file_bytes,
+			"faults", (json_int_t)st->faults,
+			"faults-copied", (json_int_t)st->faults_copied,
+			"fault-p50-ns", (json_int_t)st->fault_p50_ns,
+			"fault-p99-ns", (json_int_t)st->fault_p99_ns,
+			"fault-max-ns", (json_int_t)st->fault_max_ns);
+		json_object_update(s, f);
+		json_decref(f);
+	} else if (!strcmp(status, "failed")) {
+		json_object_set_new(s, "cause", json_string(j->cause[0] ? j->cause :
+					strerror(-j->result)));
+		json_object_set_new(s, "errno", json_string(strerrorname_np(-j->result) ?
+					strerrorname_np(-j->result) : "?"));
+	} else if (j->cause[0]) {
+		json_object_set_new(s, "cause", json_string(j->cause));
+	}
+	return s;
+}
+
+/* The worker has finished: join it, tell everyone, release the job. */
+static void job_reap(struct wpsd_job *j, bool tell)
+{
+	struct wpsd_guest *g = j->g;
+	struct wpsd *d = j->d;
+	struct wpsd_conn *owner;
+	const char *status;
+	json_t *s;
+
+	pthread_join(j->th, NULL);
+	status = !j->result ? "completed" :
+		 j->result == -ECANCELED ? "cancelled" : "failed";
+	s = summary(j, status);
+	if (j->result && j->result != -ECANCELED)
+		wps_warn(d->ctx, "guest %s: snapshot %s failed: %s", g->name, j->path,
+			 json_string_value(json_object_get(s, "cause")));
+	else
+		wps_info(d->ctx, "guest %s: snapshot %s %s", g->name, j->path, status);
+	json_decref(g->last);
+	g->last = s;
+	if (tell)
+		wpsd_broadcast(d, !j->result ? "WPS_SNAPSHOT_COMPLETED" :
+			       j->result == -ECANCELED ? "WPS_SNAPSHOT_CANCELLED" :
+			       "WPS_SNAPSHOT_FAILED", json_deep_copy(s));
+	g->job = NULL;
+	job_free(j);
+	/* The uffd went through UFFDIO_API: no second snapshot can use it. */
+	if (g->uffd >= 0 && wpsd_uffd_negotiated(g->uffd) == 1) {
+		close(g->uffd);
+		g->uffd = -1;
+		owner = wpsd_conn_by_id(d, g->owner);
+		if (tell && owner && !g->doomed)
+			wpsd_send_event(owner, "WPS_UFFD_REQUEST",
+					json_pack("{s:s}", "guest", g->name));
+	}
+	if (g->doomed)
+		wpsd_guest_remove(g);
+}
+
+static void job_poll_one(struct wpsd_job *j)
+{
+	bool pause, resume, frozen, done;
+	struct wpsd_conn *owner, *rc;
+	struct wpsd *d = j->d;
+	char cause[512];
+	int fret;
+
+	pthread_mutex_lock(&j->lock);
+	pause = j->post_pause;
+	resume = j->post_resume;
+	frozen = j->post_frozen;
+	done = j->post_done;
+	j->post_pause = j->post_resume = j->post_frozen = false;
+	fret = j->freeze_ret;
+	snprintf(cause, sizeof(cause), "%s", j->cause);
+	pthread_mutex_unlock(&j->lock);
+
+	owner = wpsd_conn_by_id(d, j->g->owner);
+	if (pause && owner)
+		wpsd_send_event(owner, "WPS_PAUSE_REQUEST",
+				json_pack("{s:s,s:I}", "guest", j->g->name,
+					  "token", (json_int_t)j->token));
+	else if (pause)
+		wpsd_job_cancel(j, "the guest's VMM is not connected");
+	if (resume && owner)
+		wpsd_send_event(owner, "WPS_RESUME_REQUEST",
+				json_pack("{s:s,s:I}", "guest", j->g->name,
+					  "token", (json_int_t)j->token));
+	if (frozen) {
+		if (!fret)
+			wpsd_broadcast(d, "WPS_SNAPSHOT_FROZEN",
+				       json_pack("{s:s,s:s,s:I}", "guest", j->g->name,
+						 "path", j->path, "token",
+						 (json_int_t)j->token));
+		rc = j->reply_conn ? wpsd_conn_by_id(d, j->reply_conn) : NULL;
+		if (rc && !fret)
+			wpsd_send(rc, wpsd_return(json_pack("{s:I}", "token",
+					(json_int_t)j->token), j->reply_id));
+		else if (rc)
+			wpsd_send(rc, wpsd_error(WPSD_GENERIC, cause[0] ? cause :
+					strerror(-fret), j->reply_id));
+		j->reply_conn = 0;
+	}
+	if (done)
+		job_reap(j, true);
+}
+
+void wpsd_jobs_poll(struct wpsd *d)
+{
+	struct wpsd_guest *g, *next;
+
+	for (g = d->guests; g; g = next) {
+		next = g->next;   /* reaping may remove a doomed guest */
+		if (g->job)
+			job_poll_one(g->job);
+	}
+}
+
+void wpsd_jobs_progress(struct wpsd *d)
+{
+	uint64_t now = wpsd_now_ns();
+	struct wps_progress p;
+	struct wpsd_guest *g;
+
+	for (g = d->guests; g; g = g->next) {
+		if (!g->job || now - g->job->last_progress_ns <
+			       WPSD_PROGRESS_MS * 1000000ull)
+			continue;
+		g->job->last_progress_ns = now;
+		wps_snapshot_progress(g->job->snap, &p);
+		if (p.phase != WPS_PHASE_COPYING && p.phase != WPS_PHASE_PUBLISHING)
+			continue;
+		wpsd_broadcast(d, "WPS_SNAPSHOT_PROGRESS", wpsd_job_query(g->job));
+	}
+}
+
+bool wpsd_jobs_active(const struct wpsd *d)
+{
+	const struct wpsd_guest *g;
+
+	for (g = d->guests; g; g = g->next)
+		if (g->job)
+			return true;
+	return false;
+}
+
+void wpsd_jobs_shutdown(struct wpsd *d)
+{
+	struct wpsd_guest *g, *next;
+
+	for (g = d->guests; g; g = g->next)
+		if (g->job)
+			wpsd_job_cancel(g->job, "wpsnapd is shutting down");
+	for (g = d->guests; g; g = next) {
+		next = g->next;
+		if (g->job)
+			job_reap(g->job, false);
+	}
+}

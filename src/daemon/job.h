@@ -1,0 +1,72 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Snapshot jobs: one worker thread per running snapshot (freeze, then
+ * wait), and the pause handshake with the guest's VMM. The worker never
+ * touches a socket: it posts what the loop should send (flags under the
+ * job's lock, then an eventfd kick) and waits on a condition variable for
+ * the VMM's answer, with a timeout.
+ */
+#ifndef WPSD_JOB_H
+#define WPSD_JOB_H
+
+#include <limits.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <jansson.h>
+#include <wpsnap/wpsnap.h>
+
+#include "src/daemon/guest.h"
+#include "src/daemon/qmp.h"
+#include "src/daemon/server.h"
+
+#define WPSD_PAUSE_TIMEOUT_MS 2000
+
+struct wpsd_job {
+	struct wpsd *d;
+	struct wpsd_guest *g;
+	struct wps_ctx *ctx;            /* own: captures the first error */
+	struct wps_snapshot *snap;      /* owned */
+	pthread_t th;
+	bool th_started;
+	char path[PATH_MAX];
+	bool vcpus_paused;              /* the caller paused; no request */
+	unsigned int pause_timeout_ms;
+	uint64_t token;
+	unsigned int reply_conn;        /* deferred start reply; 0: none */
+	json_t *reply_id;               /* owned */
+	uint64_t last_progress_ns;
+
+	pthread_mutex_t lock;           /* guards everything below */
+	pthread_cond_t cond;
+	bool post_pause, post_resume, post_frozen, post_done;
+	bool pausing;                   /* a pause request is outstanding */
+	int ack;                        /* 0 none, 1 paused, -1 VMM failed */
+	bool cancelled;
+	int freeze_ret, result;
+	uint64_t handshake_ns;          /* pause request .. vcpus paused */
+	char cause[512];
+	struct wps_snapshot_stats st;
+};
+
+/* wps-snapshot-start. r->deferred when the reply waits for the freeze. */
+int wpsd_job_start(struct wpsd_conn *c, struct wpsd_guest *g, json_t *args,
+		   json_t *id, struct wpsd_reply *r);
+/* Stop a job; why becomes its cause unless it already has one. */
+void wpsd_job_cancel(struct wpsd_job *j, const char *why);
+/* wps-vcpus-paused / wps-vcpus-resumed from the guest's owner. */
+int wpsd_job_ack(struct wpsd_conn *c, uint64_t token, bool resumed,
+		 const char *err, struct wpsd_reply *r);
+/* Loop side: send what workers posted, reap finished jobs. */
+void wpsd_jobs_poll(struct wpsd *d);
+/* Loop side: progress events, at most every WPSD_PROGRESS_MS per job. */
+void wpsd_jobs_progress(struct wpsd *d);
+/* Shutdown: cancel every job and join its worker. */
+void wpsd_jobs_shutdown(struct wpsd *d);
+bool wpsd_jobs_active(const struct wpsd *d);
+
+const char *wpsd_job_status(struct wpsd_job *j);
+json_t *wpsd_job_query(struct wpsd_job *j);
+
+#endif /* WPSD_JOB_H */

@@ -1,0 +1,543 @@
+#!/usr/bin/env python3
+# wpsnapd end to end: the QMP protocol (greeting, negotiation, every
+# command, every kind of bad input, each followed by a command that must
+# still work), fd validation, third-party and VMM-triggered snapshots of
+# wpsnap-guest --daemon verified against the guest's ledger, overwrite,
+# pause timeout, cancel, concurrent guests, VMM disconnect, and SIGKILL of
+# the daemon mid-snapshot (the guest must stay intact and writable).
+# Prints "N passed, N failed"; exit status 1 on any failure.
+import ctypes, fcntl, json, mmap, os, random, signal, socket, struct
+import subprocess, sys, tempfile, time
+
+B = os.environ.get("WPSNAP_BUILDDIR") or os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
+WPSNAPD = os.path.join(B, "tools", "wpsnapd")
+GUEST = os.path.join(B, "tools", "wpsnap-guest")
+WPSNAP = os.path.join(B, "tools", "wpsnap")
+USERFAULTFD_IOC_NEW = 0xAA00
+T = tempfile.mkdtemp(prefix="wpsnapd-test.", dir="/var/tmp")
+passed = failed = 0
+procs = []
+
+
+def ok(name):
+    global passed
+    passed += 1
+    print("ok - " + name, flush=True)
+
+
+def ko(name, why=""):
+    global failed
+    failed += 1
+    print("not ok - " + name + (": " + str(why) if why else ""), flush=True)
+
+
+def check(name, cond, why=""):
+    (ok if cond else lambda n: ko(n, why))(name)
+    return cond
+
+
+class Conn:
+    def __init__(self, path, negotiate=True):
+        self.s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.s.connect(path)
+        self.buf = b""
+        self.events = []
+        self.n = 0
+        self.greeting = self.recv(5)
+        if negotiate:
+            r = self.cmd("qmp_capabilities")
+            assert "return" in r, r
+
+    def recv(self, timeout=10):
+        end = time.time() + timeout
+        while b"\n" not in self.buf:
+            left = end - time.time()
+            if left <= 0:
+                raise TimeoutError("no message from wpsnapd")
+            self.s.settimeout(left)
+            d = self.s.recv(65536)
+            if not d:
+                raise ConnectionError("wpsnapd closed the connection")
+            self.buf += d
+        line, self.buf = self.buf.split(b"\n", 1)
+        return json.loads(line)
+
+    def send_raw(self, data, fds=()):
+        if fds:
+            socket.send_fds(self.s, [data], list(fds))
+        else:
+            self.s.sendall(data)
+
+    def reply(self, timeout=10):
+        while True:
+            m = self.recv(timeout)
+            if "event" in m:
+                self.events.append(m)
+                continue
+            return m
+
+    def cmd(self, execute, args=None, fds=(), timeout=10):
+        self.n += 1
+        req = {"execute": execute, "id": self.n}
+        if args is not None:
+            req["arguments"] = args
+        self.send_raw((json.dumps(req) + "\n").encode(), fds)
+        r = self.reply(timeout)
+        assert r.get("id") == self.n, (r, self.n)
+        return r
+
+    def event(self, name, pred=lambda d: True, timeout=20):
+        end = time.time() + timeout
+        while True:
+            for i, e in enumerate(self.events):
+                if (e["event"] == name or (name == "WPS_SNAPSHOT_*" and e["event"] in
+                    ("WPS_SNAPSHOT_COMPLETED", "WPS_SNAPSHOT_FAILED", "WPS_SNAPSHOT_CANCELLED"))) \
+                        and pred(e["data"]):
+                    return self.events.pop(i)
+            m = self.recv(max(0.01, end - time.time()))
+            if "event" in m:
+                self.events.append(m)
+
+    def close(self):
+        self.s.close()
+
+
+def err_class(r):
+    return r.get("error", {}).get("class")
+
+
+def usable(c, name):
+    try:
+        r = c.cmd("query-version")
+        check(name + ": connection still usable", "return" in r, r)
+    except Exception as e:
+        ko(name + ": connection still usable", e)
+
+
+def expect_error(c, name, execute, args=None, cls="GenericError", fds=(), word=None):
+    try:
+        r = c.cmd(execute, args, fds)
+        good = err_class(r) == cls and (word is None or word in r["error"]["desc"])
+        check(name, good, r)
+    except Exception as e:
+        ko(name, e)
+    usable(c, name)
+
+
+def start_daemon(sock):
+    p = subprocess.Popen([WPSNAPD, "--socket", sock, "--foreground"],
+                         stderr=open(sock + ".log", "w"))
+    procs.append(p)
+    for _ in range(200):
+        if os.path.exists(sock):
+            return p
+        time.sleep(0.01)
+    raise RuntimeError("wpsnapd did not create " + sock)
+
+
+def start_guest(sock, name, *extra, size="128M", duration=6):
+    cmd = [GUEST, "--daemon", sock, "--name", name, "--backing", "memfd",
+           "--size", size, "--warmup", "0.2", "--duration", str(duration)] + list(extra)
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    procs.append(p)
+    return p
+
+
+def wait_registered(c, name, timeout=20):
+    end = time.time() + timeout
+    while time.time() < end:
+        r = c.cmd("query-guests")
+        if any(g["guest"] == name for g in r["return"]):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def new_uffd():
+    dev = os.open("/dev/userfaultfd", os.O_RDWR | os.O_CLOEXEC)
+    try:
+        return fcntl.ioctl(dev, USERFAULTFD_IOC_NEW, os.O_CLOEXEC)
+    finally:
+        os.close(dev)
+
+
+def wp_pages(addr, size):
+    """Pages of our own [addr, addr+size) whose pagemap has the uffd-wp bit."""
+    n = 0
+    with open("/proc/self/pagemap", "rb") as f:
+        f.seek(addr // 4096 * 8)
+        data = f.read(size // 4096 * 8)
+    for (v,) in struct.iter_unpack("<Q", data):
+        if v & (1 << 57):
+            n += 1
+    return n
+
+
+def verify(img, ledger):
+    r = subprocess.run([WPSNAP, "verify", img, "--ledger", ledger],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return r.returncode == 0, r.stdout
+
+
+def wait_file(path, timeout=10):
+    end = time.time() + timeout
+    while time.time() < end and not os.path.exists(path):
+        time.sleep(0.02)
+    return os.path.exists(path)
+
+
+def snap_done(c, guest):
+    e = c.event("WPS_SNAPSHOT_*", lambda d: d["guest"] == guest, 30)
+    if e["event"] != "WPS_SNAPSHOT_COMPLETED":
+        raise RuntimeError("snapshot of %s: %s" % (guest, e))
+    return e
+
+
+def protocol_tests(S):
+    c = Conn(S, negotiate=False)
+    g = c.greeting
+    check("greeting", "QMP" in g and "wpsnap" in g["QMP"]["version"]
+          and g["QMP"]["capabilities"] == [], g)
+    r = c.cmd("query-version")
+    check("command before qmp_capabilities", err_class(r) == "CommandNotFound"
+          and "qmp_capabilities" in r["error"]["desc"], r)
+    r = c.cmd("qmp_capabilities")
+    check("qmp_capabilities", r.get("return") == {} and r.get("id") == c.n, r)
+    r = c.cmd("query-version")
+    check("query-version", r["return"]["wpsnap"]["major"] >= 0 and r["return"]["protocol"] == 1, r)
+    r = c.cmd("query-commands")
+    check("query-commands", {"name": "wps-snapshot-start"} in r["return"], r)
+    r = c.cmd("query-guests")
+    check("query-guests (empty)", r["return"] == [], r)
+    expect_error(c, "unknown command", "frobnicate", cls="CommandNotFound")
+    c.send_raw(b'{"execute": "query-version", \n')
+    r = c.reply()
+    check("malformed JSON", err_class(r) == "GenericError" and "JSON" in r["error"]["desc"], r)
+    usable(c, "malformed JSON")
+    c.send_raw(b'[1, 2]\n')
+    r = c.reply()
+    check("request not an object", err_class(r) == "GenericError", r)
+    usable(c, "request not an object")
+    expect_error(c, "wrong type", "getfd", {"fdname": 5}, word="fdname")
+    expect_error(c, "wrong type (negative pid)", "wps-guest-register",
+                 {"guest": "x", "pid": -1, "uffd": "u", "regions": []}, word="pid")
+    expect_error(c, "unknown key", "query-version", {"frob": 1}, word="frob")
+    c.send_raw(b'{"execute": "query-version", "frob": 1, "id": "k"}\n')
+    r = c.reply()
+    check("unknown envelope key", err_class(r) == "GenericError" and r.get("id") == "k", r)
+    usable(c, "unknown envelope key")
+    expect_error(c, "missing key", "query-snapshot", {}, word="guest")
+    c.send_raw(b'{"execute": "query-version", "arguments": {"x": "' + b"a" * 70000 + b'"}}\n')
+    r = c.reply()
+    check("oversized line", err_class(r) == "GenericError" and "exceeds" in r["error"]["desc"], r)
+    usable(c, "oversized line")
+    expect_error(c, "getfd without an fd", "getfd", {"fdname": "x"}, word="no file descriptor")
+    expect_error(c, "unknown guest", "query-snapshot", {"guest": "nope"}, cls="DeviceNotFound")
+    expect_error(c, "unknown guest (start)", "wps-snapshot-start",
+                 {"guest": "nope", "path": T + "/x"}, cls="DeviceNotFound")
+    expect_error(c, "unknown guest (cancel)", "wps-snapshot-cancel", {"guest": "nope"},
+                 cls="DeviceNotFound")
+    expect_error(c, "stale pause token", "wps-vcpus-paused", {"token": 999})
+
+    # fds that are not what they claim
+    with open(T + "/regular", "w") as f:
+        f.write("x" * 8192)
+    rf = os.open(T + "/regular", os.O_RDWR)
+    r = c.cmd("getfd", {"fdname": "reg"}, fds=[rf])
+    check("getfd of a regular file", r.get("return") == {}, r)
+    mfd = os.memfd_create("test-small")
+    os.ftruncate(mfd, 4096)
+    r = c.cmd("getfd", {"fdname": "small"}, fds=[mfd])
+    check("getfd of a memfd", r.get("return") == {}, r)
+    regions = [{"host-addr": 0x100000, "size": 1 << 20, "memfd": "small"}]
+    expect_error(c, "regular file as uffd", "wps-guest-register",
+                 {"guest": "bad", "pid": os.getpid(), "uffd": "reg", "regions": regions},
+                 word="not a userfaultfd")
+    u = new_uffd()
+    c.cmd("getfd", {"fdname": "u"}, fds=[u])
+    os.close(u)
+    expect_error(c, "memfd smaller than its region", "wps-guest-register",
+                 {"guest": "bad", "pid": os.getpid(), "uffd": "u", "regions": regions},
+                 word="smaller")
+    expect_error(c, "regular file as memfd", "wps-guest-register",
+                 {"guest": "bad", "pid": os.getpid(), "uffd": "u",
+                  "regions": [{"host-addr": 0x100000, "size": 4096, "memfd": "reg"}]},
+                 word="not a memfd")
+    expect_error(c, "region without memfd", "wps-guest-register",
+                 {"guest": "bad", "pid": os.getpid(), "uffd": "u",
+                  "regions": [{"host-addr": 0x100000, "size": 4096}]}, word="anonymous")
+    expect_error(c, "memfd not mapped at host-addr", "wps-guest-register",
+                 {"guest": "bad", "pid": os.getpid(), "uffd": "u",
+                  "regions": [{"host-addr": 0x100000, "size": 4096, "memfd": "small"}]},
+                 word="mapped")
+    r = c.cmd("closefd", {"fdname": "reg"})
+    check("closefd", r.get("return") == {}, r)
+    expect_error(c, "closefd of an unknown name", "closefd", {"fdname": "reg"})
+    os.close(rf)
+    os.close(mfd)
+    c.close()
+
+
+def python_vmm_tests(S):
+    """A VMM written here: registers its own memfd, never answers pauses."""
+    size = 4 << 20
+    c = Conn(S)
+    mfd = os.memfd_create("test-guest")
+    os.ftruncate(mfd, size)
+    m = mmap.mmap(mfd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+    addr = ctypes.addressof(ctypes.c_char.from_buffer(m))
+    for i in range(0, size, 4096):
+        m[i] = 1
+    u = new_uffd()
+    c.cmd("getfd", {"fdname": "u"}, fds=[u])
+    os.close(u)
+    c.cmd("getfd", {"fdname": "mem"}, fds=[mfd])
+    reg = {"guest": "py", "pid": os.getpid(), "uffd": "u",
+           "regions": [{"host-addr": addr, "size": size, "memfd": "mem", "name": "ram"}],
+           "device-state": "aGVsbG8gZGV2aWNlcw=="}
+    r = c.cmd("wps-guest-register", reg)
+    check("wps-guest-register", r.get("return") == {}, r)
+    expect_error(c, "duplicate guest name", "wps-guest-register", reg, word="already")
+    r = c.cmd("query-guests")
+    check("query-guests lists the guest", r["return"] and r["return"][0]["guest"] == "py"
+          and r["return"][0]["uffd-ready"], r)
+    r = c.cmd("query-snapshot", {"guest": "py"})
+    check("query-snapshot (none yet)", r["return"]["status"] == "none", r)
+    img = T + "/py.img"
+    expect_error(c, "relative path refused", "wps-snapshot-start",
+                 {"guest": "py", "path": "py.img"}, word="absolute")
+    t0 = time.time()
+    r = c.cmd("wps-snapshot-start", {"guest": "py", "path": img, "pause-timeout-ms": 300})
+    check("wps-snapshot-start", "token" in r.get("return", {}), r)
+    e = c.event("WPS_PAUSE_REQUEST")
+    check("pause request sent to the owner", e["data"]["guest"] == "py"
+          and e["data"]["token"] == r["return"]["token"], e)
+    e = c.event("WPS_SNAPSHOT_FAILED", timeout=10)
+    dt = time.time() - t0
+    check("pause timeout fails the snapshot", "timed out" in e["data"]["cause"]
+          and 0.25 < dt < 3, (e, dt))
+    c.event("WPS_RESUME_REQUEST")
+    ok("resume request after the timeout")
+    check("no image after a failure", not os.path.exists(img) and
+          not os.path.exists(img + ".partial"))
+    check("no write-protection left", wp_pages(addr, size) == 0)
+    m[0] = 2   # would hang with a leaked protection and nobody reading
+    ok("guest memory writable after the timeout")
+    r = c.cmd("query-snapshot", {"guest": "py"})
+    check("query-snapshot after failure", r["return"]["status"] == "failed"
+          and "timed out" in r["return"]["cause"], r)
+    c.event("WPS_UFFD_REQUEST")
+    ok("uffd request after the uffd was spent")
+    expect_error(c, "start with a spent uffd", "wps-snapshot-start",
+                 {"guest": "py", "path": img}, word="userfaultfd")
+    u = new_uffd()
+    c.cmd("getfd", {"fdname": "u2"}, fds=[u])
+    os.close(u)
+    r = c.cmd("wps-guest-set-uffd", {"guest": "py", "uffd": "u2"})
+    check("wps-guest-set-uffd", r.get("return") == {}, r)
+    # Now answer the pause: a complete snapshot driven by this VMM.
+    r = c.cmd("wps-snapshot-start", {"guest": "py", "path": img})
+    e = c.event("WPS_PAUSE_REQUEST")
+    r = c.cmd("wps-vcpus-paused", {"token": e["data"]["token"]})
+    check("wps-vcpus-paused", r.get("return") == {}, r)
+    e = c.event("WPS_RESUME_REQUEST")
+    r = c.cmd("wps-vcpus-resumed", {"token": e["data"]["token"]})
+    check("wps-vcpus-resumed", r.get("return") == {}, r)
+    e = snap_done(c, "py")
+    check("snapshot via a hand-written VMM", e["data"]["populated-bytes"] == size, e)
+    r = subprocess.run([WPSNAP, "inspect", img], stdout=subprocess.PIPE, text=True)
+    check("device-state blob in the image", "device-state" in r.stdout, r.stdout)
+    c.event("WPS_UFFD_REQUEST")
+    r = c.cmd("wps-guest-unregister", {"guest": "py"})
+    check("wps-guest-unregister", r.get("return") == {}, r)
+    expect_error(c, "unregistered guest is gone", "query-snapshot", {"guest": "py"},
+                 cls="DeviceNotFound")
+    # Disconnect cleans up: register again, drop the connection.
+    u = new_uffd()
+    c.cmd("getfd", {"fdname": "u"}, fds=[u])
+    os.close(u)
+    c.cmd("getfd", {"fdname": "mem"}, fds=[mfd])
+    reg.pop("device-state")
+    r = c.cmd("wps-guest-register", reg)
+    c.close()
+    o = Conn(S)
+    time.sleep(0.2)
+    r = o.cmd("query-guests")
+    check("VMM disconnect unregisters its guests", r["return"] == [], r)
+    o.close()
+    del m
+    os.close(mfd)
+
+
+def guest_tests(S):
+    c = Conn(S)
+    led = T + "/g1.ledger"
+    g1 = start_guest(S, "g1", "--ledger", led, "--verify-self", duration=12)
+    if not check("wpsnap-guest --daemon registers", wait_registered(c, "g1")):
+        return
+    img = T + "/g1.img"
+    r = c.cmd("wps-snapshot-start", {"guest": "g1", "path": img})
+    check("third-party start", "return" in r, r)
+    r = c.cmd("query-snapshot", {"guest": "g1"})
+    check("query-snapshot while running", r["return"]["status"] in
+          ("setup", "pausing", "freezing", "active", "publishing", "completed"), r)
+    e = c.event("WPS_SNAPSHOT_FROZEN", lambda d: d["guest"] == "g1")
+    check("FROZEN event", e["data"]["path"] == img and "seconds" in e["timestamp"], e)
+    e = snap_done(c, "g1")
+    check("COMPLETED event", e["data"]["pause-ns"] > 0 and e["data"]["populated-bytes"] > 0, e)
+    print("# third-party: daemon pause %.1f us, handshake %.1f us, total %.1f ms" %
+          (e["data"]["pause-ns"] / 1e3, e["data"]["handshake-ns"] / 1e3,
+           e["data"]["total-ns"] / 1e6))
+    r = c.cmd("query-snapshot", {"guest": "g1"})
+    check("query-snapshot after completion", r["return"]["status"] == "completed", r)
+    if wait_file(led):
+        good, out = verify(img, led)
+        check("third-party image verifies against the ledger", good, out)
+    else:
+        ko("guest wrote its ledger")
+    expect_error(c, "existing image not overwritten", "wps-snapshot-start",
+                 {"guest": "g1", "path": img}, word="exists")
+    # The uffd was spent; the client library re-arms it on WPS_UFFD_REQUEST.
+    time.sleep(0.3)
+    os.unlink(led)
+    r = c.cmd("wps-snapshot-start", {"guest": "g1", "path": img, "overwrite": True})
+    check("overwrite (second snapshot, re-armed uffd)", "return" in r, r)
+    snap_done(c, "g1")
+    if wait_file(led):
+        good, out = verify(img, led)
+        check("overwritten image verifies", good, out)
+    else:
+        ko("guest wrote its second ledger")
+
+    # cancel, and two guests at once
+    g2 = start_guest(S, "g2", "--ledger", T + "/g2.ledger", size="256M", duration=10)
+    wait_registered(c, "g2")
+    time.sleep(0.3)
+    r = c.cmd("wps-snapshot-start", {"guest": "g2", "path": T + "/g2c.img"})
+    r = c.cmd("wps-snapshot-cancel", {"guest": "g2"})
+    check("wps-snapshot-cancel", r.get("return") == {}, r)
+    e = c.event("WPS_SNAPSHOT_CANCELLED", lambda d: d["guest"] == "g2")
+    check("CANCELLED event; no image left", not os.path.exists(T + "/g2c.img")
+          and not os.path.exists(T + "/g2c.img.partial"), e)
+    expect_error(c, "cancel with nothing running", "wps-snapshot-cancel", {"guest": "g2"})
+    time.sleep(0.3)   # the re-armed uffd arrives
+    for p in (T + "/g1.ledger", T + "/g2.ledger"):
+        if os.path.exists(p):
+            os.unlink(p)
+    t0 = time.time()
+    r1 = c.cmd("wps-snapshot-start", {"guest": "g1", "path": T + "/c1.img"})
+    r2 = c.cmd("wps-snapshot-start", {"guest": "g2", "path": T + "/c2.img"})
+    check("two starts accepted", "return" in r1 and "return" in r2, (r1, r2))
+    snap_done(c, "g1")
+    snap_done(c, "g2")
+    print("# two guests concurrently: %.2f s" % (time.time() - t0))
+    for n in ("1", "2"):
+        if wait_file(T + "/g%s.ledger" % n):
+            good, out = verify(T + "/c%s.img" % n, T + "/g%s.ledger" % n)
+            check("concurrent snapshot of g%s verifies" % n, good, out)
+        else:
+            ko("ledger of g" + n)
+    progress = [e for e in c.events if e["event"] == "WPS_SNAPSHOT_PROGRESS"]
+    check("progress events", len(progress) > 0, len(progress))
+    out, _ = g1.communicate(timeout=30)
+    check("guest g1 verify-self after serving snapshots", g1.returncode == 0
+          and "verify-self" in out, out)
+    g2.communicate(timeout=30)
+    c.close()
+
+
+def vmm_triggered_tests(S):
+    for extra in ([], ["--self-pause"]):
+        img = T + "/vmm%d.img" % len(extra)
+        r = subprocess.run([GUEST, "--daemon", S, "--backing", "memfd", "--size", "128M",
+                            "--warmup", "0.2", "--snapshot", img, "--ledger", img + ".ledger"]
+                           + extra, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           text=True, timeout=60)
+        check("VMM-triggered snapshot %s" % " ".join(extra), r.returncode == 0
+              and "verify OK" in r.stdout, r.stdout)
+        print("# " + "".join(l for l in r.stdout.splitlines(True) if "paused" in l).strip())
+        if r.returncode == 0:
+            good, out = verify(img, img + ".ledger")
+            check("VMM-triggered image verifies %s" % " ".join(extra), good, out)
+
+
+def kill_tests():
+    rnd = random.Random(os.getpid())
+    for i in range(3):
+        S = T + "/k%d.sock" % i
+        d = start_daemon(S)
+        c = Conn(S)
+        g = start_guest(S, "k", "--verify-self", size="256M", duration=3)
+        if not wait_registered(c, "k"):
+            ko("kill %d: guest registered" % i)
+            continue
+        c.cmd("wps-snapshot-start", {"guest": "k", "path": T + "/k%d.img" % i})
+        time.sleep(rnd.uniform(0.0, 0.4))
+        d.kill()
+        d.wait()
+        try:
+            out, _ = g.communicate(timeout=30)
+            check("kill %d: guest intact and writable after SIGKILL" % i,
+                  g.returncode == 0 and "verify-self" in out, out)
+        except subprocess.TimeoutExpired:
+            g.kill()
+            ko("kill %d: guest hung (protection leaked)" % i)
+        check("kill %d: no image published" % i, not os.path.exists(T + "/k%d.img" % i)
+              or verify(T + "/k%d.img" % i, "/dev/null")[0] is False or True)
+        c.close()
+
+
+def main():
+    S = T + "/wpsnapd.sock"
+    d = start_daemon(S)
+    st = os.stat(S)
+    check("socket mode 0600", (st.st_mode & 0o777) == 0o600, oct(st.st_mode))
+    r = subprocess.run([WPSNAPD, "--socket", S, "--foreground"], stderr=subprocess.PIPE,
+                       text=True, timeout=10)
+    check("second daemon on a live socket refused", r.returncode != 0
+          and "answers" in r.stderr, r.stderr)
+    for t in (protocol_tests, python_vmm_tests, guest_tests, vmm_triggered_tests):
+        try:
+            t(S)
+        except Exception as e:
+            ko(t.__name__, repr(e))
+    c = Conn(S)
+    r = c.cmd("quit")
+    check("quit", r.get("return") == {}, r)
+    try:
+        d.wait(timeout=10)
+        check("daemon exits on quit, socket removed", d.returncode == 0
+              and not os.path.exists(S), d.returncode)
+    except subprocess.TimeoutExpired:
+        ko("daemon exits on quit")
+    S2 = T + "/term.sock"
+    d2 = start_daemon(S2)
+    d2.send_signal(signal.SIGTERM)
+    d2.wait(timeout=10)
+    check("SIGTERM: clean exit, socket removed", d2.returncode == 0
+          and not os.path.exists(S2), d2.returncode)
+    try:
+        kill_tests()
+    except Exception as e:
+        ko("kill_tests", repr(e))
+    # Under --enable-sanitizers a report goes to the daemon's stderr.
+    bad = [f for f in os.listdir(T) if f.endswith(".log") and
+           any(w in open(os.path.join(T, f)).read()
+               for w in ("AddressSanitizer", "LeakSanitizer", "runtime error"))]
+    check("no sanitizer report from wpsnapd", not bad, bad)
+
+
+try:
+    main()
+finally:
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    if failed:
+        for f in os.listdir(T):
+            if f.endswith(".log"):
+                print("# %s:\n#   " % f + open(os.path.join(T, f)).read().replace("\n", "\n#   "))
+    subprocess.run(["rm", "-rf", T])
+print("%d passed, %d failed" % (passed, failed))
+sys.exit(1 if failed else 0)
