@@ -33,6 +33,7 @@
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -79,6 +80,7 @@ struct ereg {
 	int fd;
 	uint64_t fd_offset;
 	void *map;              /* our own mapping of fd, when we made it */
+	bool remote;            /* read with process_vm_readv (src unused) */
 	uint64_t *save;         /* populated at the freeze: sweep copies */
 	uint64_t *claimed;      /* atomic: someone is saving this unit */
 	uint64_t *copied;       /* atomic: pre-image safe, may unprotect */
@@ -93,6 +95,8 @@ struct wps_engine {
 	int uffd;
 	bool own_uffd;
 	pid_t pid;              /* owner of the memory; 0: this process */
+	uint8_t *bounce[WPS_NR_LANES]; /* remote reads land here first */
+	size_t bounce_size;
 	uint64_t features;
 	struct ereg *r;         /* sorted by address */
 	unsigned int nr;
@@ -347,6 +351,47 @@ static int unprotect_units(struct wps_engine *e, struct ereg *r, uint64_t u,
 static int claim_copy(struct wps_engine *e, struct ereg *r, uint64_t u,
 		      unsigned int n, enum wps_lane lane);
 
+/*
+ * Hand units [u, u + n) of r to the sink: straight from our view of the
+ * memory, or, for another process's anonymous memory, through a bounce
+ * buffer filled with process_vm_readv (which, like any read, does not
+ * trip write-protection and sees the frozen content).
+ */
+static int save_units(struct wps_engine *e, struct ereg *r, enum wps_lane lane,
+		      uint64_t u, uint64_t n)
+{
+	uint64_t off = u << r->shift, len = n << r->shift, done = 0;
+
+	if (!r->remote)
+		return e->sink.ops->put(e->sink.priv, lane, r->idx, off,
+					r->src + off, len);
+	while (done < len) {
+		uint64_t chunk = len - done < e->bounce_size ? len - done
+							     : e->bounce_size;
+		struct iovec local = { e->bounce[lane], chunk };
+		struct iovec remote = {
+			(void *)(uintptr_t)(r->start + off + done), chunk
+		};
+		ssize_t got = process_vm_readv(e->pid, &local, 1, &remote, 1, 0);
+		int ret;
+
+		if (got <= 0 || (uint64_t)got % 4096) {
+			int err = got < 0 ? errno : EIO;
+
+			wps_err(e->ctx, "reading 0x%llx of process %d failed: %s",
+				(unsigned long long)(r->start + off + done),
+				(int)e->pid, strerror(err));
+			return -err;
+		}
+		ret = e->sink.ops->put(e->sink.priv, lane, r->idx, off + done,
+				       e->bounce[lane], got);
+		if (ret)
+			return ret;
+		done += got;
+	}
+	return 0;
+}
+
 /* Unprotect the units of [u0, u1) whose pre-image is safe, in runs. */
 static int unprotect_copied(struct wps_engine *e, struct ereg *r, uint64_t u0,
 			    uint64_t u1, bool reader, struct fault_queue *q)
@@ -465,9 +510,7 @@ static void serve_wp_fault(struct wps_engine *e, uint64_t addr, uint64_t t0,
 		/* Ours to save: the unit is still protected, so what we read
 		 * is its content at the freeze (zero if it was unpopulated). */
 		if (!failed(e)) {
-			ret = e->sink.ops->put(e->sink.priv, WPS_LANE_FAULT,
-					       r->idx, u << r->shift,
-					       r->src + (u << r->shift), r->unit);
+			ret = save_units(e, r, WPS_LANE_FAULT, u, 1);
 			if (ret) {
 				wps_err(e->ctx, "saving the pre-image of "
 					"0x%llx failed: %s",
@@ -802,10 +845,7 @@ static int claim_copy(struct wps_engine *e, struct ereg *r, uint64_t u,
 		uint64_t rest = ~(copy >> s);
 		unsigned int len = rest ? (unsigned int)__builtin_ctzll(rest) : 64 - s;
 		if (!failed(e)) {
-			ret = e->sink.ops->put(e->sink.priv, lane,
-					       r->idx, (base + s) << r->shift,
-					       r->src + ((base + s) << r->shift),
-					       (uint64_t)len << r->shift);
+			ret = save_units(e, r, lane, base + s, len);
 			if (ret) {
 				set_error(e, ret);
 				break;
@@ -998,11 +1038,10 @@ static int map_source(struct wps_engine *e, struct ereg *r,
 		return 0;
 	}
 	if (d->fd < 0 || d->backing == WPS_BACKING_ANON) {
-		wps_err(e->ctx, "region at 0x%llx of process %d: anonymous "
-			"memory of another process cannot be read here; hand "
-			"over the memfd behind it", (unsigned long long)d->host_addr,
-			(int)e->pid);
-		return -EOPNOTSUPP;
+		/* No view of our own: copy through the kernel, from the
+		 * owner's address space, one run at a time. */
+		r->remote = true;
+		return 0;
 	}
 	r->map = mmap(NULL, len, PROT_READ, MAP_SHARED, d->fd, d->fd_offset);
 	if (r->map == MAP_FAILED) {
@@ -1104,6 +1143,24 @@ int wps_engine_new(struct wps_ctx *ctx, const struct wps_region *regions,
 			need |= WPS_UFFD_NEED_SHMEM;
 		else
 			need |= UFFD_FEATURE_WP_UNPOPULATED;
+	}
+	/* Remote reads: a bounce buffer per lane, large enough for a claim
+	 * step or a whole unit; longer runs go through it in pieces. */
+	for (i = 0; i < nr; i++) {
+		if (!e->r[i].remote)
+			continue;
+		if (e->bounce_size < (256u << 10))
+			e->bounce_size = 256u << 10;
+		if (e->r[i].unit > e->bounce_size)
+			e->bounce_size = e->r[i].unit;
+	}
+	for (i = 0; e->bounce_size && i < WPS_NR_LANES; i++) {
+		e->bounce[i] = aligned_alloc(4096, e->bounce_size);
+		if (!e->bounce[i]) {
+			ret = -ENOMEM;
+			goto fail;
+		}
+		e->tracker_bytes += e->bounce_size;
 	}
 	qsort(e->r, nr, sizeof(*e->r), cmp_ereg);
 
@@ -1467,6 +1524,8 @@ void wps_engine_free(struct wps_engine *e)
 		close(e->uffd);
 	if (e->stop_efd >= 0)
 		close(e->stop_efd);
+	free(e->bounce[WPS_LANE_SWEEP]);
+	free(e->bounce[WPS_LANE_FAULT]);
 	if (e->r) {
 		for (i = 0; i < e->nr; i++) {
 			free(e->r[i].save);

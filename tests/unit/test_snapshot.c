@@ -17,6 +17,7 @@
 #include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <sys/wait.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -455,7 +456,8 @@ struct child_ctl {
 	int pause_req, paused, stop;
 };
 
-static void child_writer(int sock, struct child_ctl *ctl, uint64_t size)
+static void child_writer(int sock, struct child_ctl *ctl, uint64_t size,
+			 bool anon)
 {
 	struct tu_mem mem;
 	char cbuf[CMSG_SPACE(2 * sizeof(int))];
@@ -465,7 +467,7 @@ static void child_writer(int sock, struct child_ctl *ctl, uint64_t size)
 	uint64_t addr, x = 88172645463325252ull;
 	int dev, uffd, fds[2];
 
-	if (tu_mem_new(&mem, TU_MEMFD, size))
+	if (tu_mem_new(&mem, anon ? TU_ANON : TU_MEMFD, size))
 		_exit(2);
 	tu_mem_populate(&mem, 80);
 	dev = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
@@ -481,10 +483,11 @@ static void child_writer(int sock, struct child_ctl *ctl, uint64_t size)
 	cm = CMSG_FIRSTHDR(&mh);
 	cm->cmsg_level = SOL_SOCKET;
 	cm->cmsg_type = SCM_RIGHTS;
-	cm->cmsg_len = CMSG_LEN(sizeof(fds));
 	fds[0] = uffd;
 	fds[1] = mem.fd;
-	memcpy(CMSG_DATA(cm), fds, sizeof(fds));
+	cm->cmsg_len = CMSG_LEN((anon ? 1 : 2) * sizeof(int));
+	mh.msg_controllen = CMSG_SPACE((anon ? 1 : 2) * sizeof(int));
+	memcpy(CMSG_DATA(cm), fds, (anon ? 1 : 2) * sizeof(int));
 	if (sendmsg(sock, &mh, 0) != sizeof(addr))
 		_exit(4);
 	close(uffd);
@@ -507,7 +510,9 @@ static void child_writer(int sock, struct child_ctl *ctl, uint64_t size)
 
 struct remote_oracle {
 	struct child_ctl *ctl;
-	const uint8_t *view;
+	const uint8_t *view;    /* our mapping of the memfd, or NULL */
+	pid_t pid;              /* else read the child's memory here */
+	uint64_t addr;
 	uint8_t *copy;
 	uint64_t size;
 };
@@ -519,7 +524,15 @@ static int remote_pause(void *arg)
 	__atomic_store_n(&o->ctl->pause_req, 1, __ATOMIC_RELEASE);
 	while (!__atomic_load_n(&o->ctl->paused, __ATOMIC_ACQUIRE))
 		;
-	memcpy(o->copy, o->view, o->size);
+	if (o->view) {
+		memcpy(o->copy, o->view, o->size);
+	} else {
+		struct iovec l = { o->copy, o->size };
+		struct iovec r = { (void *)(uintptr_t)o->addr, o->size };
+
+		ck_assert_int_eq(process_vm_readv(o->pid, &l, 1, &r, 1, 0),
+				 (ssize_t)o->size);
+	}
 	return 0;
 }
 
@@ -534,6 +547,7 @@ static int remote_resume(void *arg)
 START_TEST(other_process)
 {
 	const uint64_t size = 32 << 20;
+	const bool anon = _i == 1;
 	struct wps_snapshot_opts so = WPS_SNAPSHOT_OPTS_INIT;
 	char cbuf[CMSG_SPACE(2 * sizeof(int))], path[512];
 	struct msghdr mh = { 0 };
@@ -557,7 +571,7 @@ START_TEST(other_process)
 	ck_assert_int_ge(pid, 0);
 	if (!pid) {
 		close(sv[0]);
-		child_writer(sv[1], o.ctl, size);
+		child_writer(sv[1], o.ctl, size, anon);
 	}
 	close(sv[1]);
 	iov = (struct iovec){ &addr, sizeof(addr) };
@@ -568,16 +582,22 @@ START_TEST(other_process)
 	ck_assert_int_eq(recvmsg(sv[0], &mh, 0), sizeof(addr));
 	cm = CMSG_FIRSTHDR(&mh);
 	ck_assert_ptr_nonnull(cm);
-	memcpy(fds, CMSG_DATA(cm), sizeof(fds));
+	fds[1] = -1;
+	memcpy(fds, CMSG_DATA(cm), (anon ? 1 : 2) * sizeof(int));
 
 	o.size = size;
 	o.copy = malloc(size);
-	o.view = mmap(NULL, size, PROT_READ, MAP_SHARED, fds[1], 0);
-	ck_assert_ptr_ne(o.view, MAP_FAILED);
+	o.pid = pid;
+	o.addr = addr;
+	o.view = NULL;
+	if (!anon) {
+		o.view = mmap(NULL, size, PROT_READ, MAP_SHARED, fds[1], 0);
+		ck_assert_ptr_ne(o.view, MAP_FAILED);
+	}
 	r.host_addr = addr;
 	r.size = size;
 	r.page_size = 4096;
-	r.backing = WPS_BACKING_MEMFD;
+	r.backing = anon ? WPS_BACKING_ANON : WPS_BACKING_MEMFD;
 	r.fd = fds[1];
 	snprintf(path, sizeof(path), "%s/img", dir);
 	so.path = path;
@@ -609,9 +629,11 @@ START_TEST(other_process)
 	ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 	free(buf);
 	free(o.copy);
-	munmap((void *)o.view, size);
+	if (o.view)
+		munmap((void *)o.view, size);
 	munmap(o.ctl, 4096);
-	close(fds[1]);
+	if (fds[1] >= 0)
+		close(fds[1]);
 	close(sv[0]);
 	wps_ctx_free(ctx);
 }
@@ -634,7 +656,7 @@ static Suite *snapshot_suite(void)
 	tcase_add_test(tc, fifty_in_a_row);
 	tcase_add_test(tc, existing_image_refused);
 	tcase_add_test(tc, enospc_fails_cleanly);
-	tcase_add_test(tc, other_process);
+	tcase_add_loop_test(tc, other_process, 0, 2);
 	tcase_add_loop_test(tc, pattern_matrix, 0,
 			    sizeof(matrix) / sizeof(matrix[0]));
 	suite_add_tcase(s, tc);
