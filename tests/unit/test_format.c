@@ -51,14 +51,6 @@ static void tdir_rm(void)
 	rmdir(tdir);
 }
 
-static uint64_t mix(uint64_t x)
-{
-	x += 0x9E3779B97F4A7C15ull;
-	x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-	x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-	return x ^ (x >> 31);
-}
-
 enum kind { ABSENT, ZERO, DATA };
 
 #define NR_REG 3
@@ -70,7 +62,7 @@ static const struct wps_img_writer_region regs[NR_REG] = {
 
 static enum kind kind(unsigned int r, uint64_t b)
 {
-	uint64_t h = mix(((uint64_t)r << 40) ^ b);
+	uint64_t h = tu_mix64(((uint64_t)r << 40) ^ b);
 
 	/* A run crossing 64-bit words of the bitmap. */
 	if (r == 0 && b >= 100 && b < 300)
@@ -84,7 +76,7 @@ static enum kind kind(unsigned int r, uint64_t b)
 
 static void fill_block(unsigned int r, uint64_t b, uint8_t *p)
 {
-	uint64_t s = mix(((uint64_t)r << 48) ^ b ^ 0xabcdef), v;
+	uint64_t s = tu_mix64(((uint64_t)r << 48) ^ b ^ 0xabcdef), v;
 	unsigned int i;
 
 	for (i = 0; i < 4096; i += 8) {
@@ -155,7 +147,7 @@ static void write_image(const char *path, unsigned int flags)
 		}
 	}
 	for (i = 0; i < sizeof(blob_a); i++)
-		blob_a[i] = (uint8_t)mix(i);
+		blob_a[i] = (uint8_t)tu_mix64(i);
 	ck_assert_int_eq(wps_img_writer_add_blob(w, "vmm-state", blob_a, sizeof(blob_a)), 0);
 	ck_assert_int_eq(wps_img_writer_add_blob(w, "empty", NULL, 0), 0);
 	ck_assert_int_eq(wps_img_writer_add_blob(w, blob_long_name, "hello", 5), 0);
@@ -408,7 +400,7 @@ START_TEST(t_roundtrip)
 		ck_assert(!memcmp(got, want, regs[r].size));
 		memset(got, 0xee, regs[r].size);
 		for (off = 0; off < regs[r].size;) {
-			uint64_t n = (1 + mix(off) % 37) * 4096;
+			uint64_t n = (1 + tu_mix64(off) % 37) * 4096;
 
 			if (n > regs[r].size - off)
 				n = regs[r].size - off;

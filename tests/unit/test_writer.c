@@ -103,14 +103,6 @@ static void teardown(void)
 	wps_ctx_free(ctx);
 }
 
-static uint64_t mix(uint64_t x)
-{
-	x += 0x9E3779B97F4A7C15ull;
-	x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-	x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-	return x ^ (x >> 31);
-}
-
 enum kind { ABSENT, ZERO, DATA };
 
 /* Guest memory for the tests: two regions, some blocks never put, some
@@ -139,13 +131,13 @@ static void guest_init(struct guest *g, uint64_t size0, uint64_t size1,
 		ck_assert_ptr_nonnull(g->mem[r]);
 		ck_assert_ptr_nonnull(g->kinds[r]);
 		for (b = 0; b < nb; b++) {
-			uint64_t h = mix(((uint64_t)seed << 50) ^ ((uint64_t)r << 40) ^ b);
+			uint64_t h = tu_mix64(((uint64_t)seed << 50) ^ ((uint64_t)r << 40) ^ b);
 
 			g->kinds[r][b] = h % 6 == 1 ? ABSENT : h % 6 == 2 ? ZERO : DATA;
 			if (g->kinds[r][b] != DATA)
 				continue;
 			for (i = 0; i < 4096; i += 8) {
-				uint64_t v = mix(h ^ i);
+				uint64_t v = tu_mix64(h ^ i);
 
 				memcpy(g->mem[r] + b * 4096 + i, &v, 8);
 			}
@@ -174,7 +166,7 @@ static uint64_t guest_count(const struct guest *g, unsigned int r, enum kind k)
 
 static bool is_fault_block(unsigned int r, uint64_t b)
 {
-	return mix(b * 7 + r) % 4 == 0;
+	return tu_mix64(b * 7 + r) % 4 == 0;
 }
 
 struct lane_arg {
@@ -237,7 +229,7 @@ static void *fault_main(void *p)
 				list[k++][1] = i;
 			}
 	for (i = k; i > 1; i--) {
-		uint64_t j = mix(i) % i, t0 = list[i - 1][0], t1 = list[i - 1][1];
+		uint64_t j = tu_mix64(i) % i, t0 = list[i - 1][0], t1 = list[i - 1][1];
 
 		list[i - 1][0] = list[j][0];
 		list[i - 1][1] = list[j][1];

@@ -282,6 +282,14 @@ void tu_log_reset(void)
 	pthread_mutex_unlock(&tu_log.lock);
 }
 
+uint64_t tu_mix64(uint64_t x)
+{
+	x += 0x9E3779B97F4A7C15ull;
+	x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+	x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+	return x ^ (x >> 31);
+}
+
 char *tu_tmpdir(void)
 {
 	char tmpl[] = "/var/tmp/wpsnap-test.XXXXXX";

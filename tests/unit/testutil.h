@@ -48,6 +48,9 @@ bool tu_logged(const char *needle);
 const char *tu_log_text(void);
 void tu_log_reset(void);
 
+/* splitmix64: deterministic test data from an index. */
+uint64_t tu_mix64(uint64_t x);
+
 /* A directory for test files on a disk filesystem; removed by caller. */
 char *tu_tmpdir(void);
 void tu_rmtree(const char *dir);
