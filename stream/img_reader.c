@@ -12,6 +12,9 @@
  */
 #include "config.h"
 
+#include <libaio.h>
+#include <time.h>
+
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -776,4 +779,243 @@ int wps_image_get_blob(const struct wps_image *img, unsigned int idx,
 	if (len)
 		*len = img->blobs[idx].len;
 	return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Eager load                                                          */
+/* ------------------------------------------------------------------ */
+
+#define LOAD_CHUNK_BLOCKS 256u  /* 1 MiB: whole groups, one unit of I/O */
+#define LOAD_DEPTH 16u          /* chunks in flight: the disk's depth */
+#define LOAD_MAX_IOCB 64u       /* present runs per chunk we issue */
+
+struct load_slot {
+	uint64_t s, e;          /* blocks [s, e) of the region */
+	unsigned int pending;   /* iocbs not done */
+	unsigned int nr;
+	struct iocb iocb[LOAD_MAX_IOCB];
+};
+
+struct loader {
+	struct wps_image *img;
+	const struct imgr_region *reg;
+	unsigned int r;
+	uint8_t *dst;
+	int fd;
+	io_context_t aio;
+	struct load_slot slot[LOAD_DEPTH];
+	unsigned int busy;
+	uint64_t next;          /* first block not yet issued */
+	uint64_t bytes;
+};
+
+/* Issue the present runs of the next chunk that has any into slot sl.
+ * Returns 1 if issued, 0 when the region is done, -errno. */
+static int load_issue(struct loader *ld, struct load_slot *sl)
+{
+	const struct imgr_region *reg = ld->reg;
+	uint64_t nb = reg->pub.nr_blocks, b, s, e;
+	struct iocb *ptrs[LOAD_MAX_IOCB];
+	unsigned int i;
+	int ret;
+
+	b = find_bit(reg->bitmap, ld->next, nb, true);
+	if (b >= nb) {
+		ld->next = nb;
+		return 0;
+	}
+	s = b / LOAD_CHUNK_BLOCKS * LOAD_CHUNK_BLOCKS;
+	e = s + LOAD_CHUNK_BLOCKS < nb ? s + LOAD_CHUNK_BLOCKS : nb;
+	sl->s = s;
+	sl->e = e;
+	sl->nr = 0;
+	while (b < e && sl->nr < LOAD_MAX_IOCB) {
+		uint64_t n = find_bit(reg->bitmap, b, e, false);
+
+		io_prep_pread(&sl->iocb[sl->nr], ld->fd,
+			      ld->dst + (b << WPS_IMG_BLOCK_SHIFT),
+			      (n - b) << WPS_IMG_BLOCK_SHIFT,
+			      (long long)(reg->data_offset + (b << WPS_IMG_BLOCK_SHIFT)));
+		sl->iocb[sl->nr].data = sl;
+		ptrs[sl->nr] = &sl->iocb[sl->nr];
+		ld->bytes += (n - b) << WPS_IMG_BLOCK_SHIFT;
+		sl->nr++;
+		b = find_bit(reg->bitmap, n, e, true);
+	}
+	/* A chunk with more runs than iocbs ends early; the rest is the
+	 * next chunk's (chunks then start mid-group, so verification waits
+	 * for the slot holding the group's end: see load_complete). */
+	if (b < e) {
+		sl->e = b;
+		e = b;
+	}
+	ld->next = e;
+	sl->pending = sl->nr;
+	for (i = 0; i < sl->nr; i += ret) {
+		ret = io_submit(ld->aio, sl->nr - i, ptrs + i);
+		if (ret <= 0)
+			return ret < 0 ? ret : -EIO;
+	}
+	return 1;
+}
+
+/* Verify the groups whose blocks all arrived: every group starting in
+ * [s, e) and ending by e. Chunks end on group boundaries except when cut
+ * by LOAD_MAX_IOCB; the cut group is then verified with its last chunk,
+ * which load_main completes in order. */
+static int load_verify(struct loader *ld, uint64_t s, uint64_t e)
+{
+	uint32_t G = ld->img->info.group_blocks;
+	uint64_t g;
+	int ret;
+
+	if (ld->img->flags & WPS_IMG_OPEN_NO_VERIFY_DATA)
+		return 0;
+	for (g = s / G; g * G < e; g++) {
+		uint64_t end = (g + 1) * G;
+
+		if (end > ld->reg->pub.nr_blocks)
+			end = ld->reg->pub.nr_blocks;
+		if (end > e)
+			break;  /* finished by a later chunk */
+		ret = check_group(ld->img, ld->r, g,
+				  ld->dst + ((g * G) << WPS_IMG_BLOCK_SHIFT));
+		if (ret)
+			return ret;
+	}
+	return 0;
+}
+
+int wps_image_load(struct wps_image *img, unsigned int r, void *dst,
+		   struct wps_image_load_stats *st)
+{
+	struct loader *ld;
+	struct io_event ev[LOAD_DEPTH * 4];
+	struct timespec t0, t1;
+	uint64_t verified = 0;  /* blocks [0, verified) checked */
+	unsigned int i;
+	int ret = 0, n;
+
+	if (r >= img->info.nr_regions || ((uintptr_t)dst & 4095))
+		return -EINVAL;
+	ld = calloc(1, sizeof(*ld));
+	if (!ld)
+		return -ENOMEM;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	ld->img = img;
+	ld->r = r;
+	ld->reg = &img->regions[r];
+	ld->dst = dst;
+	if (st)
+		memset(st, 0, sizeof(*st));
+	ld->fd = open(img->path, O_RDONLY | O_DIRECT | O_CLOEXEC);
+	if (ld->fd >= 0 && st)
+		st->direct = true;
+	if (ld->fd < 0 && errno == EINVAL) {
+		wps_log_once(img->ctx, WPS_LOG_WARN, img,
+			     "image %s: filesystem refuses O_DIRECT, reading "
+			     "buffered", img->path);
+		ld->fd = open(img->path, O_RDONLY | O_CLOEXEC);
+	}
+	if (ld->fd < 0) {
+		ret = img_fail(img, -errno, "cannot open for loading: %s",
+			       strerror(errno));
+		goto out;
+	}
+	ret = io_setup(LOAD_DEPTH * LOAD_MAX_IOCB, &ld->aio);
+	if (ret) {
+		ret = img_fail(img, ret, "io_setup failed: %s", strerror(-ret));
+		ld->aio = 0;
+		goto out;
+	}
+	/* Slots complete in any order, but verification walks the region in
+	 * order (a group cut between two chunks needs both): keep issuing
+	 * into free slots, and verify the prefix of completed chunks. */
+	for (;;) {
+		for (i = 0; i < LOAD_DEPTH && ld->next < ld->reg->pub.nr_blocks; i++) {
+			if (ld->slot[i].pending || ld->slot[i].nr)
+				continue;
+			ret = load_issue(ld, &ld->slot[i]);
+			if (ret < 0) {
+				img_fail(img, ret, "read submission failed: %s",
+					 strerror(-ret));
+				goto out;
+			}
+			if (ret)
+				ld->busy++;
+		}
+		ret = 0;
+		if (!ld->busy)
+			break;
+		n = io_getevents(ld->aio, 1, LOAD_DEPTH * 4, ev, NULL);
+		if (n < 0) {
+			if (n == -EINTR)
+				continue;
+			ret = img_fail(img, n, "io_getevents failed: %s",
+				       strerror(-n));
+			goto out;
+		}
+		for (i = 0; i < (unsigned int)n; i++) {
+			struct load_slot *sl = ev[i].data;
+
+			if ((long)ev[i].res != (long)ev[i].obj->u.c.nbytes) {
+				ret = img_fail(img, (long)ev[i].res < 0 ?
+					       (int)ev[i].res : -EIO,
+					       "read of %lu bytes at offset %lld "
+					       "returned %ld",
+					       ev[i].obj->u.c.nbytes,
+					       ev[i].obj->u.c.offset,
+					       (long)ev[i].res);
+				goto out;
+			}
+			sl->pending--;
+		}
+		/* Verify completed chunks in address order. */
+		for (;;) {
+			struct load_slot *low = NULL;
+
+			for (i = 0; i < LOAD_DEPTH; i++)
+				if (ld->slot[i].nr &&
+				    (!low || ld->slot[i].s < low->s))
+					low = &ld->slot[i];
+			if (!low || low->pending)
+				break;
+			ret = load_verify(ld, verified < low->s ? low->s : verified,
+					  low->e);
+			if (ret)
+				goto out;
+			verified = low->e;
+			low->nr = 0;
+			ld->busy--;
+		}
+	}
+out:
+	if (ret && ld->aio) {
+		/* Let reads in flight land before the caller's memory goes. */
+		while (ld->busy) {
+			unsigned int left = 0;
+
+			for (i = 0; i < LOAD_DEPTH; i++)
+				left += ld->slot[i].pending;
+			if (!left)
+				break;
+			n = io_getevents(ld->aio, 1, LOAD_DEPTH * 4, ev, NULL);
+			if (n < 0 && n != -EINTR)
+				break;
+			for (i = 0; n > 0 && i < (unsigned int)n; i++)
+				((struct load_slot *)ev[i].data)->pending--;
+		}
+	}
+	if (ld->aio)
+		io_destroy(ld->aio);
+	if (ld->fd >= 0)
+		close(ld->fd);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	if (st) {
+		st->bytes = ld->bytes;
+		st->ns = (uint64_t)(t1.tv_sec - t0.tv_sec) * 1000000000ull +
+			 (uint64_t)(t1.tv_nsec - t0.tv_nsec);
+	}
+	free(ld);
+	return ret;
 }

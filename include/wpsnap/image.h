@@ -85,6 +85,23 @@ int wps_image_next_extent(const struct wps_image *img, unsigned int r,
  * *bad_offset (file offset of the first bad group) otherwise. */
 int wps_image_verify(struct wps_image *img, uint64_t *bad_offset);
 
+struct wps_image_load_stats {
+	uint64_t bytes;         /* data read (present blocks) */
+	uint64_t ns;            /* wall time of the load */
+	bool direct;            /* O_DIRECT was used */
+};
+
+/*
+ * Eager restore: read region r into dst (page aligned, the region's size)
+ * at disk speed, with libaio O_DIRECT straight into dst, verifying every
+ * checksum group as its data arrives. Holes are skipped, never written:
+ * dst must read as zero there (fresh memory), and its never-populated
+ * pages stay unpopulated. -EBADMSG (logged with the file offset) on a
+ * checksum mismatch; dst then holds partial data.
+ */
+int wps_image_load(struct wps_image *img, unsigned int r, void *dst,
+		   struct wps_image_load_stats *st);
+
 /* Blobs: by index (0 .. nr_blobs-1); data stays valid until close. */
 int wps_image_get_blob(const struct wps_image *img, unsigned int idx,
 		       const char **name, const void **data, size_t *len);

@@ -14,7 +14,7 @@ check() { name=$1; shift; if "$@" >"$T/out" 2>&1; then ok "$name"; else ko "$nam
 check_fails() { name=$1; shift; if "$@" >"$T/out" 2>&1; then ko "$name (succeeded)"; else ok "$name"; fi; }
 
 check "help" "$W" --help
-for c in demo inspect export verify; do check "$c --help" "$W" $c --help; done
+for c in demo inspect export verify restore; do check "$c --help" "$W" $c --help; done
 check_fails "unknown command" "$W" frobnicate
 
 check "demo --keep" "$W" demo --keep "$T/k" --size 64M
@@ -22,6 +22,8 @@ grep -q "verified byte-for-byte" "$T/out" && ok "demo summary" || ko "demo summa
 IMG="$T/k/demo.wpsnap"
 check "verify with ledger" "$W" verify "$IMG" --ledger "$T/k/demo.ledger"
 check "inspect" "$W" inspect "$IMG"
+check "restore with ledger" "$W" restore "$IMG" --ledger "$T/k/demo.ledger"
+grep -q "every block as at the freeze" "$T/out" && ok "restore verified" || ko "restore verified"
 "$W" inspect --json "$IMG" >"$T/j" 2>&1
 missing=
 for k in '"version"' '"uuid"' '"page_size"' '"regions"' '"host_addr"' '"size"' \
