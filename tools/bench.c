@@ -37,6 +37,7 @@
 
 #include "tools/bench.h"
 #include "tools/bench_base.h"
+#include "tools/bench_restore.h"
 #include "tools/guest/guest.h"
 
 #define MiB (1024.0 * 1024.0)
@@ -72,6 +73,7 @@ struct bench_opts {
 	bool baselines;
 	bool json;
 	bool quick;
+	bool restore;
 };
 
 /* Machine baselines; NAN when not measured. */
@@ -168,6 +170,7 @@ static void usage(FILE *f)
 		"  --no-baselines     skip the machine baselines (their keys are null)\n"
 		"  --json             JSON on stdout instead of a table\n"
 		"  --quick            32M guest, 1 run (for make check)\n"
+		"  --restore          eager restore vs raw O_DIRECT read of the image\n"
 		"  --help             this text\n\n"
 		"Progress goes to stderr. Exit status 0 when everything was measured,\n"
 		"whether or not the targets were met.\n");
@@ -229,6 +232,7 @@ static int parse_opts(struct bench_opts *o, int argc, char **argv)
 		{ "no-baselines", no_argument, NULL, 'n' },
 		{ "json", no_argument, NULL, 'j' },
 		{ "quick", no_argument, NULL, 'q' },
+		{ "restore", no_argument, NULL, 'R' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 }
 	};
@@ -292,6 +296,9 @@ static int parse_opts(struct bench_opts *o, int argc, char **argv)
 					"'%s' (rounds, simple)\n", optarg);
 				return -EINVAL;
 			}
+			break;
+		case 'R':
+			o->restore = true;
 			break;
 		case 'w':
 			if (parse_uint(optarg, 1, 64, &o->fault_window)) {
@@ -1262,6 +1269,15 @@ int wps_bench_main(struct wps_ctx *ctx, int argc, char **argv)
 	ret = parse_opts(&b.o, argc, argv);
 	if (ret)
 		return ret > 0 ? 0 : 2;
+	if (b.o.restore) {
+		struct bench_restore_opts ro = {
+			.size = b.o.size, .backing = b.o.backing,
+			.populate_pct = b.o.populate_pct, .dir = b.o.dir,
+			.runs = b.o.runs, .json = b.o.json,
+		};
+
+		return bench_restore(ctx, &ro) ? 1 : 0;
+	}
 	baselines_unset(&b.base);
 	b.guest_rate_before = NAN;
 	b.notes = json_array();

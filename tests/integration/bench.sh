@@ -92,5 +92,19 @@ else
 	sed 's/^/#   /' "$T/err"
 fi
 
+# Eager restore against the raw read of the same image: every key there.
+if "$W" bench --restore --quick --json --dir "$T" >"$T/json3" 2>"$T/err"; then
+	missing=
+	for k in restore_ms restore_mib_s raw_read_mib_s restore_vs_raw_read restore_bytes; do
+		grep -q "\"$k\": [0-9]" "$T/json3" || missing="$missing $k"
+	done
+	[ -z "$missing" ] && ok "bench --restore keys" || ko "bench --restore keys:$missing"
+	[ -z "$(ls "$T" | grep wpsnap)" ] && ok "bench --restore leaves no image" ||
+		ko "bench --restore left $(ls "$T")"
+else
+	ko "bench --restore --quick --json"
+	sed 's/^/#   /' "$T/err"
+fi
+
 echo "$pass passed, $fail failed"
 [ "$fail" = 0 ]
