@@ -1,1 +1,1 @@
-EXTRA_DIST += docs/FORMAT.md docs/ENGINE.md docs/PERFORMANCE.md
+EXTRA_DIST += docs/FORMAT.md docs/ENGINE.md docs/PERFORMANCE.md docs/RESTORE.md

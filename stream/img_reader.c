@@ -1019,3 +1019,64 @@ out:
 	free(ld);
 	return ret;
 }
+
+/* ------------------------------------------------------------------ */
+/* Internal: group reads for the lazy pager (stream/img_reader_int.h)  */
+/* ------------------------------------------------------------------ */
+
+#include "stream/img_reader_int.h"
+
+int wps_image_read_groups(struct wps_image *img, unsigned int r, uint64_t g0,
+			  uint64_t ng, void *buf, uint64_t *bad_group)
+{
+	const struct imgr_region *reg;
+	uint32_t G = img->info.group_blocks;
+	uint64_t s, e, g;
+	uint8_t *out = buf;
+	int err;
+
+	if (r >= img->info.nr_regions || !ng ||
+	    g0 >= img->regions[r].nr_groups ||
+	    ng > img->regions[r].nr_groups - g0)
+		return -EINVAL;
+	reg = &img->regions[r];
+	s = g0 * G;
+	e = (g0 + ng) * G < reg->pub.nr_blocks ? (g0 + ng) * G
+					       : reg->pub.nr_blocks;
+	if (e - s < ng * G)
+		memset(out + ((e - s) << WPS_IMG_BLOCK_SHIFT), 0,
+		       (ng * G - (e - s)) << WPS_IMG_BLOCK_SHIFT);
+	/* Nothing present: no I/O at all. */
+	if (find_bit(reg->bitmap, s, e, true) >= e) {
+		memset(out, 0, (e - s) << WPS_IMG_BLOCK_SHIFT);
+		return 0;
+	}
+	err = pread_full(img, out, (e - s) << WPS_IMG_BLOCK_SHIFT,
+			 reg->data_offset + (s << WPS_IMG_BLOCK_SHIFT));
+	if (err)
+		return err;
+	for (g = g0; g < g0 + ng; g++) {
+		uint8_t *grp = out + (((g - g0) * G) << WPS_IMG_BLOCK_SHIFT);
+
+		if (!(img->flags & WPS_IMG_OPEN_NO_VERIFY_DATA) &&
+		    group_has_data(reg, g, G)) {
+			err = check_group(img, r, g, grp);
+			if (err) {
+				if (bad_group)
+					*bad_group = g;
+				/* The groups before it are usable: clean. */
+				zero_absent(reg, s, g * G, out);
+				return err;
+			}
+		}
+	}
+	zero_absent(reg, s, e, out);
+	return 0;
+}
+
+uint64_t wps_image_group_offset(const struct wps_image *img, unsigned int r,
+				uint64_t g)
+{
+	return img->regions[r].data_offset +
+	       ((g * img->info.group_blocks) << WPS_IMG_BLOCK_SHIFT);
+}

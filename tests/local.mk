@@ -3,3 +3,4 @@ include $(srcdir)/tests/guest.mk
 include $(srcdir)/tests/engine.mk
 include $(srcdir)/tests/bench.mk
 include $(srcdir)/tests/daemon.mk
+include $(srcdir)/tests/pager.mk

@@ -1,7 +1,8 @@
 bin_PROGRAMS += tools/wpsnap
 tools_wpsnap_SOURCES = tools/wpsnap.c tools/bench.c tools/bench.h \
 	tools/bench_base.c tools/bench_base.h \
-	tools/bench_restore.c tools/bench_restore.h
+	tools/bench_restore.c tools/bench_restore.h \
+	tools/restore_lazy.c tools/restore_lazy.h
 tools_wpsnap_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS)
 tools_wpsnap_LDADD = tools/guest/libwpsguest.la libwpsnap.la $(JANSSON_LIBS) \
 	$(AIO_LIBS) -lm

@@ -23,6 +23,7 @@
 #include <wpsnap/wpsnap.h>
 
 #include "tools/bench.h"
+#include "tools/restore_lazy.h"
 #include "tools/guest/guest.h"
 
 #define MiB (1024.0 * 1024.0)
@@ -448,6 +449,8 @@ static int cmd_restore(struct wps_ctx *ctx, int argc, char **argv)
 	char why[256];
 	int c, ret, status = 1;
 
+	if (restore_lazy_requested(argc, argv))
+		return cmd_restore_lazy(ctx, argc, argv);
 	while ((c = getopt_long(argc, argv, "l:r:h", opts, NULL)) != -1) {
 		switch (c) {
 		case 'l': ledger_path = optarg; break;
@@ -455,6 +458,8 @@ static int cmd_restore(struct wps_ctx *ctx, int argc, char **argv)
 		case 'h':
 			printf("Usage: wpsnap restore IMAGE [--region N] "
 			       "[--ledger FILE]\n"
+			       "       wpsnap restore IMAGE --lazy [...] (see "
+			       "'wpsnap restore --lazy --help')\n"
 			       "Eager restore: load region N (default 0) into "
 			       "fresh memory of the reference\nguest with the "
 			       "region's backing, at disk speed (libaio "

@@ -935,3 +935,23 @@ uint64_t wps_guest_size(const struct wps_guest *g)
 {
 	return g->size;
 }
+
+/* ------------------------------------------------------------------ */
+/* Lazy restore: adopt a ledger                                        */
+/* ------------------------------------------------------------------ */
+
+/*
+ * gen[] is written only by a block's own writer, so this runs with every
+ * writer parked or not started (ctl_lock serialises us with the
+ * controller). snap[] needs no change: its tags belong to older epochs
+ * and the next freeze_pause starts a new one.
+ */
+int wps_guest_adopt_ledger(struct wps_guest *g, const struct wps_ledger *l)
+{
+	if (l->nr_blocks != g->nr_blocks)
+		return -EINVAL;
+	pthread_mutex_lock(&g->ctl_lock);
+	memcpy(g->gen, l->gen, g->nr_blocks * sizeof(*g->gen));
+	pthread_mutex_unlock(&g->ctl_lock);
+	return 0;
+}

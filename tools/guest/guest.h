@@ -111,6 +111,15 @@ void wps_ledger_free(struct wps_ledger *l);
 int wps_ledger_write(const struct wps_ledger *l, const char *path);
 int wps_ledger_read(const char *path, struct wps_ledger **out);
 
+/*
+ * Lazy restore: make the ledger l (the content the guest's memory is being
+ * restored to) the guest's current generations, so that writers started
+ * on restored memory continue from it and a later freeze_pause + ledger
+ * describes the memory exactly. Call before wps_guest_start or while
+ * paused. -EINVAL if the sizes differ.
+ */
+int wps_guest_adopt_ledger(struct wps_guest *g, const struct wps_ledger *l);
+
 /* Fill buf (4 KiB) with the content of block b at generation g. */
 void wps_guest_block_content(uint64_t b, uint32_t g, void *buf);
 uint64_t wps_guest_mix(uint64_t b, uint32_t g);

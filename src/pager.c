@@ -1,0 +1,1083 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Lazy restore (include/wpsnap/pager.h, docs/RESTORE.md): serves the
+ * missing-page faults of fresh guest RAM from an image, prefetches the
+ * rest in the background, and "graduates" (everything present, then
+ * unregister) without ever stopping the guest.
+ *
+ * It owns the userfaultfd (opened or handed over), an eventfd that stops
+ * the fault thread, for hugetlb a shared mapping of the guest's memfd
+ * through which it fills the page cache, the per-unit state array,
+ * and two threads: the fault thread (the only reader of the uffd) and the
+ * prefetch thread.
+ *
+ * What the kernel (6.x) accepts, and therefore how each backing is filled:
+ *  - ANON: register MODE_MISSING. A fault gets UFFDIO_COPY of verified
+ *    image bytes; an absent block gets UFFDIO_ZEROPAGE (a read) or a COPY
+ *    of zeros (a write: saves the COW fault on the zero page).
+ *  - MEMFD (shmem) and HUGETLB: register MODE_MISSING | MODE_MINOR (needs
+ *    MISSING_SHMEM + MINOR_SHMEM, or the HUGETLBFS pair). We never write
+ *    into the guest's mapping and WAKE: the bytes go into the file's page
+ *    cache first (pwrite to the memfd for shmem; a memcpy through our own
+ *    MAP_SHARED mapping for hugetlbfs, which has no write(2)), invisible
+ *    to the guest, then UFFDIO_CONTINUE installs the guest's PTE for that
+ *    page and wakes the range. A hole
+ *    raises a MISSING fault, a page already in the cache a MINOR one; both
+ *    are served the same way (CONTINUE needs VM_UFFD_MINOR on the VMA,
+ *    hence both modes). An absent block is a hole: fallocate() it (a
+ *    zeroed page cache page), then CONTINUE. We fill the file, not the
+ *    guest's address space, so a later daemon can do the same with another process's memfd and
+ *    uffd: dst->host_addr is only ever an ioctl argument.
+ *
+ * Unit state (one byte per page of the region's page size) changes only
+ * under pg->lock, which is also held across every install ioctl; that is
+ * what makes a REMOVE event (marking units DROPPED, read by the fault
+ * thread under the lock) exclusive with an install of stale image data
+ * into the same range. The fault thread has priority: it bumps
+ * fault_waiting before taking the lock, and prefetch steps aside between
+ * two 64 KiB windows while that is non-zero.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <wpsnap/pager.h>
+
+#include "src/log.h"
+#include "stream/img_reader_int.h"
+#include "wp/compat.h"
+#include "wp/histo.h"
+#include "wp/uffd.h"
+
+/* UFFDIO_POISON (6.6): not in Debian 12's 6.1 headers. */
+#ifndef UFFDIO_POISON
+#define _UFFDIO_POISON (0x08)
+struct uffdio_poison {
+	struct uffdio_range range;
+	__u64 mode;
+	__s64 updated;
+};
+#define UFFDIO_POISON _IOWR(UFFDIO, _UFFDIO_POISON, struct uffdio_poison)
+#endif
+
+#define PAGER_CHUNK_DEFAULT (2ull << 20)
+#define PAGER_MSGS 64u
+
+enum unit_state {
+	U_NEED_DATA = 0,    /* image has data for it; not installed yet */
+	U_NEED_ZERO,        /* absent in the image: reads as zero */
+	U_DONE,             /* installed (data or zero) */
+	U_DROPPED,          /* guest discarded it (REMOVE/UNMAP): zero */
+	U_BAD,              /* its group failed verification: never wake */
+};
+
+struct pending_fault {
+	uint64_t addr;
+	uint64_t flags;
+	uint64_t t;         /* when the message was read */
+};
+
+struct wps_pager {
+	struct wps_ctx *ctx;
+	struct wps_image *img;
+	unsigned int r;
+	struct wps_region dst;
+	uint64_t unit;          /* page size of dst */
+	uint64_t nr_units;
+	uint64_t nr_blocks;
+	uint64_t group_bytes;
+	uint64_t nr_groups;
+	uint64_t win;           /* bytes read per fault: max(group, unit) */
+	uint64_t chunk;         /* bytes read per prefetch step */
+	bool shared;            /* memfd/hugetlb: fill the file, CONTINUE */
+	uint8_t *state;         /* enum unit_state per unit, owned */
+	uint8_t *map;           /* hugetlb: our MAP_SHARED view of dst.fd */
+	uint8_t *zero;          /* one unit of zeros (anon write faults) */
+	uint8_t *fault_buf;     /* win bytes, fault thread only */
+	int uffd;               /* owned */
+	int stop_fd;            /* eventfd, owned */
+	uint64_t features;
+	struct wps_pager_range *first;
+	unsigned int nr_first;
+	bool no_prefetch;
+
+	pthread_mutex_t lock;   /* state[], installs, stats below */
+	atomic_uint fault_waiting;
+	atomic_bool stop;
+	pthread_t fault_tid, prefetch_tid;
+	bool fault_running, prefetch_running;
+	bool started, registered, graduated;
+
+	/* fault thread's queue of faults read but not yet served */
+	struct pending_fault *q;
+	size_t qn, qcap;
+
+	/* stats (lock) */
+	struct wps_histo hist;
+	uint64_t faults, zero_faults, fault_bytes, prefetch_bytes;
+	uint64_t removed_bytes, events, data_units, remaining;
+	uint64_t t_start, start_ns, full_ns, graduate_ns;
+	int error;
+	uint64_t bad_offset, bad_addr;
+};
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static inline uint8_t ust(const struct wps_pager *pg, uint64_t u)
+{
+	return __atomic_load_n(&pg->state[u], __ATOMIC_RELAXED);
+}
+
+/* Lock held. Every transition goes through here so that remaining (data
+ * not yet in the guest) and the full-population instant stay exact. */
+static void set_state(struct wps_pager *pg, uint64_t u, uint8_t s)
+{
+	if (ust(pg, u) == U_NEED_DATA && s != U_BAD) {
+		if (!--pg->remaining)
+			pg->full_ns = now_ns() - pg->t_start;
+	} else if (ust(pg, u) == U_BAD && s != U_BAD) {
+		/* The guest dropped a damaged page: it is no longer owed. */
+		if (!--pg->remaining)
+			pg->full_ns = now_ns() - pg->t_start;
+	}
+	__atomic_store_n(&pg->state[u], s, __ATOMIC_RELAXED);
+}
+
+static inline uint64_t unit_addr(const struct wps_pager *pg, uint64_t u)
+{
+	return pg->dst.host_addr + u * pg->unit;
+}
+
+/* First error wins; the rest is logged by whoever saw it. */
+static void set_error(struct wps_pager *pg, int err)
+{
+	if (!pg->error)
+		pg->error = err;
+}
+
+/* ------------------------------------------------------------------ */
+/* ioctls                                                              */
+/* ------------------------------------------------------------------ */
+
+/*
+ * Install units [u, e): src holds their bytes (anon) or they already sit
+ * in the page cache (shared). Partial progress and EEXIST (already
+ * present: a race with the other installer, or a page we zero-filled) are
+ * absorbed unit by unit; every unit that ends up present is U_DONE.
+ * -EAGAIN: the mm is changing under an unread event; the caller lets the
+ * fault thread read it and retries. Lock held.
+ */
+static int install_run(struct wps_pager *pg, uint64_t u, uint64_t e,
+		       const uint8_t *src, uint64_t *bytes)
+{
+	uint64_t i;
+
+	while (u < e) {
+		uint64_t len = (e - u) * pg->unit;
+		int64_t done;
+		int ret;
+
+		if (pg->shared) {
+			struct uffdio_continue c = {
+				.range = { .start = unit_addr(pg, u), .len = len },
+			};
+
+			ret = ioctl(pg->uffd, UFFDIO_CONTINUE, &c) ? -errno : 0;
+			done = ret ? c.mapped : (int64_t)len;
+		} else {
+			struct uffdio_copy c = {
+				.dst = unit_addr(pg, u),
+				.src = (uint64_t)(uintptr_t)src,
+				.len = len,
+			};
+
+			ret = ioctl(pg->uffd, UFFDIO_COPY, &c) ? -errno : 0;
+			done = ret ? c.copy : (int64_t)len;
+		}
+		if (done > 0) {
+			uint64_t n = (uint64_t)done / pg->unit;
+
+			for (i = 0; i < n; i++)
+				set_state(pg, u + i, U_DONE);
+			*bytes += n * pg->unit;
+			u += n;
+			src += n * pg->unit;
+			continue;
+		}
+		if (ret == -EEXIST || done == -EEXIST) {
+			set_state(pg, u, U_DONE);
+			u++;
+			src += pg->unit;
+			continue;
+		}
+		return ret ? ret : (int)done;
+	}
+	return 0;
+}
+
+static int uffd_wake(struct wps_pager *pg, uint64_t addr, uint64_t len)
+{
+	struct uffdio_range r = { .start = addr, .len = len };
+
+	return ioctl(pg->uffd, UFFDIO_WAKE, &r) ? -errno : 0;
+}
+
+/*
+ * Serve unit u with zeros (absent in the image, or dropped by the guest,
+ * or a fault on a unit we believe present). EEXIST: it is present after
+ * all; just wake. Lock held.
+ */
+static int serve_zero(struct wps_pager *pg, uint64_t u, uint64_t flags)
+{
+	uint64_t addr = unit_addr(pg, u);
+	int ret;
+
+	if (pg->shared) {
+		struct uffdio_continue c = {
+			.range = { .start = addr, .len = pg->unit },
+		};
+
+		/* MINOR: the page cache has it (kept across a DONTNEED of
+		 * a shared mapping): map what is there. MISSING: a hole;
+		 * allocate a zeroed page in the file first. */
+		if (!(flags & UFFD_PAGEFAULT_FLAG_MINOR) &&
+		    fallocate(pg->dst.fd, 0, (off_t)(pg->dst.fd_offset + u * pg->unit),
+			      (off_t)pg->unit)) {
+			ret = -errno;
+			wps_err(pg->ctx, "lazy restore: cannot allocate the "
+				"zero page at 0x%llx in the memfd: %s",
+				(unsigned long long)addr, strerror(errno));
+			return ret;
+		}
+		ret = ioctl(pg->uffd, UFFDIO_CONTINUE, &c) ? -errno : 0;
+	} else if (flags & UFFD_PAGEFAULT_FLAG_WRITE) {
+		struct uffdio_copy c = {
+			.dst = addr, .src = (uint64_t)(uintptr_t)pg->zero,
+			.len = pg->unit,
+		};
+
+		ret = ioctl(pg->uffd, UFFDIO_COPY, &c) ? -errno : 0;
+	} else {
+		struct uffdio_zeropage z = {
+			.range = { .start = addr, .len = pg->unit },
+		};
+
+		ret = ioctl(pg->uffd, UFFDIO_ZEROPAGE, &z) ? -errno : 0;
+	}
+	if (ret == -EEXIST)
+		ret = uffd_wake(pg, addr, pg->unit);
+	if (!ret && ust(pg, u) != U_DONE)
+		set_state(pg, u, U_DONE);
+	return ret;
+}
+
+/* ------------------------------------------------------------------ */
+/* windows                                                             */
+/* ------------------------------------------------------------------ */
+
+/* Units of window w: [*u0, *u1). */
+static void window_units(const struct wps_pager *pg, uint64_t w, uint64_t *u0,
+			 uint64_t *u1)
+{
+	*u0 = w * (pg->win / pg->unit);
+	*u1 = *u0 + pg->win / pg->unit;
+	if (*u1 > pg->nr_units)
+		*u1 = pg->nr_units;
+}
+
+static uint64_t nr_windows(const struct wps_pager *pg)
+{
+	return (pg->nr_units * pg->unit + pg->win - 1) / pg->win;
+}
+
+static bool window_needed(const struct wps_pager *pg, uint64_t w)
+{
+	uint64_t u, u0, u1;
+
+	window_units(pg, w, &u0, &u1);
+	for (u = u0; u < u1; u++)
+		if (ust(pg, u) == U_NEED_DATA)
+			return true;
+	return false;
+}
+
+/*
+ * Put the bytes of units [s, e) into the guest's file (page cache), where
+ * the guest cannot see them until CONTINUE maps them. shmem: pwrite, which
+ * allocates the pages without a fault per page in a mapping; hugetlbfs
+ * has no write(2): memcpy through our shared mapping (one fault per 2 MiB
+ * page).
+ */
+static int fill_file(struct wps_pager *pg, uint64_t s, uint64_t e,
+		     const uint8_t *src)
+{
+	uint64_t off = pg->dst.fd_offset + s * pg->unit, len = (e - s) * pg->unit;
+	ssize_t n;
+
+	if (pg->dst.backing == WPS_BACKING_HUGETLB) {
+		memcpy(pg->map + s * pg->unit, src, len);
+		return 0;
+	}
+	while (len) {
+		n = pwrite(pg->dst.fd, src, len, (off_t)off);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			int err = n < 0 ? -errno : -EIO;
+
+			wps_err(pg->ctx, "lazy restore: writing %llu bytes into "
+				"the guest's memfd at offset %llu: %s",
+				(unsigned long long)len, (unsigned long long)off,
+				strerror(-err));
+			return err;
+		}
+		src += n;
+		off += (uint64_t)n;
+		len -= (uint64_t)n;
+	}
+	return 0;
+}
+
+/*
+ * Install the still-needed units of window w from its verified bytes
+ * data. For a shared backing the bytes go into the page cache through
+ * our mapping first, only for units still needed: a unit the guest owns
+ * now (DONE) or dropped must not be overwritten. Lock held.
+ */
+static int install_window(struct wps_pager *pg, uint64_t w,
+			  const uint8_t *data, uint64_t *bytes)
+{
+	uint64_t u, u0, u1, s;
+	int ret;
+
+	window_units(pg, w, &u0, &u1);
+	for (u = u0; u < u1;) {
+		if (ust(pg, u) != U_NEED_DATA) {
+			u++;
+			continue;
+		}
+		for (s = u; u < u1 && ust(pg, u) == U_NEED_DATA; u++)
+			;
+		if (pg->shared) {
+			ret = fill_file(pg, s, u, data + (s - u0) * pg->unit);
+			if (ret)
+				return ret;
+		}
+		ret = install_run(pg, s, u, data + (s - u0) * pg->unit, bytes);
+		if (ret)
+			return ret;
+	}
+	return 0;
+}
+
+/*
+ * Group g failed verification (or could not be read): its units are
+ * never delivered. Faults on them stay blocked; the pager is failed so
+ * that graduate and stats tell the VMM to stop the guest. Lock held.
+ */
+static void fail_group(struct wps_pager *pg, uint64_t g, int err)
+{
+	uint64_t s = g * pg->group_bytes, e = s + pg->group_bytes;
+	uint64_t u;
+
+	for (u = s / pg->unit; u * pg->unit < e && u < pg->nr_units; u++)
+		if (ust(pg, u) == U_NEED_DATA)
+			set_state(pg, u, U_BAD);
+	if (!pg->error) {
+		pg->bad_offset = wps_image_group_offset(pg->img, pg->r, g);
+		pg->bad_addr = pg->dst.host_addr + s;
+	}
+	set_error(pg, err);
+	wps_err(pg->ctx, "lazy restore: region %u: %s in the group at image "
+		"offset %llu (guest 0x%llx..0x%llx): not delivered; threads "
+		"touching it stay blocked, stop the guest",
+		pg->r, err == -EBADMSG ? "damaged data" : strerror(-err),
+		(unsigned long long)wps_image_group_offset(pg->img, pg->r, g),
+		(unsigned long long)(pg->dst.host_addr + s),
+		(unsigned long long)(pg->dst.host_addr + e));
+}
+
+/* Read windows [w, w + n) into buf. Returns the number of leading windows
+ * that are good (== n on success); a bad group fails its window. */
+static uint64_t read_windows(struct wps_pager *pg, uint64_t w, uint64_t n,
+			     uint8_t *buf, int *err, uint64_t *bad_group)
+{
+	uint64_t gpw = pg->win / pg->group_bytes;
+	uint64_t g0 = w * gpw, ng = n * gpw;
+
+	if (ng > pg->nr_groups - g0)
+		ng = pg->nr_groups - g0;
+	memset(buf + ng * pg->group_bytes, 0, (n * gpw - ng) * pg->group_bytes);
+	*err = wps_image_read_groups(pg->img, pg->r, g0, ng, buf, bad_group);
+	if (!*err)
+		return n;
+	if (*err != -EBADMSG)
+		*bad_group = g0;
+	return (*bad_group - g0) / gpw;
+}
+
+/* ------------------------------------------------------------------ */
+/* fault thread                                                        */
+/* ------------------------------------------------------------------ */
+
+/* Lock held. Units entirely inside [start, end) were discarded by the
+ * guest (MADV_DONTNEED/REMOVE) or unmapped: never populate them from the
+ * image again; a later fault gets zeros (see serve_zero). */
+static void drop_range(struct wps_pager *pg, uint64_t start, uint64_t end)
+{
+	uint64_t base = pg->dst.host_addr, lim = base + pg->dst.size, u, ue;
+
+	pg->events++;
+	if (end <= base || start >= lim)
+		return;
+	if (start < base)
+		start = base;
+	if (end > lim)
+		end = lim;
+	u = (start - base + pg->unit - 1) / pg->unit;
+	ue = (end - base) / pg->unit;
+	for (; u < ue; u++) {
+		if (ust(pg, u) == U_NEED_DATA)
+			pg->removed_bytes += pg->unit;
+		set_state(pg, u, U_DROPPED);
+	}
+}
+
+static int queue_fault(struct wps_pager *pg, uint64_t addr, uint64_t flags,
+		       uint64_t t)
+{
+	if (pg->qn == pg->qcap) {
+		size_t cap = pg->qcap ? pg->qcap * 2 : 256;
+		struct pending_fault *q = realloc(pg->q, cap * sizeof(*q));
+
+		if (!q)
+			return -ENOMEM;
+		pg->q = q;
+		pg->qcap = cap;
+	}
+	pg->q[pg->qn++] = (struct pending_fault){ addr, flags, t };
+	return 0;
+}
+
+/* Read every message available (the fd is non-blocking): events are
+ * applied at once, faults queued. Fault thread, lock held. */
+static int drain(struct wps_pager *pg)
+{
+	struct uffd_msg msg[PAGER_MSGS];
+	ssize_t n;
+	int i, ret;
+
+	for (;;) {
+		n = read(pg->uffd, msg, sizeof(msg));
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return errno == EAGAIN ? 0 : -errno;
+		}
+		for (i = 0; i < (int)(n / (ssize_t)sizeof(msg[0])); i++) {
+			uint64_t t = now_ns();
+
+			switch (msg[i].event) {
+			case UFFD_EVENT_PAGEFAULT:
+				ret = queue_fault(pg, msg[i].arg.pagefault.address,
+						  msg[i].arg.pagefault.flags, t);
+				if (ret)
+					return ret;
+				break;
+			case UFFD_EVENT_REMOVE:
+				drop_range(pg, msg[i].arg.remove.start,
+					   msg[i].arg.remove.end);
+				break;
+			case UFFD_EVENT_UNMAP:
+				drop_range(pg, msg[i].arg.remove.start,
+					   msg[i].arg.remove.end);
+				break;
+			default:
+				break;
+			}
+		}
+	}
+}
+
+/* Fault thread, lock held. */
+static int serve_fault(struct wps_pager *pg, const struct pending_fault *f)
+{
+	uint64_t base = pg->dst.host_addr, u, w, bad = 0, bytes = 0;
+	int ret = 0;
+
+	/* After graduation's unregister the thread refaults normally. */
+	if (!pg->registered || f->addr < base || f->addr >= base + pg->dst.size)
+		return 0;
+	u = (f->addr - base) / pg->unit;
+	for (;;) {
+		switch (ust(pg, u)) {
+		case U_BAD:
+			/* Never wrong data: the thread stays blocked. */
+			return 0;
+		case U_NEED_DATA:
+			w = u * pg->unit / pg->win;
+			if (read_windows(pg, w, 1, pg->fault_buf, &ret, &bad) != 1) {
+				fail_group(pg, bad, ret);
+				return 0;
+			}
+			ret = install_window(pg, w, pg->fault_buf, &bytes);
+			pg->fault_bytes += bytes;
+			if (!ret)
+				ret = uffd_wake(pg, unit_addr(pg, u), pg->unit);
+			break;
+		default:
+			ret = serve_zero(pg, u, f->flags);
+			if (!ret)
+				pg->zero_faults++;
+			break;
+		}
+		if (ret != -EAGAIN)
+			break;
+		/* An event is pending: read it, then try again. */
+		ret = drain(pg);
+		if (ret)
+			break;
+	}
+	if (ret == -ENOENT) {
+		/* No registered VMA there any more (unmapped, or woken by
+		 * graduation's unregister): nobody waits on us. */
+		return 0;
+	}
+	if (ret) {
+		set_error(pg, ret);
+		wps_err(pg->ctx, "lazy restore: cannot serve the fault at "
+			"0x%llx: %s", (unsigned long long)f->addr,
+			strerror(-ret));
+		return ret;
+	}
+	pg->faults++;
+	wps_histo_add(&pg->hist, now_ns() - f->t);
+	return 0;
+}
+
+static void *fault_main(void *arg)
+{
+	struct wps_pager *pg = arg;
+	struct pollfd pfd[2] = {
+		{ .fd = pg->uffd, .events = POLLIN },
+		{ .fd = pg->stop_fd, .events = POLLIN },
+	};
+	size_t i;
+	int ret;
+
+	while (!atomic_load(&pg->stop)) {
+		if (poll(pfd, 2, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			ret = -errno;
+			goto fail;
+		}
+		if (pfd[1].revents)
+			break;
+		if (pfd[0].revents & (POLLERR | POLLHUP)) {
+			ret = -EPIPE;
+			goto fail;
+		}
+		atomic_fetch_add(&pg->fault_waiting, 1);
+		pthread_mutex_lock(&pg->lock);
+		ret = drain(pg);
+		if (ret)
+			set_error(pg, ret);
+		/* serve_fault may drain (and so append) while we walk. */
+		for (i = 0; i < pg->qn; i++)
+			serve_fault(pg, &pg->q[i]);
+		pg->qn = 0;
+		pthread_mutex_unlock(&pg->lock);
+		atomic_fetch_sub(&pg->fault_waiting, 1);
+	}
+	return NULL;
+fail:
+	pthread_mutex_lock(&pg->lock);
+	set_error(pg, ret);
+	pthread_mutex_unlock(&pg->lock);
+	wps_err(pg->ctx, "lazy restore: fault thread stops: %s", strerror(-ret));
+	return NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* prefetch                                                            */
+/* ------------------------------------------------------------------ */
+
+/* Faults first: step aside while the fault thread wants the lock. */
+static void yield_to_faults(struct wps_pager *pg)
+{
+	while (atomic_load_explicit(&pg->fault_waiting, memory_order_acquire) &&
+	       !atomic_load(&pg->stop))
+		sched_yield();
+}
+
+/* Install window w from data, retrying while an event is pending. */
+static int prefetch_window(struct wps_pager *pg, uint64_t w,
+			   const uint8_t *data)
+{
+	uint64_t bytes = 0;
+	int ret;
+
+	for (;;) {
+		yield_to_faults(pg);
+		pthread_mutex_lock(&pg->lock);
+		ret = install_window(pg, w, data, &bytes);
+		pg->prefetch_bytes += bytes;
+		bytes = 0;
+		pthread_mutex_unlock(&pg->lock);
+		if (ret != -EAGAIN || atomic_load(&pg->stop))
+			return ret == -EAGAIN ? 0 : ret;
+		sched_yield();  /* the fault thread reads the event */
+	}
+}
+
+/* Populate every needed unit of windows [w, we) in large sequential
+ * reads. Returns 0 or the first hard error (damaged groups are recorded
+ * by fail_group and skipped, not returned). */
+static int prefetch_span(struct wps_pager *pg, uint64_t w, uint64_t we,
+			 uint8_t *buf)
+{
+	uint64_t per = pg->chunk / pg->win, n, good, i, bad = 0;
+	int err, ret;
+
+	while (w < we && !atomic_load(&pg->stop)) {
+		while (w < we && !window_needed(pg, w))
+			w++;
+		if (w >= we)
+			break;
+		n = we - w < per ? we - w : per;
+		/* Stop the read at the first run of windows already done
+		 * only when it is long: reading through a few is cheaper
+		 * than another syscall. */
+		good = read_windows(pg, w, n, buf, &err, &bad);
+		for (i = 0; i < good; i++) {
+			ret = prefetch_window(pg, w + i, buf + i * pg->win);
+			if (ret) {
+				pthread_mutex_lock(&pg->lock);
+				set_error(pg, ret);
+				pthread_mutex_unlock(&pg->lock);
+				wps_err(pg->ctx, "lazy restore: prefetch at "
+					"0x%llx failed: %s",
+					(unsigned long long)(pg->dst.host_addr +
+							     (w + i) * pg->win),
+					strerror(-ret));
+				return ret;
+			}
+		}
+		if (good < n) {
+			pthread_mutex_lock(&pg->lock);
+			fail_group(pg, bad, err);
+			pthread_mutex_unlock(&pg->lock);
+			good++;     /* resume after the damaged window */
+		}
+		w += good;
+	}
+	return 0;
+}
+
+/* The working-set ranges first (opts.first: the hook for ordered
+ * prefetch), then the whole region in address order. */
+static int prefetch_all(struct wps_pager *pg)
+{
+	uint64_t nw = nr_windows(pg), bpw = pg->win / WPS_IMG_BLOCK_SIZE;
+	uint8_t *buf;
+	unsigned int i;
+	int ret = 0;
+
+	buf = malloc(pg->chunk);
+	if (!buf)
+		return -ENOMEM;
+	for (i = 0; i < pg->nr_first && !ret; i++) {
+		uint64_t s = pg->first[i].block / bpw;
+		uint64_t e = (pg->first[i].block + pg->first[i].count + bpw - 1) / bpw;
+
+		ret = prefetch_span(pg, s < nw ? s : nw, e < nw ? e : nw, buf);
+	}
+	if (!ret)
+		ret = prefetch_span(pg, 0, nw, buf);
+	free(buf);
+	return ret;
+}
+
+static void *prefetch_main(void *arg)
+{
+	prefetch_all(arg);
+	return NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* API                                                                 */
+/* ------------------------------------------------------------------ */
+
+static uint64_t backing_need(uint32_t backing)
+{
+	switch (backing) {
+	case WPS_BACKING_MEMFD:
+		return UFFD_FEATURE_MISSING_SHMEM | UFFD_FEATURE_MINOR_SHMEM;
+	case WPS_BACKING_HUGETLB:
+		return UFFD_FEATURE_MISSING_HUGETLBFS |
+		       UFFD_FEATURE_MINOR_HUGETLBFS;
+	default:
+		return 0;
+	}
+}
+
+int wps_pager_new(struct wps_ctx *ctx, struct wps_image *img, unsigned int r,
+		  const struct wps_region *dst,
+		  const struct wps_pager_opts *opts, struct wps_pager **out)
+{
+	const struct wps_pager_opts def = WPS_PAGER_OPTS_INIT;
+	const struct wps_image_region *ir = wps_image_get_region(img, r);
+	const struct wps_image_info *ii = wps_image_get_info(img);
+	struct wps_pager *pg;
+	uint64_t u, b, start, count;
+	int ret, fl;
+
+	*out = NULL;
+	if (!opts)
+		opts = &def;
+	if (opts->pid) {
+		wps_err(ctx, "lazy restore: another process's memory (pid %d) "
+			"is not supported yet", (int)opts->pid);
+		ret = -EOPNOTSUPP;
+		goto close_uffd;
+	}
+	if (!ir || dst->size != ir->size || !dst->page_size ||
+	    dst->page_size & (dst->page_size - 1) ||
+	    dst->page_size < WPS_IMG_BLOCK_SIZE ||
+	    (dst->host_addr | dst->size) & (dst->page_size - 1) ||
+	    (dst->backing != WPS_BACKING_ANON && dst->fd < 0)) {
+		wps_err(ctx, "lazy restore: target does not fit region %u "
+			"(size %llu vs %llu, page size %u, backing %u, fd %d)",
+			r, (unsigned long long)dst->size,
+			(unsigned long long)(ir ? ir->size : 0), dst->page_size,
+			dst->backing, dst->fd);
+		ret = -EINVAL;
+		goto close_uffd;
+	}
+	pg = calloc(1, sizeof(*pg));
+	if (!pg) {
+		ret = -ENOMEM;
+		goto close_uffd;
+	}
+	pg->ctx = ctx;
+	pg->img = img;
+	pg->r = r;
+	pg->dst = *dst;
+	pg->dst.name = NULL;
+	pg->uffd = opts->uffd;
+	pg->stop_fd = -1;
+	pg->map = MAP_FAILED;
+	pthread_mutex_init(&pg->lock, NULL);
+	pg->unit = dst->page_size;
+	pg->nr_units = dst->size / pg->unit;
+	pg->nr_blocks = ir->nr_blocks;
+	pg->group_bytes = (uint64_t)ii->group_blocks * WPS_IMG_BLOCK_SIZE;
+	pg->nr_groups = (pg->nr_blocks + ii->group_blocks - 1) / ii->group_blocks;
+	pg->win = pg->group_bytes > pg->unit ? pg->group_bytes : pg->unit;
+	pg->shared = dst->backing != WPS_BACKING_ANON;
+	pg->no_prefetch = opts->no_prefetch;
+	if (pg->win % pg->group_bytes || pg->win % pg->unit) {
+		wps_err(ctx, "lazy restore: page size %u and checksum groups "
+			"of %llu bytes do not nest", dst->page_size,
+			(unsigned long long)pg->group_bytes);
+		ret = -EINVAL;
+		goto fail;
+	}
+	pg->chunk = opts->prefetch_chunk ? opts->prefetch_chunk
+					 : PAGER_CHUNK_DEFAULT;
+	pg->chunk = (pg->chunk + pg->win - 1) / pg->win * pg->win;
+
+	ret = -ENOMEM;
+	pg->state = malloc(pg->nr_units);
+	pg->zero = aligned_alloc(4096, pg->unit);
+	pg->fault_buf = aligned_alloc(4096, pg->win);
+	if (!pg->state || !pg->zero || !pg->fault_buf)
+		goto fail;
+	memset(pg->zero, 0, pg->unit);
+	if (opts->nr_first) {
+		pg->first = malloc(opts->nr_first * sizeof(*pg->first));
+		if (!pg->first)
+			goto fail;
+		memcpy(pg->first, opts->first, opts->nr_first * sizeof(*pg->first));
+		pg->nr_first = opts->nr_first;
+	}
+	/* Which units the image has data for: everything else is zero. */
+	memset(pg->state, U_NEED_ZERO, pg->nr_units);
+	for (b = 0; !wps_image_next_extent(img, r, b, &start, &count);
+	     b = start + count) {
+		uint64_t ue = ((start + count) * WPS_IMG_BLOCK_SIZE + pg->unit - 1) /
+			      pg->unit;
+
+		for (u = start * WPS_IMG_BLOCK_SIZE / pg->unit; u < ue; u++) {
+			if (pg->state[u] != U_NEED_DATA)
+				pg->data_units++;
+			pg->state[u] = U_NEED_DATA;
+		}
+	}
+	pg->remaining = pg->data_units;
+
+	pg->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (pg->stop_fd < 0) {
+		ret = -errno;
+		wps_err(ctx, "lazy restore: eventfd: %s", strerror(errno));
+		goto fail;
+	}
+	if (dst->backing == WPS_BACKING_HUGETLB) {
+		pg->map = mmap(NULL, dst->size, PROT_READ | PROT_WRITE,
+			       MAP_SHARED, dst->fd, (off_t)dst->fd_offset);
+		if (pg->map == MAP_FAILED) {
+			ret = -errno;
+			wps_err(ctx, "lazy restore: cannot map the guest's "
+				"memfd (fd %d, %llu bytes): %s", dst->fd,
+				(unsigned long long)dst->size, strerror(errno));
+			goto fail;
+		}
+	}
+	if (pg->uffd < 0) {
+		ret = wps_uffd_open(ctx, O_CLOEXEC | O_NONBLOCK, &pg->uffd);
+		if (ret)
+			goto fail;
+	} else {
+		/* Handed over: the fault thread drains it non-blocking. */
+		fl = fcntl(pg->uffd, F_GETFL);
+		if (fl < 0 || fcntl(pg->uffd, F_SETFL, fl | O_NONBLOCK) < 0) {
+			ret = -errno;
+			wps_err(ctx, "lazy restore: userfaultfd %d: %s",
+				pg->uffd, strerror(errno));
+			goto fail;
+		}
+	}
+	ret = wps_uffd_negotiate(ctx, pg->uffd,
+				 backing_need(dst->backing) |
+				 UFFD_FEATURE_EVENT_REMOVE |
+				 UFFD_FEATURE_EVENT_UNMAP,
+				 UFFD_FEATURE_POISON, &pg->features);
+	if (ret)
+		goto fail;
+	*out = pg;
+	return 0;
+fail:
+	wps_pager_free(pg);
+	return ret;
+close_uffd:
+	if (opts->uffd >= 0)
+		close(opts->uffd);
+	return ret;
+}
+
+int wps_pager_start(struct wps_pager *pg)
+{
+	uint64_t mode = UFFDIO_REGISTER_MODE_MISSING;
+	int ret;
+
+	if (pg->started)
+		return -EBUSY;
+	pg->t_start = now_ns();
+	if (pg->shared)
+		mode |= UFFDIO_REGISTER_MODE_MINOR;
+	ret = wps_uffd_register(pg->ctx, pg->uffd, pg->dst.host_addr,
+				pg->dst.size, mode);
+	if (ret)
+		return ret;
+	pg->registered = true;
+	pg->started = true;
+	if (!pg->remaining)
+		pg->full_ns = 1;
+	ret = -pthread_create(&pg->fault_tid, NULL, fault_main, pg);
+	if (ret)
+		goto fail;
+	pg->fault_running = true;
+	if (!pg->no_prefetch) {
+		ret = -pthread_create(&pg->prefetch_tid, NULL, prefetch_main, pg);
+		if (ret)
+			goto fail;
+		pg->prefetch_running = true;
+	}
+	pg->start_ns = now_ns() - pg->t_start;
+	return 0;
+fail:
+	/* Nothing was served yet that the guest could depend on only if
+	 * it has not run: the caller resumes the guest after us. */
+	wps_err(pg->ctx, "lazy restore: cannot start threads: %s",
+		strerror(-ret));
+	atomic_store(&pg->stop, true);
+	eventfd_write(pg->stop_fd, 1);
+	if (pg->fault_running)
+		pthread_join(pg->fault_tid, NULL);
+	pg->fault_running = false;
+	wps_uffd_unregister(pg->uffd, pg->dst.host_addr, pg->dst.size);
+	pg->registered = false;
+	pg->started = false;
+	return ret;
+}
+
+static void stop_threads(struct wps_pager *pg)
+{
+	atomic_store(&pg->stop, true);
+	if (pg->stop_fd >= 0)
+		eventfd_write(pg->stop_fd, 1);
+	if (pg->prefetch_running)
+		pthread_join(pg->prefetch_tid, NULL);
+	if (pg->fault_running)
+		pthread_join(pg->fault_tid, NULL);
+	pg->prefetch_running = pg->fault_running = false;
+}
+
+int wps_pager_graduate(struct wps_pager *pg)
+{
+	int ret, pass;
+
+	if (!pg->started)
+		return -EINVAL;
+	if (pg->graduated)
+		return 0;
+	if (pg->prefetch_running) {
+		pthread_join(pg->prefetch_tid, NULL);
+		pg->prefetch_running = false;
+	}
+	/* Whatever the prefetch left (none ran, or a transient error):
+	 * populate it here, the fault thread still serving meanwhile. */
+	for (pass = 0; pass < 3; pass++) {
+		pthread_mutex_lock(&pg->lock);
+		ret = pg->error;
+		if (!ret && !pg->remaining) {
+			/*
+			 * Everything the image holds is in the guest, and no
+			 * unit can go back to needing data: unregister under
+			 * the lock, so no install races with it. Threads
+			 * still blocked in the range are woken by the kernel
+			 * and retry a normal fault: zero or present, both
+			 * right now.
+			 */
+			ret = wps_uffd_unregister(pg->uffd, pg->dst.host_addr,
+						  pg->dst.size);
+			if (ret) {
+				wps_err(pg->ctx, "lazy restore: unregister "
+					"failed: %s", strerror(-ret));
+				set_error(pg, ret);
+			} else {
+				pg->registered = false;
+				pg->graduated = true;
+				pg->graduate_ns = now_ns() - pg->t_start;
+			}
+			pthread_mutex_unlock(&pg->lock);
+			break;
+		}
+		pthread_mutex_unlock(&pg->lock);
+		if (ret)
+			break;
+		ret = prefetch_all(pg);
+		if (ret)
+			break;
+	}
+	if (!ret && !pg->graduated)
+		ret = -EIO;
+	if (ret)
+		return ret;
+	/* No registration left: the guest needs nothing of ours. */
+	stop_threads(pg);
+	close(pg->uffd);
+	pg->uffd = -1;
+	return 0;
+}
+
+int wps_pager_stats(struct wps_pager *pg, struct wps_pager_stats *st)
+{
+	memset(st, 0, sizeof(*st));
+	pthread_mutex_lock(&pg->lock);
+	st->faults = pg->faults;
+	st->zero_faults = pg->zero_faults;
+	st->fault_p50_ns = wps_histo_pct(&pg->hist, 50);
+	st->fault_p99_ns = wps_histo_pct(&pg->hist, 99);
+	st->fault_max_ns = pg->hist.max;
+	st->fault_bytes = pg->fault_bytes;
+	st->prefetch_bytes = pg->prefetch_bytes;
+	st->data_bytes = pg->data_units * pg->unit;
+	st->remaining_bytes = pg->remaining * pg->unit;
+	st->removed_bytes = pg->removed_bytes;
+	st->events = pg->events;
+	st->start_ns = pg->start_ns;
+	st->full_ns = pg->full_ns;
+	st->graduate_ns = pg->graduate_ns;
+	st->graduated = pg->graduated;
+	st->error = pg->error;
+	st->bad_offset = pg->bad_offset;
+	st->bad_addr = pg->bad_addr;
+	pthread_mutex_unlock(&pg->lock);
+	return st->error;
+}
+
+/* Before an unregister that would let the kernel zero-fill them: units
+ * whose data never reached the guest become poisoned (SIGBUS / EFAULT on
+ * access), never silently zero. No thread runs. */
+static void poison_undelivered(struct wps_pager *pg)
+{
+	uint64_t u, s, n = 0;
+
+	for (u = 0; u < pg->nr_units;) {
+		struct uffdio_poison p = { 0 };
+
+		if (ust(pg, u) != U_NEED_DATA && ust(pg, u) != U_BAD) {
+			u++;
+			continue;
+		}
+		for (s = u; u < pg->nr_units &&
+		     (ust(pg, u) == U_NEED_DATA || ust(pg, u) == U_BAD); u++)
+			;
+		if (!(pg->features & UFFD_FEATURE_POISON)) {
+			n += u - s;
+			continue;
+		}
+		p.range.start = unit_addr(pg, s);
+		p.range.len = (u - s) * pg->unit;
+		while (ioctl(pg->uffd, UFFDIO_POISON, &p) && errno == EAGAIN &&
+		       !drain(pg))
+			p.updated = 0;
+	}
+	if (n)
+		wps_warn(pg->ctx, "lazy restore: %llu undelivered pages will "
+			 "read as zero (no UFFD_FEATURE_POISON)",
+			 (unsigned long long)n);
+}
+
+void wps_pager_free(struct wps_pager *pg)
+{
+	if (!pg)
+		return;
+	stop_threads(pg);
+	if (pg->registered) {
+		poison_undelivered(pg);
+		wps_uffd_unregister(pg->uffd, pg->dst.host_addr, pg->dst.size);
+	}
+	if (pg->uffd >= 0)
+		close(pg->uffd);
+	if (pg->stop_fd >= 0)
+		close(pg->stop_fd);
+	if (pg->map != MAP_FAILED)
+		munmap(pg->map, pg->dst.size);
+	pthread_mutex_destroy(&pg->lock);
+	free(pg->q);
+	free(pg->first);
+	free(pg->fault_buf);
+	free(pg->zero);
+	free(pg->state);
+	free(pg);
+}

@@ -1,0 +1,4 @@
+# Lazy restore: on-demand paging of guest RAM from an image (userfaultfd
+# MISSING/MINOR), prefetch and graduation. docs/RESTORE.md.
+libwpsnap_la_SOURCES += src/pager.c stream/img_reader_int.h
+pkginclude_HEADERS += include/wpsnap/pager.h

@@ -1,0 +1,339 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * wpsnap restore IMAGE --lazy: maps a fresh reference guest with the
+ * region's backing (nothing populated), starts the pager and lets the
+ * guest run at once. A reader thread touches random blocks while pages
+ * arrive and checks each against the ledger on first sight (its reads are
+ * the faults); writer threads may run from the first instant. After
+ * graduation the guest is paused and its whole memory compared with its
+ * own ledger (the image's, plus what the writers wrote since).
+ *
+ * Owns everything it creates (image, guest, pager, ledgers, the reader
+ * thread) and releases it on every path.
+ */
+#include "config.h"
+
+#include <endian.h>
+#include <errno.h>
+#include <getopt.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <wpsnap/image.h>
+#include <wpsnap/pager.h>
+#include <wpsnap/wpsnap.h>
+
+#include "tools/guest/guest.h"
+#include "tools/restore_lazy.h"
+#include "wp/histo.h"
+
+#define MiB (1024.0 * 1024.0)
+/* A touch slower than this took a fault (an in-memory 4 KiB compare
+ * takes well under a microsecond). */
+#define FAULTED_NS 2000u
+
+struct lazy_reader {
+	const struct wps_ledger *l;
+	const uint8_t *mem;
+	bool exact;             /* no writers: compare whole blocks */
+	atomic_bool stop;
+	pthread_t tid;
+	uint64_t touched, bad, bad_block;
+	struct wps_histo faulted;   /* guest-side latency of faulting touches */
+};
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/*
+ * With writers running a block may be newer than the ledger, and a full
+ * compare could see a write in progress; word 0 (one aligned store) still
+ * says which block and generation it holds, which must be the ledger's or
+ * later, never older or foreign.
+ */
+static bool touch_ok(struct lazy_reader *rd, uint64_t b)
+{
+	const uint8_t *p = rd->mem + b * WPS_GUEST_BLOCK;
+	uint32_t want = rd->l->gen[b];
+	uint8_t buf[WPS_GUEST_BLOCK];
+	uint64_t w0;
+
+	if (rd->exact) {
+		if (want)
+			wps_guest_block_content(b, want, buf);
+		else
+			memset(buf, 0, sizeof(buf));
+		return !memcmp(p, buf, sizeof(buf));
+	}
+	w0 = le64toh(__atomic_load_n((const uint64_t *)(const void *)p,
+				     __ATOMIC_RELAXED));
+	if (!w0)
+		return !want;
+	return w0 >> 32 == b && (uint32_t)w0 >= want;
+}
+
+static void *reader_main(void *arg)
+{
+	struct lazy_reader *rd = arg;
+	uint64_t x = 0x1234567, b, t0, dt;
+
+	while (!atomic_load_explicit(&rd->stop, memory_order_relaxed)) {
+		x ^= x << 13;
+		x ^= x >> 7;
+		x ^= x << 17;
+		b = x % rd->l->nr_blocks;
+		t0 = now_ns();
+		if (!touch_ok(rd, b) && !rd->bad++)
+			rd->bad_block = b;
+		dt = now_ns() - t0;
+		if (dt >= FAULTED_NS)
+			wps_histo_add(&rd->faulted, dt);
+		rd->touched++;
+	}
+	return NULL;
+}
+
+bool restore_lazy_requested(int argc, char **argv)
+{
+	int i;
+
+	for (i = 1; i < argc; i++)
+		if (!strcmp(argv[i], "--lazy"))
+			return true;
+	return false;
+}
+
+static void usage(void)
+{
+	printf("Usage: wpsnap restore IMAGE --lazy [--region N] [--ledger FILE]\n"
+	       "                      [--writers N] [--graduate-after MS]\n"
+	       "Lazy restore: the reference guest runs at once on empty memory;\n"
+	       "pages arrive on demand (faults first) and in the background, then\n"
+	       "graduation populates the rest and unregisters without a pause.\n"
+	       "With a ledger, a reader checks blocks as they arrive and the whole\n"
+	       "memory is verified at the end. --writers starts N writer threads\n"
+	       "at the first instant (their writes are tracked on top of the\n"
+	       "ledger). --graduate-after waits MS before graduating.\n");
+}
+
+static bool backing_of(uint32_t b, uint32_t page_size,
+		       enum wps_guest_backing *out)
+{
+	switch (b) {
+	case WPS_BACKING_ANON: *out = WPS_GUEST_ANON; return true;
+	case WPS_BACKING_MEMFD: *out = WPS_GUEST_MEMFD; return true;
+	case WPS_BACKING_HUGETLB:
+		*out = WPS_GUEST_HUGETLB;
+		return page_size == (2u << 20);
+	default: return false;
+	}
+}
+
+int cmd_restore_lazy(struct wps_ctx *ctx, int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "lazy", no_argument, NULL, 'L' },
+		{ "ledger", required_argument, NULL, 'l' },
+		{ "region", required_argument, NULL, 'r' },
+		{ "writers", required_argument, NULL, 'w' },
+		{ "graduate-after", required_argument, NULL, 'g' },
+		{ "help", no_argument, NULL, 'h' },
+		{ 0 }
+	};
+	struct wps_guest_opts go = { .threads = 1, .pattern = WPS_GUEST_IDLE,
+				     .seed = 99 };
+	struct wps_pager_opts po = WPS_PAGER_OPTS_INIT;
+	const struct wps_image_region *reg;
+	struct wps_ledger *ledger = NULL, *now = NULL;
+	struct lazy_reader *rd = NULL;
+	struct wps_pager_stats st;
+	struct wps_pager *pg = NULL;
+	struct wps_image *img = NULL;
+	struct wps_guest *g = NULL;
+	struct wps_region dst;
+	const char *ledger_path = NULL, *path;
+	unsigned int region = 0, writers = 0, after_ms = 0;
+	bool reader_running = false, paused = false;
+	uint64_t t0, run_ns, bad;
+	char why[256];
+	int c, ret, status = 1;
+
+	while ((c = getopt_long(argc, argv, "l:r:w:g:h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'L': break;
+		case 'l': ledger_path = optarg; break;
+		case 'r': region = strtoul(optarg, NULL, 0); break;
+		case 'w': writers = strtoul(optarg, NULL, 0); break;
+		case 'g': after_ms = strtoul(optarg, NULL, 0); break;
+		case 'h': usage(); return 0;
+		default: return 2;
+		}
+	}
+	if (optind != argc - 1) {
+		fprintf(stderr, "wpsnap restore: expected one IMAGE\n");
+		return 2;
+	}
+	path = argv[optind];
+	ret = wps_image_open(ctx, path, 0, &img);
+	if (ret) {
+		fprintf(stderr, "wpsnap: %s: %s\n", path, strerror(-ret));
+		return 1;
+	}
+	reg = wps_image_get_region(img, region);
+	if (!reg || !backing_of(reg->backing, reg->page_size, &go.backing)) {
+		fprintf(stderr, "wpsnap restore: %s: no region %u of a backing "
+			"the reference guest can map\n", path, region);
+		goto out;
+	}
+	if (ledger_path) {
+		ret = wps_ledger_read(ledger_path, &ledger);
+		if (ret) {
+			fprintf(stderr, "wpsnap restore: ledger %s: %s\n",
+				ledger_path, strerror(-ret));
+			goto out;
+		}
+	}
+	go.size = reg->size;
+	if (writers) {
+		go.threads = writers;
+		go.pattern = WPS_GUEST_RANDOM;
+	}
+	ret = wps_guest_new(&go, &g);
+	if (ret) {
+		fprintf(stderr, "wpsnap restore: cannot map %.0f MiB of %s "
+			"memory: %s\n", reg->size / MiB,
+			wps_guest_backing_name(go.backing), strerror(-ret));
+		goto out;
+	}
+	if (ledger && (ret = wps_guest_adopt_ledger(g, ledger))) {
+		fprintf(stderr, "wpsnap restore: ledger %s does not fit region "
+			"%u\n", ledger_path, region);
+		goto out;
+	}
+	wps_guest_region(g, &dst);
+	ret = wps_pager_new(ctx, img, region, &dst, &po, &pg);
+	if (ret) {
+		fprintf(stderr, "wpsnap restore: %s\n", strerror(-ret));
+		goto out;
+	}
+
+	/* From here the guest runs: time to running is the pager's start. */
+	t0 = now_ns();
+	ret = wps_pager_start(pg);
+	if (ret) {
+		fprintf(stderr, "wpsnap restore: cannot start the pager: %s\n",
+			strerror(-ret));
+		goto out;
+	}
+	if (writers && (ret = wps_guest_start(g))) {
+		fprintf(stderr, "wpsnap restore: writers: %s\n", strerror(-ret));
+		goto out;
+	}
+	run_ns = now_ns() - t0;
+	if (ledger) {
+		rd = calloc(1, sizeof(*rd));
+		if (!rd)
+			goto out;
+		rd->l = ledger;
+		rd->mem = wps_guest_mem(g);
+		rd->exact = !writers;
+		if (pthread_create(&rd->tid, NULL, reader_main, rd)) {
+			fprintf(stderr, "wpsnap restore: reader thread failed\n");
+			goto out;
+		}
+		reader_running = true;
+	}
+	printf("guest running after %.3f ms (%.0f MiB %s, %u writer(s))\n",
+	       run_ns / 1e6, reg->size / MiB, wps_guest_backing_name(go.backing),
+	       writers);
+	if (after_ms)
+		usleep(after_ms * 1000u);
+	ret = wps_pager_graduate(pg);
+	wps_pager_stats(pg, &st);
+	if (ret) {
+		fprintf(stderr, "wpsnap restore: graduation failed: %s%s\n",
+			strerror(-ret), st.bad_offset ?
+			" (damaged image data; the guest must be stopped)" : "");
+		goto out;
+	}
+	if (reader_running) {
+		atomic_store(&rd->stop, true);
+		pthread_join(rd->tid, NULL);
+		reader_running = false;
+	}
+	wps_guest_freeze_pause(g);
+	paused = true;
+	printf("faults %llu (%llu zero), handler latency p50 %.1f us p99 %.1f us"
+	       " max %.1f us\n", (unsigned long long)st.faults,
+	       (unsigned long long)st.zero_faults, st.fault_p50_ns / 1e3,
+	       st.fault_p99_ns / 1e3, st.fault_max_ns / 1e3);
+	if (rd && rd->faulted.count)
+		printf("guest-side faulting reads %llu: p50 %.1f us p99 %.1f us\n",
+		       (unsigned long long)rd->faulted.count,
+		       wps_histo_pct(&rd->faulted, 50) / 1e3,
+		       wps_histo_pct(&rd->faulted, 99) / 1e3);
+	printf("data %.1f MiB (%.1f by faults, %.1f prefetched): fully populated "
+	       "after %.1f ms (%.0f MiB/s), graduated after %.1f ms\n",
+	       st.data_bytes / MiB, st.fault_bytes / MiB,
+	       st.prefetch_bytes / MiB, st.full_ns / 1e6,
+	       st.full_ns ? st.data_bytes / MiB / (st.full_ns / 1e9) : 0.0,
+	       st.graduate_ns / 1e6);
+	if (rd) {
+		if (rd->bad) {
+			fprintf(stderr, "wpsnap restore: %llu of %llu reads during "
+				"the restore were wrong (first: block %llu)\n",
+				(unsigned long long)rd->bad,
+				(unsigned long long)rd->touched,
+				(unsigned long long)rd->bad_block);
+			goto out;
+		}
+		printf("%llu reads during the restore matched the ledger\n",
+		       (unsigned long long)rd->touched);
+		ret = wps_guest_ledger(g, &now);
+		if (ret) {
+			fprintf(stderr, "wpsnap restore: guest ledger: %s\n",
+				strerror(-ret));
+			goto out;
+		}
+		ret = wps_ledger_verify_mem(now, wps_guest_mem(g), &bad, why,
+					    sizeof(why));
+		if (ret) {
+			fprintf(stderr, "wpsnap restore: memory differs from the "
+				"ledger: %s\n", ret == -EBADMSG ? why
+							: strerror(-ret));
+			goto out;
+		}
+		printf("verified: every block as in %s%s\n", ledger_path,
+		       writers ? " plus the writers' writes" : "");
+	}
+	status = 0;
+out:
+	if (reader_running) {
+		/* Only on failure: the reader may be blocked on a page that
+		 * will never come; freeing the pager poisons it (EFAULT/SIGBUS
+		 * ends the process, which is the point: no wrong data). */
+		atomic_store(&rd->stop, true);
+		wps_pager_free(pg);
+		pg = NULL;
+		pthread_join(rd->tid, NULL);
+	}
+	if (paused)
+		wps_guest_resume(g);
+	wps_pager_free(pg);
+	free(rd);
+	wps_ledger_free(now);
+	wps_ledger_free(ledger);
+	wps_guest_free(g);
+	wps_image_close(img);
+	return status;
+}
