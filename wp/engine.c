@@ -24,10 +24,12 @@
 #include "config.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
 #include <sched.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -1017,6 +1019,58 @@ static int unprotect_all(struct wps_engine *e)
 	return ret;
 }
 
+/* MemAvailable from /proc/meminfo, in bytes; 0 if unknown. */
+static uint64_t mem_available(void)
+{
+	char line[128];
+	uint64_t kb = 0;
+	FILE *f = fopen("/proc/meminfo", "re");
+
+	if (!f)
+		return 0;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "MemAvailable: %" SCNu64, &kb) == 1)
+			break;
+	fclose(f);
+	return kb * 1024;
+}
+
+/*
+ * Protecting a region installs a marker in every page-table entry of it,
+ * populated or not: 8 bytes per 4 KiB page. For a multi-TiB sparse
+ * mapping (an ASan shadow, a VMM's reserved address space) that is tens
+ * of GiB of page tables and the OOM killer. Refuse up front, naming the
+ * region, when the markers alone would take a quarter of available memory.
+ */
+static int check_marker_cost(struct wps_ctx *ctx,
+			     const struct wps_region *regions, unsigned int nr)
+{
+	uint64_t avail = mem_available(), need = 0, big = 0;
+	unsigned int i, which = 0;
+
+	for (i = 0; i < nr; i++) {
+		uint64_t pt = regions[i].size / regions[i].page_size * 8;
+
+		need += pt;
+		if (pt > big) {
+			big = pt;
+			which = i;
+		}
+	}
+	if (!avail || need <= avail / 4)
+		return 0;
+	wps_err(ctx, "write-protecting these regions would need %llu MiB of "
+		"page tables (the largest, [0x%llx, +%llu GiB), alone %llu "
+		"MiB) with %llu MiB of memory available: snapshot only the "
+		"guest RAM, not reserved address space",
+		(unsigned long long)(need >> 20),
+		(unsigned long long)regions[which].host_addr,
+		(unsigned long long)(regions[which].size >> 30),
+		(unsigned long long)(big >> 20),
+		(unsigned long long)(avail >> 20));
+	return -E2BIG;
+}
+
 /*
  * Where the engine reads a region. In-process: the guest's own address.
  * For another process: the caller's mapping, or our own read-only shared
@@ -1070,6 +1124,8 @@ int wps_engine_new(struct wps_ctx *ctx, const struct wps_region *regions,
 	int ret;
 
 	ret = wps_regions_check(ctx, regions, nr);
+	if (!ret)
+		ret = check_marker_cost(ctx, regions, nr);
 	if (ret)
 		return ret;
 	if (!opts->sink.ops || !opts->sink.ops->put || !opts->sink.ops->flush)

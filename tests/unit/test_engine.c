@@ -262,6 +262,37 @@ START_TEST(bad_regions)
 }
 END_TEST
 
+/* A multi-TiB sparse mapping (an ASan shadow, reserved address space)
+ * would need tens of GiB of page tables for its markers: refused up front
+ * instead of running the machine out of memory. */
+START_TEST(huge_sparse_refused)
+{
+	const uint64_t size = 4ull << 40;
+	struct wps_engine_opts eo = { .uffd = -1, .sink = { &mem_ops, NULL } };
+	struct wps_engine *e = NULL;
+	struct wps_region r = { .size = size, .page_size = 4096,
+				.backing = WPS_BACKING_ANON, .fd = -1 };
+	struct wps_ctx *ctx;
+	void *p;
+
+	p = mmap(NULL, size, PROT_READ | PROT_WRITE,
+		 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (p == MAP_FAILED) {
+		printf("SKIP huge_sparse_refused: cannot reserve 4 TiB: %s\n",
+		       strerror(errno));
+		return;
+	}
+	r.host_addr = (uintptr_t)p;
+	ck_assert_int_eq(wps_ctx_new(&ctx), 0);
+	wps_ctx_set_log_fn(ctx, tu_log_capture, NULL);
+	ck_assert_int_eq(wps_engine_new(ctx, &r, 1, &eo, &e), -E2BIG);
+	ck_assert_ptr_null(e);
+	ck_assert_msg(tu_logged("page tables"), "log: %s", tu_log_text());
+	munmap(p, size);
+	wps_ctx_free(ctx);
+}
+END_TEST
+
 static Suite *engine_suite(void)
 {
 	Suite *s = suite_create("engine");
@@ -274,6 +305,7 @@ static Suite *engine_suite(void)
 	tcase_add_test(tc, hugetlb_random_writers);
 	tcase_add_test(tc, sink_failure_unprotects);
 	tcase_add_test(tc, bad_regions);
+	tcase_add_test(tc, huge_sparse_refused);
 	suite_add_tcase(s, tc);
 	return s;
 }
