@@ -4,3 +4,4 @@ include $(srcdir)/tests/engine.mk
 include $(srcdir)/tests/bench.mk
 include $(srcdir)/tests/daemon.mk
 include $(srcdir)/tests/pager.mk
+include $(srcdir)/tests/transaction.mk

@@ -206,6 +206,12 @@ static void cmd_start(struct wpsd_conn *c, json_t *args, json_t *id,
 		wpsd_job_start(c, g, args, id, r);
 }
 
+static void cmd_transaction(struct wpsd_conn *c, json_t *args, json_t *id,
+			    struct wpsd_reply *r)
+{
+	wpsd_job_transaction(c, args, id, r);
+}
+
 static void cmd_query(struct wpsd_conn *c, json_t *args, json_t *id,
 		      struct wpsd_reply *r)
 {
@@ -274,6 +280,7 @@ static const struct wpsd_cmd cmds[] = {
 	{ "wps-guest-set-uffd", setuffd_args, cmd_setuffd },
 	{ "query-guests", no_args, cmd_guests },
 	{ "wps-snapshot-start", NULL, cmd_start },
+	{ "transaction", NULL, cmd_transaction },
 	{ "query-snapshot", guest_args, cmd_query },
 	{ "wps-snapshot-cancel", guest_args, cmd_cancel },
 	{ "wps-vcpus-paused", paused_args, cmd_paused },

@@ -412,7 +412,9 @@ int wpsd_guest_set_uffd(struct wpsd_conn *c, struct wpsd_guest *g,
 			       g->name);
 		return -EPERM;
 	}
-	if (g->job) {
+	/* A transaction without memory snapshot does not use the uffd: the
+	 * re-arm after the previous snapshot may well arrive during one. */
+	if (g->job && g->job->snap) {
 		wpsd_reply_err(r, WPSD_GENERIC, "guest '%s' has a snapshot running",
 			       g->name);
 		return -EBUSY;

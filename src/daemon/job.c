@@ -10,7 +10,16 @@
  * protection the resume callback posts WPS_RESUME_REQUEST and returns at
  * once: resuming is the VMM's business and needs no answer.
  *
- * Owns: the job, its worker thread, its wps_ctx and wps_snapshot.
+ * A transaction (txn.c) rides on the same job: its disk actions run in
+ * the pause callback, after the VMM's answer and before the library's
+ * final protection, so disks and memory show one instant. A transaction
+ * without a memory snapshot has a job without wps_snapshot; its worker
+ * does the same handshake itself. A failed action makes the callback
+ * fail: the library unprotects everything and publishes nothing, the
+ * resume request goes out at once, and the worker rolls the performed
+ * disk actions back before the (deferred) error reply.
+ *
+ * Owns: the job, its worker thread, its wps_ctx, wps_snapshot and txn.
  */
 #include "config.h"
 
@@ -38,7 +47,37 @@ static void job_log(void *arg, int level, const char *msg)
 	wps_log(j->d->ctx, level, "guest %s: %s", j->g->name, msg);
 }
 
-/* Worker thread, inside wps_snapshot_freeze(). */
+static bool job_stopped(void *arg)
+{
+	struct wpsd_job *j = arg;
+	bool stop;
+
+	pthread_mutex_lock(&j->lock);
+	stop = j->cancelled;
+	pthread_mutex_unlock(&j->lock);
+	return stop;
+}
+
+/* Worker, guest paused: the transaction's disk actions. */
+static int job_txn_commit(struct wpsd_job *j)
+{
+	char cause[sizeof(j->cause)] = "";
+	int ret;
+
+	pthread_mutex_lock(&j->lock);
+	j->in_txn = true;
+	pthread_mutex_unlock(&j->lock);
+	ret = wpsd_txn_commit(j->txn, job_stopped, j, cause, sizeof(cause));
+	pthread_mutex_lock(&j->lock);
+	j->in_txn = false;
+	if (ret)   /* ours beats whatever the library logs about it */
+		snprintf(j->cause, sizeof(j->cause), "%s", cause);
+	pthread_mutex_unlock(&j->lock);
+	return ret;
+}
+
+/* Worker thread, inside wps_snapshot_freeze() (or job_main without a
+ * snapshot). For a transaction the disk actions run here, last. */
 static int job_pause(void *arg)
 {
 	struct wpsd_job *j = arg;
@@ -85,12 +124,17 @@ static int job_pause(void *arg)
 			 j->pause_timeout_ms);
 	}
 	j->pausing = false;
-	/* A VMM that paused late (or half-way) must not stay paused. */
-	if (ret)
-		j->post_resume = true;
 	pthread_mutex_unlock(&j->lock);
-	if (ret)
+	if (!ret && j->txn)
+		ret = job_txn_commit(j);
+	/* A VMM that paused late (or half-way) must not stay paused; after a
+	 * failed disk action it resumes now, the rollback needs no pause. */
+	if (ret) {
+		pthread_mutex_lock(&j->lock);
+		j->post_resume = true;
+		pthread_mutex_unlock(&j->lock);
 		wpsd_notify(j->d);
+	}
 	return ret;
 }
 
@@ -107,21 +151,94 @@ static int job_resume(void *arg)
 	return 0;
 }
 
+/*
+ * The freeze failed after (or while) disk actions were performed: name
+ * the culprit if no disk action did, and undo what was done. The guest
+ * already runs again (resume posted by job_pause, or by the library).
+ */
+static void job_txn_abort(struct wpsd_job *j, int err)
+{
+	char cause[sizeof(j->cause)];
+	struct wpsd_txn *t = j->txn;
+	size_t n = 0;
+
+	if (t->failed < 0 && t->mem >= 0)
+		n = (size_t)snprintf(cause, sizeof(cause), "action %d (memory-snapshot): ",
+				     t->mem);
+	else if (t->failed < 0)
+		n = (size_t)snprintf(cause, sizeof(cause), "pause: ");
+	pthread_mutex_lock(&j->lock);
+	snprintf(cause + n, sizeof(cause) - n, "%s",
+		 j->cause[0] ? j->cause : strerror(-err));
+	pthread_mutex_unlock(&j->lock);
+	wpsd_txn_rollback(t, cause, sizeof(cause));
+	pthread_mutex_lock(&j->lock);
+	snprintf(j->cause, sizeof(j->cause), "%s", cause);
+	pthread_mutex_unlock(&j->lock);
+}
+
+/* Worker, guest running again: the clones' fsyncs. A failure after the
+ * instant still fails the whole transaction: the memory snapshot is
+ * cancelled, the disk actions are rolled back. */
+static int job_txn_sync(struct wpsd_job *j)
+{
+	char cause[sizeof(j->cause)] = "";
+	int ret;
+
+	ret = wpsd_txn_sync(j->txn, cause, sizeof(cause));
+	if (!ret)
+		return 0;
+	pthread_mutex_lock(&j->lock);
+	snprintf(j->cause, sizeof(j->cause), "%s", cause);
+	pthread_mutex_unlock(&j->lock);
+	if (j->snap) {
+		wps_snapshot_cancel(j->snap);
+		wps_snapshot_wait(j->snap);   /* removes the .partial */
+	}
+	return ret;
+}
+
 static void *job_main(void *arg)
 {
 	struct wpsd_job *j = arg;
+	bool frozen_posted = false;
 	int ret;
 
-	ret = wps_snapshot_freeze(j->snap);
-	pthread_mutex_lock(&j->lock);
-	j->freeze_ret = ret;
-	j->post_frozen = true;
-	pthread_mutex_unlock(&j->lock);
-	wpsd_notify(j->d);
-	if (!ret)
+	if (j->txn)
+		wpsd_txn_prepare(j->txn);
+	if (j->snap) {
+		ret = wps_snapshot_freeze(j->snap);
+	} else {
+		ret = job_pause(j);   /* handshake + disk actions */
+		if (!ret)
+			job_resume(j);
+	}
+	if (!ret && j->txn)
+		ret = job_txn_sync(j);
+	if (ret && j->txn)
+		job_txn_abort(j, ret);
+	/*
+	 * When nothing runs on after the freeze (it failed, or there is no
+	 * memory to copy) "frozen" and "done" are posted together: the loop
+	 * then sends the (deferred) reply and reaps the job in one go, so a
+	 * caller's next command never finds the guest still busy.
+	 */
+	if (!ret && j->snap) {
+		pthread_mutex_lock(&j->lock);
+		j->freeze_ret = 0;
+		j->post_frozen = true;
+		pthread_mutex_unlock(&j->lock);
+		wpsd_notify(j->d);
+		frozen_posted = true;
 		ret = wps_snapshot_wait(j->snap);
-	wps_snapshot_stats(j->snap, &j->st);
+	}
+	if (j->snap)
+		wps_snapshot_stats(j->snap, &j->st);
 	pthread_mutex_lock(&j->lock);
+	if (!frozen_posted) {
+		j->freeze_ret = ret;
+		j->post_frozen = true;
+	}
 	j->result = ret;
 	j->post_done = true;
 	pthread_mutex_unlock(&j->lock);
@@ -135,6 +252,7 @@ static void job_free(struct wpsd_job *j)
 		wps_snapshot_free(j->snap);
 	if (j->ctx)
 		wps_ctx_free(j->ctx);
+	wpsd_txn_free(j->txn);
 	json_decref(j->reply_id);
 	pthread_cond_destroy(&j->cond);
 	pthread_mutex_destroy(&j->lock);
@@ -153,43 +271,57 @@ static const struct wpsd_arg start_spec[] = {
 	{ NULL, 0, false },
 };
 
-int wpsd_job_start(struct wpsd_conn *c, struct wpsd_guest *g, json_t *args,
-		   json_t *id, struct wpsd_reply *r)
+/*
+ * Prepare and start a job: a plain snapshot (txn NULL), a transaction
+ * with a memory snapshot (args: its wps-snapshot-start arguments), or one
+ * without (args: guest and pause-timeout-ms only). Takes txn in all cases.
+ */
+static int job_start(struct wpsd_conn *c, struct wpsd_guest *g, json_t *args,
+		     struct wpsd_txn *txn, json_t *id, struct wpsd_reply *r)
 {
 	struct wps_snapshot_opts so = WPS_SNAPSHOT_OPTS_INIT;
+	bool mem = !txn || txn->mem >= 0;
 	struct wpsd *d = c->d;
 	struct wpsd_job *j = NULL;
 	pthread_condattr_t ca;
-	const char *path;
+	const char *path = "";
 	json_t *v;
 	int ret;
 
-	ret = wpsd_args_check(args, start_spec, "arguments", r);
-	if (ret)
-		return ret;
-	path = json_string_value(json_object_get(args, "path"));
-	if (g->job) {
-		wpsd_reply_err(r, WPSD_GENERIC, "guest '%s' already has a snapshot running",
-			       g->name);
-		return -EBUSY;
+	if (mem) {
+		ret = wpsd_args_check(args, start_spec, "arguments", r);
+		if (ret)
+			goto fail_txn;
+		path = json_string_value(json_object_get(args, "path"));
 	}
-	if (g->uffd < 0) {
+	if (g->job) {
+		wpsd_reply_err(r, WPSD_GENERIC, "guest '%s' already has a %s running",
+			       g->name, g->job->txn ? "transaction" : "snapshot");
+		ret = -EBUSY;
+		goto fail_txn;
+	}
+	if (mem && g->uffd < 0) {
 		wpsd_reply_err(r, WPSD_GENERIC, "guest '%s' has no fresh userfaultfd "
 			       "(the last snapshot spent it); its VMM must hand over a "
 			       "new one with wps-guest-set-uffd", g->name);
-		return -EAGAIN;
+		ret = -EAGAIN;
+		goto fail_txn;
 	}
-	if (path[0] != '/' || strlen(path) >= PATH_MAX - 16) {
+	if (mem && (path[0] != '/' || strlen(path) >= PATH_MAX - 16)) {
 		wpsd_reply_err(r, WPSD_GENERIC, "path must be absolute (wpsnapd runs in /)");
-		return -EINVAL;
+		ret = -EINVAL;
+		goto fail_txn;
 	}
 	j = calloc(1, sizeof(*j));
 	if (!j) {
 		wpsd_reply_err(r, WPSD_GENERIC, "out of memory");
-		return -ENOMEM;
+		ret = -ENOMEM;
+		goto fail_txn;
 	}
 	j->d = d;
 	j->g = g;
+	j->txn = txn;
+	txn = NULL;
 	pthread_mutex_init(&j->lock, NULL);
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -206,6 +338,8 @@ int wpsd_job_start(struct wpsd_conn *c, struct wpsd_guest *g, json_t *args,
 		goto fail;
 	}
 	j->token = ++d->next_token;
+	if (!mem)
+		goto start;
 
 	ret = wps_ctx_new(&j->ctx);
 	if (ret) {
@@ -245,7 +379,8 @@ int wpsd_job_start(struct wpsd_conn *c, struct wpsd_guest *g, json_t *args,
 			goto fail_spent;
 		}
 	}
-	if (j->vcpus_paused) {
+start:
+	if (j->vcpus_paused || j->txn) {
 		j->reply_conn = c->id;
 		j->reply_id = json_incref(id);
 		r->deferred = true;
@@ -261,15 +396,21 @@ int wpsd_job_start(struct wpsd_conn *c, struct wpsd_guest *g, json_t *args,
 	j->th_started = true;
 	g->job = j;
 	j->last_progress_ns = wpsd_now_ns();
-	wps_info(d->ctx, "guest %s: snapshot to %s started (token %" PRIu64 "%s)",
-		 g->name, j->path, j->token, j->vcpus_paused ? ", vcpus paused" : "");
+	if (j->txn)
+		wps_info(d->ctx, "guest %s: transaction of %u action(s) started "
+			 "(token %" PRIu64 "%s%s)", g->name, j->txn->nr, j->token,
+			 mem ? ", memory to " : "", j->path);
+	else
+		wps_info(d->ctx, "guest %s: snapshot to %s started (token %" PRIu64 "%s)",
+			 g->name, j->path, j->token,
+			 j->vcpus_paused ? ", vcpus paused" : "");
 	if (!r->deferred)
 		r->ret = json_pack("{s:I}", "token", (json_int_t)j->token);
 	return 0;
 
 fail_spent:
 	/* wps_snapshot_new may have negotiated the uffd before failing. */
-	if (wpsd_uffd_negotiated(g->uffd) == 1) {
+	if (mem && wpsd_uffd_negotiated(g->uffd) == 1) {
 		close(g->uffd);
 		g->uffd = -1;
 		if (wpsd_conn_by_id(d, g->owner))
@@ -278,6 +419,47 @@ fail_spent:
 	}
 fail:
 	job_free(j);
+	return ret;
+fail_txn:
+	wpsd_txn_free(txn);
+	return ret;
+}
+
+int wpsd_job_start(struct wpsd_conn *c, struct wpsd_guest *g, json_t *args,
+		   json_t *id, struct wpsd_reply *r)
+{
+	return job_start(c, g, args, NULL, id, r);
+}
+
+int wpsd_job_transaction(struct wpsd_conn *c, json_t *args, json_t *id,
+			 struct wpsd_reply *r)
+{
+	struct wpsd_txn *t = NULL;
+	struct wpsd_guest *g;
+	json_t *margs = NULL;
+	const char *name;
+	int ret;
+
+	/* Everything is checked here, with the guest running. */
+	ret = wpsd_txn_parse(args, &t, &margs, r);
+	if (ret)
+		return ret;
+	name = json_string_value(json_object_get(args, "guest"));
+	g = wpsd_guest_find(c->d, name);
+	if (!g || g->doomed) {
+		wpsd_reply_err(r, WPSD_NODEVICE, "no guest named '%s'", name);
+		wpsd_txn_free(t);
+		ret = -ENOENT;
+		goto out;
+	}
+	if (!margs)
+		margs = json_pack("{s:s}", "guest", name);
+	if (json_object_get(args, "pause-timeout-ms"))
+		json_object_set(margs, "pause-timeout-ms",
+				json_object_get(args, "pause-timeout-ms"));
+	ret = job_start(c, g, margs, t, id, r);
+out:
+	json_decref(margs);
 	return ret;
 }
 
@@ -289,7 +471,8 @@ void wpsd_job_cancel(struct wpsd_job *j, const char *why)
 	j->cancelled = true;
 	pthread_cond_broadcast(&j->cond);
 	pthread_mutex_unlock(&j->lock);
-	wps_snapshot_cancel(j->snap);
+	if (j->snap)
+		wps_snapshot_cancel(j->snap);
 }
 
 int wpsd_job_ack(struct wpsd_conn *c, uint64_t token, bool resumed,
@@ -301,6 +484,13 @@ int wpsd_job_ack(struct wpsd_conn *c, uint64_t token, bool resumed,
 	for (g = c->d->guests; g; g = g->next)
 		if (g->job && g->job->token == token)
 			break;
+	/* wps-vcpus-resumed is informational, and a job may be gone by the
+	 * time it arrives (a transaction without memory snapshot ends with
+	 * its resume request): any token we issued is fine. */
+	if (!g && resumed && token && token <= c->d->next_token) {
+		r->ret = json_object();
+		return 0;
+	}
 	if (!g || g->owner != c->id) {
 		wpsd_reply_err(r, WPSD_GENERIC, "no snapshot of a guest of this "
 			       "connection has token %" PRIu64, token);
@@ -335,13 +525,16 @@ int wpsd_job_ack(struct wpsd_conn *c, uint64_t token, bool resumed,
 const char *wpsd_job_status(struct wpsd_job *j)
 {
 	struct wps_progress p;
-	bool pausing;
+	bool pausing, in_txn;
 
 	pthread_mutex_lock(&j->lock);
 	pausing = j->pausing;
+	in_txn = j->in_txn;
 	pthread_mutex_unlock(&j->lock);
 	if (pausing)
 		return "pausing";
+	if (in_txn || !j->snap)
+		return "transaction";
 	wps_snapshot_progress(j->snap, &p);
 	switch (p.phase) {
 	case WPS_PHASE_NEW: return "setup";
@@ -359,6 +552,9 @@ json_t *wpsd_job_query(struct wpsd_job *j)
 {
 	struct wps_progress p;
 
+	if (!j->snap)
+		return json_pack("{s:s,s:s,s:I}", "guest", j->g->name, "status",
+				 wpsd_job_status(j), "token", (json_int_t)j->token);
 	wps_snapshot_progress(j->snap, &p);
 	return json_pack("{s:s,s:s,s:s,s:I,s:I,s:I,s:I,s:I,s:I}",
 			 "guest", j->g->name, "status", wpsd_job_status(j),
@@ -415,6 +611,20 @@ static void job_reap(struct wpsd_job *j, bool tell)
 	json_t *s;
 
 	pthread_join(j->th, NULL);
+	if (!j->snap) {
+		/* Memory-less transaction: its reply said it all. */
+		if (j->result)
+			wps_warn(d->ctx, "guest %s: transaction (token %" PRIu64 ") "
+				 "failed: %s", g->name, j->token, j->cause);
+		else
+			wps_info(d->ctx, "guest %s: transaction (token %" PRIu64 ") "
+				 "done", g->name, j->token);
+		g->job = NULL;
+		job_free(j);
+		if (g->doomed)
+			wpsd_guest_remove(g);
+		return;
+	}
 	status = !j->result ? "completed" :
 		 j->result == -ECANCELED ? "cancelled" : "failed";
 	s = summary(j, status);
@@ -442,6 +652,25 @@ static void job_reap(struct wpsd_job *j, bool tell)
 	}
 	if (g->doomed)
 		wpsd_guest_remove(g);
+}
+
+/* The deferred reply once frozen. The worker wrote the txn's figures
+ * before it posted post_frozen under the lock, so they are visible. */
+static json_t *job_frozen_return(struct wpsd_job *j)
+{
+	json_t *ret = json_pack("{s:I}", "token", (json_int_t)j->token);
+	uint64_t hs;
+
+	if (!j->txn)
+		return ret;
+	pthread_mutex_lock(&j->lock);
+	hs = j->handshake_ns;
+	pthread_mutex_unlock(&j->lock);
+	json_object_set_new(ret, "handshake-ns", json_integer((json_int_t)hs));
+	json_object_set_new(ret, "disk-ns", json_integer((json_int_t)j->txn->disk_ns));
+	json_object_set_new(ret, "sync-ns", json_integer((json_int_t)j->txn->sync_ns));
+	json_object_set_new(ret, "actions", wpsd_txn_result(j->txn));
+	return ret;
 }
 
 static void job_poll_one(struct wpsd_job *j)
@@ -474,15 +703,14 @@ static void job_poll_one(struct wpsd_job *j)
 				json_pack("{s:s,s:I}", "guest", j->g->name,
 					  "token", (json_int_t)j->token));
 	if (frozen) {
-		if (!fret)
+		if (!fret && j->snap)
 			wpsd_broadcast(d, "WPS_SNAPSHOT_FROZEN",
 				       json_pack("{s:s,s:s,s:I}", "guest", j->g->name,
 						 "path", j->path, "token",
 						 (json_int_t)j->token));
 		rc = j->reply_conn ? wpsd_conn_by_id(d, j->reply_conn) : NULL;
 		if (rc && !fret)
-			wpsd_send(rc, wpsd_return(json_pack("{s:I}", "token",
-					(json_int_t)j->token), j->reply_id));
+			wpsd_send(rc, wpsd_return(job_frozen_return(j), j->reply_id));
 		else if (rc)
 			wpsd_send(rc, wpsd_error(WPSD_GENERIC, cause[0] ? cause :
 					strerror(-fret), j->reply_id));
@@ -510,7 +738,7 @@ void wpsd_jobs_progress(struct wpsd *d)
 	struct wpsd_guest *g;
 
 	for (g = d->guests; g; g = g->next) {
-		if (!g->job || now - g->job->last_progress_ns <
+		if (!g->job || !g->job->snap || now - g->job->last_progress_ns <
 			       WPSD_PROGRESS_MS * 1000000ull)
 			continue;
 		g->job->last_progress_ns = now;

@@ -20,6 +20,7 @@
 #include "src/daemon/guest.h"
 #include "src/daemon/qmp.h"
 #include "src/daemon/server.h"
+#include "src/daemon/txn.h"
 
 #define WPSD_PAUSE_TIMEOUT_MS 2000
 
@@ -27,7 +28,9 @@ struct wpsd_job {
 	struct wpsd *d;
 	struct wpsd_guest *g;
 	struct wps_ctx *ctx;            /* own: captures the first error */
-	struct wps_snapshot *snap;      /* owned */
+	struct wps_snapshot *snap;      /* owned; NULL: a transaction
+					 * without memory-snapshot action */
+	struct wpsd_txn *txn;           /* owned; NULL: plain snapshot */
 	pthread_t th;
 	bool th_started;
 	char path[PATH_MAX];
@@ -42,6 +45,7 @@ struct wpsd_job {
 	pthread_cond_t cond;
 	bool post_pause, post_resume, post_frozen, post_done;
 	bool pausing;                   /* a pause request is outstanding */
+	bool in_txn;                    /* disk actions running (paused) */
 	int ack;                        /* 0 none, 1 paused, -1 VMM failed */
 	bool cancelled;
 	int freeze_ret, result;
@@ -53,6 +57,10 @@ struct wpsd_job {
 /* wps-snapshot-start. r->deferred when the reply waits for the freeze. */
 int wpsd_job_start(struct wpsd_conn *c, struct wpsd_guest *g, json_t *args,
 		   json_t *id, struct wpsd_reply *r);
+/* transaction: disk actions (and at most one memory snapshot) in one
+ * pause; the reply is always deferred until the freeze is done. */
+int wpsd_job_transaction(struct wpsd_conn *c, json_t *args, json_t *id,
+			 struct wpsd_reply *r);
 /* Stop a job; why becomes its cause unless it already has one. */
 void wpsd_job_cancel(struct wpsd_job *j, const char *why);
 /* wps-vcpus-paused / wps-vcpus-resumed from the guest's owner. */

@@ -375,10 +375,18 @@ static void conn_read(struct wpsd_conn *c)
 /* Setup and loop                                                      */
 /* ------------------------------------------------------------------ */
 
+/*
+ * The socket appears under its name only once it listens (bound under a
+ * temporary name, renamed into place), so "the socket exists" means "it
+ * answers": a client or a test that waits for the file never gets
+ * ECONNREFUSED in the window between bind() and listen().
+ */
 static int make_socket(struct wpsd *d, const char *path)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct sockaddr_un ta = { .sun_family = AF_UNIX };
 	char dir[sizeof(sa.sun_path)], *slash;
+	const char *bpath = path;
 	struct stat st;
 	mode_t old;
 	int fd, ret;
@@ -418,26 +426,40 @@ static int make_socket(struct wpsd *d, const char *path)
 			return -EADDRINUSE;
 		}
 	}
+	/* A path too long for the suffix is bound directly (and has the
+	 * small window back). */
+	if (snprintf(ta.sun_path, sizeof(ta.sun_path), "%s.%d.tmp", path,
+		     (int)getpid()) < (int)sizeof(ta.sun_path)) {
+		bpath = ta.sun_path;
+		unlink(bpath);   /* left by a crashed daemon that had our pid */
+	} else {
+		ta = sa;
+	}
 	old = umask(0177);
-	ret = bind(fd, (struct sockaddr *)&sa, sizeof(sa)) ? -errno : 0;
+	ret = bind(fd, (struct sockaddr *)&ta, sizeof(ta)) ? -errno : 0;
 	umask(old);
 	if (ret) {
-		wps_err(d->ctx, "bind %s: %s", path, strerror(-ret));
+		wps_err(d->ctx, "bind %s: %s", bpath, strerror(-ret));
 		goto fail;
 	}
-	if (d->have_group && (chown(path, (uid_t)-1, d->gid) || chmod(path, 0660))) {
+	if (d->have_group && (chown(bpath, (uid_t)-1, d->gid) || chmod(bpath, 0660))) {
 		ret = -errno;
 		wps_err(d->ctx, "giving %s to the group: %s", path, strerror(errno));
-		unlink(path);
-		goto fail;
+		goto fail_unlink;
 	}
 	if (listen(fd, 64)) {
 		ret = -errno;
-		unlink(path);
-		goto fail;
+		goto fail_unlink;
+	}
+	if (bpath != path && rename(bpath, path)) {
+		ret = -errno;
+		wps_err(d->ctx, "rename %s to %s: %s", bpath, path, strerror(errno));
+		goto fail_unlink;
 	}
 	d->lfd = fd;
 	return 0;
+fail_unlink:
+	unlink(bpath);
 fail:
 	close(fd);
 	return ret;
