@@ -5,3 +5,4 @@ include $(srcdir)/tests/bench.mk
 include $(srcdir)/tests/daemon.mk
 include $(srcdir)/tests/pager.mk
 include $(srcdir)/tests/transaction.mk
+include $(srcdir)/tests/attach.mk

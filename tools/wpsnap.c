@@ -24,6 +24,7 @@
 
 #include "tools/bench.h"
 #include "tools/restore_lazy.h"
+#include "tools/snapshot_cmd.h"
 #include "tools/guest/guest.h"
 
 #define MiB (1024.0 * 1024.0)
@@ -37,6 +38,7 @@ static void usage_main(FILE *f)
 		"Live snapshots of guest RAM without pausing the guest.\n\n"
 		"Commands:\n"
 		"  demo      run the reference guest, snapshot it live, verify\n"
+		"  snapshot  live snapshot of a running process (--pid)\n"
 		"  inspect   show an image's header, regions and blobs\n"
 		"  export    write the raw bytes of one region of an image\n"
 		"  verify    check an image's checksums (and content, with a ledger)\n"
@@ -861,6 +863,8 @@ int main(int argc, char **argv)
 		ret = cmd_verify(ctx, argc, argv);
 	else if (!strcmp(cmd, "restore"))
 		ret = cmd_restore(ctx, argc, argv);
+	else if (!strcmp(cmd, "snapshot"))
+		ret = wps_snapshot_cmd_main(ctx, argc, argv);
 	else if (!strcmp(cmd, "bench"))
 		ret = wps_bench_main(ctx, argc, argv);
 	else {

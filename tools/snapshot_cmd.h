@@ -1,0 +1,11 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* wpsnap snapshot: a live snapshot of an unmodified process. */
+#ifndef WPS_SNAPSHOT_CMD_H
+#define WPS_SNAPSHOT_CMD_H
+
+#include <wpsnap/wpsnap.h>
+
+/* argv[0] is "snapshot". Returns the process exit status. */
+int wps_snapshot_cmd_main(struct wps_ctx *ctx, int argc, char **argv);
+
+#endif
