@@ -23,7 +23,8 @@ EXTRA_DIST += tests/integration/cli.sh
 
 check_PROGRAMS += tests/unit/test_restore
 TESTS += tests/unit/test_restore
-tests_unit_test_restore_SOURCES = tests/unit/test_restore.c
+tests_unit_test_restore_SOURCES = tests/unit/test_restore.c \
+	tests/unit/snaputil.c tests/unit/snaputil.h
 tests_unit_test_restore_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS)
 tests_unit_test_restore_LDADD = tests/unit/libtestutil.la \
 	tools/guest/libwpsguest.la libwpsnap.la $(CHECK_LIBS)

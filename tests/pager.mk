@@ -1,7 +1,8 @@
 # Lazy restore (src/pager.c) against the reference guest.
 check_PROGRAMS += tests/unit/test_pager
 TESTS += tests/unit/test_pager
-tests_unit_test_pager_SOURCES = tests/unit/test_pager.c
+tests_unit_test_pager_SOURCES = tests/unit/test_pager.c \
+	tests/unit/snaputil.c tests/unit/snaputil.h
 tests_unit_test_pager_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS)
 tests_unit_test_pager_LDADD = tests/unit/libtestutil.la \
 	tools/guest/libwpsguest.la libwpsnap.la $(CHECK_LIBS)

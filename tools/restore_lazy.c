@@ -126,19 +126,6 @@ static void usage(void)
 	       "ledger). --graduate-after waits MS before graduating.\n");
 }
 
-static bool backing_of(uint32_t b, uint32_t page_size,
-		       enum wps_guest_backing *out)
-{
-	switch (b) {
-	case WPS_BACKING_ANON: *out = WPS_GUEST_ANON; return true;
-	case WPS_BACKING_MEMFD: *out = WPS_GUEST_MEMFD; return true;
-	case WPS_BACKING_HUGETLB:
-		*out = WPS_GUEST_HUGETLB;
-		return page_size == (2u << 20);
-	default: return false;
-	}
-}
-
 int cmd_restore_lazy(struct wps_ctx *ctx, int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -190,7 +177,7 @@ int cmd_restore_lazy(struct wps_ctx *ctx, int argc, char **argv)
 		return 1;
 	}
 	reg = wps_image_get_region(img, region);
-	if (!reg || !backing_of(reg->backing, reg->page_size, &go.backing)) {
+	if (!reg || !wps_guest_backing_of(reg->backing, reg->page_size, &go.backing)) {
 		fprintf(stderr, "wpsnap restore: %s: no region %u of a backing "
 			"the reference guest can map\n", path, region);
 		goto out;

@@ -418,19 +418,6 @@ out:
 /* restore                                                             */
 /* ------------------------------------------------------------------ */
 
-static bool backing_to_guest(uint32_t b, uint32_t page_size,
-			     enum wps_guest_backing *out)
-{
-	switch (b) {
-	case WPS_BACKING_ANON: *out = WPS_GUEST_ANON; return true;
-	case WPS_BACKING_MEMFD: *out = WPS_GUEST_MEMFD; return true;
-	case WPS_BACKING_HUGETLB:
-		*out = WPS_GUEST_HUGETLB;
-		return page_size == (2u << 20);
-	default: return false;
-	}
-}
-
 static int cmd_restore(struct wps_ctx *ctx, int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -484,7 +471,7 @@ static int cmd_restore(struct wps_ctx *ctx, int argc, char **argv)
 			argv[optind], region);
 		goto out;
 	}
-	if (!backing_to_guest(reg->backing, reg->page_size, &go.backing)) {
+	if (!wps_guest_backing_of(reg->backing, reg->page_size, &go.backing)) {
 		fprintf(stderr, "%s restore: region %u has a backing the "
 			"reference guest cannot map\n", prog, region);
 		goto out;

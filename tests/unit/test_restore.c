@@ -18,6 +18,7 @@
 #include <wpsnap/image.h>
 #include <wpsnap/wpsnap.h>
 
+#include "tests/unit/snaputil.h"
 #include "tests/unit/testutil.h"
 #include "tools/guest/guest.h"
 
@@ -32,37 +33,6 @@ static void teardown(void)
 {
 	tu_rmtree(dir);
 	free(dir);
-}
-
-/* Snapshot a guest of backing b while it writes; returns its ledger. */
-static struct wps_ledger *take(struct wps_ctx *ctx, enum wps_guest_backing b,
-			       uint64_t size, unsigned int pct,
-			       const char *path)
-{
-	struct wps_guest_opts go = { .size = size, .backing = b, .threads = 2,
-				     .pattern = WPS_GUEST_RANDOM,
-				     .populate_pct = pct, .seed = 7 };
-	struct wps_snapshot_opts so = WPS_SNAPSHOT_OPTS_INIT;
-	struct wps_snapshot *s;
-	struct wps_ledger *l;
-	struct wps_guest *g;
-	struct wps_region r;
-
-	ck_assert_int_eq(wps_guest_new(&go, &g), 0);
-	wps_guest_region(g, &r);
-	so.path = path;
-	so.pause = wps_guest_freeze_pause;
-	so.resume = wps_guest_resume;
-	so.pause_arg = g;
-	ck_assert_int_eq(wps_snapshot_new(ctx, &r, 1, &so, &s), 0);
-	ck_assert_int_eq(wps_guest_start(g), 0);
-	ck_assert_int_eq(wps_snapshot_freeze(s), 0);
-	ck_assert_int_eq(wps_snapshot_wait(s), 0);
-	wps_snapshot_free(s);
-	ck_assert_int_eq(wps_guest_pause(g), 0);
-	ck_assert_int_eq(wps_guest_ledger(g, &l), 0);
-	wps_guest_free(g);
-	return l;
 }
 
 static struct wps_guest *fresh(enum wps_guest_backing b, uint64_t size)
@@ -98,7 +68,7 @@ START_TEST(round_trip)
 	}
 	ck_assert_int_eq(wps_ctx_new(&ctx), 0);
 	snprintf(path, sizeof(path), "%s/img", dir);
-	l = take(ctx, b, 32 << 20, 60, path);
+	l = su_take(ctx, b, 32 << 20, 60, path);
 	g = fresh(b, 32 << 20);
 	ck_assert_int_eq(wps_image_open(ctx, path, 0, &img), 0);
 	ck_assert_int_eq(wps_image_load(img, 0, wps_guest_mem(g), &ls), 0);
@@ -129,7 +99,7 @@ START_TEST(holes_stay_holes)
 
 	ck_assert_int_eq(wps_ctx_new(&ctx), 0);
 	snprintf(path, sizeof(path), "%s/img", dir);
-	l = take(ctx, WPS_GUEST_ANON, 16 << 20, 30, path);
+	l = su_take(ctx, WPS_GUEST_ANON, 16 << 20, 30, path);
 	g = fresh(WPS_GUEST_ANON, 16 << 20);
 	ck_assert_int_eq(wps_image_open(ctx, path, 0, &img), 0);
 	ck_assert_int_eq(wps_image_load(img, 0, wps_guest_mem(g), NULL), 0);
@@ -167,7 +137,7 @@ START_TEST(damaged_block_refused)
 	ck_assert_int_eq(wps_ctx_new(&ctx), 0);
 	wps_ctx_set_log_fn(ctx, tu_log_capture, NULL);
 	snprintf(path, sizeof(path), "%s/img", dir);
-	l = take(ctx, WPS_GUEST_ANON, 16 << 20, 100, path);
+	l = su_take(ctx, WPS_GUEST_ANON, 16 << 20, 100, path);
 	/* Flip a byte inside the 100th present block. */
 	ck_assert_int_eq(wps_image_open(ctx, path, 0, &img), 0);
 	ck_assert_int_eq(wps_image_next_extent(img, 0, 100, &start, &count), 0);

@@ -955,3 +955,16 @@ int wps_guest_adopt_ledger(struct wps_guest *g, const struct wps_ledger *l)
 	pthread_mutex_unlock(&g->ctl_lock);
 	return 0;
 }
+
+bool wps_guest_backing_of(uint32_t backing, uint32_t page_size,
+			  enum wps_guest_backing *out)
+{
+	switch (backing) {
+	case WPS_BACKING_ANON: *out = WPS_GUEST_ANON; return true;
+	case WPS_BACKING_MEMFD: *out = WPS_GUEST_MEMFD; return true;
+	case WPS_BACKING_HUGETLB:
+		*out = WPS_GUEST_HUGETLB;
+		return page_size == (2u << 20);
+	default: return false;
+	}
+}

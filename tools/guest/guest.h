@@ -51,6 +51,10 @@ struct wps_guest;
 int wps_guest_backing_parse(const char *s, enum wps_guest_backing *out);
 int wps_guest_pattern_parse(const char *s, enum wps_guest_pattern *out);
 const char *wps_guest_backing_name(enum wps_guest_backing b);
+/* The guest backing that maps an image region of this backing and page
+ * size (enum wps_backing): false if the reference guest has none. */
+bool wps_guest_backing_of(uint32_t backing, uint32_t page_size,
+			  enum wps_guest_backing *out);
 const char *wps_guest_pattern_name(enum wps_guest_pattern p);
 
 /* Map guest RAM and populate it (populate_pct of the blocks, spread over
