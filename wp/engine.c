@@ -122,7 +122,7 @@ struct wps_engine {
 	int result;
 
 	uint64_t bytes_total, bytes_done, sweep_bytes, fault_bytes;
-	uint64_t faults, faults_copied, events, round_faults, thp_faults;
+	uint64_t faults, faults_copied, events, thp_faults;
 	unsigned int rounds;
 	uint64_t pause_protect_units, tracker_bytes;
 	struct wps_histo fault_lat; /* fault thread only until joined */
@@ -448,7 +448,6 @@ static void serve_round_fault(struct wps_engine *e, struct ereg *r, uint64_t u,
 		__atomic_fetch_or(&r->dirty[i / 64],
 				  n >= 64 ? ~0ull : 1ull << (u % 64),
 				  __ATOMIC_RELEASE);
-	e->round_faults++;
 }
 
 /*
@@ -1519,11 +1518,6 @@ int wps_engine_wait(struct wps_engine *e)
 void wps_engine_cancel(struct wps_engine *e)
 {
 	__atomic_store_n(&e->cancel, true, __ATOMIC_RELEASE);
-}
-
-void wps_engine_fail(struct wps_engine *e, int err)
-{
-	set_error(e, err);
 }
 
 void wps_engine_progress(struct wps_engine *e, struct wps_progress *p)

@@ -44,10 +44,6 @@ int wps_engine_wait(struct wps_engine *e);
 
 void wps_engine_cancel(struct wps_engine *e);
 
-/* Record a failure from outside (e.g. the sink's owner); the engine stops
- * as if cancelled but reports err. */
-void wps_engine_fail(struct wps_engine *e, int err);
-
 void wps_engine_progress(struct wps_engine *e, struct wps_progress *p);
 void wps_engine_stats(struct wps_engine *e, struct wps_snapshot_stats *st);
 void wps_engine_instant(const struct wps_engine *e, int64_t *realtime_ns,

@@ -116,17 +116,3 @@ int wps_pagemap_count_wp(struct wps_pagemap *pm, uint64_t start, uint64_t end,
 	*count = n;
 	return 0;
 }
-
-int wps_pagemap_probe(struct wps_pagemap *pm)
-{
-	struct pm_scan_arg a = { .size = sizeof(a) };
-
-	/* An empty range is a valid scan; EINVAL/ENOTTY mean no support. */
-	if (ioctl(pm->fd, PAGEMAP_SCAN, &a) < 0) {
-		wps_err(pm->ctx, "PAGEMAP_SCAN is not supported by this kernel "
-			"(%s); wpsnap needs Linux 6.7 or later",
-			strerror(errno));
-		return -EOPNOTSUPP;
-	}
-	return 0;
-}

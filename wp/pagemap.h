@@ -39,7 +39,4 @@ int wps_pagemap_scan(struct wps_pagemap *pm, uint64_t start, uint64_t end,
 int wps_pagemap_count_wp(struct wps_pagemap *pm, uint64_t start, uint64_t end,
 			 uint64_t *count);
 
-/* 0 if PAGEMAP_SCAN works on this kernel, -EOPNOTSUPP otherwise. */
-int wps_pagemap_probe(struct wps_pagemap *pm);
-
 #endif /* WPS_PAGEMAP_H */

@@ -19,7 +19,7 @@
 #include <dirent.h>
 
 #include "tests/unit/testutil.h"
-#include "wp/compat.h"
+#include "wp/pagemap.h"
 
 #define HUGE_2M (2ull << 20)
 
@@ -203,26 +203,21 @@ uint64_t tu_writers_stop(struct tu_writers *ws)
 
 int tu_count_wp(const void *p, uint64_t size, uint64_t *count)
 {
-	uint64_t ent[512], va = (uintptr_t)p, end = va + size, n = 0;
-	int fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	struct wps_pagemap pm;
+	struct wps_ctx *ctx;
+	int ret;
 
-	if (fd < 0)
-		return -errno;
-	while (va < end) {
-		uint64_t pages = (end - va) / 4096 > 512 ? 512 : (end - va) / 4096;
-		ssize_t got = pread(fd, ent, pages * 8, (va / 4096) * 8), i;
-
-		if (got <= 0) {
-			close(fd);
-			return got < 0 ? -errno : -EIO;
-		}
-		for (i = 0; i < got / 8; i++)
-			n += !!(ent[i] & WPS_PM_UFFD_WP);
-		va += (uint64_t)(got / 8) * 4096;
+	ret = wps_ctx_new(&ctx);
+	if (ret)
+		return ret;
+	ret = wps_pagemap_open(ctx, 0, &pm);
+	if (!ret) {
+		ret = wps_pagemap_count_wp(&pm, (uintptr_t)p, (uintptr_t)p + size,
+					   count);
+		wps_pagemap_close(&pm);
 	}
-	close(fd);
-	*count = n;
-	return 0;
+	wps_ctx_free(ctx);
+	return ret;
 }
 
 int tu_count_fds(void)
