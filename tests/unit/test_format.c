@@ -33,24 +33,6 @@ static struct wps_ctx *ctx;
 static char tdir[PATH_MAX];
 static char ipath[PATH_MAX + 32];
 
-static void tdir_rm(void)
-{
-	DIR *d = opendir(tdir);
-	struct dirent *de;
-	char p[PATH_MAX + 300];
-
-	if (!d)
-		return;
-	while ((de = readdir(d))) {
-		if (de->d_name[0] == '.')
-			continue;
-		snprintf(p, sizeof(p), "%s/%s", tdir, de->d_name);
-		unlink(p);
-	}
-	closedir(d);
-	rmdir(tdir);
-}
-
 enum kind { ABSENT, ZERO, DATA };
 
 #define NR_REG 3
@@ -170,7 +152,7 @@ static void setup(void)
 
 static void teardown(void)
 {
-	tdir_rm();
+	tu_rmtree(tdir);
 	wps_ctx_free(ctx);
 }
 

@@ -98,8 +98,7 @@ static void setup(void)
 
 static void teardown(void)
 {
-	rm_dir_files(tdir);
-	rmdir(tdir);
+	tu_rmtree(tdir);
 	wps_ctx_free(ctx);
 }
 
