@@ -176,32 +176,6 @@ static void usage(FILE *f)
 		"whether or not the targets were met.\n");
 }
 
-static int parse_size(const char *s, uint64_t *out)
-{
-	unsigned long long v;
-	uint64_t mul = 1;
-	char *end;
-
-	errno = 0;
-	v = strtoull(s, &end, 10);
-	if (end == s || errno || *s == '-')
-		return -EINVAL;
-	switch (*end) {
-	case 'k': case 'K': mul = 1ull << 10; end++; break;
-	case 'm': case 'M': mul = 1ull << 20; end++; break;
-	case 'g': case 'G': mul = 1ull << 30; end++; break;
-	default: break;
-	}
-	if (*end == 'i' && mul > 1)
-		end++;
-	if (*end == 'B' && mul > 1)
-		end++;
-	if (*end || v > UINT64_MAX / mul)
-		return -EINVAL;
-	*out = v * mul;
-	return 0;
-}
-
 static int parse_uint(const char *s, unsigned int min, unsigned int max,
 		      unsigned int *out)
 {
@@ -248,7 +222,7 @@ static int parse_opts(struct bench_opts *o, int argc, char **argv)
 	while ((c = getopt_long(argc, argv, "h", lopts, NULL)) != -1) {
 		switch (c) {
 		case 's':
-			if (parse_size(optarg, &o->size) || o->size < HUGE_2M) {
+			if (wps_guest_parse_size(optarg, &o->size) || o->size < HUGE_2M) {
 				fprintf(stderr, "wpsnap bench: bad --size '%s' "
 					"(at least 2M; K/M/G suffixes)\n", optarg);
 				return -EINVAL;

@@ -73,33 +73,6 @@ static void usage(FILE *f)
 "Exit status: 0 on success (with --snapshot: the image matched the ledger).\n");
 }
 
-static int parse_size(const char *s, uint64_t *out)
-{
-	char *end;
-	unsigned long long v;
-	unsigned int shift = 0;
-
-	errno = 0;
-	v = strtoull(s, &end, 10);
-	if (errno || end == s)
-		return -EINVAL;
-	switch (*end) {
-	case 'k': case 'K': shift = 10; end++; break;
-	case 'm': case 'M': shift = 20; end++; break;
-	case 'g': case 'G': shift = 30; end++; break;
-	case 't': case 'T': shift = 40; end++; break;
-	default: break;
-	}
-	if (shift && (*end == 'i' || *end == 'I'))
-		end++;
-	if (*end == 'b' || *end == 'B')
-		end++;
-	if (*end || (shift && v > (UINT64_MAX >> shift)))
-		return -EINVAL;
-	*out = (uint64_t)v << shift;
-	return 0;
-}
-
 static int parse_uint(const char *s, uint64_t max, uint64_t *out)
 {
 	char *end;
@@ -158,7 +131,7 @@ static int parse_args(int argc, char **argv, struct args *a)
 		ret = 0;
 		switch (c) {
 		case O_SIZE:
-			ret = parse_size(optarg, &a->g.size);
+			ret = wps_guest_parse_size(optarg, &a->g.size);
 			if (!ret && !a->g.size)
 				ret = -EINVAL;
 			break;

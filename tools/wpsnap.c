@@ -48,31 +48,6 @@ static void usage_main(FILE *f)
 		"'wpsnap COMMAND --help' describes each command.\n");
 }
 
-static int parse_size(const char *s, uint64_t *out)
-{
-	char *end;
-	double v = strtod(s, &end);
-	uint64_t mul = 1;
-
-	if (end == s || v < 0)
-		return -EINVAL;
-	switch (*end) {
-	case 'k': case 'K': mul = 1ull << 10; end++; break;
-	case 'm': case 'M': mul = 1ull << 20; end++; break;
-	case 'g': case 'G': mul = 1ull << 30; end++; break;
-	case '\0': break;
-	default: return -EINVAL;
-	}
-	if (*end == 'i' || *end == 'B')
-		end++;
-	if (*end == 'B')
-		end++;
-	if (*end)
-		return -EINVAL;
-	*out = (uint64_t)(v * (double)mul);
-	return 0;
-}
-
 static void format_uuid(const uint8_t *u, char *buf)
 {
 	static const char hex[] = "0123456789abcdef";
@@ -627,7 +602,7 @@ static int cmd_demo(struct wps_ctx *ctx, int argc, char **argv)
 			}
 			break;
 		case 's':
-			if (parse_size(optarg, &go.size)) {
+			if (wps_guest_parse_size(optarg, &go.size)) {
 				fprintf(stderr, "%s demo: bad size '%s'\n",
 					prog, optarg);
 				return 2;

@@ -26,6 +26,8 @@
  */
 #include "config.h"
 
+#include <ctype.h>
+
 #include <errno.h>
 #include <limits.h>
 #include <linux/futex.h>
@@ -967,4 +969,40 @@ bool wps_guest_backing_of(uint32_t backing, uint32_t page_size,
 		return page_size == (2u << 20);
 	default: return false;
 	}
+}
+
+int wps_guest_parse_size(const char *s, uint64_t *out)
+{
+	const char *p = s;
+	unsigned int dots = 0;
+	double v, mul = 1;
+	char *end;
+
+	/* Digits and one '.' only: strtod would also take a sign, an
+	 * exponent, "inf" and "nan". */
+	if (!isdigit((unsigned char)*p))
+		return -EINVAL;
+	for (; isdigit((unsigned char)*p) || *p == '.'; p++)
+		dots += *p == '.';
+	if (dots > 1)
+		return -EINVAL;
+	v = strtod(s, &end);
+	if (end != p)
+		return -EINVAL;
+	switch (*end) {
+	case 'k': case 'K': mul = 0x1p10; end++; break;
+	case 'm': case 'M': mul = 0x1p20; end++; break;
+	case 'g': case 'G': mul = 0x1p30; end++; break;
+	case 't': case 'T': mul = 0x1p40; end++; break;
+	default: break;
+	}
+	if (mul > 1 && (*end == 'i' || *end == 'I'))
+		end++;
+	if (*end == 'b' || *end == 'B')
+		end++;
+	v *= mul;
+	if (*end || v >= 0x1p64)
+		return -EINVAL;
+	*out = (uint64_t)v;
+	return 0;
 }

@@ -51,6 +51,10 @@ struct wps_guest;
 int wps_guest_backing_parse(const char *s, enum wps_guest_backing *out);
 int wps_guest_pattern_parse(const char *s, enum wps_guest_pattern *out);
 const char *wps_guest_backing_name(enum wps_guest_backing b);
+/* "384M", "1.5G", "2GiB", "4096": digits with an optional fraction, then
+ * an optional K/M/G/T (powers of 1024), "i" and "B". -EINVAL for a sign,
+ * an exponent, another suffix, or more than 2^64 - 1 bytes. */
+int wps_guest_parse_size(const char *s, uint64_t *out);
 /* The guest backing that maps an image region of this backing and page
  * size (enum wps_backing): false if the reference guest has none. */
 bool wps_guest_backing_of(uint32_t backing, uint32_t page_size,
