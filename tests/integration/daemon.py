@@ -6,105 +6,15 @@
 # pause timeout, cancel, concurrent guests, VMM disconnect, and SIGKILL of
 # the daemon mid-snapshot (the guest must stay intact and writable).
 # Prints "N passed, N failed"; exit status 1 on any failure.
-import ctypes, fcntl, json, mmap, os, random, signal, socket, struct
+import ctypes, mmap, os, random, signal, struct
 import subprocess, sys, tempfile, time
 
-B = os.environ.get("WPSNAP_BUILDDIR") or os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
-WPSNAPD = os.path.join(B, "tools", "wpsnapd")
-GUEST = os.path.join(B, "tools", "wpsnap-guest")
-WPSNAP = os.path.join(B, "tools", "wpsnap")
-USERFAULTFD_IOC_NEW = 0xAA00
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import wpstest
+from wpstest import (WPSNAPD, GUEST, WPSNAP, Conn, check, err_class, ko, new_uffd, ok,
+                     procs, start_daemon)
+
 T = tempfile.mkdtemp(prefix="wpsnapd-test.", dir="/var/tmp")
-passed = failed = 0
-procs = []
-
-
-def ok(name):
-    global passed
-    passed += 1
-    print("ok - " + name, flush=True)
-
-
-def ko(name, why=""):
-    global failed
-    failed += 1
-    print("not ok - " + name + (": " + str(why) if why else ""), flush=True)
-
-
-def check(name, cond, why=""):
-    (ok if cond else lambda n: ko(n, why))(name)
-    return cond
-
-
-class Conn:
-    def __init__(self, path, negotiate=True):
-        self.s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.s.connect(path)
-        self.buf = b""
-        self.events = []
-        self.n = 0
-        self.greeting = self.recv(5)
-        if negotiate:
-            r = self.cmd("qmp_capabilities")
-            assert "return" in r, r
-
-    def recv(self, timeout=10):
-        end = time.time() + timeout
-        while b"\n" not in self.buf:
-            left = end - time.time()
-            if left <= 0:
-                raise TimeoutError("no message from wpsnapd")
-            self.s.settimeout(left)
-            d = self.s.recv(65536)
-            if not d:
-                raise ConnectionError("wpsnapd closed the connection")
-            self.buf += d
-        line, self.buf = self.buf.split(b"\n", 1)
-        return json.loads(line)
-
-    def send_raw(self, data, fds=()):
-        if fds:
-            socket.send_fds(self.s, [data], list(fds))
-        else:
-            self.s.sendall(data)
-
-    def reply(self, timeout=10):
-        while True:
-            m = self.recv(timeout)
-            if "event" in m:
-                self.events.append(m)
-                continue
-            return m
-
-    def cmd(self, execute, args=None, fds=(), timeout=10):
-        self.n += 1
-        req = {"execute": execute, "id": self.n}
-        if args is not None:
-            req["arguments"] = args
-        self.send_raw((json.dumps(req) + "\n").encode(), fds)
-        r = self.reply(timeout)
-        assert r.get("id") == self.n, (r, self.n)
-        return r
-
-    def event(self, name, pred=lambda d: True, timeout=20):
-        end = time.time() + timeout
-        while True:
-            for i, e in enumerate(self.events):
-                if (e["event"] == name or (name == "WPS_SNAPSHOT_*" and e["event"] in
-                    ("WPS_SNAPSHOT_COMPLETED", "WPS_SNAPSHOT_FAILED", "WPS_SNAPSHOT_CANCELLED"))) \
-                        and pred(e["data"]):
-                    return self.events.pop(i)
-            m = self.recv(max(0.01, end - time.time()))
-            if "event" in m:
-                self.events.append(m)
-
-    def close(self):
-        self.s.close()
-
-
-def err_class(r):
-    return r.get("error", {}).get("class")
-
 
 def usable(c, name):
     try:
@@ -112,7 +22,6 @@ def usable(c, name):
         check(name + ": connection still usable", "return" in r, r)
     except Exception as e:
         ko(name + ": connection still usable", e)
-
 
 def expect_error(c, name, execute, args=None, cls="GenericError", fds=(), word=None):
     try:
@@ -123,25 +32,12 @@ def expect_error(c, name, execute, args=None, cls="GenericError", fds=(), word=N
         ko(name, e)
     usable(c, name)
 
-
-def start_daemon(sock):
-    p = subprocess.Popen([WPSNAPD, "--socket", sock, "--foreground"],
-                         stderr=open(sock + ".log", "w"))
-    procs.append(p)
-    for _ in range(200):
-        if os.path.exists(sock):
-            return p
-        time.sleep(0.01)
-    raise RuntimeError("wpsnapd did not create " + sock)
-
-
 def start_guest(sock, name, *extra, size="128M", duration=6):
     cmd = [GUEST, "--daemon", sock, "--name", name, "--backing", "memfd",
            "--size", size, "--warmup", "0.2", "--duration", str(duration)] + list(extra)
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     procs.append(p)
     return p
-
 
 def wait_registered(c, name, timeout=20):
     end = time.time() + timeout
@@ -151,15 +47,6 @@ def wait_registered(c, name, timeout=20):
             return True
         time.sleep(0.05)
     return False
-
-
-def new_uffd():
-    dev = os.open("/dev/userfaultfd", os.O_RDWR | os.O_CLOEXEC)
-    try:
-        return fcntl.ioctl(dev, USERFAULTFD_IOC_NEW, os.O_CLOEXEC)
-    finally:
-        os.close(dev)
-
 
 def wp_pages(addr, size):
     """Pages of our own [addr, addr+size) whose pagemap has the uffd-wp bit."""
@@ -172,12 +59,10 @@ def wp_pages(addr, size):
             n += 1
     return n
 
-
 def verify(img, ledger):
     r = subprocess.run([WPSNAP, "verify", img, "--ledger", ledger],
                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     return r.returncode == 0, r.stdout
-
 
 def wait_file(path, timeout=10):
     end = time.time() + timeout
@@ -185,13 +70,11 @@ def wait_file(path, timeout=10):
         time.sleep(0.02)
     return os.path.exists(path)
 
-
 def snap_done(c, guest):
     e = c.event("WPS_SNAPSHOT_*", lambda d: d["guest"] == guest, 30)
     if e["event"] != "WPS_SNAPSHOT_COMPLETED":
         raise RuntimeError("snapshot of %s: %s" % (guest, e))
     return e
-
 
 def protocol_tests(S):
     c = Conn(S, negotiate=False)
@@ -276,7 +159,6 @@ def protocol_tests(S):
     os.close(rf)
     os.close(mfd)
     c.close()
-
 
 def python_vmm_tests(S):
     """A VMM written here: registers its own memfd, never answers pauses."""
@@ -368,7 +250,6 @@ def python_vmm_tests(S):
     del m
     os.close(mfd)
 
-
 def guest_tests(S):
     c = Conn(S)
     led = T + "/g1.ledger"
@@ -445,7 +326,6 @@ def guest_tests(S):
     g2.communicate(timeout=30)
     c.close()
 
-
 def vmm_triggered_tests(S):
     for extra in ([], ["--self-pause"]):
         img = T + "/vmm%d.img" % len(extra)
@@ -459,7 +339,6 @@ def vmm_triggered_tests(S):
         if r.returncode == 0:
             good, out = verify(img, img + ".ledger")
             check("VMM-triggered image verifies %s" % " ".join(extra), good, out)
-
 
 def kill_tests():
     rnd = random.Random(os.getpid())
@@ -485,7 +364,6 @@ def kill_tests():
         check("kill %d: no image published" % i, not os.path.exists(T + "/k%d.img" % i)
               or verify(T + "/k%d.img" % i, "/dev/null")[0] is False or True)
         c.close()
-
 
 def main():
     S = T + "/wpsnapd.sock"
@@ -521,23 +399,14 @@ def main():
     except Exception as e:
         ko("kill_tests", repr(e))
     # Under --enable-sanitizers a report goes to the daemon's stderr.
-    bad = [f for f in os.listdir(T) if f.endswith(".log") and
-           any(w in open(os.path.join(T, f)).read()
-               for w in ("AddressSanitizer", "LeakSanitizer", "runtime error"))]
+    bad = wpstest.sanitizer_reports(T)
     check("no sanitizer report from wpsnapd", not bad, bad)
-
 
 try:
     main()
+except Exception as e:
+    ko("main", repr(e))
 finally:
-    for p in procs:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
-    if failed:
-        for f in os.listdir(T):
-            if f.endswith(".log"):
-                print("# %s:\n#   " % f + open(os.path.join(T, f)).read().replace("\n", "\n#   "))
+    rc = wpstest.finish(T)
     subprocess.run(["rm", "-rf", T])
-print("%d passed, %d failed" % (passed, failed))
-sys.exit(1 if failed else 0)
+sys.exit(rc)

@@ -27,126 +27,19 @@
 # snapshots are kept), and the guest-side pause of memory-only vs
 # memory + 2 reflinks.
 # Prints "N passed, N failed"; exit status 1 on any failure, 77 on SKIP.
-import ctypes, fcntl, json, mmap, os, re, socket, struct, subprocess, sys
+import ctypes, mmap, os, re, struct, subprocess, sys
 import tempfile, threading, time
 
-B = os.environ.get("WPSNAP_BUILDDIR") or os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
-WPSNAPD = os.path.join(B, "tools", "wpsnapd")
-GUEST = os.path.join(B, "tools", "wpsnap-guest")
-WPSNAP = os.path.join(B, "tools", "wpsnap")
-USERFAULTFD_IOC_NEW = 0xAA00
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import wpstest
+from wpstest import (GUEST, WPSNAP, Conn, check, err, ko, new_uffd, ok, procs,
+                     run, wait_for)
+
 T = tempfile.mkdtemp(prefix="wpsnap-txn.", dir="/var/tmp")
 MNT = os.path.join(T, "mnt")
 BLK = 4096
 NBLK = 256          # disk files: 1 MiB of 4 KiB blocks
-passed = failed = 0
-procs = []
 cleanup = []
-
-
-def ok(name):
-    global passed
-    passed += 1
-    print("ok - " + name, flush=True)
-
-
-def ko(name, why=""):
-    global failed
-    failed += 1
-    print("not ok - " + name + (": " + str(why) if why else ""), flush=True)
-
-
-def check(name, cond, why=""):
-    (ok if cond else lambda n: ko(n, why))(name)
-    return cond
-
-
-# ---- QMP connection (as in daemon.py, plus a lock for threaded use) ----
-
-class Conn:
-    def __init__(self, path):
-        self.s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.s.connect(path)
-        self.buf = b""
-        self.events = []
-        self.n = 0
-        self.recv(5)
-        assert "return" in self.cmd("qmp_capabilities")
-
-    def recv(self, timeout=10):
-        end = time.time() + timeout
-        while b"\n" not in self.buf:
-            left = end - time.time()
-            if left <= 0:
-                raise TimeoutError("no message from wpsnapd")
-            self.s.settimeout(left)
-            d = self.s.recv(65536)
-            if not d:
-                raise ConnectionError("wpsnapd closed the connection")
-            self.buf += d
-        line, self.buf = self.buf.split(b"\n", 1)
-        return json.loads(line)
-
-    def send(self, execute, args=None, fds=()):
-        self.n += 1
-        req = {"execute": execute, "id": self.n}
-        if args is not None:
-            req["arguments"] = args
-        data = (json.dumps(req) + "\n").encode()
-        if fds:
-            socket.send_fds(self.s, [data], list(fds))
-        else:
-            self.s.sendall(data)
-        return self.n
-
-    def cmd(self, execute, args=None, fds=(), timeout=20):
-        n = self.send(execute, args, fds)
-        while True:
-            m = self.recv(timeout)
-            if "event" in m:
-                self.events.append(m)
-                continue
-            assert m.get("id") == n, (m, n)
-            return m
-
-    def event(self, name, pred=lambda d: True, timeout=30):
-        end = time.time() + timeout
-        while True:
-            for i, e in enumerate(self.events):
-                if e["event"] == name and pred(e["data"]):
-                    return self.events.pop(i)
-            m = self.recv(max(0.01, end - time.time()))
-            if "event" in m:
-                self.events.append(m)
-
-    def close(self):
-        self.s.close()
-
-
-def err(r):
-    return r.get("error", {}).get("desc", "")
-
-
-def new_uffd():
-    dev = os.open("/dev/userfaultfd", os.O_RDWR | os.O_CLOEXEC)
-    try:
-        return fcntl.ioctl(dev, USERFAULTFD_IOC_NEW, os.O_CLOEXEC)
-    finally:
-        os.close(dev)
-
-
-def run(cmd, **kw):
-    return subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True, **kw)
-
-
-def wait_for(pred, timeout=10):
-    end = time.time() + timeout
-    while time.time() < end:
-        if pred():
-            return True
-        time.sleep(0.02)
-    return pred()
 
 
 # ---- disk files written with counters ----
@@ -311,12 +204,7 @@ class PyVMM(threading.Thread):
 
 
 def start_daemon(sock):
-    p = subprocess.Popen([WPSNAPD, "--socket", sock, "--foreground", "-v"],
-                         stderr=open(sock + ".log", "w"))
-    procs.append(p)
-    if not wait_for(lambda: os.path.exists(sock), 5):
-        raise RuntimeError("wpsnapd did not create " + sock)
-    return p
+    return wpstest.start_daemon(sock, "-v")
 
 
 def start_guest(sock, name, duration, *extra):
@@ -693,9 +581,7 @@ def main():
         ko("measure", repr(e))
     r = c.cmd("quit")
     check("quit", "return" in r, r)
-    bad = [f for f in os.listdir(T) if f.endswith(".log") and
-           any(x in open(os.path.join(T, f)).read()
-               for x in ("AddressSanitizer", "LeakSanitizer", "runtime error"))]
+    bad = wpstest.sanitizer_reports(T)
     check("no sanitizer report from wpsnapd", not bad, bad)
     return 0
 
@@ -715,11 +601,7 @@ finally:
             if run(cmd).returncode == 0:
                 break
             time.sleep(0.1)
-    if failed:
-        for f in os.listdir(T):
-            if f.endswith(".log"):
-                print("# %s:\n#   " % f + open(os.path.join(T, f)).read().replace("\n", "\n#   "))
+    status = wpstest.finish(T)
     if not os.path.ismount(MNT):
         subprocess.run(["rm", "-rf", T])
-print("%d passed, %d failed" % (passed, failed))
-sys.exit(1 if failed else (77 if rc == 77 else 0))
+sys.exit(status or (77 if rc == 77 else 0))

@@ -1,0 +1,167 @@
+# Shared by the Python integration tests (daemon.py, transaction.py,
+# daemon_attach.py): TAP-style results, a QMP client for wpsnapd, and the
+# small things every daemon test needs. Imported from the test's own
+# directory, so it works in and out of tree.
+import fcntl, json, os, socket, subprocess, time
+
+B = os.environ.get("WPSNAP_BUILDDIR") or os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
+WPSNAPD = os.path.join(B, "tools", "wpsnapd")
+GUEST = os.path.join(B, "tools", "wpsnap-guest")
+WPSNAP = os.path.join(B, "tools", "wpsnap")
+USERFAULTFD_IOC_NEW = 0xAA00
+SNAPSHOT_END = ("WPS_SNAPSHOT_COMPLETED", "WPS_SNAPSHOT_FAILED", "WPS_SNAPSHOT_CANCELLED")
+
+passed = failed = 0
+procs = []   # every process a test starts: killed by finish()
+
+
+def ok(name):
+    global passed
+    passed += 1
+    print("ok - " + name, flush=True)
+
+
+def ko(name, why=""):
+    global failed
+    failed += 1
+    print("not ok - " + name + (": " + str(why) if why else ""), flush=True)
+
+
+def check(name, cond, why=""):
+    (ok if cond else lambda n: ko(n, why))(name)
+    return cond
+
+
+class Conn:
+    """One QMP session with wpsnapd; events that arrive while waiting for a
+    reply are kept for event()."""
+
+    def __init__(self, path, negotiate=True):
+        self.s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.s.connect(path)
+        self.buf = b""
+        self.events = []
+        self.n = 0
+        self.greeting = self.recv(5)
+        if negotiate:
+            r = self.cmd("qmp_capabilities")
+            assert "return" in r, r
+
+    def recv(self, timeout=10):
+        end = time.time() + timeout
+        while b"\n" not in self.buf:
+            left = end - time.time()
+            if left <= 0:
+                raise TimeoutError("no message from wpsnapd")
+            self.s.settimeout(left)
+            d = self.s.recv(65536)
+            if not d:
+                raise ConnectionError("wpsnapd closed the connection")
+            self.buf += d
+        line, self.buf = self.buf.split(b"\n", 1)
+        return json.loads(line)
+
+    def send_raw(self, data, fds=()):
+        if fds:
+            socket.send_fds(self.s, [data], list(fds))
+        else:
+            self.s.sendall(data)
+
+    def send(self, execute, args=None, fds=()):
+        self.n += 1
+        req = {"execute": execute, "id": self.n}
+        if args is not None:
+            req["arguments"] = args
+        self.send_raw((json.dumps(req) + "\n").encode(), fds)
+        return self.n
+
+    def reply(self, timeout=10):
+        while True:
+            m = self.recv(timeout)
+            if "event" in m:
+                self.events.append(m)
+                continue
+            return m
+
+    def cmd(self, execute, args=None, fds=(), timeout=20):
+        n = self.send(execute, args, fds)
+        r = self.reply(timeout)
+        assert r.get("id") == n, (r, n)
+        return r
+
+    def event(self, name, pred=lambda d: True, timeout=20):
+        """The first event called name (WPS_SNAPSHOT_*: any end of a
+        snapshot) whose data satisfies pred."""
+        end = time.time() + timeout
+        while True:
+            for i, e in enumerate(self.events):
+                if (e["event"] == name or (name == "WPS_SNAPSHOT_*" and
+                                           e["event"] in SNAPSHOT_END)) \
+                        and pred(e["data"]):
+                    return self.events.pop(i)
+            m = self.recv(max(0.01, end - time.time()))
+            if "event" in m:
+                self.events.append(m)
+
+    def close(self):
+        self.s.close()
+
+
+def err_class(r):
+    return r.get("error", {}).get("class")
+
+
+def err(r):
+    return r.get("error", {}).get("desc", "")
+
+
+def new_uffd():
+    dev = os.open("/dev/userfaultfd", os.O_RDWR | os.O_CLOEXEC)
+    try:
+        return fcntl.ioctl(dev, USERFAULTFD_IOC_NEW, os.O_CLOEXEC)
+    finally:
+        os.close(dev)
+
+
+def run(cmd, **kw):
+    return subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, **kw)
+
+
+def wait_for(pred, timeout=10):
+    end = time.time() + timeout
+    while time.time() < end:
+        if pred():
+            return True
+        time.sleep(0.02)
+    return pred()
+
+
+def start_daemon(sock, *extra):
+    p = subprocess.Popen([WPSNAPD, "--socket", sock, "--foreground"] + list(extra),
+                         stderr=open(sock + ".log", "w"))
+    procs.append(p)
+    if not wait_for(lambda: os.path.exists(sock), 5):
+        raise RuntimeError("wpsnapd did not create " + sock)
+    return p
+
+
+def sanitizer_reports(d):
+    """Logs in d in which a sanitizer reported something."""
+    return [f for f in os.listdir(d) if f.endswith(".log") and
+            any(w in open(os.path.join(d, f)).read()
+                for w in ("AddressSanitizer", "LeakSanitizer", "runtime error"))]
+
+
+def finish(d):
+    """Kill what is left, show the logs of d on failure; the exit status."""
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    if failed:
+        for f in sorted(os.listdir(d)):
+            if f.endswith(".log"):
+                print("# %s:\n#   " % f + open(os.path.join(d, f)).read().replace("\n", "\n#   "))
+    print("%d passed, %d failed" % (passed, failed))
+    return 1 if failed else 0
