@@ -1251,6 +1251,12 @@ void wps_attach_get_info(const struct wps_attach *at,
 	info->bytes = at->bytes;
 }
 
+void wps_attach_detach(struct wps_attach *at)
+{
+	if (at)
+		detach_all(at);
+}
+
 void wps_attach_free(struct wps_attach *at)
 {
 	unsigned int i;

@@ -1,3 +1,7 @@
 # tests of the offload daemon (wpsnapd, the client API, wpsnap-guest --daemon)
 TESTS += tests/integration/daemon.py
 EXTRA_DIST += tests/integration/daemon.py
+# wps-guest-attach: processes that know nothing about wpsnap, through wpsnapd
+# (needs tests/integration/attach_target from tests/attach.mk)
+TESTS += tests/integration/daemon_attach.py
+EXTRA_DIST += tests/integration/daemon_attach.py tests/integration/wpstest.py

@@ -95,6 +95,15 @@ void wps_attach_get_info(const struct wps_attach *at,
  * snapshot). */
 bool wps_attach_exited(const struct wps_attach *at);
 
+/*
+ * Let go of every thread still held, at once (a no-op after the freeze,
+ * which lets go by itself). ptrace belongs to the thread that attached:
+ * call this from that thread when the snapshot will not be frozen there,
+ * before another thread frees the objects. The snapshot can no longer be
+ * frozen afterwards (-ESRCH).
+ */
+void wps_attach_detach(struct wps_attach *at);
+
 /* Detach from whatever threads are still held, close the userfaultfd and
  * the regions' fds. Free the snapshot first. */
 void wps_attach_free(struct wps_attach *at);

@@ -150,6 +150,12 @@ static void cmd_register(struct wpsd_conn *c, json_t *args, json_t *id,
 	wpsd_guest_register(c, args, r);
 }
 
+static void cmd_attach(struct wpsd_conn *c, json_t *args, json_t *id,
+		       struct wpsd_reply *r)
+{
+	wpsd_guest_attach(c, args, r);
+}
+
 static void cmd_unregister(struct wpsd_conn *c, json_t *args, json_t *id,
 			   struct wpsd_reply *r)
 {
@@ -276,6 +282,7 @@ static const struct wpsd_cmd cmds[] = {
 	{ "getfd", fdname_args, cmd_getfd },
 	{ "closefd", fdname_args, cmd_closefd },
 	{ "wps-guest-register", NULL, cmd_register },
+	{ "wps-guest-attach", NULL, cmd_attach },
 	{ "wps-guest-unregister", guest_args, cmd_unregister },
 	{ "wps-guest-set-uffd", setuffd_args, cmd_setuffd },
 	{ "query-guests", no_args, cmd_guests },

@@ -402,11 +402,162 @@ fail:
 	return ret;
 }
 
+/* Has process pid CAP_SYS_PTRACE in its effective set? (bit 19) */
+static bool peer_can_ptrace(pid_t pid)
+{
+	char path[64], line[256];
+	unsigned long long eff;
+	bool can = false;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	f = fopen(path, "re");
+	if (!f)
+		return false;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "CapEff: %llx", &eff) == 1)
+			can = eff & (1ull << 19);
+	fclose(f);
+	return can;
+}
+
+static const struct wpsd_arg attach_spec[] = {
+	{ "guest", WPSD_T_STR, true },
+	{ "pid", WPSD_T_UINT, true },
+	{ "ranges", WPSD_T_ARRAY, false },
+	{ NULL, 0, false },
+};
+
+static const struct wpsd_arg range_spec[] = {
+	{ "start", WPSD_T_UINT, true },
+	{ "end", WPSD_T_UINT, true },
+	{ NULL, 0, false },
+};
+
+/*
+ * Only the shape of the ranges is checked here: what is mapped there is
+ * the attach's business, at each snapshot, with the process stopped (it
+ * may well map and unmap meanwhile).
+ */
+static int parse_ranges(json_t *a, struct wps_attach_range **out,
+			unsigned int *nr, struct wpsd_reply *r)
+{
+	struct wps_attach_range *ar;
+	char what[32];
+	size_t i, n = json_array_size(a);
+	long ps = sysconf(_SC_PAGESIZE);
+	int ret;
+
+	*out = NULL;
+	*nr = 0;
+	if (!a)
+		return 0;
+	if (!n || n > WPSD_REGIONS_MAX) {
+		wpsd_reply_err(r, WPSD_GENERIC, "ranges: 1 to %d ranges",
+			       WPSD_REGIONS_MAX);
+		return -EINVAL;
+	}
+	ar = calloc(n, sizeof(*ar));
+	if (!ar) {
+		wpsd_reply_err(r, WPSD_GENERIC, "out of memory");
+		return -ENOMEM;
+	}
+	for (i = 0; i < n; i++) {
+		json_t *o = json_array_get(a, i);
+
+		snprintf(what, sizeof(what), "ranges[%zu]", i);
+		ret = wpsd_args_check(o, range_spec, what, r);
+		if (ret)
+			goto fail;
+		ar[i].start = (uint64_t)json_integer_value(json_object_get(o, "start"));
+		ar[i].end = (uint64_t)json_integer_value(json_object_get(o, "end"));
+		if (ar[i].start >= ar[i].end || (ar[i].start | ar[i].end) %
+		    (uint64_t)ps) {
+			wpsd_reply_err(r, WPSD_GENERIC, "%s: start < end, both "
+				       "multiples of the page size (%ld)", what, ps);
+			ret = -EINVAL;
+			goto fail;
+		}
+	}
+	*out = ar;
+	*nr = (unsigned int)n;
+	return 0;
+fail:
+	free(ar);
+	return ret;
+}
+
+int wpsd_guest_attach(struct wpsd_conn *c, json_t *args, struct wpsd_reply *r)
+{
+	struct wpsd *d = c->d;
+	struct wpsd_guest *g;
+	const char *name;
+	json_int_t pid;
+	int ret;
+
+	ret = wpsd_args_check(args, attach_spec, "arguments", r);
+	if (ret)
+		return ret;
+	name = json_string_value(json_object_get(args, "guest"));
+	pid = json_integer_value(json_object_get(args, "pid"));
+	if (!c->root && !peer_can_ptrace(c->pid)) {
+		wpsd_reply_err(r, WPSD_GENERIC, "attaching to a process needs root "
+			       "or CAP_SYS_PTRACE (connection from pid %d, uid %d)",
+			       (int)c->pid, (int)c->uid);
+		return -EPERM;
+	}
+	if (!name[0] || strlen(name) > WPSD_NAME_MAX) {
+		wpsd_reply_err(r, WPSD_GENERIC, "guest name must have 1 to %d bytes",
+			       WPSD_NAME_MAX);
+		return -EINVAL;
+	}
+	if (wpsd_guest_find(d, name)) {
+		wpsd_reply_err(r, WPSD_GENERIC, "guest '%s' is already registered", name);
+		return -EEXIST;
+	}
+	if (pid <= 0 || pid > INT_MAX || kill((pid_t)pid, 0)) {
+		wpsd_reply_err(r, WPSD_GENERIC, "no process %" JSON_INTEGER_FORMAT, pid);
+		return -ESRCH;
+	}
+	if ((pid_t)pid == getpid()) {
+		wpsd_reply_err(r, WPSD_GENERIC, "wpsnapd cannot attach to itself");
+		return -EINVAL;
+	}
+	g = calloc(1, sizeof(*g));
+	if (!g) {
+		wpsd_reply_err(r, WPSD_GENERIC, "out of memory");
+		return -ENOMEM;
+	}
+	ret = parse_ranges(json_object_get(args, "ranges"), &g->ar, &g->nar, r);
+	if (ret) {
+		free(g);
+		return ret;
+	}
+	g->d = d;
+	g->uffd = -1;
+	g->attach = true;
+	g->pid = (pid_t)pid;
+	g->owner = 0;   /* nobody's: outlives the connection that named it */
+	snprintf(g->name, sizeof(g->name), "%s", name);
+	g->next = d->guests;
+	d->guests = g;
+	wps_info(d->ctx, "guest %s: process %d, attached at each snapshot (%s), "
+		 "named by connection %u", g->name, (int)g->pid,
+		 g->nar ? "chosen ranges" : "default selection", c->id);
+	r->ret = json_object();
+	return 0;
+}
+
 int wpsd_guest_set_uffd(struct wpsd_conn *c, struct wpsd_guest *g,
 			const char *fdname, struct wpsd_reply *r)
 {
 	int fd, ret;
 
+	if (g->attach) {
+		wpsd_reply_err(r, WPSD_GENERIC, "guest '%s' is an attached process: "
+			       "wpsnapd makes its userfaultfd itself", g->name);
+		return -EINVAL;
+	}
 	if (g->owner != c->id) {
 		wpsd_reply_err(r, WPSD_GENERIC, "guest '%s' belongs to another connection",
 			       g->name);
@@ -414,7 +565,7 @@ int wpsd_guest_set_uffd(struct wpsd_conn *c, struct wpsd_guest *g,
 	}
 	/* A transaction without memory snapshot does not use the uffd: the
 	 * re-arm after the previous snapshot may well arrive during one. */
-	if (g->job && g->job->snap) {
+	if (g->job && g->job->mem) {
 		wpsd_reply_err(r, WPSD_GENERIC, "guest '%s' has a snapshot running",
 			       g->name);
 		return -EBUSY;
@@ -454,6 +605,7 @@ void wpsd_guest_remove(struct wpsd_guest *g)
 		if (g->r[i].fd >= 0)
 			close(g->r[i].fd);
 	json_decref(g->last);
+	free(g->ar);
 	free(g->r);
 	free(g->rname);
 	free(g->blob);
@@ -508,7 +660,7 @@ int wpsd_base64_decode(const char *s, void **out, size_t *len)
 
 json_t *wpsd_guest_info(const struct wpsd_guest *g)
 {
-	json_t *regs = json_array();
+	json_t *regs = json_array(), *o;
 	unsigned int i;
 
 	for (i = 0; i < g->nr; i++)
@@ -519,11 +671,22 @@ json_t *wpsd_guest_info(const struct wpsd_guest *g)
 			"backing", g->r[i].backing == WPS_BACKING_HUGETLB ?
 				   "hugetlb" : "memfd",
 			"offset", (json_int_t)g->r[i].fd_offset));
-	return json_pack("{s:s,s:i,s:I,s:o,s:b,s:s,s:b}", "guest", g->name,
-			 "pid", (int)g->pid, "size", (json_int_t)g->bytes,
-			 "regions", regs, "uffd-ready", g->uffd >= 0,
-			 "snapshot", g->job ? wpsd_job_status(g->job) :
-				     (g->last ? json_string_value(json_object_get(
-						 g->last, "status")) : "none"),
-			 "device-state", g->blob != NULL);
+	o = json_pack("{s:s,s:s,s:i,s:I,s:o,s:b,s:s,s:b}", "guest", g->name,
+		      "kind", g->attach ? "attach" : "vmm",
+		      "pid", (int)g->pid, "size", (json_int_t)g->bytes,
+		      "regions", regs, "uffd-ready", g->attach || g->uffd >= 0,
+		      "snapshot", g->job ? wpsd_job_status(g->job) :
+				  (g->last ? json_string_value(json_object_get(
+					      g->last, "status")) : "none"),
+		      "device-state", g->blob != NULL);
+	if (g->attach) {
+		json_t *ranges = json_array();
+
+		for (i = 0; i < g->nar; i++)
+			json_array_append_new(ranges, json_pack("{s:I,s:I}",
+				"start", (json_int_t)g->ar[i].start,
+				"end", (json_int_t)g->ar[i].end));
+		json_object_set_new(o, "ranges", ranges);
+	}
+	return o;
 }

@@ -13,6 +13,7 @@
 #include <sys/types.h>
 
 #include <jansson.h>
+#include <wpsnap/attach.h>
 #include <wpsnap/wpsnap.h>
 
 #include "src/daemon/qmp.h"
@@ -38,6 +39,12 @@ struct wpsd_guest {
 	struct wpsd_job *job;        /* running or not yet reaped */
 	json_t *last;                /* summary of the last snapshot */
 	bool doomed;                 /* unregister once the job is reaped */
+	/* An unmodified process (wps-guest-attach): no VMM, no uffd, no
+	 * regions; every snapshot attaches to it anew, from the job's
+	 * worker, since ptrace belongs to the thread that seized. */
+	bool attach;
+	struct wps_attach_range *ar; /* owned; NULL: the default selection */
+	unsigned int nar;
 	struct wpsd_guest *next;
 };
 
@@ -46,6 +53,10 @@ struct wpsd_guest *wpsd_guest_find(struct wpsd *d, const char *name);
 /* wps-guest-register: on success the named fds move into the guest. */
 int wpsd_guest_register(struct wpsd_conn *c, json_t *args,
 			struct wpsd_reply *r);
+/* wps-guest-attach: an unmodified process, by pid (root or
+ * CAP_SYS_PTRACE only). Nothing is done to the process until a snapshot. */
+int wpsd_guest_attach(struct wpsd_conn *c, json_t *args,
+		      struct wpsd_reply *r);
 /* wps-guest-set-uffd: a fresh userfaultfd after a snapshot spent one. */
 int wpsd_guest_set_uffd(struct wpsd_conn *c, struct wpsd_guest *g,
 			const char *fdname, struct wpsd_reply *r);

@@ -47,6 +47,17 @@ static void job_log(void *arg, int level, const char *msg)
 	wps_log(j->d->ctx, level, "guest %s: %s", j->g->name, msg);
 }
 
+/* The loop's view of j->snap (see struct wpsd_job). */
+static struct wps_snapshot *job_snap(struct wpsd_job *j)
+{
+	struct wps_snapshot *snap;
+
+	pthread_mutex_lock(&j->lock);
+	snap = j->snap;
+	pthread_mutex_unlock(&j->lock);
+	return snap;
+}
+
 static bool job_stopped(void *arg)
 {
 	struct wpsd_job *j = arg;
@@ -198,15 +209,59 @@ static int job_txn_sync(struct wpsd_job *j)
 	return ret;
 }
 
+/*
+ * Worker: attach to an unmodified process and prepare its snapshot. Here
+ * rather than in the loop because ptrace belongs to the thread that
+ * seized: the freeze that stops the process again and lets it go must run
+ * on this thread. A cancel before the snapshot is published is seen here.
+ */
+static int job_attach(struct wpsd_job *j)
+{
+	struct wpsd_guest *g = j->g;
+	struct wps_snapshot *snap = NULL;
+	struct wps_attach_info ai;
+	int ret;
+
+	ret = wps_attach_new(j->ctx, g->pid, g->ar, g->nar, &j->at);
+	if (ret)
+		return ret;
+	ret = wps_attach_snapshot_new(j->at, &j->so, &snap);
+	if (ret)
+		return ret;
+	wps_attach_get_info(j->at, &ai);
+	wps_info(j->d->ctx, "guest %s: attached to process %d (%u threads, "
+		 "stopped %.3f ms), %" PRIu64 " bytes chosen", g->name, (int)g->pid,
+		 ai.threads, ai.attach_stop_ns / 1e6, ai.bytes);
+	pthread_mutex_lock(&j->lock);
+	j->snap = snap;
+	ret = j->cancelled ? -ECANCELED : 0;
+	pthread_mutex_unlock(&j->lock);
+	return ret;
+}
+
 static void *job_main(void *arg)
 {
 	struct wpsd_job *j = arg;
 	bool frozen_posted = false;
-	int ret;
+	int ret = 0;
 
 	if (j->txn)
 		wpsd_txn_prepare(j->txn);
-	if (j->snap) {
+	if (j->g->attach) {
+		ret = job_attach(j);
+		if (!ret)
+			ret = wps_snapshot_freeze(j->snap);
+		/* Let go now, on this thread, whatever happened: the freeze
+		 * has done so already unless it failed or never ran. */
+		wps_attach_detach(j->at);
+		if (ret && j->at && wps_attach_exited(j->at)) {
+			pthread_mutex_lock(&j->lock);
+			snprintf(j->cause, sizeof(j->cause), "process %d exited",
+				 (int)j->g->pid);
+			pthread_mutex_unlock(&j->lock);
+			ret = -ESRCH;
+		}
+	} else if (j->snap) {
 		ret = wps_snapshot_freeze(j->snap);
 	} else {
 		ret = job_pause(j);   /* handshake + disk actions */
@@ -250,6 +305,7 @@ static void job_free(struct wpsd_job *j)
 {
 	if (j->snap)
 		wps_snapshot_free(j->snap);
+	wps_attach_free(j->at);   /* after its snapshot; let go already */
 	if (j->ctx)
 		wps_ctx_free(j->ctx);
 	wpsd_txn_free(j->txn);
@@ -300,7 +356,23 @@ static int job_start(struct wpsd_conn *c, struct wpsd_guest *g, json_t *args,
 		ret = -EBUSY;
 		goto fail_txn;
 	}
-	if (mem && g->uffd < 0) {
+	if (g->attach && txn) {
+		/* The attach's own stop is the pause; disk actions would have
+		 * to run inside it. Not yet: say so rather than half do it. */
+		wpsd_reply_err(r, WPSD_GENERIC, "guest '%s' is an attached process: "
+			       "transactions need a guest registered by its VMM",
+			       g->name);
+		ret = -EOPNOTSUPP;
+		goto fail_txn;
+	}
+	if (g->attach && json_is_true(json_object_get(args, "vcpus-paused"))) {
+		wpsd_reply_err(r, WPSD_GENERIC, "guest '%s' is an attached process: "
+			       "wpsnapd stops it itself (vcpus-paused does not apply)",
+			       g->name);
+		ret = -EINVAL;
+		goto fail_txn;
+	}
+	if (mem && !g->attach && g->uffd < 0) {
 		wpsd_reply_err(r, WPSD_GENERIC, "guest '%s' has no fresh userfaultfd "
 			       "(the last snapshot spent it); its VMM must hand over a "
 			       "new one with wps-guest-set-uffd", g->name);
@@ -358,6 +430,13 @@ static int job_start(struct wpsd_conn *c, struct wpsd_guest *g, json_t *args,
 	so.buffer_budget = v ? (uint64_t)json_integer_value(v) : 0;
 	v = json_object_get(args, "fault-window");
 	so.fault_window = v ? (unsigned int)json_integer_value(v) : 0;
+	j->mem = true;
+	if (g->attach) {
+		/* Attached by the worker (job_attach); errors such as an
+		 * existing image come with the deferred reply. */
+		j->so = so;
+		goto start;
+	}
 	so.pause = job_pause;
 	so.resume = job_resume;
 	so.pause_arg = j;
@@ -380,7 +459,7 @@ static int job_start(struct wpsd_conn *c, struct wpsd_guest *g, json_t *args,
 		}
 	}
 start:
-	if (j->vcpus_paused || j->txn) {
+	if (j->vcpus_paused || j->txn || g->attach) {
 		j->reply_conn = c->id;
 		j->reply_id = json_incref(id);
 		r->deferred = true;
@@ -410,7 +489,7 @@ start:
 
 fail_spent:
 	/* wps_snapshot_new may have negotiated the uffd before failing. */
-	if (mem && wpsd_uffd_negotiated(g->uffd) == 1) {
+	if (mem && g->uffd >= 0 && wpsd_uffd_negotiated(g->uffd) == 1) {
 		close(g->uffd);
 		g->uffd = -1;
 		if (wpsd_conn_by_id(d, g->owner))
@@ -465,14 +544,17 @@ out:
 
 void wpsd_job_cancel(struct wpsd_job *j, const char *why)
 {
+	struct wps_snapshot *snap;
+
 	pthread_mutex_lock(&j->lock);
 	if (!j->cause[0] && why)
 		snprintf(j->cause, sizeof(j->cause), "%s", why);
 	j->cancelled = true;
 	pthread_cond_broadcast(&j->cond);
 	pthread_mutex_unlock(&j->lock);
-	if (j->snap)
-		wps_snapshot_cancel(j->snap);
+	snap = job_snap(j);
+	if (snap)
+		wps_snapshot_cancel(snap);
 }
 
 int wpsd_job_ack(struct wpsd_conn *c, uint64_t token, bool resumed,
@@ -524,6 +606,7 @@ int wpsd_job_ack(struct wpsd_conn *c, uint64_t token, bool resumed,
 
 const char *wpsd_job_status(struct wpsd_job *j)
 {
+	struct wps_snapshot *snap;
 	struct wps_progress p;
 	bool pausing, in_txn;
 
@@ -533,9 +616,12 @@ const char *wpsd_job_status(struct wpsd_job *j)
 	pthread_mutex_unlock(&j->lock);
 	if (pausing)
 		return "pausing";
-	if (in_txn || !j->snap)
+	if (in_txn || !j->mem)
 		return "transaction";
-	wps_snapshot_progress(j->snap, &p);
+	snap = job_snap(j);
+	if (!snap)
+		return "attaching";
+	wps_snapshot_progress(snap, &p);
 	switch (p.phase) {
 	case WPS_PHASE_NEW: return "setup";
 	case WPS_PHASE_FREEZING: return "freezing";
@@ -550,12 +636,13 @@ const char *wpsd_job_status(struct wpsd_job *j)
 
 json_t *wpsd_job_query(struct wpsd_job *j)
 {
+	struct wps_snapshot *snap = job_snap(j);
 	struct wps_progress p;
 
-	if (!j->snap)
+	if (!snap)
 		return json_pack("{s:s,s:s,s:I}", "guest", j->g->name, "status",
 				 wpsd_job_status(j), "token", (json_int_t)j->token);
-	wps_snapshot_progress(j->snap, &p);
+	wps_snapshot_progress(snap, &p);
 	return json_pack("{s:s,s:s,s:s,s:I,s:I,s:I,s:I,s:I,s:I}",
 			 "guest", j->g->name, "status", wpsd_job_status(j),
 			 "path", j->path, "token", (json_int_t)j->token,
@@ -611,7 +698,7 @@ static void job_reap(struct wpsd_job *j, bool tell)
 	json_t *s;
 
 	pthread_join(j->th, NULL);
-	if (!j->snap) {
+	if (!j->mem) {
 		/* Memory-less transaction: its reply said it all. */
 		if (j->result)
 			wps_warn(d->ctx, "guest %s: transaction (token %" PRIu64 ") "
@@ -703,7 +790,7 @@ static void job_poll_one(struct wpsd_job *j)
 				json_pack("{s:s,s:I}", "guest", j->g->name,
 					  "token", (json_int_t)j->token));
 	if (frozen) {
-		if (!fret && j->snap)
+		if (!fret && j->mem)
 			wpsd_broadcast(d, "WPS_SNAPSHOT_FROZEN",
 				       json_pack("{s:s,s:s,s:I}", "guest", j->g->name,
 						 "path", j->path, "token",
@@ -734,15 +821,19 @@ void wpsd_jobs_poll(struct wpsd *d)
 void wpsd_jobs_progress(struct wpsd *d)
 {
 	uint64_t now = wpsd_now_ns();
+	struct wps_snapshot *snap;
 	struct wps_progress p;
 	struct wpsd_guest *g;
 
 	for (g = d->guests; g; g = g->next) {
-		if (!g->job || !g->job->snap || now - g->job->last_progress_ns <
+		if (!g->job || now - g->job->last_progress_ns <
 			       WPSD_PROGRESS_MS * 1000000ull)
 			continue;
+		snap = job_snap(g->job);
+		if (!snap)
+			continue;
 		g->job->last_progress_ns = now;
-		wps_snapshot_progress(g->job->snap, &p);
+		wps_snapshot_progress(snap, &p);
 		if (p.phase != WPS_PHASE_COPYING && p.phase != WPS_PHASE_PUBLISHING)
 			continue;
 		wpsd_broadcast(d, "WPS_SNAPSHOT_PROGRESS", wpsd_job_query(g->job));

@@ -28,8 +28,14 @@ struct wpsd_job {
 	struct wpsd *d;
 	struct wpsd_guest *g;
 	struct wps_ctx *ctx;            /* own: captures the first error */
-	struct wps_snapshot *snap;      /* owned; NULL: a transaction
-					 * without memory-snapshot action */
+	/* owned. Set before the worker starts, or for an attached process
+	 * by the worker itself under the lock (read it with the lock held
+	 * or after post_frozen); once set it lives until job_free. NULL:
+	 * not yet, the attach failed, or a transaction without memory. */
+	struct wps_snapshot *snap;
+	bool mem;                       /* a memory snapshot is wanted */
+	struct wps_attach *at;          /* owned: attached process, or NULL */
+	struct wps_snapshot_opts so;    /* for the worker's attach */
 	struct wpsd_txn *txn;           /* owned; NULL: plain snapshot */
 	pthread_t th;
 	bool th_started;
