@@ -83,6 +83,8 @@ struct imgw_region {
 	uint64_t *seen;         /* bit per block: put() already had it */
 	uint64_t *present;      /* bit per block: non-zero data written */
 	uint32_t *csum;         /* per group: XOR of block crcs */
+	uint32_t *bcrc;         /* per block, with WPS_IMGW_REWRITE: its crc,
+				   to take it out of csum when replaced */
 };
 
 struct imgw_blob {
@@ -523,7 +525,7 @@ int wps_img_writer_put(struct wps_img_writer *w, enum wps_lane lane,
 {
 	const uint8_t *s = src;
 	struct imgw_region *reg;
-	uint64_t b, end, present = 0, zero = 0;
+	uint64_t b, end, present = 0, zero = 0, replaced = 0;
 	int err = get_error(w);
 
 	if (err)
@@ -553,12 +555,22 @@ int wps_img_writer_put(struct wps_img_writer *w, enum wps_lane lane,
 
 		if (__atomic_fetch_or(&reg->seen[b >> 6], bit, __ATOMIC_RELAXED) &
 		    bit) {
-			wps_err(w->ctx,
-				"image %s: internal error: block %llu of region %u (%s) put twice",
-				w->path, (unsigned long long)b, r,
-				reg->desc.name);
-			err = -EEXIST;
-			break;
+			if (!reg->bcrc) {
+				wps_err(w->ctx,
+					"image %s: internal error: block %llu of region %u (%s) put twice",
+					w->path, (unsigned long long)b, r,
+					reg->desc.name);
+				err = -EEXIST;
+				break;
+			}
+			/* Replaced (drained before, see the header): its
+			 * old data leaves the checksum and the counts. */
+			if (__atomic_fetch_and(&reg->present[b >> 6], ~bit,
+					       __ATOMIC_RELAXED) & bit) {
+				__atomic_fetch_xor(&reg->csum[b / WPS_IMG_GROUP_BLOCKS],
+						   reg->bcrc[b], __ATOMIC_RELAXED);
+				replaced++;
+			}
 		}
 		buf = w->cur[lane];
 		if (buf && buf->used == w->buf_size) {
@@ -580,13 +592,15 @@ int wps_img_writer_put(struct wps_img_writer *w, enum wps_lane lane,
 		}
 		dst = buf->data + buf->used;
 		memcpy(dst, s, WPS_IMG_BLOCK);
-		if (block_is_zero(dst)) {
+		if (!(w->flags & WPS_IMGW_KEEP_ZEROS) && block_is_zero(dst)) {
 			zero++;
 			continue;
 		}
 		/* The copy is in cache: checksum it, not the source, which
 		 * also covers a source that changes under us. */
 		crc = wps_img_block_crc(b, dst);
+		if (reg->bcrc)
+			reg->bcrc[b] = crc;
 		__atomic_fetch_xor(&reg->csum[b / WPS_IMG_GROUP_BLOCKS], crc,
 				   __ATOMIC_RELAXED);
 		__atomic_fetch_or(&reg->present[b >> 6], bit, __ATOMIC_RELAXED);
@@ -610,6 +624,10 @@ int wps_img_writer_put(struct wps_img_writer *w, enum wps_lane lane,
 		stat_add(&w->st_present, present);
 		stat_add(&w->st_data_bytes, present * WPS_IMG_BLOCK);
 	}
+	if (replaced) {
+		stat_add(&w->st_present, -replaced);
+		stat_add(&w->st_data_bytes, -replaced * WPS_IMG_BLOCK);
+	}
 	if (zero)
 		stat_add(&w->st_zero, zero);
 	return err;
@@ -626,6 +644,22 @@ int wps_img_writer_flush(struct wps_img_writer *w, enum wps_lane lane)
 	if (w->cur[lane] && w->cur[lane]->nr_ext > w->cur[lane]->submitted)
 		submit_ext(w, lane, w->cur[lane]->used < w->buf_size &&
 				    w->cur[lane]->nr_ext < IMGW_MAX_EXT);
+	return get_error(w);
+}
+
+int wps_img_writer_drain(struct wps_img_writer *w)
+{
+	int err = wps_img_writer_flush(w, WPS_LANE_SWEEP);
+
+	if (!err)
+		err = wps_img_writer_flush(w, WPS_LANE_FAULT);
+	if (err)
+		return err;
+	kick(w);
+	pthread_mutex_lock(&w->lock);
+	while ((w->qlen || w->inflight) && !get_error(w))
+		pthread_cond_wait(&w->cond, &w->lock);
+	pthread_mutex_unlock(&w->lock);
 	return get_error(w);
 }
 
@@ -1135,6 +1169,7 @@ void wps_img_writer_free(struct wps_img_writer *w)
 		free(w->regions[i].seen);
 		free(w->regions[i].present);
 		free(w->regions[i].csum);
+		free(w->regions[i].bcrc);
 	}
 	for (i = 0; i < w->nr_blobs; i++)
 		free(w->blobs[i].data);
@@ -1208,6 +1243,12 @@ static int setup_regions(struct wps_img_writer *w,
 						     WPS_IMG_GROUP_BLOCKS), 4);
 		if (!reg->seen || !reg->present || !reg->csum)
 			goto out;
+		if (w->flags & WPS_IMGW_REWRITE) {
+			reg->bcrc = calloc(lay[i].nr_blocks ? lay[i].nr_blocks : 1, 4);
+			if (!reg->bcrc)
+				goto out;
+			w->memory_bytes += lay[i].nr_blocks * 4;
+		}
 	}
 	err = 0;
 out:

@@ -29,6 +29,14 @@ struct wps_img_writer_region {
 /* Flags for wps_img_writer_opts.flags */
 #define WPS_IMGW_OVERWRITE (1u << 0)   /* replace an existing <path> */
 #define WPS_IMGW_NO_DIRECT (1u << 1)   /* do not even try O_DIRECT */
+/* Blocks may be put again after wps_img_writer_drain(): the later data
+ * replaces the earlier (checkpoint pre-copy rounds). Costs 4 bytes of
+ * memory per block. */
+#define WPS_IMGW_REWRITE (1u << 3)
+/* Store all-zero blocks as data instead of holes: in an incremental image
+ * a hole means "as in the parent", so a block that became zero must be
+ * written. */
+#define WPS_IMGW_KEEP_ZEROS (1u << 4)
 /* Fault injection for tests: every I/O completes short (half of what was
  * asked, rounded to 4 KiB) once, and the writer must finish the rest. */
 #define WPS_IMGW_TEST_SHORT_WRITES (1u << 2)
@@ -74,6 +82,14 @@ int wps_img_writer_flush(struct wps_img_writer *w, enum wps_lane lane);
  * -EAGAIN rather than waiting (see sink.h). */
 int wps_img_writer_reserve(struct wps_img_writer *w, enum wps_lane lane,
 			   size_t len, bool nowait);
+
+/*
+ * Flush both lanes and wait until every write issued so far is on disk
+ * (not synced): afterwards a block may be put again (WPS_IMGW_REWRITE),
+ * since no earlier write of it can land later. Only the caller's thread
+ * may put meanwhile.
+ */
+int wps_img_writer_drain(struct wps_img_writer *w);
 
 /* Record the freeze instant in the header (any time before commit). */
 void wps_img_writer_set_instant(struct wps_img_writer *w, int64_t realtime_ns,

@@ -6,3 +6,4 @@ include $(srcdir)/tests/daemon.mk
 include $(srcdir)/tests/pager.mk
 include $(srcdir)/tests/transaction.mk
 include $(srcdir)/tests/attach.mk
+include $(srcdir)/tests/checkpoint.mk

@@ -24,6 +24,7 @@
 
 #include "tools/bench.h"
 #include "tools/restore_lazy.h"
+#include "tools/checkpoint_cmd.h"
 #include "tools/snapshot_cmd.h"
 #include "tools/guest/guest.h"
 
@@ -43,6 +44,9 @@ static void usage_main(FILE *f)
 		"  export    write the raw bytes of one region of an image\n"
 		"  verify    check an image's checksums (and content, with a ledger)\n"
 		"  restore   load an image into fresh memory at disk speed\n"
+		"  checkpoint  periodic checkpoints: a full image, then increments\n"
+		"  chain     show a checkpoint chain, restore it against a ledger, fold it\n"
+		"  merge     flatten a checkpoint chain into one full image\n"
 		"  bench     measure snapshots against this machine's limits\n"
 		"  version   print the version\n\n"
 		"'wpsnap COMMAND --help' describes each command.\n");
@@ -827,6 +831,12 @@ int main(int argc, char **argv)
 		ret = cmd_restore(ctx, argc, argv);
 	else if (!strcmp(cmd, "snapshot"))
 		ret = wps_snapshot_cmd_main(ctx, argc, argv);
+	else if (!strcmp(cmd, "checkpoint"))
+		ret = wps_checkpoint_cmd_main(ctx, argc, argv);
+	else if (!strcmp(cmd, "chain"))
+		ret = wps_chain_cmd_main(ctx, argc, argv);
+	else if (!strcmp(cmd, "merge"))
+		ret = wps_merge_cmd_main(ctx, argc, argv);
 	else if (!strcmp(cmd, "bench"))
 		ret = wps_bench_main(ctx, argc, argv);
 	else {

@@ -4,6 +4,8 @@ libwpsnap_la_SOURCES += \
 	wp/uffd.h \
 	wp/pagemap.c \
 	wp/pagemap.h \
+	wp/dirty.c \
+	wp/dirty.h \
 	wp/regions.c \
 	wp/engine.c \
 	wp/engine.h \

@@ -46,9 +46,9 @@ void wps_pagemap_close(struct wps_pagemap *pm)
 	pm->fd = -1;
 }
 
-int wps_pagemap_scan(struct wps_pagemap *pm, uint64_t start, uint64_t end,
-		     uint64_t anyof, uint64_t none, wps_pagemap_fn fn,
-		     void *arg)
+static int scan(struct wps_pagemap *pm, uint64_t start, uint64_t end,
+		uint64_t flags, uint64_t mask, uint64_t inverted, uint64_t anyof,
+		uint64_t ret_mask, wps_pagemap_fn fn, void *arg)
 {
 	struct page_region vec[SCAN_VEC];
 	struct pm_scan_arg a;
@@ -58,18 +58,15 @@ int wps_pagemap_scan(struct wps_pagemap *pm, uint64_t start, uint64_t end,
 	while (pos < end) {
 		memset(&a, 0, sizeof(a));
 		a.size = sizeof(a);
+		a.flags = flags;
 		a.start = pos;
 		a.end = end;
 		a.vec = (uint64_t)(uintptr_t)vec;
 		a.vec_len = SCAN_VEC;
-		/* categories ^ inverted must have every bit of mask set:
-		 * inverting the excluded ones makes "none of them" a must. */
-		a.category_inverted = none;
-		a.category_mask = none;
+		a.category_inverted = inverted;
+		a.category_mask = mask;
 		a.category_anyof_mask = anyof;
-		/* PAGE_IS_HUGE is reported too, so that callers can tell THP
-		 * and hugetlb runs apart (runs split where it changes). */
-		a.return_mask = anyof | none | PAGE_IS_HUGE;
+		a.return_mask = ret_mask;
 		n = ioctl(pm->fd, PAGEMAP_SCAN, &a);
 		if (n < 0) {
 			ret = -errno;
@@ -89,6 +86,27 @@ int wps_pagemap_scan(struct wps_pagemap *pm, uint64_t start, uint64_t end,
 		pos = a.walk_end;
 	}
 	return 0;
+}
+
+int wps_pagemap_scan(struct wps_pagemap *pm, uint64_t start, uint64_t end,
+		     uint64_t anyof, uint64_t none, wps_pagemap_fn fn,
+		     void *arg)
+{
+	/* categories ^ inverted must have every bit of mask set: inverting
+	 * the excluded ones makes "none of them" a must. PAGE_IS_HUGE is
+	 * reported too, so that callers can tell THP and hugetlb runs apart
+	 * (runs split where it changes). */
+	return scan(pm, start, end, 0, none, none, anyof,
+		    anyof | none | PAGE_IS_HUGE, fn, arg);
+}
+
+int wps_pagemap_harvest(struct wps_pagemap *pm, uint64_t start, uint64_t end,
+			wps_pagemap_fn fn, void *arg)
+{
+	/* A full vec stops the walk at walk_end, with the pages after it
+	 * neither reported nor re-protected: the loop goes on from there. */
+	return scan(pm, start, end, PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC,
+		    PAGE_IS_WRITTEN, 0, 0, PAGE_IS_WRITTEN, fn, arg);
 }
 
 int wps_pagemap_count_wp(struct wps_pagemap *pm, uint64_t start, uint64_t end,

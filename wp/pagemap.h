@@ -36,6 +36,16 @@ int wps_pagemap_scan(struct wps_pagemap *pm, uint64_t start, uint64_t end,
 
 /* Number of 4 KiB pages in [start, end) whose pagemap entry still has the
  * uffd-wp bit (bit 57). */
+/*
+ * Report the runs of [start, end) written since they were last
+ * write-protected (a userfaultfd with UFFD_FEATURE_WP_ASYNC), and
+ * write-protect them again in the same walk: no write between the report
+ * and the re-arm can be lost. -EPERM from the kernel if the range is not
+ * registered for async write-protection.
+ */
+int wps_pagemap_harvest(struct wps_pagemap *pm, uint64_t start, uint64_t end,
+			wps_pagemap_fn fn, void *arg);
+
 int wps_pagemap_count_wp(struct wps_pagemap *pm, uint64_t start, uint64_t end,
 			 uint64_t *count);
 

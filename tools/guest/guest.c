@@ -479,12 +479,33 @@ static bool writer_park(struct wps_guest *g)
 	return c & CTL_STOP;
 }
 
+/*
+ * With a rate, write k is due at start + k / rate. A writer that fell
+ * behind (paused, faulting) does not burst to catch up beyond 5 ms of
+ * writes, and never sleeps more than 100 us at once so that a pause
+ * request is seen promptly. true: not yet.
+ */
+static bool not_due(struct wps_guest *g, uint64_t *due)
+{
+	uint64_t now = now_ns(), d;
+
+	if (*due > now) {
+		d = *due - now < 100000ull ? *due - now : 100000ull;
+		nanosleep(&(struct timespec){ 0, (long)d }, NULL);
+		return true;
+	}
+	if (now - *due > 5000000ull)
+		*due = now;
+	*due += 1000000000ull / g->opts.rate;
+	return false;
+}
+
 static void *writer_main(void *arg)
 {
 	struct wps_guest_writer *w = arg;
 	struct wps_guest *g = w->g;
 	enum wps_guest_pattern p = g->opts.pattern;
-	uint64_t b, t0;
+	uint64_t b, t0, due = now_ns();
 
 	for (;;) {
 		if (atomic_load(&g->ctl)) {
@@ -492,6 +513,8 @@ static void *writer_main(void *arg)
 				break;
 			continue;
 		}
+		if (g->opts.rate && not_due(g, &due))
+			continue;   /* look at ctl again first */
 		b = next_block(w, p);
 		t0 = now_ns();
 		write_block(g, b);

@@ -42,6 +42,9 @@ struct wps_guest_opts {
 	enum wps_guest_pattern pattern;
 	unsigned int populate_pct; /* % of blocks written once at creation (0..100) */
 	uint64_t seed;
+	/* Block writes per second, per writer thread (0: as fast as it can):
+	 * a guest dirtying a known number of bytes per second. */
+	uint64_t rate;
 };
 
 struct wps_guest;

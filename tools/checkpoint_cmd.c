@@ -1,0 +1,393 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * wpsnap checkpoint: periodic checkpoints of the reference guest into a
+ * directory (a full image, then increments), optionally with the guest's
+ * ledger at each instant and retention; wpsnap chain: show a chain,
+ * restore through it and check it against a ledger, fold it; wpsnap
+ * merge: flatten a chain into one full image. Thin shells over
+ * <wpsnap/checkpoint.h> and <wpsnap/chain.h>.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <wpsnap/chain.h>
+#include <wpsnap/checkpoint.h>
+
+#include "tools/checkpoint_cmd.h"
+#include "tools/guest/guest.h"
+
+#define MiB (1024.0 * 1024.0)
+
+static void uuid_str(const uint8_t *u, char *buf)
+{
+	static const char hex[] = "0123456789abcdef";
+	int i, o = 0;
+
+	for (i = 0; i < 16; i++) {
+		if (i == 4 || i == 6 || i == 8 || i == 10)
+			buf[o++] = '-';
+		buf[o++] = hex[u[i] >> 4];
+		buf[o++] = hex[u[i] & 15];
+	}
+	buf[o] = '\0';
+}
+
+static void checkpoint_usage(FILE *f)
+{
+	fprintf(f,
+		"Usage: wpsnap checkpoint --dir DIR [--count N] [--interval MS] "
+		"[--keep N]\n"
+		"                         [--size SIZE] [--backing anon|thp|memfd|"
+		"hugetlb]\n"
+		"                         [--threads N] [--pattern idle|seq|random|"
+		"hot]\n"
+		"                         [--rate MIB/S] [--ledger] [--no-precopy] "
+		"[--overwrite]\n"
+		"Run the reference guest and checkpoint it every MS milliseconds "
+		"(default 200)\nwhile it writes: DIR/ckpt-000000.wpsnap is a full "
+		"image, each later one an\nincrement over the one before. --keep N "
+		"folds older checkpoints into the\noldest kept one after each "
+		"checkpoint. --ledger writes DIR/ckpt-NNNNNN.ledger,\nthe guest's "
+		"content at each instant, for 'wpsnap chain --ledger'.\n");
+}
+
+struct run {
+	struct wps_guest *g;
+	bool ledger;
+};
+
+int wps_checkpoint_cmd_main(struct wps_ctx *ctx, int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "dir", required_argument, NULL, 'd' },
+		{ "count", required_argument, NULL, 'n' },
+		{ "interval", required_argument, NULL, 'i' },
+		{ "keep", required_argument, NULL, 'k' },
+		{ "size", required_argument, NULL, 's' },
+		{ "backing", required_argument, NULL, 'b' },
+		{ "threads", required_argument, NULL, 't' },
+		{ "pattern", required_argument, NULL, 'p' },
+		{ "ledger", no_argument, NULL, 'l' },
+		{ "rate", required_argument, NULL, 'r' },
+		{ "no-precopy", no_argument, NULL, 'P' },
+		{ "overwrite", no_argument, NULL, 'o' },
+		{ "help", no_argument, NULL, 'h' },
+		{ 0 }
+	};
+	struct wps_guest_opts go = {
+		.size = 256ull << 20, .backing = WPS_GUEST_ANON, .threads = 1,
+		.pattern = WPS_GUEST_RANDOM, .populate_pct = 90, .seed = 7,
+	};
+	struct wps_ckpt_opts co = WPS_CKPT_OPTS_INIT;
+	unsigned int count = 5, interval_ms = 200, keep = 0, i;
+	struct wps_ckpt *ck = NULL;
+	struct wps_guest *g = NULL;
+	struct wps_region reg;
+	const char *dir = NULL;
+	bool ledger = false;
+	double rate_mib = 0;
+	int c, ret, status = 1;
+
+	while ((c = getopt_long(argc, argv, "d:n:i:k:s:b:t:p:r:lPoh", opts, NULL)) != -1) {
+		switch (c) {
+		case 'd': dir = optarg; break;
+		case 'n': count = (unsigned int)strtoul(optarg, NULL, 0); break;
+		case 'i': interval_ms = (unsigned int)strtoul(optarg, NULL, 0); break;
+		case 'k': keep = (unsigned int)strtoul(optarg, NULL, 0); break;
+		case 't': go.threads = (unsigned int)strtoul(optarg, NULL, 0); break;
+		case 'l': ledger = true; break;
+		case 'r': rate_mib = strtod(optarg, NULL); break;
+		case 'P': co.precopy_rounds = WPS_CKPT_NO_PRECOPY; break;
+		case 'o': co.flags |= WPS_CKPT_OVERWRITE; break;
+		case 's':
+			if (wps_guest_parse_size(optarg, &go.size)) {
+				fprintf(stderr, "wpsnap checkpoint: bad size '%s'\n", optarg);
+				return 2;
+			}
+			break;
+		case 'b':
+			if (wps_guest_backing_parse(optarg, &go.backing)) {
+				fprintf(stderr, "wpsnap checkpoint: unknown backing '%s' "
+					"(anon, thp, memfd, hugetlb)\n", optarg);
+				return 2;
+			}
+			break;
+		case 'p':
+			if (wps_guest_pattern_parse(optarg, &go.pattern)) {
+				fprintf(stderr, "wpsnap checkpoint: unknown pattern '%s' "
+					"(idle, seq, random, hot)\n", optarg);
+				return 2;
+			}
+			break;
+		case 'h': checkpoint_usage(stdout); return 0;
+		default: checkpoint_usage(stderr); return 2;
+		}
+	}
+	if (!dir || optind != argc) {
+		checkpoint_usage(stderr);
+		return 2;
+	}
+	if (rate_mib > 0 && go.threads)
+		go.rate = (uint64_t)(rate_mib * MiB / 4096 / go.threads) + 1;
+	if (mkdir(dir, 0755) && errno != EEXIST) {
+		fprintf(stderr, "wpsnap checkpoint: %s: %s\n", dir, strerror(errno));
+		return 1;
+	}
+	ret = wps_guest_new(&go, &g);
+	if (ret) {
+		fprintf(stderr, "wpsnap checkpoint: cannot start the reference "
+			"guest: %s\n", strerror(-ret));
+		return 1;
+	}
+	wps_guest_region(g, &reg);
+	/* freeze_pause also marks the ledger's instant: the checkpoint's is
+	 * inside the same pause, with every writer parked. */
+	co.pause = ledger ? wps_guest_freeze_pause : wps_guest_pause;
+	co.resume = wps_guest_resume;
+	co.pause_arg = g;
+	ret = wps_ckpt_new(ctx, &reg, 1, &co, &ck);
+	if (ret) {
+		fprintf(stderr, "wpsnap checkpoint: cannot track the guest's "
+			"writes: %s\n", strerror(-ret));
+		goto out;
+	}
+	ret = wps_guest_start(g);
+	if (ret) {
+		fprintf(stderr, "wpsnap checkpoint: guest writers: %s\n",
+			strerror(-ret));
+		goto out;
+	}
+	printf("guest: %.0f MiB %s, %u writer(s), %s", go.size / MiB,
+	       wps_guest_backing_name(go.backing), go.threads,
+	       wps_guest_pattern_name(go.pattern));
+	if (go.rate)
+		printf(" at %.1f MiB/s", rate_mib);
+	printf("; checkpoint every %u ms\n", interval_ms);
+	printf("%-4s %9s %9s %9s %6s %10s %10s %9s\n", "seq", "pause ms",
+	       "walk ms", "copy ms", "rounds", "saved MiB", "precopy", "total ms");
+	for (i = 0; i < count; i++) {
+		struct wps_ckpt_stats st;
+		char path[4096], lpath[4096];
+
+		nanosleep(&(struct timespec){ interval_ms / 1000,
+					      (long)(interval_ms % 1000) * 1000000L },
+			  NULL);
+		snprintf(path, sizeof(path), "%s/ckpt-%06u.wpsnap", dir, i);
+		ret = wps_ckpt_take(ck, path, &st);
+		if (ret) {
+			fprintf(stderr, "wpsnap checkpoint: checkpoint %u failed: "
+				"%s\n", i, strerror(-ret));
+			goto out;
+		}
+		printf("%-4" PRIu64 " %9.3f %9.3f %9.3f %6u %10.1f %10.1f %9.1f\n",
+		       st.seq, st.pause_ns / 1e6, st.scan_ns / 1e6, st.copy_ns / 1e6,
+		       st.rounds, st.dirty_bytes / MiB, st.precopy_bytes / MiB,
+		       st.total_ns / 1e6);
+		if (ledger) {
+			struct wps_ledger *l = NULL;
+
+			/* The instant's generations stay recorded (copy on
+			 * write) until the next freeze_pause. */
+			wps_guest_pause(g);
+			ret = wps_guest_ledger(g, &l);
+			wps_guest_resume(g);
+			snprintf(lpath, sizeof(lpath), "%s/ckpt-%06u.ledger", dir, i);
+			if (!ret)
+				ret = wps_ledger_write(l, lpath);
+			wps_ledger_free(l);
+			if (ret) {
+				fprintf(stderr, "wpsnap checkpoint: ledger %s: %s\n",
+					lpath, strerror(-ret));
+				goto out;
+			}
+		}
+		if (keep) {
+			struct wps_chain *chain;
+
+			ret = wps_chain_open(ctx, path, 0, &chain);
+			if (!ret)
+				ret = wps_chain_fold(chain, keep);
+			if (ret) {
+				fprintf(stderr, "wpsnap checkpoint: retention after "
+					"%s: %s\n", path, strerror(-ret));
+				goto out;
+			}
+		}
+	}
+	status = 0;
+out:
+	if (g)
+		wps_guest_stop(g);
+	wps_ckpt_free(ck);
+	wps_guest_free(g);
+	return status;
+}
+
+static void chain_usage(FILE *f)
+{
+	fprintf(f,
+		"Usage: wpsnap chain IMAGE [--ledger LEDGER] [--fold KEEP]\n"
+		"Show the chain of checkpoints that IMAGE ends. --ledger restores "
+		"the chain into\nfresh memory (the full image, then each increment) "
+		"and checks every block\nagainst the reference guest's LEDGER. "
+		"--fold KEEP keeps the newest KEEP images\nand folds the older ones "
+		"into the oldest kept one.\n");
+}
+
+static int chain_verify(struct wps_ctx *ctx, struct wps_chain *chain,
+			const char *lpath)
+{
+	const struct wps_image_region *r = wps_image_get_region(
+		wps_chain_image(chain, wps_chain_length(chain) - 1), 0);
+	struct wps_image_load_stats st;
+	struct wps_ledger *l = NULL;
+	uint64_t bad = 0;
+	char why[256];
+	void *mem;
+	int ret;
+
+	ret = wps_ledger_read(lpath, &l);
+	if (ret) {
+		fprintf(stderr, "wpsnap chain: ledger %s: %s\n", lpath, strerror(-ret));
+		return 1;
+	}
+	mem = mmap(NULL, r->size, PROT_READ | PROT_WRITE,
+		   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (mem == MAP_FAILED) {
+		fprintf(stderr, "wpsnap chain: no memory for %" PRIu64 " bytes\n",
+			r->size);
+		wps_ledger_free(l);
+		return 1;
+	}
+	ret = wps_chain_load(chain, 0, mem, &st);
+	if (ret) {
+		fprintf(stderr, "wpsnap chain: restore failed: %s\n", strerror(-ret));
+	} else {
+		ret = wps_ledger_verify_mem(l, mem, &bad, why, sizeof(why));
+		if (ret)
+			fprintf(stderr, "wpsnap chain: block %" PRIu64 " differs "
+				"from the ledger: %s\n", bad, why);
+		else
+			printf("restored through %u image(s): %.1f MiB read in %.1f ms, "
+			       "every block matches the ledger\n",
+			       wps_chain_length(chain), st.bytes / MiB, st.ns / 1e6);
+	}
+	munmap(mem, r->size);
+	wps_ledger_free(l);
+	return ret ? 1 : 0;
+}
+
+int wps_chain_cmd_main(struct wps_ctx *ctx, int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "ledger", required_argument, NULL, 'l' },
+		{ "fold", required_argument, NULL, 'f' },
+		{ "help", no_argument, NULL, 'h' },
+		{ 0 }
+	};
+	const char *lpath = NULL;
+	struct wps_chain *chain;
+	unsigned int i, fold = 0;
+	int c, ret;
+
+	while ((c = getopt_long(argc, argv, "l:f:h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'l': lpath = optarg; break;
+		case 'f': fold = (unsigned int)strtoul(optarg, NULL, 0); break;
+		case 'h': chain_usage(stdout); return 0;
+		default: chain_usage(stderr); return 2;
+		}
+	}
+	if (optind + 1 != argc) {
+		chain_usage(stderr);
+		return 2;
+	}
+	ret = wps_chain_open(ctx, argv[optind], 0, &chain);
+	if (ret) {
+		fprintf(stderr, "wpsnap chain: %s: not a whole chain: %s\n",
+			argv[optind], strerror(-ret));
+		return 1;
+	}
+	for (i = 0; i < wps_chain_length(chain); i++) {
+		const struct wps_image_info *in =
+			wps_image_get_info(wps_chain_image(chain, i));
+		char u[40], p[40];
+		time_t t = (time_t)(in->freeze_realtime_ns / 1000000000);
+		struct tm tm;
+		char ts[32];
+
+		uuid_str(in->uuid, u);
+		uuid_str(in->parent_uuid, p);
+		gmtime_r(&t, &tm);
+		strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
+		printf("%2u %-11s %s.%03dZ %10.1f MiB  %s  %s\n", i,
+		       i ? "incremental" : "full", ts,
+		       (int)(in->freeze_realtime_ns / 1000000 % 1000),
+		       in->data_bytes / MiB, u, wps_chain_path(chain, i));
+	}
+	ret = 0;
+	if (lpath)
+		ret = chain_verify(ctx, chain, lpath);
+	if (!ret && fold) {
+		ret = wps_chain_fold(chain, fold);
+		chain = NULL;
+		if (ret) {
+			fprintf(stderr, "wpsnap chain: fold: %s\n", strerror(-ret));
+			ret = 1;
+		}
+	}
+	wps_chain_close(chain);
+	return ret;
+}
+
+int wps_merge_cmd_main(struct wps_ctx *ctx, int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "output", required_argument, NULL, 'o' },
+		{ "overwrite", no_argument, NULL, 'O' },
+		{ "help", no_argument, NULL, 'h' },
+		{ 0 }
+	};
+	unsigned int flags = 0;
+	struct wps_chain *chain;
+	const char *out = NULL;
+	int c, ret;
+
+	while ((c = getopt_long(argc, argv, "o:h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'o': out = optarg; break;
+		case 'O': flags |= WPS_CHAIN_MERGE_OVERWRITE; break;
+		case 'h':
+			printf("Usage: wpsnap merge IMAGE -o OUTPUT [--overwrite]\n"
+			       "Flatten the chain that IMAGE ends into one full "
+			       "image with IMAGE's UUID.\n");
+			return 0;
+		default: return 2;
+		}
+	}
+	if (!out || optind + 1 != argc) {
+		fprintf(stderr, "Usage: wpsnap merge IMAGE -o OUTPUT [--overwrite]\n");
+		return 2;
+	}
+	ret = wps_chain_open(ctx, argv[optind], 0, &chain);
+	if (ret) {
+		fprintf(stderr, "wpsnap merge: %s: not a whole chain: %s\n",
+			argv[optind], strerror(-ret));
+		return 1;
+	}
+	ret = wps_chain_merge(chain, wps_chain_length(chain) - 1, out, flags);
+	if (!ret)
+		printf("merged %u image(s) into %s\n", wps_chain_length(chain), out);
+	wps_chain_close(chain);
+	return ret ? 1 : 0;
+}
