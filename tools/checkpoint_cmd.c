@@ -10,7 +10,9 @@
 #include "config.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
+#include <signal.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,6 +27,7 @@
 
 #include "tools/checkpoint_cmd.h"
 #include "tools/guest/guest.h"
+#include "tools/netbuf_cmd.h"
 
 #define MiB (1024.0 * 1024.0)
 
@@ -53,6 +56,7 @@ static void checkpoint_usage(FILE *f)
 		"hot]\n"
 		"                         [--rate MIB/S] [--ledger] [--no-precopy] "
 		"[--overwrite]\n"
+		"                         [--netbuf IF [--netns NS] [--queue N]]\n"
 		"Run the reference guest and checkpoint it every MS milliseconds "
 		"(default 200)\nwhile it writes: DIR/ckpt-000000.wpsnap is a full "
 		"image, each later one an\nincrement over the one before. --keep N "
@@ -61,10 +65,37 @@ static void checkpoint_usage(FILE *f)
 		"content at each instant, for 'wpsnap chain --ledger'.\n");
 }
 
-struct run {
-	struct wps_guest *g;
-	bool ledger;
+/* Set by SIGINT/SIGTERM: finish the checkpoint under way, then stop. */
+static volatile sig_atomic_t stop_requested;
+
+static void on_stop(int sig)
+{
+	stop_requested = sig;
+}
+
+/* Output commit: the epoch closes at the checkpoint's instant. */
+struct commit_state {
+	struct nb_driver d;
+	uint64_t epoch;        /* closed at the last instant */
 };
+
+static int close_epoch(void *arg, uint64_t seq)
+{
+	struct commit_state *cs = arg;
+
+	return nbd_freeze(&cs->d, &cs->epoch);
+}
+
+static int open_netns(const char *name)
+{
+	char path[512];
+
+	if (strchr(name, '/'))
+		snprintf(path, sizeof(path), "%s", name);
+	else
+		snprintf(path, sizeof(path), "/run/netns/%s", name);
+	return open(path, O_RDONLY | O_CLOEXEC);
+}
 
 int wps_checkpoint_cmd_main(struct wps_ctx *ctx, int argc, char **argv)
 {
@@ -81,9 +112,15 @@ int wps_checkpoint_cmd_main(struct wps_ctx *ctx, int argc, char **argv)
 		{ "rate", required_argument, NULL, 'r' },
 		{ "no-precopy", no_argument, NULL, 'P' },
 		{ "overwrite", no_argument, NULL, 'o' },
+		{ "netbuf", required_argument, NULL, 'N' },
+		{ "netns", required_argument, NULL, 'S' },
+		{ "queue", required_argument, NULL, 'Q' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 }
 	};
+	struct wps_netbuf_opts no = WPS_NETBUF_OPTS_INIT;
+	struct commit_state cs = { .d = { .log = stdout } };
+	const char *netns = NULL;
 	struct wps_guest_opts go = {
 		.size = 256ull << 20, .backing = WPS_GUEST_ANON, .threads = 1,
 		.pattern = WPS_GUEST_RANDOM, .populate_pct = 90, .seed = 7,
@@ -98,7 +135,7 @@ int wps_checkpoint_cmd_main(struct wps_ctx *ctx, int argc, char **argv)
 	double rate_mib = 0;
 	int c, ret, status = 1;
 
-	while ((c = getopt_long(argc, argv, "d:n:i:k:s:b:t:p:r:lPoh", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "d:n:i:k:s:b:t:p:r:lPoN:S:Q:h", opts, NULL)) != -1) {
 		switch (c) {
 		case 'd': dir = optarg; break;
 		case 'n': count = (unsigned int)strtoul(optarg, NULL, 0); break;
@@ -109,6 +146,9 @@ int wps_checkpoint_cmd_main(struct wps_ctx *ctx, int argc, char **argv)
 		case 'r': rate_mib = strtod(optarg, NULL); break;
 		case 'P': co.precopy_rounds = WPS_CKPT_NO_PRECOPY; break;
 		case 'o': co.flags |= WPS_CKPT_OVERWRITE; break;
+		case 'N': no.ifname = optarg; break;
+		case 'S': netns = optarg; break;
+		case 'Q': no.queue = (uint16_t)strtoul(optarg, NULL, 0); break;
 		case 's':
 			if (wps_guest_parse_size(optarg, &go.size)) {
 				fprintf(stderr, "wpsnap checkpoint: bad size '%s'\n", optarg);
@@ -143,11 +183,33 @@ int wps_checkpoint_cmd_main(struct wps_ctx *ctx, int argc, char **argv)
 		fprintf(stderr, "wpsnap checkpoint: %s: %s\n", dir, strerror(errno));
 		return 1;
 	}
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	if (no.ifname) {
+		if (netns) {
+			no.netns_fd = open_netns(netns);
+			if (no.netns_fd < 0) {
+				fprintf(stderr, "wpsnap checkpoint: network namespace "
+					"%s: %s\n", netns, strerror(errno));
+				return 1;
+			}
+		}
+		ret = wps_netbuf_new(ctx, &no, &cs.d.nb);
+		if (ret) {
+			fprintf(stderr, "wpsnap checkpoint: cannot hold the output "
+				"of %s: %s\n", no.ifname, strerror(-ret));
+			goto out;
+		}
+		co.at_instant = close_epoch;
+		co.instant_arg = &cs;
+		printf("ready %s\n", wps_netbuf_backend_name(wps_netbuf_backend(cs.d.nb)));
+	}
+	signal(SIGINT, on_stop);
+	signal(SIGTERM, on_stop);
 	ret = wps_guest_new(&go, &g);
 	if (ret) {
 		fprintf(stderr, "wpsnap checkpoint: cannot start the reference "
 			"guest: %s\n", strerror(-ret));
-		return 1;
+		goto out;
 	}
 	wps_guest_region(g, &reg);
 	/* freeze_pause also marks the ledger's instant: the checkpoint's is
@@ -175,7 +237,7 @@ int wps_checkpoint_cmd_main(struct wps_ctx *ctx, int argc, char **argv)
 	printf("; checkpoint every %u ms\n", interval_ms);
 	printf("%-4s %9s %9s %9s %6s %10s %10s %9s\n", "seq", "pause ms",
 	       "walk ms", "copy ms", "rounds", "saved MiB", "precopy", "total ms");
-	for (i = 0; i < count; i++) {
+	for (i = 0; (!count || i < count) && !stop_requested; i++) {
 		struct wps_ckpt_stats st;
 		char path[4096], lpath[4096];
 
@@ -188,6 +250,15 @@ int wps_checkpoint_cmd_main(struct wps_ctx *ctx, int argc, char **argv)
 			fprintf(stderr, "wpsnap checkpoint: checkpoint %u failed: "
 				"%s\n", i, strerror(-ret));
 			goto out;
+		}
+		/* durable: the epoch that ended at its instant may go out */
+		if (cs.d.nb) {
+			ret = nbd_durable(&cs.d, cs.epoch);
+			if (ret) {
+				fprintf(stderr, "wpsnap checkpoint: releasing epoch "
+					"%" PRIu64 ": %s\n", cs.epoch, strerror(-ret));
+				goto out;
+			}
 		}
 		printf("%-4" PRIu64 " %9.3f %9.3f %9.3f %6u %10.1f %10.1f %9.1f\n",
 		       st.seq, st.pause_ns / 1e6, st.scan_ns / 1e6, st.copy_ns / 1e6,
@@ -230,6 +301,11 @@ out:
 		wps_guest_stop(g);
 	wps_ckpt_free(ck);
 	wps_guest_free(g);
+	/* what the last epochs held is dropped, never released */
+	wps_netbuf_free(cs.d.nb);
+	nbd_release(&cs.d);
+	if (no.netns_fd >= 0)
+		close(no.netns_fd);
 	return status;
 }
 

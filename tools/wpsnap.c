@@ -25,6 +25,7 @@
 #include "tools/bench.h"
 #include "tools/restore_lazy.h"
 #include "tools/checkpoint_cmd.h"
+#include "tools/netbuf_cmd.h"
 #include "tools/snapshot_cmd.h"
 #include "tools/guest/guest.h"
 
@@ -47,6 +48,7 @@ static void usage_main(FILE *f)
 		"  checkpoint  periodic checkpoints: a full image, then increments\n"
 		"  chain     show a checkpoint chain, restore it against a ledger, fold it\n"
 		"  merge     flatten a checkpoint chain into one full image\n"
+		"  netbuf    hold a network interface's output through epochs (bench)\n"
 		"  bench     measure snapshots against this machine's limits\n"
 		"  version   print the version\n\n"
 		"'wpsnap COMMAND --help' describes each command.\n");
@@ -837,6 +839,8 @@ int main(int argc, char **argv)
 		ret = wps_chain_cmd_main(ctx, argc, argv);
 	else if (!strcmp(cmd, "merge"))
 		ret = wps_merge_cmd_main(ctx, argc, argv);
+	else if (!strcmp(cmd, "netbuf"))
+		ret = wps_netbuf_cmd_main(ctx, argc, argv);
 	else if (!strcmp(cmd, "bench"))
 		ret = wps_bench_main(ctx, argc, argv);
 	else {

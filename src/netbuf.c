@@ -1,0 +1,443 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * netbuf: network output commit for periodic checkpoints.
+ *
+ * This file owns the wps_netbuf object, the epoch numbering (epochs 1, 2,
+ * ... closed by wps_netbuf_epoch, committed in order by wps_netbuf_commit),
+ * the choice of backend and what the backends share: entering the
+ * interface's network namespace and running iptables. The backends own the
+ * kernel objects that actually hold packets: netbuf_plug.c a sch_plug
+ * qdisc, netbuf_nfq.c an NFQUEUE rule and the queue bound to a socket of
+ * this process. Both fail closed: while a netbuf exists nothing reaches
+ * the wire before its epoch is committed, and if the process dies the
+ * kernel drops (NFQUEUE) or keeps (plug) what is held, never sends it.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <netlink/errno.h>
+
+#include "src/log.h"
+#include "src/netbuf_int.h"
+
+uint64_t nb_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+const char *wps_netbuf_backend_name(unsigned int backend)
+{
+	switch (backend) {
+	case WPS_NETBUF_AUTO: return "auto";
+	case WPS_NETBUF_PLUG: return "plug";
+	case WPS_NETBUF_NFQUEUE: return "nfqueue";
+	}
+	return "unknown";
+}
+
+int nb_nlerr(int nlerr)
+{
+	switch (nlerr < 0 ? -nlerr : nlerr) {
+	case 0: return 0;
+	case NLE_NOMEM: return -ENOMEM;
+	case NLE_EXIST: return -EEXIST;
+	case NLE_OBJ_NOTFOUND: return -ENOENT;
+	case NLE_OPNOTSUPP: return -EOPNOTSUPP;
+	case NLE_PERM: return -EPERM;
+	case NLE_NODEV: return -ENODEV;
+	case NLE_BUSY: return -EBUSY;
+	case NLE_INVAL: return -EINVAL;
+	case NLE_RANGE: return -ERANGE;
+	case NLE_AGAIN: return -EAGAIN;
+	case NLE_NOACCESS: return -EACCES;
+	case NLE_MSGSIZE: return -EMSGSIZE;
+	case NLE_AF_NOSUPPORT: return -EAFNOSUPPORT;
+	case NLE_PROTO_MISMATCH: return -EPROTONOSUPPORT;
+	case NLE_BAD_SOCK: return -EBADF;
+	}
+	return -EIO;
+}
+
+int nb_netns_enter(struct wps_netbuf *nb, int *saved)
+{
+	int self;
+
+	*saved = -1;
+	if (nb->opts.netns_fd < 0)
+		return 0;
+	/* thread-self: setns(CLONE_NEWNET) moves only this thread, and
+	 * this is how we come back to where the thread was. */
+	self = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+	if (self < 0) {
+		int err = -errno;
+
+		wps_err(nb->ctx, "netbuf: cannot open /proc/thread-self/ns/net: %s",
+			strerror(errno));
+		return err;
+	}
+	if (setns(nb->opts.netns_fd, CLONE_NEWNET) < 0) {
+		int err = -errno;
+
+		wps_err(nb->ctx, "netbuf: cannot enter the network namespace of fd %d: %s",
+			nb->opts.netns_fd, strerror(errno));
+		close(self);
+		return err;
+	}
+	*saved = self;
+	return 0;
+}
+
+void nb_netns_leave(struct wps_netbuf *nb, int saved)
+{
+	if (saved < 0)
+		return;
+	/* Failing to come back would leave a caller's thread in the guest's
+	 * namespace; there is nothing sane to do but say so loudly. */
+	if (setns(saved, CLONE_NEWNET) < 0)
+		wps_err(nb->ctx, "netbuf: cannot return to the caller's network namespace: %s",
+			strerror(errno));
+	close(saved);
+}
+
+/* argv[0] as an absolute path, looked up in PATH by the parent: the child
+ * of a threaded process should only make async-signal-safe calls. */
+static int find_program(const char *name, char *path, size_t len)
+{
+	const char *env = getenv("PATH");
+	const char *p;
+
+	if (strchr(name, '/')) {
+		snprintf(path, len, "%s", name);
+		return access(path, X_OK) == 0 ? 0 : -errno;
+	}
+	if (!env || !*env)
+		env = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+	for (p = env; *p;) {
+		const char *end = strchrnul(p, ':');
+		int n = (int)(end - p);
+
+		if (n > 0 && (size_t)snprintf(path, len, "%.*s/%s", n, p, name) < len &&
+		    access(path, X_OK) == 0)
+			return 0;
+		p = *end ? end + 1 : end;
+	}
+	return -ENOENT;
+}
+
+int nb_run(struct wps_netbuf *nb, char *const argv[], bool quiet)
+{
+	char path[4096], out[1024], cmd[512];
+	int pfd[2], status, ret, n;
+	size_t used = 0, c = 0;
+	pid_t pid;
+
+	for (int i = 0; argv[i] && c < sizeof(cmd) - 1; i++)
+		c += (size_t)snprintf(cmd + c, sizeof(cmd) - c, "%s%s", i ? " " : "", argv[i]);
+	ret = find_program(argv[0], path, sizeof(path));
+	if (ret < 0) {
+		wps_err(nb->ctx, "netbuf: cannot run %s: not found in PATH (Debian package %s)",
+			argv[0], strstr(argv[0], "tables") ? "iptables" : "iproute2");
+		return ret;
+	}
+	if (pipe2(pfd, O_CLOEXEC) < 0) {
+		ret = -errno;
+		wps_err(nb->ctx, "netbuf: pipe for %s: %s", argv[0], strerror(errno));
+		return ret;
+	}
+	pid = fork();
+	if (pid < 0) {
+		ret = -errno;
+		wps_err(nb->ctx, "netbuf: cannot fork to run %s: %s", cmd, strerror(errno));
+		close(pfd[0]);
+		close(pfd[1]);
+		return ret;
+	}
+	if (pid == 0) {
+		int devnull = open("/dev/null", O_RDONLY);
+
+		if (devnull >= 0)
+			dup2(devnull, 0);
+		dup2(pfd[1], 1);
+		dup2(pfd[1], 2);
+		if (nb->opts.netns_fd >= 0 && setns(nb->opts.netns_fd, CLONE_NEWNET) < 0)
+			_exit(126);
+		execv(path, argv);
+		_exit(127);
+	}
+	close(pfd[1]);
+	while (used < sizeof(out) - 1) {
+		n = (int)read(pfd[0], out + used, sizeof(out) - 1 - used);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		used += (size_t)n;
+	}
+	out[used] = 0;
+	/* drain the rest so the child never blocks on a full pipe */
+	for (;;) {
+		char scratch[256];
+
+		n = (int)read(pfd[0], scratch, sizeof(scratch));
+		if (n > 0 || (n < 0 && errno == EINTR))
+			continue;
+		break;
+	}
+	close(pfd[0]);
+	while (waitpid(pid, &status, 0) < 0) {
+		if (errno != EINTR) {
+			ret = -errno;
+			wps_err(nb->ctx, "netbuf: waitpid for %s: %s", cmd, strerror(errno));
+			return ret;
+		}
+	}
+	while (used && (out[used - 1] == '\n' || out[used - 1] == ' '))
+		out[--used] = 0;
+	if (WIFSIGNALED(status)) {
+		wps_err(nb->ctx, "netbuf: '%s' killed by signal %d", cmd, WTERMSIG(status));
+		return -EINTR;
+	}
+	ret = WEXITSTATUS(status);
+	if (ret == 126) {
+		wps_err(nb->ctx, "netbuf: '%s': cannot enter the network namespace", cmd);
+		return -EPERM;
+	}
+	if (ret && !quiet)
+		wps_err(nb->ctx, "netbuf: '%s' failed (exit %d): %s", cmd, ret,
+			used ? out : "(no output)");
+	else if (ret == 0)
+		wps_dbg(nb->ctx, "netbuf: ran '%s'", cmd);
+	return ret;
+}
+
+static int copy_opts(struct wps_ctx *ctx, struct wps_netbuf *nb,
+		     const struct wps_netbuf_opts *opts)
+{
+	if (!opts || !opts->ifname || !*opts->ifname) {
+		wps_err(ctx, "netbuf: no interface given (opts.ifname)");
+		return -EINVAL;
+	}
+	if (strlen(opts->ifname) >= sizeof(nb->ifname)) {
+		wps_err(ctx, "netbuf: interface name '%s' is longer than %d bytes",
+			opts->ifname, IF_NAMESIZE - 1);
+		return -EINVAL;
+	}
+	if (opts->backend > WPS_NETBUF_NFQUEUE) {
+		wps_err(ctx, "netbuf: unknown backend %u", opts->backend);
+		return -EINVAL;
+	}
+	if (opts->direction > WPS_NETBUF_INGRESS) {
+		wps_err(ctx, "netbuf: unknown direction %u", opts->direction);
+		return -EINVAL;
+	}
+	if (opts->flags & ~WPS_NETBUF_NO_IPV6) {
+		wps_err(ctx, "netbuf: unknown flags 0x%x", opts->flags);
+		return -EINVAL;
+	}
+	nb->ctx = ctx;
+	nb->opts = *opts;
+	snprintf(nb->ifname, sizeof(nb->ifname), "%s", opts->ifname);
+	nb->opts.ifname = nb->ifname;
+	if (!nb->opts.queue_maxlen)
+		nb->opts.queue_maxlen = 65536;
+	if (!nb->opts.rcvbuf)
+		nb->opts.rcvbuf = 32u << 20;
+	if (!nb->opts.plug_limit)
+		nb->opts.plug_limit = 64u << 20;
+	if (!nb->opts.iptables)
+		nb->opts.iptables = "iptables";
+	if (!nb->opts.ip6tables)
+		nb->opts.ip6tables = "ip6tables";
+	return 0;
+}
+
+/* The interface must exist in the namespace: iptables would accept any
+ * name and hold nothing. */
+static int check_ifname(struct wps_netbuf *nb)
+{
+	unsigned int idx;
+	int saved, ret, err;
+
+	ret = nb_netns_enter(nb, &saved);
+	if (ret < 0)
+		return ret;
+	idx = if_nametoindex(nb->ifname);
+	err = errno;
+	nb_netns_leave(nb, saved);
+	if (!idx) {
+		wps_err(nb->ctx, "netbuf: no interface %s%s: %s", nb->ifname,
+			nb->opts.netns_fd >= 0 ? " in the given namespace" : "",
+			strerror(err));
+		return err == ENODEV || err == ENXIO ? -ENODEV : -err;
+	}
+	return 0;
+}
+
+int wps_netbuf_new(struct wps_ctx *ctx, const struct wps_netbuf_opts *opts,
+		   struct wps_netbuf **out)
+{
+	struct wps_netbuf *nb;
+	int ret;
+
+	*out = NULL;
+	nb = calloc(1, sizeof(*nb));
+	if (!nb)
+		return -ENOMEM;
+	ret = copy_opts(ctx, nb, opts);
+	if (ret < 0)
+		goto out_free;
+	ret = pthread_mutex_init(&nb->lock, NULL);
+	if (ret) {
+		ret = -ret;
+		goto out_free;
+	}
+	ret = check_ifname(nb);
+	if (ret < 0)
+		goto out_mutex;
+
+	switch (nb->opts.backend) {
+	case WPS_NETBUF_PLUG:
+		ret = nb_plug_open(nb, false);
+		break;
+	case WPS_NETBUF_NFQUEUE:
+		ret = nb_nfq_open(nb);
+		break;
+	default:
+		if (nb->opts.direction == WPS_NETBUF_INGRESS) {
+			wps_info(ctx, "netbuf: %s ingress: using NFQUEUE (the plug qdisc holds egress only)",
+				 nb->ifname);
+			ret = nb_nfq_open(nb);
+			break;
+		}
+		ret = nb_plug_open(nb, true);
+		if (ret == -EOPNOTSUPP || ret == -EEXIST) {
+			/* the reason was logged by the probe */
+			ret = nb_nfq_open(nb);
+			if (ret == 0)
+				wps_info(ctx, "netbuf: %s: using NFQUEUE %u (fallback from plug)",
+					 nb->ifname, nb->opts.queue);
+		} else if (ret == 0) {
+			wps_info(ctx, "netbuf: %s: using the plug qdisc", nb->ifname);
+		}
+		break;
+	}
+	if (ret < 0)
+		goto out_mutex;
+	*out = nb;
+	return 0;
+
+out_mutex:
+	pthread_mutex_destroy(&nb->lock);
+out_free:
+	free(nb);
+	return ret;
+}
+
+unsigned int wps_netbuf_backend(const struct wps_netbuf *nb)
+{
+	return nb->ops->backend;
+}
+
+static void account(uint64_t t0, uint64_t *total, uint64_t *max)
+{
+	uint64_t d = nb_now_ns() - t0;
+
+	*total += d;
+	if (d > *max)
+		*max = d;
+}
+
+int wps_netbuf_epoch(struct wps_netbuf *nb, uint64_t *barrier)
+{
+	uint64_t t0 = nb_now_ns();
+	int ret;
+
+	pthread_mutex_lock(&nb->lock);
+	ret = nb->ops->epoch(nb, nb->epoch + 1);
+	if (ret == 0) {
+		nb->epoch++;
+		nb->epochs++;
+		*barrier = nb->epoch;
+		account(t0, &nb->epoch_ns_total, &nb->epoch_ns_max);
+	}
+	pthread_mutex_unlock(&nb->lock);
+	return ret;
+}
+
+int wps_netbuf_commit(struct wps_netbuf *nb, uint64_t barrier)
+{
+	uint64_t t0 = nb_now_ns();
+	int ret = 0;
+
+	pthread_mutex_lock(&nb->lock);
+	if (barrier > nb->epoch) {
+		wps_err(nb->ctx, "netbuf: commit of epoch %llu, but only %llu closed",
+			(unsigned long long)barrier, (unsigned long long)nb->epoch);
+		ret = -EINVAL;
+	} else if (barrier > nb->committed) {
+		ret = nb->ops->commit(nb, barrier);
+		if (ret == 0) {
+			nb->committed = barrier;
+			nb->commits++;
+			account(t0, &nb->commit_ns_total, &nb->commit_ns_max);
+		}
+	}
+	pthread_mutex_unlock(&nb->lock);
+	return ret;
+}
+
+void wps_netbuf_get_stats(struct wps_netbuf *nb, struct wps_netbuf_stats *st)
+{
+	memset(st, 0, sizeof(*st));
+	pthread_mutex_lock(&nb->lock);
+	st->backend = wps_netbuf_backend(nb);
+	st->epochs = nb->epochs;
+	st->commits = nb->commits;
+	st->epoch_ns_total = nb->epoch_ns_total;
+	st->epoch_ns_max = nb->epoch_ns_max;
+	st->commit_ns_total = nb->commit_ns_total;
+	st->commit_ns_max = nb->commit_ns_max;
+	nb->ops->stats(nb, st);
+	pthread_mutex_unlock(&nb->lock);
+}
+
+void wps_netbuf_free(struct wps_netbuf *nb)
+{
+	if (!nb)
+		return;
+	wps_dbg(nb->ctx, "netbuf: %s: freed; epochs from %llu on (uncommitted) are dropped",
+		nb->ifname, (unsigned long long)nb->committed + 1);
+	nb->ops->destroy(nb);
+	pthread_mutex_destroy(&nb->lock);
+	free(nb);
+}
+
+int wps_netbuf_cleanup(struct wps_ctx *ctx, const struct wps_netbuf_opts *opts)
+{
+	struct wps_netbuf nb;
+	int ret, ret2 = 0;
+
+	memset(&nb, 0, sizeof(nb));
+	ret = copy_opts(ctx, &nb, opts);
+	if (ret < 0)
+		return ret;
+	if (nb.opts.backend != WPS_NETBUF_NFQUEUE)
+		ret2 = nb_plug_cleanup(&nb);
+	if (nb.opts.backend != WPS_NETBUF_PLUG)
+		ret = nb_nfq_cleanup(&nb);
+	return ret < 0 ? ret : ret2;
+}
