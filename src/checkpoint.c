@@ -412,7 +412,7 @@ int wps_ckpt_take(struct wps_ckpt *ck, const char *path,
 	struct wps_img_writer *w = NULL;
 	struct wps_img_writer_stats ws;
 	struct stage_pos pos = { 0, NULL };
-	uint64_t t0 = now_ns(CLOCK_MONOTONIC), tp, prev = UINT64_MAX, n;
+	uint64_t t0 = now_ns(CLOCK_MONOTONIC), tp, th, prev = UINT64_MAX, n;
 	int64_t rt = 0, mono = 0;
 	unsigned int i;
 	int ret, rret;
@@ -440,14 +440,18 @@ int wps_ckpt_take(struct wps_ckpt *ck, const char *path,
 
 	tp = now_ns(CLOCK_MONOTONIC);
 	ret = ck->o.pause(ck->o.pause_arg);
+	th = now_ns(CLOCK_MONOTONIC);
+	s.handshake_ns = th - tp;
 	if (ret) {
 		wps_err(ck->ctx, "checkpoint %" PRIu64 ": pausing the guest "
 			"failed: %s", s.seq, strerror(-ret));
 		goto fail;
 	}
 	ret = take_instant(ck, &s, &rt, &mono);
+	th = now_ns(CLOCK_MONOTONIC);
 	rret = ck->o.resume(ck->o.pause_arg);
 	s.pause_ns = now_ns(CLOCK_MONOTONIC) - tp;
+	s.handshake_ns += now_ns(CLOCK_MONOTONIC) - th;
 	if (!ret && rret) {
 		wps_err(ck->ctx, "checkpoint %" PRIu64 ": resuming the guest "
 			"failed: %s", s.seq, strerror(-rret));

@@ -37,6 +37,7 @@
 
 #include "tools/bench.h"
 #include "tools/bench_base.h"
+#include "tools/bench_ckpt.h"
 #include "tools/bench_restore.h"
 #include "tools/guest/guest.h"
 
@@ -74,6 +75,7 @@ struct bench_opts {
 	bool json;
 	bool quick;
 	bool restore;
+	bool checkpoint;
 };
 
 /* Machine baselines; NAN when not measured. */
@@ -171,6 +173,7 @@ static void usage(FILE *f)
 		"  --json             JSON on stdout instead of a table\n"
 		"  --quick            32M guest, 1 run (for make check)\n"
 		"  --restore          eager restore vs raw O_DIRECT read of the image\n"
+		"  --checkpoint       periodic checkpoints vs raw walk, memcpy, store\n"
 		"  --help             this text\n\n"
 		"Progress goes to stderr. Exit status 0 when everything was measured,\n"
 		"whether or not the targets were met.\n");
@@ -207,6 +210,7 @@ static int parse_opts(struct bench_opts *o, int argc, char **argv)
 		{ "json", no_argument, NULL, 'j' },
 		{ "quick", no_argument, NULL, 'q' },
 		{ "restore", no_argument, NULL, 'R' },
+		{ "checkpoint", no_argument, NULL, 'C' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 }
 	};
@@ -289,6 +293,7 @@ static int parse_opts(struct bench_opts *o, int argc, char **argv)
 			}
 			runs_set = true;
 			break;
+		case 'C': o->checkpoint = true; break;
 		case 'n': o->baselines = false; break;
 		case 'j': o->json = true; break;
 		case 'q': o->quick = true; break;
@@ -305,6 +310,8 @@ static int parse_opts(struct bench_opts *o, int argc, char **argv)
 			argv[optind]);
 		return -EINVAL;
 	}
+	if (o->checkpoint && !size_set)
+		o->size = 512ull << 20;   /* every rate starts with a full image */
 	if (o->quick) {
 		if (!size_set)
 			o->size = 32ull << 20;
@@ -1243,6 +1250,16 @@ int wps_bench_main(struct wps_ctx *ctx, int argc, char **argv)
 	ret = parse_opts(&b.o, argc, argv);
 	if (ret)
 		return ret > 0 ? 0 : 2;
+	if (b.o.checkpoint) {
+		struct bench_ckpt_opts co = {
+			.size = b.o.size,
+			.backing = b.o.backing, .dir = b.o.dir,
+			.count = b.o.quick ? 3 : 20, .json = b.o.json,
+			.quick = b.o.quick,
+		};
+
+		return bench_checkpoint(ctx, &co) ? 1 : 0;
+	}
 	if (b.o.restore) {
 		struct bench_restore_opts ro = {
 			.size = b.o.size, .backing = b.o.backing,

@@ -77,7 +77,9 @@ struct wps_ckpt_stats {
 	uint64_t seq;               /* 0: the full image */
 	uint8_t uuid[16];
 	uint8_t parent_uuid[16];    /* all zero for seq 0 */
-	uint64_t pause_ns;          /* pause() .. resume() returned */
+	uint64_t pause_ns;          /* pause() called .. resume() returned */
+	uint64_t handshake_ns;      /* of which inside pause() and resume():
+				       the guest's own cost of stopping */
 	uint64_t scan_ns;           /* harvest walk inside the pause */
 	uint64_t copy_ns;           /* copy inside the pause */
 	uint64_t pause_bytes;       /* copied inside the pause */

@@ -106,5 +106,20 @@ else
 	sed 's/^/#   /' "$T/err"
 fi
 
+if "$W" bench --checkpoint --quick --json --dir "$T" >"$T/json4" 2>"$T/err"; then
+	missing=
+	for k in raw_walk_ms raw_memcpy_mib_s raw_store_ns first_store_ns \
+		 first_store_overhead_ns pause_p50_ms pause_work_p50_ms walk_p50_ms \
+		 pause_vs_raw image_vs_dirty io_vs_dirty sustained_checkpoints_per_s; do
+		key_num "$T/json4" "$k" || missing="$missing $k"
+	done
+	[ -z "$missing" ] && ok "bench --checkpoint keys" || ko "bench --checkpoint keys:$missing"
+	[ -z "$(ls "$T" | grep wpsnap)" ] && ok "bench --checkpoint leaves no image" ||
+		ko "bench --checkpoint left $(ls "$T")"
+else
+	ko "bench --checkpoint --quick --json"
+	sed 's/^/#   /' "$T/err"
+fi
+
 echo "$pass passed, $fail failed"
 [ "$fail" = 0 ]
