@@ -51,6 +51,9 @@
 
 struct cregion {
 	struct wps_region r;
+	const uint8_t *src;     /* where we read it: host_addr in-process, a
+				   mapping of the memfd for another process */
+	void *map;              /* that mapping, ours (NULL: none) */
 	char name[WPS_REGION_NAME_MAX + 1];
 	uint64_t words;
 	uint64_t *want;     /* pages to save in this step */
@@ -171,8 +174,7 @@ static int put_live(struct wps_ckpt *ck, unsigned int r, uint64_t off,
 	struct wps_img_writer *w = arg;
 
 	return wps_img_writer_put(w, WPS_LANE_SWEEP, r, off,
-				  (const void *)(uintptr_t)(ck->reg[r].r.host_addr + off),
-				  len);
+				  ck->reg[r].src + off, len);
 }
 
 static int put_zero(struct wps_ckpt *ck, unsigned int r, uint64_t off,
@@ -202,8 +204,7 @@ static int stage_copy(struct wps_ckpt *ck, unsigned int r, uint64_t off,
 {
 	struct stage_pos *p = arg;
 
-	memcpy(ck->stage + p->used,
-	       (const void *)(uintptr_t)(ck->reg[r].r.host_addr + off), len);
+	memcpy(ck->stage + p->used, ck->reg[r].src + off, len);
 	p->used += len;
 	return 0;
 }
@@ -524,11 +525,15 @@ int wps_ckpt_new(struct wps_ctx *ctx, const struct wps_region *regions,
 		ret = -EINVAL;
 		goto fail_fd;
 	}
-	if (opts->pid) {
-		wps_err(ctx, "checkpoints of another process's memory are not "
-			"supported yet");
-		ret = -EOPNOTSUPP;
-		goto fail_fd;
+	for (i = 0; opts->pid && i < nr; i++) {
+		if (regions[i].fd < 0 && !regions[i].local) {
+			wps_err(ctx, "checkpoints of another process's anonymous "
+				"memory are not supported yet (region %u at 0x%llx "
+				"has no memfd)", i,
+				(unsigned long long)regions[i].host_addr);
+			ret = -EOPNOTSUPP;
+			goto fail_fd;
+		}
 	}
 	ck = calloc(1, sizeof(*ck));
 	if (!ck) {
@@ -551,6 +556,22 @@ int wps_ckpt_new(struct wps_ctx *ctx, const struct wps_region *regions,
 		if (regions[i].name)
 			snprintf(g->name, sizeof(g->name), "%s", regions[i].name);
 		g->r.name = g->name;
+		g->src = (const uint8_t *)(uintptr_t)regions[i].host_addr;
+		if (opts->pid && regions[i].local) {
+			g->src = regions[i].local;
+		} else if (opts->pid) {
+			/* the same page cache as the guest's mapping */
+			g->map = mmap(NULL, regions[i].size, PROT_READ, MAP_SHARED,
+				      regions[i].fd, (off_t)regions[i].fd_offset);
+			if (g->map == MAP_FAILED) {
+				g->map = NULL;
+				ret = -errno;
+				wps_err(ctx, "cannot map the memfd of region %u: %s",
+					i, strerror(errno));
+				goto fail;
+			}
+			g->src = g->map;
+		}
 		g->words = (regions[i].size / PAGE + 63) / 64;
 		g->want = calloc(g->words ? g->words : 1, 8);
 		g->zero = calloc(g->words ? g->words : 1, 8);
@@ -559,10 +580,10 @@ int wps_ckpt_new(struct wps_ctx *ctx, const struct wps_region *regions,
 			goto fail;
 		}
 	}
-	ret = wps_pagemap_open(ctx, 0, &ck->pm);
+	ret = wps_pagemap_open(ctx, opts->pid, &ck->pm);
 	if (ret)
 		goto fail;
-	ret = wps_dirty_new(ctx, regions, nr, 0, uffd, &ck->dirty);
+	ret = wps_dirty_new(ctx, regions, nr, opts->pid, uffd, &ck->dirty);
 	uffd = -1;   /* the tracker has it, closed or kept */
 	if (ret)
 		goto fail;
@@ -590,6 +611,8 @@ void wps_ckpt_free(struct wps_ckpt *ck)
 	for (i = 0; i < ck->nr; i++) {
 		free(ck->reg[i].want);
 		free(ck->reg[i].zero);
+		if (ck->reg[i].map)
+			munmap(ck->reg[i].map, ck->reg[i].r.size);
 	}
 	free(ck->reg);
 	free(ck->stage);

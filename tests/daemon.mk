@@ -5,3 +5,6 @@ EXTRA_DIST += tests/integration/daemon.py
 # (needs tests/integration/attach_target from tests/attach.mk)
 TESTS += tests/integration/daemon_attach.py
 EXTRA_DIST += tests/integration/daemon_attach.py tests/integration/wpstest.py
+# wps-checkpoint-*: periodic checkpoints of a VMM's guest through wpsnapd
+TESTS += tests/integration/daemon_ckpt.py
+EXTRA_DIST += tests/integration/daemon_ckpt.py

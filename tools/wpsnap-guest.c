@@ -55,7 +55,8 @@ static void usage(FILE *f)
 "  --warmup SECONDS     writers run this long first (default 0.5)\n"
 "  --duration SECONDS   without --snapshot: measure this long (default 2)\n"
 "  --snapshot PATH      take a live snapshot into PATH and verify it\n"
-"  --ledger FILE        also write the ledger of the freeze to FILE\n"
+"  --ledger FILE        also write the ledger of the freeze to FILE (a %%u in\n"
+"                       FILE: one per pause, numbered from 1)\n"
 "  --overwrite          replace an existing image at PATH\n"
 "  --reserve-hugepages  grow " NR_HUGE " as needed (undone at exit)\n"
 "  --daemon SOCKET      hand guest RAM to wpsnapd at SOCKET and answer its\n"
@@ -466,13 +467,24 @@ static int vmm_write_ledger(struct vmm *v, struct wps_ledger **keep)
 		return ret;
 	}
 	if (v->a->ledger) {
-		snprintf(tmp, sizeof(tmp), "%s.tmp", v->a->ledger);
+		/* "%u" in the name: one ledger per pause, numbered from 1
+		 * (a checkpoint series pauses once per checkpoint) */
+		const char *pu = strstr(v->a->ledger, "%u");
+		char name[4000];
+
+		if (pu)
+			snprintf(name, sizeof(name), "%.*s%u%s",
+				 (int)(pu - v->a->ledger), v->a->ledger, v->pauses,
+				 pu + 2);
+		else
+			snprintf(name, sizeof(name), "%s", v->a->ledger);
+		snprintf(tmp, sizeof(tmp), "%s.tmp", name);
 		ret = wps_ledger_write(l, tmp);
-		if (!ret && rename(tmp, v->a->ledger))
+		if (!ret && rename(tmp, name))
 			ret = -errno;
 		if (ret)
 			fprintf(stderr, PROG ": writing the ledger %s: %s\n",
-				v->a->ledger, strerror(-ret));
+				name, strerror(-ret));
 	}
 	if (keep && !ret)
 		*keep = l;

@@ -63,7 +63,10 @@ struct wps_ckpt_opts {
 	uint64_t precopy_target;
 	/* I/O buffer bytes of the image writer (0: 64 MiB). */
 	uint64_t buffer_budget;
-	/* The RAM's owner: 0 (this process) only, for now. */
+	/* The RAM's owner (0: this process). For another process (a VMM
+	 * that handed over its uffd and memfds) every region needs its fd
+	 * (or .local): the copy reads the memfd's page cache through our
+	 * own mapping. Its anonymous memory is not supported yet. */
 	pid_t pid;
 	/* A userfaultfd handed over (not through UFFDIO_API yet; taken
 	 * over); -1 (WPS_CKPT_OPTS_INIT): open one. */

@@ -249,6 +249,39 @@ static void cmd_cancel(struct wpsd_conn *c, json_t *args, json_t *id,
 	r->ret = json_object();
 }
 
+static void cmd_ckpt_start(struct wpsd_conn *c, json_t *args, json_t *id,
+			   struct wpsd_reply *r)
+{
+	struct wpsd_guest *g;
+
+	if (!json_is_string(json_object_get(args, "guest"))) {
+		wpsd_reply_err(r, WPSD_GENERIC, "arguments: 'guest' (a string) is "
+			       "required");
+		return;
+	}
+	g = need_guest(c, args, r);
+	if (g)
+		wpsd_ckpt_start(c, g, args, r);
+}
+
+static void cmd_ckpt_stop(struct wpsd_conn *c, json_t *args, json_t *id,
+			  struct wpsd_reply *r)
+{
+	struct wpsd_guest *g = need_guest(c, args, r);
+
+	if (!g)
+		return;
+	if (!g->job || !g->job->ck) {
+		wpsd_reply_err(r, WPSD_GENERIC, "guest '%s' has no checkpoints running",
+			       g->name);
+		return;
+	}
+	/* a checkpoint under way is abandoned (nothing published under its
+	 * name); WPS_CHECKPOINT_STOPPED follows */
+	wpsd_job_cancel(g->job, NULL);
+	r->ret = json_object();
+}
+
 static void cmd_paused(struct wpsd_conn *c, json_t *args, json_t *id,
 		       struct wpsd_reply *r)
 {
@@ -290,6 +323,9 @@ static const struct wpsd_cmd cmds[] = {
 	{ "transaction", NULL, cmd_transaction },
 	{ "query-snapshot", guest_args, cmd_query },
 	{ "wps-snapshot-cancel", guest_args, cmd_cancel },
+	{ "wps-checkpoint-start", NULL, cmd_ckpt_start },
+	{ "wps-checkpoint-stop", guest_args, cmd_ckpt_stop },
+	{ "query-checkpoint", guest_args, cmd_query },
 	{ "wps-vcpus-paused", paused_args, cmd_paused },
 	{ "wps-vcpus-resumed", resumed_args, cmd_resumed },
 	{ "quit", no_args, cmd_quit },

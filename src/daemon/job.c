@@ -301,8 +301,24 @@ static void *job_main(void *arg)
 	return NULL;
 }
 
+void wpsd_job_set_log(struct wpsd_job *j)
+{
+	wps_ctx_set_log_fn(j->ctx, job_log, j);
+}
+
+int wpsd_job_pause(void *arg)
+{
+	return job_pause(arg);
+}
+
+int wpsd_job_resume(void *arg)
+{
+	return job_resume(arg);
+}
+
 static void job_free(struct wpsd_job *j)
 {
+	wpsd_ckpt_free(j->ck);
 	if (j->snap)
 		wps_snapshot_free(j->snap);
 	wps_attach_free(j->at);   /* after its snapshot; let go already */
@@ -313,6 +329,30 @@ static void job_free(struct wpsd_job *j)
 	pthread_cond_destroy(&j->cond);
 	pthread_mutex_destroy(&j->lock);
 	free(j);
+}
+
+void wpsd_job_free(struct wpsd_job *j)
+{
+	job_free(j);
+}
+
+struct wpsd_job *wpsd_job_alloc(struct wpsd *d, struct wpsd_guest *g)
+{
+	struct wpsd_job *j = calloc(1, sizeof(*j));
+	pthread_condattr_t ca;
+
+	if (!j)
+		return NULL;
+	j->d = d;
+	j->g = g;
+	pthread_mutex_init(&j->lock, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&j->cond, &ca);
+	pthread_condattr_destroy(&ca);
+	j->pause_timeout_ms = WPSD_PAUSE_TIMEOUT_MS;
+	j->token = ++d->next_token;
+	return j;
 }
 
 static const struct wpsd_arg start_spec[] = {
@@ -339,7 +379,6 @@ static int job_start(struct wpsd_conn *c, struct wpsd_guest *g, json_t *args,
 	bool mem = !txn || txn->mem >= 0;
 	struct wpsd *d = c->d;
 	struct wpsd_job *j = NULL;
-	pthread_condattr_t ca;
 	const char *path = "";
 	json_t *v;
 	int ret;
@@ -352,7 +391,8 @@ static int job_start(struct wpsd_conn *c, struct wpsd_guest *g, json_t *args,
 	}
 	if (g->job) {
 		wpsd_reply_err(r, WPSD_GENERIC, "guest '%s' already has a %s running",
-			       g->name, g->job->txn ? "transaction" : "snapshot");
+			       g->name, g->job->ck ? "checkpoint series" :
+			       g->job->txn ? "transaction" : "snapshot");
 		ret = -EBUSY;
 		goto fail_txn;
 	}
@@ -384,21 +424,14 @@ static int job_start(struct wpsd_conn *c, struct wpsd_guest *g, json_t *args,
 		ret = -EINVAL;
 		goto fail_txn;
 	}
-	j = calloc(1, sizeof(*j));
+	j = wpsd_job_alloc(d, g);
 	if (!j) {
 		wpsd_reply_err(r, WPSD_GENERIC, "out of memory");
 		ret = -ENOMEM;
 		goto fail_txn;
 	}
-	j->d = d;
-	j->g = g;
 	j->txn = txn;
 	txn = NULL;
-	pthread_mutex_init(&j->lock, NULL);
-	pthread_condattr_init(&ca);
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	pthread_cond_init(&j->cond, &ca);
-	pthread_condattr_destroy(&ca);
 	snprintf(j->path, sizeof(j->path), "%s", path);
 	j->vcpus_paused = json_is_true(json_object_get(args, "vcpus-paused"));
 	v = json_object_get(args, "pause-timeout-ms");
@@ -409,7 +442,6 @@ static int job_start(struct wpsd_conn *c, struct wpsd_guest *g, json_t *args,
 		ret = -EINVAL;
 		goto fail;
 	}
-	j->token = ++d->next_token;
 	if (!mem)
 		goto start;
 
@@ -616,6 +648,8 @@ const char *wpsd_job_status(struct wpsd_job *j)
 	pthread_mutex_unlock(&j->lock);
 	if (pausing)
 		return "pausing";
+	if (j->ck)
+		return "checkpointing";
 	if (in_txn || !j->mem)
 		return "transaction";
 	snap = job_snap(j);
@@ -639,6 +673,8 @@ json_t *wpsd_job_query(struct wpsd_job *j)
 	struct wps_snapshot *snap = job_snap(j);
 	struct wps_progress p;
 
+	if (j->ck)
+		return wpsd_ckpt_query(j);
 	if (!snap)
 		return json_pack("{s:s,s:s,s:I}", "guest", j->g->name, "status",
 				 wpsd_job_status(j), "token", (json_int_t)j->token);
@@ -698,6 +734,14 @@ static void job_reap(struct wpsd_job *j, bool tell)
 	json_t *s;
 
 	pthread_join(j->th, NULL);
+	if (j->ck) {
+		wpsd_ckpt_reaped(j, tell);
+		g->job = NULL;
+		job_free(j);
+		if (g->doomed)
+			wpsd_guest_remove(g);
+		return;
+	}
 	if (!j->mem) {
 		/* Memory-less transaction: its reply said it all. */
 		if (j->result)
@@ -803,6 +847,8 @@ static void job_poll_one(struct wpsd_job *j)
 					strerror(-fret), j->reply_id));
 		j->reply_conn = 0;
 	}
+	if (j->ck)
+		wpsd_ckpt_poll(j);
 	if (done)
 		job_reap(j, true);
 }

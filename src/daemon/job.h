@@ -22,6 +22,8 @@
 #include "src/daemon/server.h"
 #include "src/daemon/txn.h"
 
+struct wpsd_ckpt;
+
 #define WPSD_PAUSE_TIMEOUT_MS 2000
 
 struct wpsd_job {
@@ -37,6 +39,7 @@ struct wpsd_job {
 	struct wps_attach *at;          /* owned: attached process, or NULL */
 	struct wps_snapshot_opts so;    /* for the worker's attach */
 	struct wpsd_txn *txn;           /* owned; NULL: plain snapshot */
+	struct wpsd_ckpt *ck;           /* owned; periodic checkpoints */
 	pthread_t th;
 	bool th_started;
 	char path[PATH_MAX];
@@ -79,6 +82,25 @@ void wpsd_jobs_progress(struct wpsd *d);
 /* Shutdown: cancel every job and join its worker. */
 void wpsd_jobs_shutdown(struct wpsd *d);
 bool wpsd_jobs_active(const struct wpsd *d);
+
+/* For other kinds of jobs (ckptjob.c): a job of guest g with its lock,
+ * condition, token and default pause timeout; its pause handshake as
+ * library callbacks (arg: the job); freeing (worker joined). */
+struct wpsd_job *wpsd_job_alloc(struct wpsd *d, struct wpsd_guest *g);
+/* Route j->ctx's log through the daemon's, keeping the first error as
+ * the job's cause. */
+void wpsd_job_set_log(struct wpsd_job *j);
+int wpsd_job_pause(void *arg);
+int wpsd_job_resume(void *arg);
+void wpsd_job_free(struct wpsd_job *j);
+
+/* Periodic checkpoints (ckptjob.c). */
+int wpsd_ckpt_start(struct wpsd_conn *c, struct wpsd_guest *g, json_t *args,
+		    struct wpsd_reply *r);
+json_t *wpsd_ckpt_query(struct wpsd_job *j);
+void wpsd_ckpt_poll(struct wpsd_job *j);       /* loop: send its events */
+void wpsd_ckpt_reaped(struct wpsd_job *j, bool tell);
+void wpsd_ckpt_free(struct wpsd_ckpt *ck);
 
 const char *wpsd_job_status(struct wpsd_job *j);
 json_t *wpsd_job_query(struct wpsd_job *j);

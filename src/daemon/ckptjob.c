@@ -1,0 +1,329 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Periodic checkpoints of a registered guest (wps-checkpoint-start,
+ * -stop, query-checkpoint; docs/PROTOCOL.md). The loop prepares the
+ * checkpointer (so that a bad directory or a spent uffd is the reply
+ * itself), then a worker takes a checkpoint every interval: pre-copy
+ * while the guest runs, the VMM's pause handshake for the instant (the
+ * same WPS_PAUSE_REQUEST exchange as a snapshot, one per checkpoint),
+ * resume, write, fsync. Each durable checkpoint is an event; retention
+ * folds old ones. The job ends on wps-checkpoint-stop, after `count`
+ * checkpoints, or at the first failure (an event says why); the uffd is
+ * then spent and the VMM is asked for a fresh one.
+ *
+ * Owns: the checkpointer, the events the worker posts for the loop.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <wpsnap/chain.h>
+#include <wpsnap/checkpoint.h>
+
+#include "src/daemon/job.h"
+#include "src/log.h"
+
+struct wpsd_ckpt {
+	struct wps_ckpt *c;
+	char dir[PATH_MAX];
+	unsigned int interval_ms, keep;
+	uint64_t count;          /* 0: until stopped */
+	/* under the job's lock */
+	json_t *pending;         /* events for the loop to send */
+	json_t *last;            /* the last checkpoint's figures */
+	uint64_t done;
+};
+
+static const struct wpsd_arg ckpt_spec[] = {
+	{ "guest", WPSD_T_STR, true },
+	{ "dir", WPSD_T_STR, true },
+	{ "interval-ms", WPSD_T_UINT, false },
+	{ "count", WPSD_T_UINT, false },
+	{ "keep", WPSD_T_UINT, false },
+	{ "overwrite", WPSD_T_BOOL, false },
+	{ "pause-timeout-ms", WPSD_T_UINT, false },
+	{ NULL, 0, false },
+};
+
+static void post(struct wpsd_job *j, const char *name, json_t *data)
+{
+	pthread_mutex_lock(&j->lock);
+	json_array_append_new(j->ck->pending, json_pack("{s:s,s:o}", "event", name,
+							"data", data));
+	pthread_mutex_unlock(&j->lock);
+	wpsd_notify(j->d);
+}
+
+/* Sleep ms, or less if the job is stopped: true if it was. */
+static bool wait_or_stop(struct wpsd_job *j, unsigned int ms)
+{
+	struct timespec dl;
+	bool stop;
+
+	clock_gettime(CLOCK_MONOTONIC, &dl);
+	dl.tv_sec += ms / 1000;
+	dl.tv_nsec += (long)(ms % 1000) * 1000000L;
+	if (dl.tv_nsec >= 1000000000L) {
+		dl.tv_sec++;
+		dl.tv_nsec -= 1000000000L;
+	}
+	pthread_mutex_lock(&j->lock);
+	while (!j->cancelled &&
+	       pthread_cond_timedwait(&j->cond, &j->lock, &dl) != ETIMEDOUT)
+		;
+	stop = j->cancelled;
+	pthread_mutex_unlock(&j->lock);
+	return stop;
+}
+
+static json_t *figures(struct wpsd_job *j, uint64_t seq, const char *path,
+		       const struct wps_ckpt_stats *st)
+{
+	return json_pack("{s:s,s:I,s:s,s:I,s:I,s:I,s:I,s:I,s:i,s:I,s:I,s:I}",
+			 "guest", j->g->name, "seq", (json_int_t)seq, "path", path,
+			 "pause-ns", (json_int_t)st->pause_ns,
+			 "handshake-ns", (json_int_t)st->handshake_ns,
+			 "walk-ns", (json_int_t)st->scan_ns,
+			 "copy-ns", (json_int_t)st->copy_ns,
+			 "pause-bytes", (json_int_t)st->pause_bytes,
+			 "rounds", (int)st->rounds,
+			 "dirty-bytes", (json_int_t)st->dirty_bytes,
+			 "image-file-bytes", (json_int_t)st->image_file_bytes,
+			 "total-ns", (json_int_t)st->total_ns);
+}
+
+static void *ckpt_main(void *arg)
+{
+	struct wpsd_job *j = arg;
+	struct wpsd_ckpt *ck = j->ck;
+	char path[PATH_MAX + 128], cause[sizeof(j->cause)];
+	struct wps_ckpt_stats st;
+	uint64_t seq;
+	int ret = 0;
+
+	for (seq = 0; !ck->count || seq < ck->count; seq++) {
+		if (wait_or_stop(j, seq ? ck->interval_ms : 0))
+			break;
+		snprintf(path, sizeof(path), "%s/%s-%06" PRIu64 ".wpsnap", ck->dir,
+			 j->g->name, seq);
+		ret = wps_ckpt_take(ck->c, path, &st);
+		if (ret)
+			break;
+		if (ck->keep) {
+			struct wps_chain *chain;
+
+			ret = wps_chain_open(j->ctx, path, 0, &chain);
+			if (!ret)
+				ret = wps_chain_fold(chain, ck->keep);
+			if (ret)
+				break;
+		}
+		pthread_mutex_lock(&j->lock);
+		json_decref(ck->last);
+		ck->last = figures(j, seq, path, &st);
+		ck->done = seq + 1;
+		pthread_mutex_unlock(&j->lock);
+		post(j, "WPS_CHECKPOINT", figures(j, seq, path, &st));
+	}
+	pthread_mutex_lock(&j->lock);
+	if (ret && !j->cancelled) {
+		snprintf(cause, sizeof(cause), "%s", j->cause[0] ? j->cause :
+			 strerror(-ret));
+		json_array_append_new(ck->pending, json_pack("{s:s,s:{s:s,s:I,s:s}}",
+			"event", "WPS_CHECKPOINT_FAILED", "data", "guest", j->g->name,
+			"seq", (json_int_t)seq, "cause", cause));
+	}
+	j->result = j->cancelled ? 0 : ret;
+	j->post_done = true;
+	pthread_mutex_unlock(&j->lock);
+	wpsd_notify(j->d);
+	return NULL;
+}
+
+int wpsd_ckpt_start(struct wpsd_conn *c, struct wpsd_guest *g, json_t *args,
+		    struct wpsd_reply *r)
+{
+	struct wps_ckpt_opts co = WPS_CKPT_OPTS_INIT;
+	const char *dir;
+	struct wpsd_job *j;
+	struct stat sb;
+	json_t *v;
+	int ret;
+
+	ret = wpsd_args_check(args, ckpt_spec, "arguments", r);
+	if (ret)
+		return ret;
+	dir = json_string_value(json_object_get(args, "dir"));
+	if (g->attach) {
+		wpsd_reply_err(r, WPSD_GENERIC, "guest '%s' is an attached process: "
+			       "checkpoints need a guest registered by its VMM", g->name);
+		return -EOPNOTSUPP;
+	}
+	if (g->job) {
+		wpsd_reply_err(r, WPSD_GENERIC, "guest '%s' already has a %s running",
+			       g->name, g->job->ck ? "checkpoint series" :
+			       g->job->txn ? "transaction" : "snapshot");
+		return -EBUSY;
+	}
+	if (g->uffd < 0) {
+		wpsd_reply_err(r, WPSD_GENERIC, "guest '%s' has no fresh userfaultfd; "
+			       "its VMM must hand over a new one with wps-guest-set-uffd",
+			       g->name);
+		return -EAGAIN;
+	}
+	if (dir[0] != '/' || strlen(dir) >= PATH_MAX - 100 || stat(dir, &sb) ||
+	    !S_ISDIR(sb.st_mode)) {
+		wpsd_reply_err(r, WPSD_GENERIC, "dir must be an existing directory, "
+			       "by absolute path: %s", dir);
+		return -EINVAL;
+	}
+	j = wpsd_job_alloc(c->d, g);
+	if (!j)
+		goto nomem;
+	j->ck = calloc(1, sizeof(*j->ck));
+	if (!j->ck)
+		goto nomem_job;
+	j->ck->pending = json_array();
+	snprintf(j->ck->dir, sizeof(j->ck->dir), "%s", dir);
+	v = json_object_get(args, "interval-ms");
+	j->ck->interval_ms = v ? (unsigned int)json_integer_value(v) : 1000;
+	v = json_object_get(args, "count");
+	j->ck->count = v ? (uint64_t)json_integer_value(v) : 0;
+	v = json_object_get(args, "keep");
+	j->ck->keep = v ? (unsigned int)json_integer_value(v) : 0;
+	if (v && !j->ck->keep) {
+		wpsd_reply_err(r, WPSD_GENERIC, "keep must be at least 1");
+		ret = -EINVAL;
+		goto fail;
+	}
+	v = json_object_get(args, "pause-timeout-ms");
+	if (v) {
+		if (json_integer_value(v) < 1 || json_integer_value(v) > 600000) {
+			wpsd_reply_err(r, WPSD_GENERIC, "pause-timeout-ms must be 1..600000");
+			ret = -EINVAL;
+			goto fail;
+		}
+		j->pause_timeout_ms = (unsigned int)json_integer_value(v);
+	}
+	ret = wps_ctx_new(&j->ctx);
+	if (ret)
+		goto nomem_job;
+	wps_ctx_set_log_level(j->ctx, wps_ctx_get_log_level(c->d->ctx));
+	/* the job's own log function records its first error as the cause */
+	wpsd_job_set_log(j);
+	co.pause = wpsd_job_pause;
+	co.resume = wpsd_job_resume;
+	co.pause_arg = j;
+	co.pid = g->pid;
+	co.uffd = g->uffd;
+	if (json_is_true(json_object_get(args, "overwrite")))
+		co.flags |= WPS_CKPT_OVERWRITE;
+	ret = wps_ckpt_new(j->ctx, g->r, g->nr, &co, &j->ck->c);
+	g->uffd = -1;   /* taken over, even on failure */
+	if (ret) {
+		wpsd_reply_err(r, WPSD_GENERIC, "cannot track the guest's writes: %s",
+			       j->cause[0] ? j->cause : strerror(-ret));
+		if (wpsd_conn_by_id(c->d, g->owner))
+			wpsd_send_event(wpsd_conn_by_id(c->d, g->owner), "WPS_UFFD_REQUEST",
+					json_pack("{s:s}", "guest", g->name));
+		goto fail;
+	}
+	ret = -pthread_create(&j->th, NULL, ckpt_main, j);
+	if (ret) {
+		wpsd_reply_err(r, WPSD_GENERIC, "cannot start a worker: %s",
+			       strerror(-ret));
+		goto fail;
+	}
+	j->th_started = true;
+	g->job = j;
+	wps_info(c->d->ctx, "guest %s: checkpoints to %s every %u ms (token %"
+		 PRIu64 ")", g->name, dir, j->ck->interval_ms, j->token);
+	r->ret = json_pack("{s:I}", "token", (json_int_t)j->token);
+	return 0;
+nomem_job:
+	ret = -ENOMEM;
+	wpsd_reply_err(r, WPSD_GENERIC, "out of memory");
+fail:
+	wpsd_job_free(j);
+	return ret;
+nomem:
+	wpsd_reply_err(r, WPSD_GENERIC, "out of memory");
+	return -ENOMEM;
+}
+
+json_t *wpsd_ckpt_query(struct wpsd_job *j)
+{
+	json_t *q;
+
+	pthread_mutex_lock(&j->lock);
+	q = json_pack("{s:s,s:s,s:s,s:I,s:I,s:i,s:O?}", "guest", j->g->name,
+		      "status", j->pausing ? "pausing" : "checkpointing",
+		      "dir", j->ck->dir, "token", (json_int_t)j->token,
+		      "checkpoints", (json_int_t)j->ck->done,
+		      "interval-ms", (int)j->ck->interval_ms, "last", j->ck->last);
+	pthread_mutex_unlock(&j->lock);
+	return q;
+}
+
+void wpsd_ckpt_poll(struct wpsd_job *j)
+{
+	json_t *ev, *e;
+	size_t i;
+
+	pthread_mutex_lock(&j->lock);
+	ev = j->ck->pending;
+	j->ck->pending = json_array();
+	pthread_mutex_unlock(&j->lock);
+	json_array_foreach(ev, i, e)
+		wpsd_broadcast(j->d, json_string_value(json_object_get(e, "event")),
+			       json_incref(json_object_get(e, "data")));
+	json_decref(ev);
+}
+
+void wpsd_ckpt_reaped(struct wpsd_job *j, bool tell)
+{
+	struct wpsd_guest *g = j->g;
+	struct wpsd_conn *owner;
+	json_t *s;
+
+	if (tell)
+		wpsd_ckpt_poll(j);   /* what the worker posted last */
+	s = json_pack("{s:s,s:s,s:s,s:I,s:I}", "guest", g->name, "status",
+		      j->result ? "failed" : "stopped", "dir", j->ck->dir,
+		      "token", (json_int_t)j->token, "checkpoints",
+		      (json_int_t)j->ck->done);
+	if (j->result)
+		json_object_set_new(s, "cause", json_string(j->cause[0] ? j->cause :
+					strerror(-j->result)));
+	else if (j->cause[0])
+		json_object_set_new(s, "cause", json_string(j->cause));
+	if (j->ck->last)
+		json_object_set(s, "last", j->ck->last);
+	wps_info(j->d->ctx, "guest %s: checkpoints %s after %" PRIu64, g->name,
+		 j->result ? "failed" : "stopped", j->ck->done);
+	if (tell)
+		wpsd_broadcast(j->d, "WPS_CHECKPOINT_STOPPED", json_deep_copy(s));
+	json_decref(g->last);
+	g->last = s;
+	owner = wpsd_conn_by_id(j->d, g->owner);
+	if (tell && owner && !g->doomed)
+		wpsd_send_event(owner, "WPS_UFFD_REQUEST",
+				json_pack("{s:s}", "guest", g->name));
+}
+
+void wpsd_ckpt_free(struct wpsd_ckpt *ck)
+{
+	if (!ck)
+		return;
+	wps_ckpt_free(ck->c);
+	json_decref(ck->pending);
+	json_decref(ck->last);
+	free(ck);
+}
