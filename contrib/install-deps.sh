@@ -3,7 +3,7 @@
 set -e
 pkgs="build-essential autoconf automake libtool pkg-config libaio-dev
       libnl-3-dev libnl-route-3-dev libnl-nf-3-dev libjansson-dev check
-      libnbd-dev xfsprogs python3 iproute2 iptables"
+      libnbd-dev xfsprogs python3 nbdkit qemu-utils libnbd-bin iproute2 iptables"
 missing=
 for p in $pkgs; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" ||

@@ -8,8 +8,11 @@
  * It owns the userfaultfd (opened or handed over), an eventfd that stops
  * the fault thread, for hugetlb a shared mapping of the guest's memfd
  * through which it fills the page cache, the per-unit state array,
- * and two threads: the fault thread (the only reader of the uffd) and the
- * prefetch thread.
+ * and its threads: the fault thread (the only reader of the uffd) and
+ * two prefetch threads sharing the sweep. Reads name their lane of the
+ * image source (stream/img_reader_int.h): faults the FAULT lane, which a
+ * remote (NBD) image serves on a connection of its own, prefetch the BULK
+ * lane.
  *
  * What the kernel (6.x) accepts, and therefore how each backing is filled:
  *  - ANON: register MODE_MISSING. A fault gets UFFDIO_COPY of verified
@@ -73,6 +76,10 @@ struct uffdio_poison {
 
 #define PAGER_CHUNK_DEFAULT (2ull << 20)
 #define PAGER_MSGS 64u
+/* Prefetch threads sharing the address-order sweep chunk by chunk: while
+ * one installs its chunk the other's read is in flight, so I/O (a disk,
+ * or an NBD round trip) overlaps installs. */
+#define PAGER_PREFETCHERS 2u
 
 enum unit_state {
 	U_NEED_DATA = 0,    /* image has data for it; not installed yet */
@@ -115,8 +122,10 @@ struct wps_pager {
 	pthread_mutex_t lock;   /* state[], installs, stats below */
 	atomic_uint fault_waiting;
 	atomic_bool stop;
-	pthread_t fault_tid, prefetch_tid;
-	bool fault_running, prefetch_running;
+	pthread_t fault_tid, prefetch_tid[PAGER_PREFETCHERS];
+	unsigned int nr_prefetchers;    /* running prefetch threads */
+	atomic_uint_fast64_t sweep_next; /* next chunk of the shared sweep */
+	bool fault_running;
 	bool started, registered, graduated;
 
 	/* fault thread's queue of faults read but not yet served */
@@ -414,10 +423,13 @@ static void fail_group(struct wps_pager *pg, uint64_t g, int err)
 		(unsigned long long)(pg->dst.host_addr + e));
 }
 
-/* Read windows [w, w + n) into buf. Returns the number of leading windows
- * that are good (== n on success); a bad group fails its window. */
-static uint64_t read_windows(struct wps_pager *pg, uint64_t w, uint64_t n,
-			     uint8_t *buf, int *err, uint64_t *bad_group)
+/* Read windows [w, w + n) into buf on the given lane (faults: the fault
+ * lane, whose NBD connection nothing else uses). Returns the number of
+ * leading windows that are good (== n on success); a bad group fails its
+ * window. */
+static uint64_t read_windows(struct wps_pager *pg, enum wps_img_lane lane,
+			     uint64_t w, uint64_t n, uint8_t *buf, int *err,
+			     uint64_t *bad_group)
 {
 	uint64_t gpw = pg->win / pg->group_bytes;
 	uint64_t g0 = w * gpw, ng = n * gpw;
@@ -425,7 +437,8 @@ static uint64_t read_windows(struct wps_pager *pg, uint64_t w, uint64_t n,
 	if (ng > pg->nr_groups - g0)
 		ng = pg->nr_groups - g0;
 	memset(buf + ng * pg->group_bytes, 0, (n * gpw - ng) * pg->group_bytes);
-	*err = wps_image_read_groups(pg->img, pg->r, g0, ng, buf, bad_group);
+	*err = wps_image_read_groups_lane(pg->img, lane, pg->r, g0, ng, buf,
+					  bad_group);
 	if (!*err)
 		return n;
 	if (*err != -EBADMSG)
@@ -533,7 +546,8 @@ static int serve_fault(struct wps_pager *pg, const struct pending_fault *f)
 			return 0;
 		case U_NEED_DATA:
 			w = u * pg->unit / pg->win;
-			if (read_windows(pg, w, 1, pg->fault_buf, &ret, &bad) != 1) {
+			if (read_windows(pg, WPS_IMG_LANE_FAULT, w, 1,
+					 pg->fault_buf, &ret, &bad) != 1) {
 				fail_group(pg, bad, ret);
 				return 0;
 			}
@@ -666,7 +680,8 @@ static int prefetch_span(struct wps_pager *pg, uint64_t w, uint64_t we,
 		/* Stop the read at the first run of windows already done
 		 * only when it is long: reading through a few is cheaper
 		 * than another syscall. */
-		good = read_windows(pg, w, n, buf, &err, &bad);
+		good = read_windows(pg, WPS_IMG_LANE_BULK, w, n, buf, &err,
+				    &bad);
 		for (i = 0; i < good; i++) {
 			ret = prefetch_window(pg, w + i, buf + i * pg->win);
 			if (ret) {
@@ -716,10 +731,80 @@ static int prefetch_all(struct wps_pager *pg)
 	return ret;
 }
 
+/*
+ * The background prefetch: the working-set ranges (first thread only),
+ * then the address-order sweep, whose chunks the threads claim in turn.
+ * Graduation's own pass (prefetch_all) walks everything again, so a
+ * chunk a failed thread left is not lost.
+ */
+struct prefetcher {
+	struct wps_pager *pg;
+	unsigned int id;
+};
+
 static void *prefetch_main(void *arg)
 {
-	prefetch_all(arg);
+	struct prefetcher *pf = arg;
+	struct wps_pager *pg = pf->pg;
+	uint64_t nw = nr_windows(pg), per = pg->chunk / pg->win, c;
+	uint64_t bpw = pg->win / WPS_IMG_BLOCK_SIZE;
+	unsigned int i;
+	uint8_t *buf;
+	int ret = 0;
+
+	buf = malloc(pg->chunk);
+	if (!buf)
+		goto out;
+	for (i = 0; pf->id == 0 && i < pg->nr_first && !ret; i++) {
+		uint64_t s = pg->first[i].block / bpw;
+		uint64_t e = (pg->first[i].block + pg->first[i].count + bpw - 1) / bpw;
+
+		ret = prefetch_span(pg, s < nw ? s : nw, e < nw ? e : nw, buf);
+	}
+	while (!ret && !atomic_load(&pg->stop)) {
+		c = atomic_fetch_add(&pg->sweep_next, 1);
+		if (c >= (nw + per - 1) / per)
+			break;
+		ret = prefetch_span(pg, c * per,
+				    (c + 1) * per < nw ? (c + 1) * per : nw, buf);
+	}
+	free(buf);
+out:
+	free(pf);
 	return NULL;
+}
+
+/* Start the prefetch threads; 0 if at least one runs. */
+static int start_prefetchers(struct wps_pager *pg)
+{
+	unsigned int i;
+	int ret = 0;
+
+	atomic_init(&pg->sweep_next, 0);
+	for (i = 0; i < PAGER_PREFETCHERS; i++) {
+		struct prefetcher *pf = malloc(sizeof(*pf));
+
+		if (!pf) {
+			ret = -ENOMEM;
+			break;
+		}
+		pf->pg = pg;
+		pf->id = i;
+		ret = -pthread_create(&pg->prefetch_tid[pg->nr_prefetchers],
+				      NULL, prefetch_main, pf);
+		if (ret) {
+			free(pf);
+			break;
+		}
+		pg->nr_prefetchers++;
+	}
+	return pg->nr_prefetchers ? 0 : ret;
+}
+
+static void join_prefetchers(struct wps_pager *pg)
+{
+	while (pg->nr_prefetchers)
+		pthread_join(pg->prefetch_tid[--pg->nr_prefetchers], NULL);
 }
 
 /* ------------------------------------------------------------------ */
@@ -906,10 +991,9 @@ int wps_pager_start(struct wps_pager *pg)
 		goto fail;
 	pg->fault_running = true;
 	if (!pg->no_prefetch) {
-		ret = -pthread_create(&pg->prefetch_tid, NULL, prefetch_main, pg);
+		ret = start_prefetchers(pg);
 		if (ret)
 			goto fail;
-		pg->prefetch_running = true;
 	}
 	pg->start_ns = now_ns() - pg->t_start;
 	return 0;
@@ -934,11 +1018,10 @@ static void stop_threads(struct wps_pager *pg)
 	atomic_store(&pg->stop, true);
 	if (pg->stop_fd >= 0)
 		eventfd_write(pg->stop_fd, 1);
-	if (pg->prefetch_running)
-		pthread_join(pg->prefetch_tid, NULL);
+	join_prefetchers(pg);
 	if (pg->fault_running)
 		pthread_join(pg->fault_tid, NULL);
-	pg->prefetch_running = pg->fault_running = false;
+	pg->fault_running = false;
 }
 
 int wps_pager_graduate(struct wps_pager *pg)
@@ -949,10 +1032,7 @@ int wps_pager_graduate(struct wps_pager *pg)
 		return -EINVAL;
 	if (pg->graduated)
 		return 0;
-	if (pg->prefetch_running) {
-		pthread_join(pg->prefetch_tid, NULL);
-		pg->prefetch_running = false;
-	}
+	join_prefetchers(pg);
 	/* Whatever the prefetch left (none ran, or a transient error):
 	 * populate it here, the fault thread still serving meanwhile. */
 	for (pass = 0; pass < 3; pass++) {

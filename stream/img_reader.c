@@ -4,11 +4,17 @@
  * it is complete and its metadata intact, and verifies page data against
  * the group checksums whenever it reads it.
  *
- * It owns the file descriptor and one in-memory copy of the trailer, which
- * holds every bitmap, checksum table and blob (converted to host order in
- * place once its checksum has been checked), so that presence queries
- * never touch the file. Reads allocate their own scratch space, so reads
- * from several threads do not interfere.
+ * It owns the image's source (stream/img_reader_int.h: a local file, or
+ * an NBD export on another host, stream/nbd_source.c) and one in-memory
+ * copy of the trailer, which holds every bitmap, checksum table and blob
+ * (converted to host order in place once its checksum has been checked),
+ * so that presence queries never touch the source. Reads allocate their
+ * own scratch space, so reads from several threads do not interfere.
+ *
+ * Eager load has two engines: libaio O_DIRECT straight into guest memory
+ * for a file (the disk's queue depth from one thread), and for a remote
+ * source one worker per bulk connection, each pipelining its chunk's
+ * present runs on its own connection.
  */
 #include "config.h"
 
@@ -17,7 +23,9 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +37,8 @@
 
 #include "src/log.h"
 #include "stream/format.h"
+#include "stream/img_reader_int.h"
+#include "stream/nbd_source.h"
 
 #define IMGR_VERIFY_CHUNK (8u << 20) /* bytes per read in verify */
 
@@ -48,8 +58,8 @@ struct imgr_blob {
 
 struct wps_image {
 	struct wps_ctx *ctx;
-	char *path;
-	int fd;
+	char *path;             /* file path or NBD URI */
+	struct wps_img_src *src;
 	unsigned int flags;
 	struct wps_image_info info;
 	uint64_t footer_offset;
@@ -75,29 +85,118 @@ static int img_fail(struct wps_image *img, int err, const char *fmt, ...)
 	return err;
 }
 
+/* ------------------------------------------------------------------ */
+/* sources                                                             */
+/* ------------------------------------------------------------------ */
+
+bool wps_img_name_is_nbd(const char *name)
+{
+	/* nbd, nbds, nbd+unix, nbds+vsock, ...: libnbd's URI schemes. */
+	size_t n = strcspn(name, ":/");
+
+	return !strncmp(name, "nbd", 3) && n >= 3 && !strncmp(name + n, "://", 3) &&
+	       (n == 3 || name[3] == 's' || name[3] == '+');
+}
+
+struct file_src {
+	struct wps_img_src pub;
+	char *path;
+};
+
+static int file_src_read(struct wps_img_src *src, enum wps_img_lane lane,
+			 const struct wps_img_seg *seg, unsigned int nr)
+{
+	unsigned int i;
+
+	for (i = 0; i < nr; i++) {
+		uint8_t *p = seg[i].buf;
+		uint64_t off = seg[i].off;
+		size_t len = seg[i].len;
+
+		while (len) {
+			ssize_t n = pread(src->fd, p, len, (off_t)off);
+
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n < 0) {
+				int err = -errno;
+
+				wps_err(src->ctx, "image %s: read of %zu bytes at "
+					"offset %llu: %s", src->name, len,
+					(unsigned long long)off, strerror(-err));
+				return err;
+			}
+			if (n == 0) {
+				wps_err(src->ctx, "image %s: unexpected end of "
+					"file at offset %llu: truncated",
+					src->name, (unsigned long long)off);
+				return -EBADMSG;
+			}
+			p += n;
+			off += (uint64_t)n;
+			len -= (size_t)n;
+		}
+	}
+	return 0;
+}
+
+static void file_src_close(struct wps_img_src *src)
+{
+	struct file_src *f = (struct file_src *)src;
+
+	if (src->fd >= 0)
+		close(src->fd);
+	free(f->path);
+	free(f);
+}
+
+static const struct wps_img_src_ops file_src_ops = {
+	.read = file_src_read,
+	.close = file_src_close,
+};
+
+static int file_src_open(struct wps_image *img, const char *path,
+			 struct wps_img_src **out)
+{
+	struct file_src *f = calloc(1, sizeof(*f));
+	struct stat st;
+	int err;
+
+	if (!f || !(f->path = strdup(path))) {
+		free(f);
+		return -ENOMEM;
+	}
+	f->pub.ops = &file_src_ops;
+	f->pub.ctx = img->ctx;
+	f->pub.name = f->path;
+	f->pub.bulk_lanes = 1;
+	f->pub.fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (f->pub.fd < 0) {
+		err = img_fail(img, -errno, "cannot open: %s", strerror(errno));
+		goto fail;
+	}
+	if (fstat(f->pub.fd, &st) < 0) {
+		err = img_fail(img, -errno, "fstat: %s", strerror(errno));
+		goto fail;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		err = img_fail(img, -EINVAL, "not a regular file");
+		goto fail;
+	}
+	f->pub.size = (uint64_t)st.st_size;
+	*out = &f->pub;
+	return 0;
+fail:
+	file_src_close(&f->pub);
+	return err;
+}
+
+/* All reads of the reader go through here (errors are logged by the
+ * source, naming the file or URI and the offset). */
 static int pread_full(struct wps_image *img, void *buf, size_t len,
 		      uint64_t off)
 {
-	uint8_t *p = buf;
-
-	while (len) {
-		ssize_t n = pread(img->fd, p, len, (off_t)off);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return img_fail(img, -errno, "read of %zu bytes at offset %llu: %s",
-					len, (unsigned long long)off,
-					strerror(errno));
-		if (n == 0)
-			return img_fail(img, -EBADMSG,
-					"unexpected end of file at offset %llu: truncated",
-					(unsigned long long)off);
-		p += n;
-		off += (uint64_t)n;
-		len -= (size_t)n;
-	}
-	return 0;
+	return wps_img_src_read(img->src, WPS_IMG_LANE_BULK, buf, len, off);
 }
 
 static bool all_zero(const void *p, size_t len)
@@ -415,8 +514,7 @@ int wps_image_open(struct wps_ctx *ctx, const char *path, unsigned int flags,
 	struct wps_img_footer ft;
 	struct wps_image *img;
 	uint8_t *table = NULL;
-	uint64_t meta, tsize, present = 0;
-	struct stat st;
+	uint64_t meta, tsize, present = 0, size;
 	uint32_t crc;
 	int err = -ENOMEM;
 
@@ -426,33 +524,29 @@ int wps_image_open(struct wps_ctx *ctx, const char *path, unsigned int flags,
 		return -ENOMEM;
 	img->ctx = ctx;
 	img->flags = flags;
-	img->fd = -1;
 	img->path = strdup(path);
 	if (!img->path)
 		goto out;
-	img->fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (img->fd < 0) {
-		err = img_fail(img, -errno, "cannot open: %s", strerror(errno));
+	/* A URI is an export on an NBD server; anything else a file. */
+	if (wps_img_name_is_nbd(path))
+		err = wps_nbd_src_open(ctx, path, &img->src);
+	else
+		err = file_src_open(img, path, &img->src);
+	if (err)
 		goto out;
-	}
-	if (fstat(img->fd, &st) < 0) {
-		err = img_fail(img, -errno, "fstat: %s", strerror(errno));
-		goto out;
-	}
-	if (!S_ISREG(st.st_mode)) {
-		err = img_fail(img, -EINVAL, "not a regular file");
-		goto out;
-	}
-	if ((uint64_t)st.st_size < 2 * WPS_IMG_BLOCK) {
+	size = img->src->size;
+	if (size < 2 * WPS_IMG_BLOCK) {
 		err = img_fail(img, -EBADMSG,
-			       "file is %llu bytes, too short for a superblock and a footer: truncated",
-			       (unsigned long long)st.st_size);
+			       "%s is %llu bytes, too short for a superblock and a footer: %s",
+			       img->src->remote ? "export" : "file",
+			       (unsigned long long)size,
+			       img->src->remote ? "not a wpsnap image" : "truncated");
 		goto out;
 	}
 	err = pread_full(img, &sb, sizeof(sb), 0);
 	if (err)
 		goto out;
-	err = check_super(img, &sb, (uint64_t)st.st_size);
+	err = check_super(img, &sb, size);
 	if (err)
 		goto out;
 	img->footer_offset = le64toh(sb.footer_offset);
@@ -489,7 +583,9 @@ int wps_image_open(struct wps_ctx *ctx, const char *path, unsigned int flags,
 	img->info.nr_regions = le32toh(sb.nr_regions);
 	img->info.freeze_realtime_ns = (int64_t)le64toh((uint64_t)sb.freeze_realtime_ns);
 	img->info.freeze_monotonic_ns = (int64_t)le64toh((uint64_t)sb.freeze_monotonic_ns);
-	img->info.file_size = (uint64_t)st.st_size;
+	img->info.file_size = size;
+	img->info.remote = img->src->remote;
+	img->info.connections = img->src->connections;
 	img->info.present_blocks = le64toh(ft.present_blocks);
 	img->info.data_bytes = le64toh(ft.data_bytes);
 	img->info.complete = true;
@@ -547,8 +643,8 @@ void wps_image_close(struct wps_image *img)
 {
 	if (!img)
 		return;
-	if (img->fd >= 0)
-		close(img->fd);
+	if (img->src)
+		img->src->ops->close(img->src);
 	free(img->blobs);
 	free(img->regions);
 	free(img->trailer);
@@ -686,6 +782,14 @@ int wps_image_read(struct wps_image *img, unsigned int r, uint64_t off,
 out:
 	free(scratch);
 	return err;
+}
+
+int wps_image_pread(struct wps_image *img, void *buf, size_t len,
+		    uint64_t off)
+{
+	if (off > img->info.file_size || len > img->info.file_size - off)
+		return -EINVAL;
+	return pread_full(img, buf, len, off);
 }
 
 int wps_image_block_present(const struct wps_image *img, unsigned int r,
@@ -886,6 +990,119 @@ static int load_verify(struct loader *ld, uint64_t s, uint64_t e)
 	return 0;
 }
 
+/*
+ * Eager load from a remote source: one worker per bulk connection (the
+ * caller is one of them), each claiming the next chunk of whole groups,
+ * reading its present runs in one vectored read (pipelined on the
+ * worker's connection, straight into dst) and verifying its groups. The
+ * workers' connections run in parallel, and so do their checksums.
+ */
+#define RLOAD_CHUNK_BLOCKS 512u     /* 2 MiB, rounded up to whole groups */
+
+struct rloader {
+	struct wps_image *img;
+	const struct imgr_region *reg;
+	unsigned int r;
+	uint8_t *dst;
+	uint64_t chunk_blocks, nr_chunks;
+	atomic_uint_fast64_t next;      /* next chunk to claim */
+	atomic_uint_fast64_t bytes;
+	atomic_int err;                 /* first error; stops the others */
+};
+
+static int rload_chunk(struct rloader *rl, uint64_t c, struct wps_img_seg *seg)
+{
+	const struct imgr_region *reg = rl->reg;
+	uint32_t G = rl->img->info.group_blocks;
+	uint64_t s = c * rl->chunk_blocks, e = s + rl->chunk_blocks, b, g;
+	uint64_t bytes = 0;
+	unsigned int n = 0;
+	int err;
+
+	if (e > reg->pub.nr_blocks)
+		e = reg->pub.nr_blocks;
+	for (b = find_bit(reg->bitmap, s, e, true); b < e;
+	     b = find_bit(reg->bitmap, b, e, true)) {
+		uint64_t x = find_bit(reg->bitmap, b, e, false);
+
+		seg[n].buf = rl->dst + (b << WPS_IMG_BLOCK_SHIFT);
+		seg[n].len = (x - b) << WPS_IMG_BLOCK_SHIFT;
+		seg[n].off = reg->data_offset + (b << WPS_IMG_BLOCK_SHIFT);
+		bytes += seg[n].len;
+		n++;
+		b = x;
+	}
+	if (!n)
+		return 0;
+	err = rl->img->src->ops->read(rl->img->src, WPS_IMG_LANE_BULK, seg, n);
+	if (err)
+		return err;
+	atomic_fetch_add(&rl->bytes, bytes);
+	if (rl->img->flags & WPS_IMG_OPEN_NO_VERIFY_DATA)
+		return 0;
+	/* Chunks are whole groups: every group here is complete. */
+	for (g = s / G; g * G < e; g++) {
+		if (!group_has_data(reg, g, G))
+			continue;
+		err = check_group(rl->img, rl->r, g,
+				  rl->dst + ((g * G) << WPS_IMG_BLOCK_SHIFT));
+		if (err)
+			return err;
+	}
+	return 0;
+}
+
+static void *rload_main(void *arg)
+{
+	struct rloader *rl = arg;
+	struct wps_img_seg *seg;
+	uint64_t c;
+	int err = 0, zero = 0;
+
+	/* At most one run per two blocks. */
+	seg = malloc((rl->chunk_blocks / 2 + 1) * sizeof(*seg));
+	if (!seg)
+		err = -ENOMEM;
+	while (!err && !atomic_load(&rl->err)) {
+		c = atomic_fetch_add(&rl->next, 1);
+		if (c >= rl->nr_chunks)
+			break;
+		err = rload_chunk(rl, c, seg);
+	}
+	if (err)
+		atomic_compare_exchange_strong(&rl->err, &zero, err);
+	free(seg);
+	return NULL;
+}
+
+static int load_remote(struct wps_image *img, unsigned int r, void *dst,
+		       uint64_t *bytes)
+{
+	uint32_t G = img->info.group_blocks;
+	struct rloader rl = {
+		.img = img, .reg = &img->regions[r], .r = r, .dst = dst,
+	};
+	pthread_t tid[WPS_NBD_BULK_CONNS];
+	unsigned int i, nt = 0, want = img->src->bulk_lanes;
+
+	rl.chunk_blocks = (RLOAD_CHUNK_BLOCKS + G - 1) / G * G;
+	rl.nr_chunks = wps_img_div_up(rl.reg->pub.nr_blocks, rl.chunk_blocks);
+	atomic_init(&rl.next, 0);
+	atomic_init(&rl.bytes, 0);
+	atomic_init(&rl.err, 0);
+	if (want > WPS_NBD_BULK_CONNS)
+		want = WPS_NBD_BULK_CONNS;
+	/* The caller is the last worker; fewer threads is only slower. */
+	for (i = 0; i + 1 < want; i++)
+		if (!pthread_create(&tid[nt], NULL, rload_main, &rl))
+			nt++;
+	rload_main(&rl);
+	for (i = 0; i < nt; i++)
+		pthread_join(tid[i], NULL);
+	*bytes = atomic_load(&rl.bytes);
+	return atomic_load(&rl.err);
+}
+
 int wps_image_load(struct wps_image *img, unsigned int r, void *dst,
 		   struct wps_image_load_stats *st)
 {
@@ -898,6 +1115,20 @@ int wps_image_load(struct wps_image *img, unsigned int r, void *dst,
 
 	if (r >= img->info.nr_regions || ((uintptr_t)dst & 4095))
 		return -EINVAL;
+	if (img->src->remote) {
+		uint64_t bytes = 0;
+
+		clock_gettime(CLOCK_MONOTONIC, &t0);
+		ret = load_remote(img, r, dst, &bytes);
+		clock_gettime(CLOCK_MONOTONIC, &t1);
+		if (st) {
+			memset(st, 0, sizeof(*st));
+			st->bytes = bytes;
+			st->ns = (uint64_t)(t1.tv_sec - t0.tv_sec) * 1000000000ull +
+				 (uint64_t)(t1.tv_nsec - t0.tv_nsec);
+		}
+		return ret;
+	}
 	ld = calloc(1, sizeof(*ld));
 	if (!ld)
 		return -ENOMEM;
@@ -1024,10 +1255,21 @@ out:
 /* Internal: group reads for the lazy pager (stream/img_reader_int.h)  */
 /* ------------------------------------------------------------------ */
 
-#include "stream/img_reader_int.h"
-
 int wps_image_read_groups(struct wps_image *img, unsigned int r, uint64_t g0,
 			  uint64_t ng, void *buf, uint64_t *bad_group)
+{
+	return wps_image_read_groups_lane(img, WPS_IMG_LANE_BULK, r, g0, ng,
+					  buf, bad_group);
+}
+
+struct wps_img_src *wps_image_source(struct wps_image *img)
+{
+	return img->src;
+}
+
+int wps_image_read_groups_lane(struct wps_image *img, enum wps_img_lane lane,
+			       unsigned int r, uint64_t g0, uint64_t ng,
+			       void *buf, uint64_t *bad_group)
 {
 	const struct imgr_region *reg;
 	uint32_t G = img->info.group_blocks;
@@ -1051,8 +1293,8 @@ int wps_image_read_groups(struct wps_image *img, unsigned int r, uint64_t g0,
 		memset(out, 0, (e - s) << WPS_IMG_BLOCK_SHIFT);
 		return 0;
 	}
-	err = pread_full(img, out, (e - s) << WPS_IMG_BLOCK_SHIFT,
-			 reg->data_offset + (s << WPS_IMG_BLOCK_SHIFT));
+	err = wps_img_src_read(img->src, lane, out, (e - s) << WPS_IMG_BLOCK_SHIFT,
+			       reg->data_offset + (s << WPS_IMG_BLOCK_SHIFT));
 	if (err)
 		return err;
 	for (g = g0; g < g0 + ng; g++) {

@@ -1,4 +1,5 @@
 # owned by the stream module: image format v1, its writer and its reader
+# (the reader's sources: a local file, or an NBD export via libnbd)
 libwpsnap_la_SOURCES += \
 	stream/crc32c.c \
 	stream/crc32c.h \
@@ -6,4 +7,6 @@ libwpsnap_la_SOURCES += \
 	stream/format.h \
 	stream/img_writer.c \
 	stream/img_writer.h \
-	stream/img_reader.c
+	stream/img_reader.c \
+	stream/nbd_source.c \
+	stream/nbd_source.h

@@ -1,11 +1,18 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * wpsnap bench --restore. Takes one snapshot of the reference guest, then
- * per run: a raw libaio O_DIRECT read of the same bytes of the same file,
- * with the loader's I/O shape (1 MiB requests, 16 in flight), and an eager
- * restore (wps_image_load) into fresh guest memory of the same backing.
- * The ratio of the two is the figure: restore bandwidth against what the
- * disk gives a plain reader right now.
+ * per run:
+ *  - local: a raw libaio O_DIRECT read of the same bytes of the same file,
+ *    with the loader's I/O shape (1 MiB requests, 16 in flight), an eager
+ *    restore (wps_image_load) into fresh guest memory of the same backing,
+ *    and a lazy restore with a probe thread touching random pages (the
+ *    guest's view of fault latency) until graduation;
+ *  - remote: the same image exported by nbdkit (read-only, over a Unix
+ *    socket, started and stopped here), read raw over the same NBD
+ *    connections the loader uses (no checksums, no guest memory), copied
+ *    by nbdcopy to nowhere, restored eagerly and lazily from the URI.
+ * Ratios are against what the disk, or the NBD server, gives a plain
+ * reader right now, in the same run.
  */
 #include "config.h"
 
@@ -14,15 +21,22 @@
 #include <jansson.h>
 #include <libaio.h>
 #include <math.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <wpsnap/image.h>
+#include <wpsnap/pager.h>
 
 #include "tools/bench_base.h"
 #include "tools/bench_restore.h"
+#include "wp/histo.h"
 
 #define MiB (1024.0 * 1024.0)
 #define MAX_RUNS 100
@@ -144,15 +158,362 @@ static double median(double *v, unsigned int n)
 	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
-int bench_restore(struct wps_ctx *ctx, const struct bench_restore_opts *o)
+
+/* ------------------------------------------------------------------ */
+/* lazy restore, seen from the guest                                   */
+/* ------------------------------------------------------------------ */
+
+/* A touch slower than this took a fault (a cached load is ~100 ns). */
+#define PROBE_FAULTED_NS 2000u
+
+struct probe {
+	const uint8_t *mem;
+	uint64_t nr_blocks;
+	atomic_bool stop;
+	struct wps_histo faulted;
+};
+
+/* The guest: loads from random pages, timing each. */
+static void *probe_main(void *arg)
 {
-	double raw[MAX_RUNS], load[MAX_RUNS], ms[MAX_RUNS], ratio[MAX_RUNS];
-	struct wps_guest_opts fo = { .size = o->size, .backing = o->backing,
-				     .threads = 1, .pattern = WPS_GUEST_IDLE };
+	struct probe *p = arg;
+	uint64_t x = 0x9e3779b97f4a7c15ull, b, t0, dt;
+
+	while (!atomic_load_explicit(&p->stop, memory_order_relaxed)) {
+		x ^= x << 13;
+		x ^= x >> 7;
+		x ^= x << 17;
+		b = x % p->nr_blocks;
+		t0 = bench_now_ns();
+		(void)*(const volatile uint64_t *)(const void *)
+			(p->mem + b * WPS_IMG_BLOCK_SIZE);
+		dt = bench_now_ns() - t0;
+		if (dt >= PROBE_FAULTED_NS)
+			wps_histo_add(&p->faulted, dt);
+	}
+	return NULL;
+}
+
+struct lazy_fig {
+	double p50_us, p99_us;  /* guest side, faulting touches */
+	double full_ms;         /* start .. every page present */
+	double mib_s;           /* image data / full_ms */
+};
+
+static int lazy_run(struct wps_ctx *ctx, struct wps_image *img,
+		    const struct wps_guest_opts *fo, struct lazy_fig *f)
+{
+	struct wps_pager_opts po = WPS_PAGER_OPTS_INIT;
+	struct wps_pager_stats st;
+	struct wps_pager *pg = NULL;
+	struct wps_guest *g = NULL;
+	struct probe *p = NULL;
+	struct wps_region dst;
+	pthread_t tid;
+	int ret;
+
+	ret = wps_guest_new(fo, &g);
+	if (ret)
+		return ret;
+	p = calloc(1, sizeof(*p));
+	if (!p) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	wps_guest_region(g, &dst);
+	ret = wps_pager_new(ctx, img, 0, &dst, &po, &pg);
+	if (!ret)
+		ret = wps_pager_start(pg);
+	if (ret)
+		goto out;
+	p->mem = wps_guest_mem(g);
+	p->nr_blocks = wps_guest_size(g) / WPS_IMG_BLOCK_SIZE;
+	ret = -pthread_create(&tid, NULL, probe_main, p);
+	if (ret)
+		goto out;
+	ret = wps_pager_graduate(pg);
+	atomic_store(&p->stop, true);
+	if (ret) {
+		/* The probe may be blocked on an undelivered page: freeing
+		 * the pager poisons it (SIGBUS), never wrong data. */
+		wps_pager_free(pg);
+		pg = NULL;
+	}
+	pthread_join(tid, NULL);
+	if (ret)
+		goto out;
+	wps_pager_stats(pg, &st);
+	f->p50_us = p->faulted.count ? wps_histo_pct(&p->faulted, 50) / 1e3 : NAN;
+	f->p99_us = p->faulted.count ? wps_histo_pct(&p->faulted, 99) / 1e3 : NAN;
+	f->full_ms = st.full_ns / 1e6;
+	f->mib_s = st.full_ns ? st.data_bytes / MiB / (st.full_ns / 1e9) : NAN;
+out:
+	wps_pager_free(pg);
+	free(p);
+	wps_guest_free(g);
+	return ret;
+}
+
+/* ------------------------------------------------------------------ */
+/* remote: nbdkit, raw NBD reads, nbdcopy                              */
+/* ------------------------------------------------------------------ */
+
+/* nbdkit serving path read-only on a Unix socket; 0 with *pid, or -errno
+ * (-ENOENT: nbdkit is not installed). */
+static int nbdkit_start(const char *path, const char *sock, pid_t *pid)
+{
+	char *argv[] = { "nbdkit", "-f", "-r", "--exit-with-parent", "-U",
+			 (char *)sock, "file", (char *)path, NULL };
+	struct stat st;
+	int i, status;
+
+	*pid = fork();
+	if (*pid < 0)
+		return -errno;
+	if (!*pid) {
+		int fd = open("/dev/null", O_WRONLY | O_CLOEXEC);
+
+		if (fd >= 0) {
+			dup2(fd, STDOUT_FILENO);
+			dup2(fd, STDERR_FILENO);
+		}
+		execvp(argv[0], argv);
+		_exit(127);
+	}
+	for (i = 0; i < 500; i++) {
+		if (!stat(sock, &st))
+			return 0;
+		if (waitpid(*pid, &status, WNOHANG) == *pid) {
+			*pid = 0;
+			return WIFEXITED(status) && WEXITSTATUS(status) == 127 ?
+			       -ENOENT : -EIO;
+		}
+		usleep(10000);
+	}
+	kill(*pid, SIGTERM);
+	waitpid(*pid, NULL, 0);
+	*pid = 0;
+	return -ETIMEDOUT;
+}
+
+static void nbdkit_stop(pid_t pid, const char *sock)
+{
+	if (pid > 0) {
+		kill(pid, SIGTERM);
+		waitpid(pid, NULL, 0);
+	}
+	unlink(sock);
+}
+
+/* nbdcopy of the whole export to nowhere: MiB/s of the file, or NAN. */
+static double nbdcopy_run(const char *uri, uint64_t bytes)
+{
+	char *argv[] = { "nbdcopy", (char *)uri, "null:", NULL };
+	uint64_t t0 = bench_now_ns();
+	int status;
+	pid_t pid;
+
+	pid = fork();
+	if (pid < 0)
+		return NAN;
+	if (!pid) {
+		int fd = open("/dev/null", O_WRONLY | O_CLOEXEC);
+
+		if (fd >= 0) {
+			dup2(fd, STDOUT_FILENO);
+			dup2(fd, STDERR_FILENO);
+		}
+		execvp(argv[0], argv);
+		_exit(127);
+	}
+	if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status) ||
+	    WEXITSTATUS(status))
+		return NAN;
+	return bytes / MiB / ((bench_now_ns() - t0) / 1e9);
+}
+
+#define RAW_NBD_CHUNK (2u << 20)    /* the remote loader's chunk */
+
+struct raw_nbd {
+	struct wps_image *img;
+	uint64_t off, len;
+	atomic_uint_fast64_t next;
+	atomic_int err;
+};
+
+static void *raw_nbd_main(void *arg)
+{
+	struct raw_nbd *rn = arg;
+	uint8_t *buf = malloc(RAW_NBD_CHUNK);
+	uint64_t c, l;
+	int ret;
+
+	if (!buf) {
+		atomic_store(&rn->err, -ENOMEM);
+		return NULL;
+	}
+	while (!atomic_load(&rn->err)) {
+		c = atomic_fetch_add(&rn->next, 1) * RAW_NBD_CHUNK;
+		if (c >= rn->len)
+			break;
+		l = rn->len - c < RAW_NBD_CHUNK ? rn->len - c : RAW_NBD_CHUNK;
+		ret = wps_image_pread(rn->img, buf, l, rn->off + c);
+		if (ret)
+			atomic_store(&rn->err, ret);
+	}
+	free(buf);
+	return NULL;
+}
+
+/* Raw reads of [off, off + len) over the image's bulk NBD connections,
+ * one reader per connection, the eager loader's chunks: what the server
+ * and the network give without checksums or guest memory. */
+static int raw_nbd_read(struct wps_image *img, uint64_t off, uint64_t len,
+			double *mib_s)
+{
+	unsigned int n = wps_image_get_info(img)->connections, i, nt = 0;
+	struct raw_nbd rn = { .img = img, .off = off, .len = len };
+	pthread_t tid[8];
+	uint64_t t0;
+
+	n = n > 1 ? n - 1 : 1;      /* the bulk ones */
+	if (n > 8)
+		n = 8;
+	atomic_init(&rn.next, 0);
+	atomic_init(&rn.err, 0);
+	t0 = bench_now_ns();
+	for (i = 0; i < n; i++)
+		if (!pthread_create(&tid[nt], NULL, raw_nbd_main, &rn))
+			nt++;
+	if (!nt)
+		return -EAGAIN;
+	for (i = 0; i < nt; i++)
+		pthread_join(tid[i], NULL);
+	*mib_s = len / MiB / ((bench_now_ns() - t0) / 1e9);
+	return atomic_load(&rn.err);
+}
+
+struct remote_figs {
+	double raw[MAX_RUNS], load[MAX_RUNS], copy[MAX_RUNS];
+	double vs_raw[MAX_RUNS], vs_copy[MAX_RUNS];
+	double lz_p50[MAX_RUNS], lz_p99[MAX_RUNS], lz_ms[MAX_RUNS];
+	double lz_mib[MAX_RUNS], lz_vs_raw[MAX_RUNS];
+	unsigned int connections;
+	bool measured;
+	char why[160];          /* not measured: why */
+};
+
+static int remote_runs(struct wps_ctx *ctx, const struct bench_restore_opts *o,
+		       const char *path, const struct wps_guest_opts *fo,
+		       unsigned int runs, struct remote_figs *rf)
+{
 	struct wps_image_load_stats ls;
 	const struct wps_image_region *ir;
 	struct wps_image *img = NULL;
 	struct wps_guest *g = NULL;
+	char sock[4200], uri[4400];
+	struct lazy_fig lf;
+	struct stat st;
+	unsigned int i;
+	pid_t pid = 0;
+	int ret;
+
+	snprintf(sock, sizeof(sock), "%s/wps-bench-nbd.%d.sock", o->dir,
+		 (int)getpid());
+	snprintf(uri, sizeof(uri), "nbd+unix:///?socket=%s", sock);
+	ret = nbdkit_start(path, sock, &pid);
+	if (ret) {
+		snprintf(rf->why, sizeof(rf->why), "%s",
+			 ret == -ENOENT ? "nbdkit is not installed" :
+			 "nbdkit did not start");
+		fprintf(stderr, "wpsnap bench --restore: no remote figures: %s\n",
+			rf->why);
+		return 0;
+	}
+	ret = wps_image_open(ctx, uri, 0, &img);
+	if (ret) {
+		fprintf(stderr, "wpsnap bench --restore: %s: %s\n", uri,
+			strerror(-ret));
+		goto out;
+	}
+	ir = wps_image_get_region(img, 0);
+	rf->connections = wps_image_get_info(img)->connections;
+	if (stat(path, &st)) {
+		ret = -errno;
+		goto out;
+	}
+	for (i = 0; i < runs; i++) {
+		fprintf(stderr, "  run %u: over NBD: raw reads, nbdcopy, eager "
+			"and lazy restore\n", i + 1);
+		ret = raw_nbd_read(img, DATA_OFFSET, ir->size, &rf->raw[i]);
+		if (ret) {
+			fprintf(stderr, "wpsnap bench --restore: raw NBD reads: "
+				"%s\n", strerror(-ret));
+			goto out;
+		}
+		rf->copy[i] = nbdcopy_run(uri, (uint64_t)st.st_size);
+		ret = wps_guest_new(fo, &g);
+		if (!ret)
+			ret = wps_image_load(img, 0, wps_guest_mem(g), &ls);
+		wps_guest_free(g);
+		g = NULL;
+		if (ret) {
+			fprintf(stderr, "wpsnap bench --restore: eager restore "
+				"over NBD: %s\n", strerror(-ret));
+			goto out;
+		}
+		rf->load[i] = ls.bytes / MiB / (ls.ns / 1e9);
+		rf->vs_raw[i] = rf->load[i] / rf->raw[i];
+		rf->vs_copy[i] = rf->load[i] / rf->copy[i];
+		ret = lazy_run(ctx, img, fo, &lf);
+		if (ret) {
+			fprintf(stderr, "wpsnap bench --restore: lazy restore "
+				"over NBD: %s\n", strerror(-ret));
+			goto out;
+		}
+		rf->lz_p50[i] = lf.p50_us;
+		rf->lz_p99[i] = lf.p99_us;
+		rf->lz_ms[i] = lf.full_ms;
+		rf->lz_mib[i] = lf.mib_s;
+		rf->lz_vs_raw[i] = lf.mib_s / rf->raw[i];
+	}
+	rf->measured = true;
+out:
+	wps_image_close(img);
+	nbdkit_stop(pid, sock);
+	return ret;
+}
+
+/* Median of the values that were measured (NAN: none was). */
+static double median_of(const double *v, unsigned int n)
+{
+	double tmp[MAX_RUNS];
+	unsigned int i, m = 0;
+
+	for (i = 0; i < n; i++)
+		if (!isnan(v[i]))
+			tmp[m++] = v[i];
+	return m ? median(tmp, m) : NAN;
+}
+
+static json_t *num_or_null(double v)
+{
+	return isnan(v) ? json_null() : json_real(v);
+}
+
+int bench_restore(struct wps_ctx *ctx, const struct bench_restore_opts *o)
+{
+	double raw[MAX_RUNS], load[MAX_RUNS], ms[MAX_RUNS], ratio[MAX_RUNS];
+	double lz_p50[MAX_RUNS], lz_p99[MAX_RUNS], lz_ms[MAX_RUNS];
+	double lz_mib[MAX_RUNS], lz_vs_raw[MAX_RUNS];
+	struct wps_guest_opts fo = { .size = o->size, .backing = o->backing,
+				     .threads = 1, .pattern = WPS_GUEST_IDLE };
+	struct remote_figs *rf = NULL;
+	struct wps_image_load_stats ls;
+	const struct wps_image_region *ir;
+	struct wps_image *img = NULL;
+	struct wps_guest *g = NULL;
+	struct lazy_fig lf;
 	char path[4096];
 	uint64_t bytes = 0;
 	unsigned int i, runs = o->runs > MAX_RUNS ? MAX_RUNS : o->runs;
@@ -163,6 +524,11 @@ int bench_restore(struct wps_ctx *ctx, const struct bench_restore_opts *o)
 	fprintf(stderr, "wpsnap bench --restore: snapshot of %.0f MiB %s "
 		"into %s\n", o->size / MiB, wps_guest_backing_name(o->backing),
 		path);
+	rf = calloc(1, sizeof(*rf));
+	if (!rf) {
+		ret = -ENOMEM;
+		goto out;
+	}
 	ret = take_image(ctx, o, path);
 	if (ret) {
 		fprintf(stderr, "wpsnap bench --restore: snapshot failed: %s\n",
@@ -174,7 +540,8 @@ int bench_restore(struct wps_ctx *ctx, const struct bench_restore_opts *o)
 		goto out;
 	ir = wps_image_get_region(img, 0);
 	for (i = 0; i < runs; i++) {
-		fprintf(stderr, "  run %u: raw read, then eager restore\n", i + 1);
+		fprintf(stderr, "  run %u: raw read, then eager and lazy "
+			"restore\n", i + 1);
 		/* The bytes the loader reads: region 0's data area up to its
 		 * last present block (all of it for a fully populated guest). */
 		ret = raw_read(path, DATA_OFFSET, ir->size, &raw[i]);
@@ -197,7 +564,26 @@ int bench_restore(struct wps_ctx *ctx, const struct bench_restore_opts *o)
 		ms[i] = ls.ns / 1e6;
 		load[i] = ls.bytes / MiB / (ls.ns / 1e9);
 		ratio[i] = load[i] / raw[i];
+		ret = lazy_run(ctx, img, &fo, &lf);
+		if (ret) {
+			fprintf(stderr, "wpsnap bench --restore: lazy restore: "
+				"%s\n", strerror(-ret));
+			goto out;
+		}
+		lz_p50[i] = lf.p50_us;
+		lz_p99[i] = lf.p99_us;
+		lz_ms[i] = lf.full_ms;
+		lz_mib[i] = lf.mib_s;
+		lz_vs_raw[i] = lf.mib_s / raw[i];
 	}
+	ret = remote_runs(ctx, o, path, &fo, runs, rf);
+	if (ret)
+		goto out;
+	if (!rf->measured)
+		for (i = 0; i < runs; i++)
+			rf->raw[i] = rf->load[i] = rf->copy[i] = rf->vs_raw[i] =
+			rf->vs_copy[i] = rf->lz_p50[i] = rf->lz_p99[i] =
+			rf->lz_ms[i] = rf->lz_mib[i] = rf->lz_vs_raw[i] = NAN;
 	if (o->json) {
 		json_t *j = json_pack("{s:s, s:I, s:I, s:f, s:f, s:f, s:f, s:i}",
 				      "backing", wps_guest_backing_name(o->backing),
@@ -208,23 +594,73 @@ int bench_restore(struct wps_ctx *ctx, const struct bench_restore_opts *o)
 				      "raw_read_mib_s", median(raw, runs),
 				      "restore_vs_raw_read", median(ratio, runs),
 				      "runs", (int)runs);
-		char *s = j ? json_dumps(j, JSON_INDENT(2)) : NULL;
+		char *s = NULL;
 
+		if (j) {
+			json_object_set_new(j, "lazy_fault_p50_us", num_or_null(median_of(lz_p50, runs)));
+			json_object_set_new(j, "lazy_fault_p99_us", num_or_null(median_of(lz_p99, runs)));
+			json_object_set_new(j, "lazy_full_ms", num_or_null(median_of(lz_ms, runs)));
+			json_object_set_new(j, "lazy_mib_s", num_or_null(median_of(lz_mib, runs)));
+			json_object_set_new(j, "lazy_vs_raw_read", num_or_null(median_of(lz_vs_raw, runs)));
+			json_object_set_new(j, "nbd_connections", json_integer(rf->connections));
+			json_object_set_new(j, "nbd_raw_read_mib_s", num_or_null(median_of(rf->raw, runs)));
+			json_object_set_new(j, "nbdcopy_mib_s", num_or_null(median_of(rf->copy, runs)));
+			json_object_set_new(j, "nbd_restore_mib_s", num_or_null(median_of(rf->load, runs)));
+			json_object_set_new(j, "nbd_restore_vs_raw_nbd", num_or_null(median_of(rf->vs_raw, runs)));
+			json_object_set_new(j, "nbd_restore_vs_nbdcopy", num_or_null(median_of(rf->vs_copy, runs)));
+			json_object_set_new(j, "nbd_lazy_fault_p50_us", num_or_null(median_of(rf->lz_p50, runs)));
+			json_object_set_new(j, "nbd_lazy_fault_p99_us", num_or_null(median_of(rf->lz_p99, runs)));
+			json_object_set_new(j, "nbd_lazy_full_ms", num_or_null(median_of(rf->lz_ms, runs)));
+			json_object_set_new(j, "nbd_lazy_mib_s", num_or_null(median_of(rf->lz_mib, runs)));
+			json_object_set_new(j, "nbd_lazy_vs_raw_nbd", num_or_null(median_of(rf->lz_vs_raw, runs)));
+			if (!rf->measured)
+				json_object_set_new(j, "nbd_not_measured", json_string(rf->why));
+			s = json_dumps(j, JSON_INDENT(2));
+		}
 		if (s)
 			printf("%s\n", s);
 		free(s);
 		json_decref(j);
 	} else {
-		printf("eager restore of %.0f MiB (%s), %u runs, medians\n",
+		printf("restore of %.0f MiB (%s), %u runs, medians\n",
 		       bytes / MiB, wps_guest_backing_name(o->backing), runs);
-		printf("  restore        %.1f ms, %.0f MiB/s\n", median(ms, runs),
+		printf("local image\n");
+		printf("  eager restore  %.1f ms, %.0f MiB/s\n", median(ms, runs),
 		       median(load, runs));
 		printf("  raw O_DIRECT read of the same bytes  %.0f MiB/s\n",
 		       median(raw, runs));
 		printf("  ratio          %.3f (target >= 0.90)\n",
 		       median(ratio, runs));
+		printf("  lazy restore   guest-side fault p50 %.1f us p99 %.1f us; "
+		       "fully populated in %.1f ms, %.0f MiB/s (%.2f of raw)\n",
+		       median_of(lz_p50, runs), median_of(lz_p99, runs),
+		       median_of(lz_ms, runs), median_of(lz_mib, runs),
+		       median_of(lz_vs_raw, runs));
+		if (!rf->measured) {
+			printf("remote image: not measured (%s)\n", rf->why);
+		} else {
+			printf("remote image (nbdkit over a Unix socket, %u NBD "
+			       "connections)\n", rf->connections);
+			printf("  eager restore  %.0f MiB/s\n",
+			       median_of(rf->load, runs));
+			printf("  raw NBD reads of the same bytes  %.0f MiB/s "
+			       "(ratio %.3f)\n", median_of(rf->raw, runs),
+			       median_of(rf->vs_raw, runs));
+			printf("  nbdcopy of the export            %.0f MiB/s "
+			       "(ratio %.3f)\n", median_of(rf->copy, runs),
+			       median_of(rf->vs_copy, runs));
+			printf("  lazy restore   guest-side fault p50 %.1f us p99 "
+			       "%.1f us; fully populated in %.1f ms, %.0f MiB/s "
+			       "(%.2f of raw NBD)\n",
+			       median_of(rf->lz_p50, runs),
+			       median_of(rf->lz_p99, runs),
+			       median_of(rf->lz_ms, runs),
+			       median_of(rf->lz_mib, runs),
+			       median_of(rf->lz_vs_raw, runs));
+		}
 	}
 out:
+	free(rf);
 	wps_image_close(img);
 	unlink(path);
 	return ret;

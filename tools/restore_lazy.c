@@ -7,6 +7,8 @@
  * the faults); writer threads may run from the first instant. After
  * graduation the guest is paused and its whole memory compared with its
  * own ledger (the image's, plus what the writers wrote since).
+ * IMAGE may be an NBD URI: faults then travel on the image's reserved
+ * fault connection, prefetch on the bulk ones.
  *
  * Owns everything it creates (image, guest, pager, ledgers, the reader
  * thread) and releases it on every path.
@@ -117,13 +119,18 @@ static void usage(void)
 {
 	printf("Usage: wpsnap restore IMAGE --lazy [--region N] [--ledger FILE]\n"
 	       "                      [--writers N] [--graduate-after MS]\n"
+	       "                      [--no-prefetch] [--reserve-hugepages]\n"
 	       "Lazy restore: the reference guest runs at once on empty memory;\n"
 	       "pages arrive on demand (faults first) and in the background, then\n"
 	       "graduation populates the rest and unregisters without a pause.\n"
+	       "IMAGE is a file or an NBD URI (nbd://HOST[:PORT]/EXPORT): faults\n"
+	       "then use a connection of their own, prefetch the others.\n"
 	       "With a ledger, a reader checks blocks as they arrive and the whole\n"
 	       "memory is verified at the end. --writers starts N writer threads\n"
 	       "at the first instant (their writes are tracked on top of the\n"
-	       "ledger). --graduate-after waits MS before graduating.\n");
+	       "ledger). --graduate-after waits MS before graduating;\n"
+	       "--no-prefetch serves only faults until then (lazy, then graduate).\n"
+	       "--reserve-hugepages grows the huge page pool for a hugetlb region.\n");
 }
 
 int cmd_restore_lazy(struct wps_ctx *ctx, int argc, char **argv)
@@ -134,12 +141,15 @@ int cmd_restore_lazy(struct wps_ctx *ctx, int argc, char **argv)
 		{ "region", required_argument, NULL, 'r' },
 		{ "writers", required_argument, NULL, 'w' },
 		{ "graduate-after", required_argument, NULL, 'g' },
+		{ "no-prefetch", no_argument, NULL, 'N' },
+		{ "reserve-hugepages", no_argument, NULL, 'H' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 }
 	};
 	struct wps_guest_opts go = { .threads = 1, .pattern = WPS_GUEST_IDLE,
 				     .seed = 99 };
 	struct wps_pager_opts po = WPS_PAGER_OPTS_INIT;
+	struct wps_hugepool hp = { 0 };
 	const struct wps_image_region *reg;
 	struct wps_ledger *ledger = NULL, *now = NULL;
 	struct lazy_reader *rd = NULL;
@@ -150,18 +160,20 @@ int cmd_restore_lazy(struct wps_ctx *ctx, int argc, char **argv)
 	struct wps_region dst;
 	const char *ledger_path = NULL, *path;
 	unsigned int region = 0, writers = 0, after_ms = 0;
-	bool reader_running = false, paused = false;
+	bool reader_running = false, paused = false, reserve = false;
 	uint64_t t0, run_ns, bad;
 	char why[256];
 	int c, ret, status = 1;
 
-	while ((c = getopt_long(argc, argv, "l:r:w:g:h", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "l:r:w:g:NHh", opts, NULL)) != -1) {
 		switch (c) {
 		case 'L': break;
 		case 'l': ledger_path = optarg; break;
 		case 'r': region = strtoul(optarg, NULL, 0); break;
 		case 'w': writers = strtoul(optarg, NULL, 0); break;
 		case 'g': after_ms = strtoul(optarg, NULL, 0); break;
+		case 'N': po.no_prefetch = 1; break;
+		case 'H': reserve = true; break;
 		case 'h': usage(); return 0;
 		default: return 2;
 		}
@@ -189,6 +201,11 @@ int cmd_restore_lazy(struct wps_ctx *ctx, int argc, char **argv)
 				ledger_path, strerror(-ret));
 			goto out;
 		}
+	}
+	if (reserve && go.backing == WPS_GUEST_HUGETLB &&
+	    wps_hugepool_reserve(&hp, reg->size)) {
+		fprintf(stderr, "wpsnap restore: %s\n", hp.why);
+		goto out;
 	}
 	go.size = reg->size;
 	if (writers) {
@@ -240,9 +257,10 @@ int cmd_restore_lazy(struct wps_ctx *ctx, int argc, char **argv)
 		}
 		reader_running = true;
 	}
-	printf("guest running after %.3f ms (%.0f MiB %s, %u writer(s))\n",
+	printf("guest running after %.3f ms (%.0f MiB %s, %u writer(s)%s)\n",
 	       run_ns / 1e6, reg->size / MiB, wps_guest_backing_name(go.backing),
-	       writers);
+	       writers, wps_image_get_info(img)->remote ?
+	       ", image over NBD" : "");
 	if (after_ms)
 		usleep(after_ms * 1000u);
 	ret = wps_pager_graduate(pg);
@@ -321,6 +339,7 @@ out:
 	wps_ledger_free(now);
 	wps_ledger_free(ledger);
 	wps_guest_free(g);
+	wps_hugepool_release(&hp);
 	wps_image_close(img);
 	return status;
 }

@@ -44,7 +44,7 @@ static void usage_main(FILE *f)
 		"  inspect   show an image's header, regions and blobs\n"
 		"  export    write the raw bytes of one region of an image\n"
 		"  verify    check an image's checksums (and content, with a ledger)\n"
-		"  restore   load an image into fresh memory at disk speed\n"
+		"  restore   load an image (a file or nbd://HOST/EXPORT) into fresh memory\n"
 		"  checkpoint  periodic checkpoints: a full image, then increments\n"
 		"  chain     show a checkpoint chain, restore it against a ledger, fold it\n"
 		"  merge     flatten a checkpoint chain into one full image\n"
@@ -140,6 +140,7 @@ static int inspect_json(struct wps_image *img)
 	json_object_set_new(o, "populated_pages",
 			    json_integer(in->present_blocks));
 	json_object_set_new(o, "complete", json_boolean(in->complete));
+	json_object_set_new(o, "remote", json_boolean(in->remote));
 	s = json_dumps(o, JSON_INDENT(2));
 	json_decref(o);
 	if (!s)
@@ -162,6 +163,9 @@ static void inspect_text(struct wps_image *img)
 	printf("format     v%u, %s\n", in->version,
 	       in->complete ? "complete" : "INCOMPLETE");
 	printf("uuid       %s\n", uuid);
+	if (in->remote)
+		printf("source     NBD export, %u connection%s\n",
+		       in->connections, in->connections == 1 ? "" : "s");
 	printf("frozen at  %s\n", when);
 	printf("block size %u (checksum per %u blocks)\n", in->block_size,
 	       in->group_blocks);
@@ -203,7 +207,8 @@ static int cmd_inspect(struct wps_ctx *ctx, int argc, char **argv)
 		case 'h':
 			printf("Usage: wpsnap inspect IMAGE [--json]\n"
 			       "Show header, regions (populated/absent pages), "
-			       "blobs and completeness.\n");
+			       "blobs and completeness.\nIMAGE is a file or an "
+			       "NBD URI (nbd://HOST[:PORT]/EXPORT).\n");
 			return 0;
 		default: return 2;
 		}
@@ -404,30 +409,35 @@ static int cmd_restore(struct wps_ctx *ctx, int argc, char **argv)
 	static const struct option opts[] = {
 		{ "ledger", required_argument, NULL, 'l' },
 		{ "region", required_argument, NULL, 'r' },
+		{ "reserve-hugepages", no_argument, NULL, 'H' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 }
 	};
 	struct wps_guest_opts go = { .threads = 1, .pattern = WPS_GUEST_IDLE };
+	const struct wps_image_info *info;
 	const struct wps_image_region *reg;
 	struct wps_image_load_stats ls;
+	struct wps_hugepool hp = { 0 };
 	struct wps_ledger *ledger = NULL;
 	struct wps_image *img = NULL;
 	struct wps_guest *g = NULL;
 	const char *ledger_path = NULL;
 	unsigned int region = 0;
+	bool reserve = false;
 	uint64_t bad;
-	char why[256];
+	char why[256], how[64];
 	int c, ret, status = 1;
 
 	if (restore_lazy_requested(argc, argv))
 		return cmd_restore_lazy(ctx, argc, argv);
-	while ((c = getopt_long(argc, argv, "l:r:h", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "l:r:Hh", opts, NULL)) != -1) {
 		switch (c) {
 		case 'l': ledger_path = optarg; break;
 		case 'r': region = strtoul(optarg, NULL, 0); break;
+		case 'H': reserve = true; break;
 		case 'h':
 			printf("Usage: wpsnap restore IMAGE [--region N] "
-			       "[--ledger FILE]\n"
+			       "[--ledger FILE] [--reserve-hugepages]\n"
 			       "       wpsnap restore IMAGE --lazy [...] (see "
 			       "'wpsnap restore --lazy --help')\n"
 			       "Eager restore: load region N (default 0) into "
@@ -435,7 +445,12 @@ static int cmd_restore(struct wps_ctx *ctx, int argc, char **argv)
 			       "region's backing, at disk speed (libaio "
 			       "O_DIRECT, holes\nskipped, every checksum "
 			       "checked), and with a ledger verify the result\n"
-			       "block for block.\n");
+			       "block for block. IMAGE is a file or an NBD URI "
+			       "(nbd://HOST[:PORT]/EXPORT,\n"
+			       "nbd+unix:///EXPORT?socket=PATH): a remote image "
+			       "is read over several NBD\nconnections in "
+			       "parallel. --reserve-hugepages grows the huge page "
+			       "pool for a\nhugetlb region (undone at exit).\n");
 			return 0;
 		default: return 2;
 		}
@@ -457,6 +472,11 @@ static int cmd_restore(struct wps_ctx *ctx, int argc, char **argv)
 			"reference guest cannot map\n", prog, region);
 		goto out;
 	}
+	if (reserve && go.backing == WPS_GUEST_HUGETLB &&
+	    wps_hugepool_reserve(&hp, reg->size)) {
+		fprintf(stderr, "%s restore: %s\n", prog, hp.why);
+		goto out;
+	}
 	go.size = reg->size;
 	ret = wps_guest_new(&go, &g);
 	if (ret) {
@@ -465,16 +485,23 @@ static int cmd_restore(struct wps_ctx *ctx, int argc, char **argv)
 			wps_guest_backing_name(go.backing), strerror(-ret));
 		goto out;
 	}
+	/* Eager: the guest does not run before every checksum passed. */
 	ret = wps_image_load(img, region, wps_guest_mem(g), &ls);
 	if (ret) {
-		fprintf(stderr, "%s restore: loading %s: %s\n", prog,
-			argv[optind], strerror(-ret));
+		fprintf(stderr, "%s restore: loading %s: %s; nothing restored\n",
+			prog, argv[optind], strerror(-ret));
 		goto out;
 	}
+	info = wps_image_get_info(img);
+	if (info->remote)
+		snprintf(how, sizeof(how), "NBD, %u connections",
+			 info->connections);
+	else
+		snprintf(how, sizeof(how), "%s",
+			 ls.direct ? "O_DIRECT" : "buffered");
 	printf("restored %.1f MiB of %.1f MiB in %.1f ms: %.0f MiB/s (%s)\n",
 	       ls.bytes / MiB, reg->size / MiB, ls.ns / 1e6,
-	       ls.ns ? ls.bytes / MiB / (ls.ns / 1e9) : 0.0,
-	       ls.direct ? "O_DIRECT" : "buffered");
+	       ls.ns ? ls.bytes / MiB / (ls.ns / 1e9) : 0.0, how);
 	if (ledger_path) {
 		ret = wps_ledger_read(ledger_path, &ledger);
 		if (ret) {
@@ -497,6 +524,7 @@ static int cmd_restore(struct wps_ctx *ctx, int argc, char **argv)
 out:
 	wps_ledger_free(ledger);
 	wps_guest_free(g);
+	wps_hugepool_release(&hp);
 	wps_image_close(img);
 	return status;
 }

@@ -2,6 +2,11 @@
 /*
  * Reading wpsnap images (format v1, docs/FORMAT.md).
  *
+ * An image is a local file, or an export on a Network Block Device server
+ * named by a libnbd URI (nbd://HOST[:PORT]/EXPORT, nbd+unix:///EXPORT?
+ * socket=PATH, nbds://... for TLS): every call below works the same on
+ * both (docs/RESTORE.md, "Remote restore").
+ *
  * An image is opened only when it is complete and its metadata is intact:
  * a partial, truncated or corrupted image is refused with -EBADMSG (or
  * -EPROTO for a wrong magic/version) and a logged message naming the file
@@ -41,6 +46,9 @@ struct wps_image_info {
 	uint64_t data_bytes;        /* bytes of present (non-zero) blocks */
 	uint64_t present_blocks;
 	bool complete;
+	/* Filled by the library (callers only read it): appended fields. */
+	bool remote;                /* an NBD export, not a local file */
+	unsigned int connections;   /* remote: NBD connections (1 for faults) */
 };
 
 struct wps_image_region {
@@ -56,6 +64,7 @@ struct wps_image_region {
 /* Flags for wps_image_open. */
 #define WPS_IMG_OPEN_NO_VERIFY_DATA (1u << 0) /* skip per-read checksums */
 
+/* path: a file, or an NBD URI (see above). */
 int wps_image_open(struct wps_ctx *ctx, const char *path, unsigned int flags,
 		   struct wps_image **out);
 void wps_image_close(struct wps_image *img);
@@ -70,6 +79,14 @@ const struct wps_image_region *wps_image_get_region(const struct wps_image *img,
  * is verified (-EBADMSG, logged with the file offset, on mismatch). */
 int wps_image_read(struct wps_image *img, unsigned int r, uint64_t off,
 		   void *buf, size_t len);
+
+/*
+ * Raw bytes of the image at file offset off, neither interpreted nor
+ * verified: for copies of the image and I/O baselines. Concurrent callers
+ * of a remote image read over separate NBD connections.
+ */
+int wps_image_pread(struct wps_image *img, void *buf, size_t len,
+		    uint64_t off);
 
 /* 1 if block b of region r holds data, 0 if it is a hole, -EINVAL if out
  * of range. */
@@ -93,8 +110,10 @@ struct wps_image_load_stats {
 
 /*
  * Eager restore: read region r into dst (page aligned, the region's size)
- * at disk speed, with libaio O_DIRECT straight into dst, verifying every
- * checksum group as its data arrives. Holes are skipped, never written:
+ * at disk speed, with libaio O_DIRECT straight into dst (a remote image:
+ * over all its NBD connections in parallel, several requests in flight on
+ * each), verifying every checksum group as its data arrives. Holes are
+ * skipped, never written:
  * dst must read as zero there (fresh memory), and its never-populated
  * pages stay unpopulated. -EBADMSG (logged with the file offset) on a
  * checksum mismatch; dst then holds partial data.

@@ -1,0 +1,434 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Image source on an NBD export (stream/nbd_source.h): the image file
+ * lives on another host, exported as is by a standard NBD server, and is
+ * read with libnbd. An image is random-access, which is exactly what NBD
+ * serves, so no page server of our own is needed.
+ *
+ * It owns the libnbd handles: one connection reserved for the FAULT lane
+ * (the lazy pager's fault thread: a guest fault must never queue behind a
+ * bulk transfer, on our side or in the server's per-connection queue) and
+ * a pool of BULK connections (NBD multi-conn) checked out one reader at a
+ * time by prefetch, eager load, verify and metadata reads.
+ *
+ * A libnbd handle is thread-safe, but its synchronous calls hold the
+ * handle for the whole round trip, so two threads sharing one handle
+ * would serialise anyway; and an asynchronous reader must be the only one
+ * polling its handle (another poller could retire its commands and leave
+ * it waiting for nothing). Hence exclusive checkout: one reader per
+ * connection, which then pipelines its whole request (split in pieces, up
+ * to NBD_DEPTH in flight) on it, so that even one reader keeps the
+ * network busy. Several readers (the eager loader's workers) use several
+ * connections in parallel.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <libnbd.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "src/log.h"
+#include "stream/nbd_source.h"
+
+#define NBD_PIECE (512u << 10)      /* bytes per NBD read request */
+#define NBD_DEPTH 16u               /* requests in flight per connection */
+#define NBD_CONNECT_MS 10000        /* first connection: server must answer */
+#define NBD_EXTRA_CONNECT_MS 3000   /* further ones: else use what we have */
+
+/* The reads in flight on one connection (one reader at a time). It lives
+ * with the connection, not on the reader's stack: should libnbd retire a
+ * command late (when the handle is closed), its callback still lands in
+ * valid memory. */
+struct nbd_io {
+	unsigned int inflight;
+	int err;
+};
+
+struct nbd_conn {
+	struct nbd_handle *h;
+	struct nbd_io io;
+	bool busy;              /* checked out (bulk: under src->lock) */
+	bool dead;              /* poll failed: never used again */
+};
+
+struct nbd_src {
+	struct wps_img_src pub;
+	char *uri;
+	uint64_t piece;
+	pthread_mutex_t lock;   /* bulk[].busy/dead, fault.dead */
+	pthread_cond_t freed;
+	pthread_mutex_t fault_lock;     /* held across a fault-lane read */
+	struct nbd_conn fault;
+	struct nbd_conn bulk[WPS_NBD_BULK_CONNS];
+	unsigned int nr_bulk;
+};
+
+/* libnbd's message for the last failed call of this thread. */
+static const char *nbd_why(void)
+{
+	const char *e = nbd_get_error();
+
+	return e && *e ? e : "unknown libnbd error";
+}
+
+static int nbd_errno_or(int fallback)
+{
+	int e = nbd_get_errno();
+
+	return e > 0 ? -e : fallback;
+}
+
+static uint64_t mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/*
+ * Connect c to s->uri within timeout_ms. Asynchronous connect plus a
+ * bounded poll: a host that drops our packets, or a server that accepts
+ * the TCP connection but never speaks (qemu-nbd past its --shared limit),
+ * fails here instead of hanging the restore.
+ */
+static int conn_open(struct nbd_src *s, struct nbd_conn *c, int timeout_ms,
+		     bool quiet)
+{
+	uint64_t deadline = mono_ms() + (uint64_t)timeout_ms;
+	int err;
+
+	c->h = nbd_create();
+	if (!c->h) {
+		wps_err(s->pub.ctx, "image %s: cannot create an NBD handle: %s",
+			s->uri, nbd_why());
+		return nbd_errno_or(-ENOMEM);
+	}
+	/* We read into buffers we fully overwrite or discard on error: no
+	 * need for libnbd to zero them first. */
+	nbd_set_pread_initialize(c->h, false);
+	/* Parses the URI and starts connecting (a refused TCP connection
+	 * may already fail here). */
+	if (nbd_aio_connect_uri(c->h, s->uri) < 0) {
+		err = nbd_errno_or(-EINVAL);
+		if (!quiet)
+			wps_err(s->pub.ctx, "image %s: cannot connect to the "
+				"NBD server: %s", s->uri, nbd_why());
+		goto fail;
+	}
+	while (nbd_aio_is_connecting(c->h)) {
+		uint64_t now = mono_ms();
+
+		if (now >= deadline) {
+			err = -ETIMEDOUT;
+			if (!quiet)
+				wps_err(s->pub.ctx, "image %s: the NBD server did "
+					"not complete the handshake within %d s "
+					"(unreachable host, or a server that "
+					"accepts no more clients)", s->uri,
+					timeout_ms / 1000);
+			goto fail;
+		}
+		if (nbd_poll(c->h, (int)(deadline - now)) < 0) {
+			err = nbd_errno_or(-ECONNREFUSED);
+			if (!quiet)
+				wps_err(s->pub.ctx, "image %s: cannot connect to "
+					"the NBD server: %s", s->uri, nbd_why());
+			goto fail;
+		}
+	}
+	if (!nbd_aio_is_ready(c->h)) {
+		err = nbd_errno_or(-ECONNREFUSED);
+		if (!quiet)
+			wps_err(s->pub.ctx, "image %s: the NBD server refused "
+				"the connection or the export: %s", s->uri,
+				nbd_why());
+		goto fail;
+	}
+	return 0;
+fail:
+	nbd_close(c->h);
+	c->h = NULL;
+	return err;
+}
+
+/* Completion of one piece, called from nbd_poll in the reader's thread
+ * (the only poller of its connection). */
+static int piece_done(void *user_data, int *error)
+{
+	struct nbd_io *io = user_data;
+
+	if (*error && !io->err)
+		io->err = -*error;
+	io->inflight--;
+	return 1;   /* retire the command */
+}
+
+/*
+ * Read every segment on connection c, which the caller has checked out:
+ * segments cut in pieces of s->piece bytes, up to NBD_DEPTH in flight.
+ * On a poll failure the connection is dead (its pieces will never
+ * complete, and nobody polls it again, so no late write lands in the
+ * caller's buffers).
+ */
+static int conn_read(struct nbd_src *s, struct nbd_conn *c,
+		     const struct wps_img_seg *seg, unsigned int nr)
+{
+	struct nbd_io *io = &c->io;
+	nbd_completion_callback cb = { .callback = piece_done, .user_data = io };
+	uint64_t fail_off = 0;
+	size_t done = 0;
+	unsigned int i = 0;
+	int err = 0;
+
+	io->err = 0;
+	io->inflight = 0;
+	for (;;) {
+		while (!err && i < nr && io->inflight < NBD_DEPTH) {
+			size_t len = seg[i].len - done;
+
+			if (!len) {
+				i++;
+				done = 0;
+				continue;
+			}
+			if (len > s->piece)
+				len = s->piece;
+			if (nbd_aio_pread(c->h, (uint8_t *)seg[i].buf + done, len,
+					  seg[i].off + done, cb, 0) < 0) {
+				err = nbd_errno_or(-EIO);
+				fail_off = seg[i].off + done;
+				wps_err(s->pub.ctx, "image %s: NBD read of %zu "
+					"bytes at offset %llu: %s", s->uri, len,
+					(unsigned long long)fail_off, nbd_why());
+				break;
+			}
+			io->inflight++;
+			done += len;
+			if (done == seg[i].len) {
+				i++;
+				done = 0;
+			}
+		}
+		if (!io->inflight)
+			break;
+		if (nbd_poll(c->h, -1) < 0) {
+			int e = nbd_errno_or(-EIO);
+
+			wps_err(s->pub.ctx, "image %s: connection to the NBD "
+				"server lost: %s", s->uri, nbd_why());
+			pthread_mutex_lock(&s->lock);
+			c->dead = true;
+			pthread_mutex_unlock(&s->lock);
+			return err ? err : e;
+		}
+	}
+	if (!err && io->err) {
+		err = io->err;
+		wps_err(s->pub.ctx, "image %s: the NBD server failed a read "
+			"(in %u segment(s) from offset %llu): %s", s->uri, nr,
+			(unsigned long long)seg[0].off, strerror(-err));
+	}
+	return err;
+}
+
+/* A free, live bulk connection, waiting for one if all are busy; NULL if
+ * none is alive. */
+static struct nbd_conn *bulk_get(struct nbd_src *s)
+{
+	struct nbd_conn *c = NULL;
+	unsigned int i, alive;
+
+	pthread_mutex_lock(&s->lock);
+	for (;;) {
+		for (i = 0, alive = 0; i < s->nr_bulk; i++) {
+			if (s->bulk[i].dead)
+				continue;
+			alive++;
+			if (!s->bulk[i].busy) {
+				c = &s->bulk[i];
+				c->busy = true;
+				goto out;
+			}
+		}
+		if (!alive)
+			break;
+		pthread_cond_wait(&s->freed, &s->lock);
+	}
+out:
+	pthread_mutex_unlock(&s->lock);
+	return c;
+}
+
+static void bulk_put(struct nbd_src *s, struct nbd_conn *c)
+{
+	pthread_mutex_lock(&s->lock);
+	c->busy = false;
+	pthread_cond_signal(&s->freed);
+	pthread_mutex_unlock(&s->lock);
+}
+
+static int read_fault_conn(struct nbd_src *s, const struct wps_img_seg *seg,
+			   unsigned int nr)
+{
+	int err;
+
+	pthread_mutex_lock(&s->fault_lock);
+	err = s->fault.dead ? -ENOTCONN : conn_read(s, &s->fault, seg, nr);
+	pthread_mutex_unlock(&s->fault_lock);
+	return err;
+}
+
+static int nbd_src_read(struct wps_img_src *src, enum wps_img_lane lane,
+			const struct wps_img_seg *seg, unsigned int nr)
+{
+	struct nbd_src *s = (struct nbd_src *)src;
+	struct nbd_conn *c;
+	unsigned int i;
+	int err;
+
+	for (i = 0; i < nr; i++) {
+		if (seg[i].off > src->size || seg[i].len > src->size - seg[i].off) {
+			wps_err(src->ctx, "image %s: read of %zu bytes at offset "
+				"%llu is past the end of the %llu-byte export: "
+				"truncated", s->uri, seg[i].len,
+				(unsigned long long)seg[i].off,
+				(unsigned long long)src->size);
+			return -EBADMSG;
+		}
+	}
+	/* The fault lane owns its connection; if it died, faults borrow a
+	 * bulk one (slower under load, but served). Bulk readers never
+	 * touch the fault connection while bulk ones are alive. */
+	if (lane == WPS_IMG_LANE_FAULT) {
+		pthread_mutex_lock(&s->lock);
+		c = s->fault.dead ? NULL : &s->fault;
+		pthread_mutex_unlock(&s->lock);
+		if (c)
+			return read_fault_conn(s, seg, nr);
+	}
+	c = bulk_get(s);
+	if (!c)
+		return read_fault_conn(s, seg, nr);
+	err = conn_read(s, c, seg, nr);
+	bulk_put(s, c);
+	return err;
+}
+
+static void nbd_src_close(struct wps_img_src *src)
+{
+	struct nbd_src *s = (struct nbd_src *)src;
+	unsigned int i;
+
+	for (i = 0; i < s->nr_bulk; i++) {
+		if (!s->bulk[i].dead)
+			nbd_shutdown(s->bulk[i].h, 0);
+		nbd_close(s->bulk[i].h);
+	}
+	if (s->fault.h && !s->fault.dead)
+		nbd_shutdown(s->fault.h, 0);
+	nbd_close(s->fault.h);
+	pthread_cond_destroy(&s->freed);
+	pthread_mutex_destroy(&s->fault_lock);
+	pthread_mutex_destroy(&s->lock);
+	free(s->uri);
+	free(s);
+}
+
+static const struct wps_img_src_ops nbd_src_ops = {
+	.read = nbd_src_read,
+	.close = nbd_src_close,
+};
+
+int wps_nbd_src_open(struct wps_ctx *ctx, const char *uri,
+		     struct wps_img_src **out)
+{
+	struct nbd_src *s;
+	int64_t size, max;
+	unsigned int i;
+	int err;
+
+	*out = NULL;
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		return -ENOMEM;
+	s->uri = strdup(uri);
+	if (!s->uri) {
+		free(s);
+		return -ENOMEM;
+	}
+	s->pub.ops = &nbd_src_ops;
+	s->pub.ctx = ctx;
+	s->pub.name = s->uri;
+	s->pub.fd = -1;
+	s->pub.remote = true;
+	s->piece = NBD_PIECE;
+	pthread_mutex_init(&s->lock, NULL);
+	pthread_mutex_init(&s->fault_lock, NULL);
+	pthread_cond_init(&s->freed, NULL);
+
+	err = conn_open(s, &s->fault, NBD_CONNECT_MS, false);
+	if (err)
+		goto fail;
+	size = nbd_get_size(s->fault.h);
+	if (size < 0) {
+		err = nbd_errno_or(-EIO);
+		wps_err(ctx, "image %s: the NBD server did not give the "
+			"export's size: %s", uri, nbd_why());
+		goto fail;
+	}
+	s->pub.size = (uint64_t)size;
+	/* The server's largest request, if it says; pieces stay 4 KiB
+	 * multiples (every image structure is). */
+	max = nbd_get_block_size(s->fault.h, LIBNBD_SIZE_MAXIMUM);
+	if (max > 0 && (uint64_t)max < s->piece)
+		s->piece = (uint64_t)max >= 4096 ? (uint64_t)max & ~4095ull
+						  : (uint64_t)max;
+	/*
+	 * Bulk connections. Multi-conn is what a server advertises when all
+	 * connections see the same data; an image is never written while it
+	 * is read, so we open them either way, and take what the server
+	 * accepts: the first refusal ends the attempt.
+	 */
+	for (i = 0; i < WPS_NBD_BULK_CONNS; i++) {
+		struct nbd_conn *c = &s->bulk[s->nr_bulk];
+
+		if (conn_open(s, c, NBD_EXTRA_CONNECT_MS, true))
+			break;
+		if (nbd_get_size(c->h) != size) {
+			wps_warn(ctx, "image %s: a second connection sees a "
+				 "different export size; using one connection",
+				 uri);
+			nbd_close(c->h);
+			c->h = NULL;
+			break;
+		}
+		s->nr_bulk++;
+	}
+	if (!s->nr_bulk)
+		wps_warn(ctx, "image %s: the NBD server accepted only one "
+			 "connection: faults will share it with bulk reads "
+			 "(for qemu-nbd, use --shared=%u)", uri,
+			 WPS_NBD_BULK_CONNS + 1);
+	else if (s->nr_bulk < WPS_NBD_BULK_CONNS)
+		wps_info(ctx, "image %s: the NBD server accepted %u bulk "
+			 "connections of %u", uri, s->nr_bulk,
+			 WPS_NBD_BULK_CONNS);
+	wps_dbg(ctx, "image %s: %lld bytes over NBD (%s), 1 fault + %u bulk "
+		"connections, multi-conn %s, %llu-byte requests", uri,
+		(long long)size, nbd_get_protocol(s->fault.h), s->nr_bulk,
+		nbd_can_multi_conn(s->fault.h) == 1 ? "advertised" : "not advertised",
+		(unsigned long long)s->piece);
+	s->pub.bulk_lanes = s->nr_bulk ? s->nr_bulk : 1;
+	s->pub.connections = 1 + s->nr_bulk;
+	*out = &s->pub;
+	return 0;
+fail:
+	nbd_src_close(&s->pub);
+	return err;
+}
