@@ -26,6 +26,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <wpsnap/chain.h>
 #include <wpsnap/image.h>
 #include <wpsnap/pager.h>
 #include <wpsnap/wpsnap.h>
@@ -133,6 +134,41 @@ static void usage(void)
 	       "--reserve-hugepages grows the huge page pool for a hugetlb region.\n");
 }
 
+/*
+ * The image to page from. An incremental image (a checkpoint) is merged
+ * with its chain first into a hidden file beside it, unlinked as soon as
+ * it is open: the pager reads one image, and the merge (each block once,
+ * from the newest image that has it) costs one sequential pass.
+ */
+static int open_flat(struct wps_ctx *ctx, const char *path,
+		     struct wps_image **img)
+{
+	static const uint8_t none[16];
+	struct wps_chain *chain;
+	char tmp[4096];
+	int ret;
+
+	ret = wps_image_open(ctx, path, 0, img);
+	if (ret || !memcmp(wps_image_get_info(*img)->parent_uuid, none, 16))
+		return ret;
+	wps_image_close(*img);
+	*img = NULL;
+	ret = wps_chain_open(ctx, path, 0, &chain);
+	if (ret)
+		return ret;
+	snprintf(tmp, sizeof(tmp), "%s.lazy-merge.%d", path, (int)getpid());
+	ret = wps_chain_merge(chain, wps_chain_length(chain) - 1, tmp,
+			      WPS_CHAIN_MERGE_OVERWRITE);
+	if (!ret)
+		printf("merged a chain of %u images for paging\n",
+		       wps_chain_length(chain));
+	wps_chain_close(chain);
+	if (!ret)
+		ret = wps_image_open(ctx, tmp, 0, img);
+	unlink(tmp);
+	return ret;
+}
+
 int cmd_restore_lazy(struct wps_ctx *ctx, int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -183,7 +219,7 @@ int cmd_restore_lazy(struct wps_ctx *ctx, int argc, char **argv)
 		return 2;
 	}
 	path = argv[optind];
-	ret = wps_image_open(ctx, path, 0, &img);
+	ret = open_flat(ctx, path, &img);
 	if (ret) {
 		fprintf(stderr, "wpsnap: %s: %s\n", path, strerror(-ret));
 		return 1;

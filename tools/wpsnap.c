@@ -19,6 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <wpsnap/chain.h>
 #include <wpsnap/image.h>
 #include <wpsnap/wpsnap.h>
 
@@ -92,7 +93,37 @@ static int open_image(struct wps_ctx *ctx, const char *path, unsigned int flags,
 /* inspect                                                             */
 /* ------------------------------------------------------------------ */
 
-static int inspect_json(struct wps_image *img)
+static bool has_parent(const struct wps_image_info *in)
+{
+	static const uint8_t none[16];
+
+	return memcmp(in->parent_uuid, none, 16) != 0;
+}
+
+/* The chain an incremental image ends: JSON array of its images, oldest
+ * first, or NULL (logged) when it is not whole. */
+static json_t *chain_json(struct wps_ctx *ctx, const char *path)
+{
+	struct wps_chain *c;
+	json_t *a;
+	unsigned int i;
+	char u[37];
+
+	if (wps_chain_open(ctx, path, WPS_IMG_OPEN_NO_VERIFY_DATA, &c))
+		return NULL;
+	a = json_array();
+	for (i = 0; i < wps_chain_length(c); i++) {
+		format_uuid(wps_image_get_info(wps_chain_image(c, i))->uuid, u);
+		json_array_append_new(a, json_pack("{s:s,s:s,s:b}", "path",
+				      wps_chain_path(c, i), "uuid", u,
+				      "incremental", i > 0));
+	}
+	wps_chain_close(c);
+	return a;
+}
+
+static int inspect_json(struct wps_ctx *ctx, struct wps_image *img,
+			const char *path)
 {
 	const struct wps_image_info *in = wps_image_get_info(img);
 	json_t *o = json_object(), *regs = json_array(), *blobs = json_array();
@@ -141,6 +172,12 @@ static int inspect_json(struct wps_image *img)
 			    json_integer(in->present_blocks));
 	json_object_set_new(o, "complete", json_boolean(in->complete));
 	json_object_set_new(o, "remote", json_boolean(in->remote));
+	json_object_set_new(o, "incremental", json_boolean(has_parent(in)));
+	if (has_parent(in)) {
+		json_t *chain = chain_json(ctx, path);
+
+		json_object_set_new(o, "chain", chain ? chain : json_null());
+	}
 	s = json_dumps(o, JSON_INDENT(2));
 	json_decref(o);
 	if (!s)
@@ -150,7 +187,8 @@ static int inspect_json(struct wps_image *img)
 	return 0;
 }
 
-static void inspect_text(struct wps_image *img)
+static void inspect_text(struct wps_ctx *ctx, struct wps_image *img,
+			 const char *path)
 {
 	const struct wps_image_info *in = wps_image_get_info(img);
 	char uuid[37], when[64];
@@ -163,6 +201,23 @@ static void inspect_text(struct wps_image *img)
 	printf("format     v%u, %s\n", in->version,
 	       in->complete ? "complete" : "INCOMPLETE");
 	printf("uuid       %s\n", uuid);
+	if (has_parent(in)) {
+		json_t *chain = chain_json(ctx, path), *e;
+		char parent[37];
+		size_t k;
+
+		format_uuid(in->parent_uuid, parent);
+		printf("parent     %s: an incremental image (pages written since "
+		       "its parent)\n", parent);
+		if (!chain)
+			printf("chain      NOT WHOLE (see above): cannot be restored\n");
+		json_array_foreach(chain, k, e)
+			printf("chain %-4zu %-11s %s %s\n", k,
+			       k ? "incremental" : "full",
+			       json_string_value(json_object_get(e, "uuid")),
+			       json_string_value(json_object_get(e, "path")));
+		json_decref(chain);
+	}
 	if (in->remote)
 		printf("source     NBD export, %u connection%s\n",
 		       in->connections, in->connections == 1 ? "" : "s");
@@ -221,9 +276,9 @@ static int cmd_inspect(struct wps_ctx *ctx, int argc, char **argv)
 		return 1;
 	ret = 0;
 	if (json)
-		ret = inspect_json(img);
+		ret = inspect_json(ctx, img, argv[optind]);
 	else
-		inspect_text(img);
+		inspect_text(ctx, img, argv[optind]);
 	wps_image_close(img);
 	return ret ? 1 : 0;
 }
@@ -372,6 +427,14 @@ static int cmd_verify(struct wps_ctx *ctx, int argc, char **argv)
 			prog, argv[optind], strerror(-ret), bad);
 		goto out;
 	}
+	if (ledger_path && has_parent(wps_image_get_info(img))) {
+		fprintf(stderr, "%s verify: %s is incremental (pages written since "
+			"its parent): check it through its chain with 'wpsnap chain "
+			"%s --ledger %s'\n", prog, argv[optind], argv[optind],
+			ledger_path);
+		ret = -EINVAL;
+		goto out;
+	}
 	if (ledger_path) {
 		ret = wps_ledger_read(ledger_path, &ledger);
 		if (ret) {
@@ -419,6 +482,7 @@ static int cmd_restore(struct wps_ctx *ctx, int argc, char **argv)
 	struct wps_image_load_stats ls;
 	struct wps_hugepool hp = { 0 };
 	struct wps_ledger *ledger = NULL;
+	struct wps_chain *chain = NULL;
 	struct wps_image *img = NULL;
 	struct wps_guest *g = NULL;
 	const char *ledger_path = NULL;
@@ -459,8 +523,16 @@ static int cmd_restore(struct wps_ctx *ctx, int argc, char **argv)
 		fprintf(stderr, "%s restore: expected one IMAGE\n", prog);
 		return 2;
 	}
-	if (open_image(ctx, argv[optind], 0, &img))
+	/* An incremental image restores through its chain (a full image is
+	 * a chain of one): the full image, then every increment over it. */
+	ret = wps_chain_open(ctx, argv[optind], 0, &chain);
+	if (ret) {
+		fprintf(stderr, "%s restore: cannot open %s%s: %s\n", prog,
+			argv[optind], ret == -ENOENT || ret == -EBADMSG ?
+			" and its chain" : "", strerror(-ret));
 		return 1;
+	}
+	img = wps_chain_image(chain, wps_chain_length(chain) - 1);
 	reg = wps_image_get_region(img, region);
 	if (!reg) {
 		fprintf(stderr, "%s restore: %s has no region %u\n", prog,
@@ -486,7 +558,7 @@ static int cmd_restore(struct wps_ctx *ctx, int argc, char **argv)
 		goto out;
 	}
 	/* Eager: the guest does not run before every checksum passed. */
-	ret = wps_image_load(img, region, wps_guest_mem(g), &ls);
+	ret = wps_chain_load(chain, region, wps_guest_mem(g), &ls);
 	if (ret) {
 		fprintf(stderr, "%s restore: loading %s: %s; nothing restored\n",
 			prog, argv[optind], strerror(-ret));
@@ -499,9 +571,12 @@ static int cmd_restore(struct wps_ctx *ctx, int argc, char **argv)
 	else
 		snprintf(how, sizeof(how), "%s",
 			 ls.direct ? "O_DIRECT" : "buffered");
-	printf("restored %.1f MiB of %.1f MiB in %.1f ms: %.0f MiB/s (%s)\n",
+	printf("restored %.1f MiB of %.1f MiB in %.1f ms: %.0f MiB/s (%s)",
 	       ls.bytes / MiB, reg->size / MiB, ls.ns / 1e6,
 	       ls.ns ? ls.bytes / MiB / (ls.ns / 1e9) : 0.0, how);
+	if (wps_chain_length(chain) > 1)
+		printf(", through a chain of %u images", wps_chain_length(chain));
+	printf("\n");
 	if (ledger_path) {
 		ret = wps_ledger_read(ledger_path, &ledger);
 		if (ret) {
@@ -525,7 +600,7 @@ out:
 	wps_ledger_free(ledger);
 	wps_guest_free(g);
 	wps_hugepool_release(&hp);
-	wps_image_close(img);
+	wps_chain_close(chain);
 	return status;
 }
 

@@ -26,6 +26,24 @@ for b in anon memfd; do
 		then ok "$b: checkpoint $i restored through its chain of $((i + 1)) equals the ledger"
 		else ko "$b: checkpoint $i through its chain"; fi
 	done
+	if "$W" restore "$D/ckpt-000003.wpsnap" --ledger "$D/ckpt-000003.ledger" >"$T/out" 2>&1 &&
+	   grep -q "through a chain of 4 images" "$T/out"
+	then ok "$b: wpsnap restore of an increment follows its chain (eager)"
+	else ko "$b: eager restore through the chain"; fi
+	if "$W" restore --lazy "$D/ckpt-000002.wpsnap" --ledger "$D/ckpt-000002.ledger" \
+	   >"$T/out" 2>&1 && grep -q "verified" "$T/out" &&
+	   [ -z "$(ls "$D" | grep lazy-merge)" ]
+	then ok "$b: lazy restore of an increment follows its chain, leaves no file"
+	else ko "$b: lazy restore through the chain"; fi
+	if "$W" inspect "$D/ckpt-000003.wpsnap" >"$T/out" 2>&1 &&
+	   grep -q "^chain 3 .*incremental.*ckpt-000003" "$T/out" &&
+	   grep -q "^chain 0 .*full.*ckpt-000000" "$T/out"
+	then ok "$b: inspect shows the chain"; else ko "$b: inspect chain"; fi
+	if "$W" verify "$D/ckpt-000003.wpsnap" --ledger "$D/ckpt-000003.ledger" >"$T/out" 2>&1
+	then ko "$b: verify --ledger of an increment alone refused"
+	elif grep -q "is incremental.*wpsnap chain" "$T/out"
+	then ok "$b: verify --ledger of an increment alone: clear error"
+	else ko "$b: verify of an increment: message"; fi
 	if "$W" merge "$D/ckpt-000003.wpsnap" -o "$T/$b-merged.wpsnap" >"$T/out" 2>&1 &&
 	   "$W" verify "$T/$b-merged.wpsnap" --ledger "$D/ckpt-000003.ledger" >"$T/out" 2>&1
 	then ok "$b: merged chain is one full image equal to the last instant"
