@@ -38,20 +38,6 @@ struct wps_chain {
 
 static const uint8_t no_uuid[16];
 
-static void uuid_str(const uint8_t *u, char *buf)
-{
-	static const char hex[] = "0123456789abcdef";
-	int i, o = 0;
-
-	for (i = 0; i < 16; i++) {
-		if (i == 4 || i == 6 || i == 8 || i == 10)
-			buf[o++] = '-';
-		buf[o++] = hex[u[i] >> 4];
-		buf[o++] = hex[u[i] & 15];
-	}
-	buf[o] = '\0';
-}
-
 /* The parent's path: its file name (blob) in the child's directory. */
 static int parent_path(struct wps_ctx *ctx, struct wps_image *img,
 		       const char *child, char *out, size_t len)
@@ -140,8 +126,8 @@ int wps_chain_open(struct wps_ctx *ctx, const char *path, unsigned int flags,
 
 			in = wps_image_get_info(cur);
 			if (memcmp(in->uuid, child->parent_uuid, 16)) {
-				uuid_str(child->parent_uuid, want);
-				uuid_str(in->uuid, got);
+				wps_uuid_str(child->parent_uuid, want);
+				wps_uuid_str(in->uuid, got);
 				wps_err(ctx, "%s: its parent must be image %s, but %s is "
 					"image %s", paths[n - 1], want, next, got);
 				ret = -EBADMSG;

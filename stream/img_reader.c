@@ -507,6 +507,20 @@ static int load_blobs(struct wps_image *img, const struct wps_img_footer *ft)
 	return 0;
 }
 
+void wps_uuid_str(const uint8_t uuid[16], char out[37])
+{
+	static const char hex[] = "0123456789abcdef";
+	int i, o = 0;
+
+	for (i = 0; i < 16; i++) {
+		if (i == 4 || i == 6 || i == 8 || i == 10)
+			out[o++] = '-';
+		out[o++] = hex[uuid[i] >> 4];
+		out[o++] = hex[uuid[i] & 15];
+	}
+	out[o] = '\0';
+}
+
 int wps_image_open(struct wps_ctx *ctx, const char *path, unsigned int flags,
 		   struct wps_image **out)
 {

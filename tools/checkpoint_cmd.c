@@ -31,20 +31,6 @@
 
 #define MiB (1024.0 * 1024.0)
 
-static void uuid_str(const uint8_t *u, char *buf)
-{
-	static const char hex[] = "0123456789abcdef";
-	int i, o = 0;
-
-	for (i = 0; i < 16; i++) {
-		if (i == 4 || i == 6 || i == 8 || i == 10)
-			buf[o++] = '-';
-		buf[o++] = hex[u[i] >> 4];
-		buf[o++] = hex[u[i] & 15];
-	}
-	buf[o] = '\0';
-}
-
 static void checkpoint_usage(FILE *f)
 {
 	fprintf(f,
@@ -402,8 +388,8 @@ int wps_chain_cmd_main(struct wps_ctx *ctx, int argc, char **argv)
 		struct tm tm;
 		char ts[32];
 
-		uuid_str(in->uuid, u);
-		uuid_str(in->parent_uuid, p);
+		wps_uuid_str(in->uuid, u);
+		wps_uuid_str(in->parent_uuid, p);
 		gmtime_r(&t, &tm);
 		strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
 		printf("%2u %-11s %s.%03dZ %10.1f MiB  %s  %s\n", i,

@@ -55,20 +55,6 @@ static void usage_main(FILE *f)
 		"'wpsnap COMMAND --help' describes each command.\n");
 }
 
-static void format_uuid(const uint8_t *u, char *buf)
-{
-	static const char hex[] = "0123456789abcdef";
-	int i, j = 0;
-
-	for (i = 0; i < 16; i++) {
-		if (i == 4 || i == 6 || i == 8 || i == 10)
-			buf[j++] = '-';
-		buf[j++] = hex[u[i] >> 4];
-		buf[j++] = hex[u[i] & 15];
-	}
-	buf[j] = '\0';
-}
-
 static const char *backing_name(uint32_t b)
 {
 	switch (b) {
@@ -113,7 +99,7 @@ static json_t *chain_json(struct wps_ctx *ctx, const char *path)
 		return NULL;
 	a = json_array();
 	for (i = 0; i < wps_chain_length(c); i++) {
-		format_uuid(wps_image_get_info(wps_chain_image(c, i))->uuid, u);
+		wps_uuid_str(wps_image_get_info(wps_chain_image(c, i))->uuid, u);
 		json_array_append_new(a, json_pack("{s:s,s:s,s:b}", "path",
 				      wps_chain_path(c, i), "uuid", u,
 				      "incremental", i > 0));
@@ -131,8 +117,8 @@ static int inspect_json(struct wps_ctx *ctx, struct wps_image *img,
 	unsigned int i;
 	char *s;
 
-	format_uuid(in->uuid, uuid);
-	format_uuid(in->parent_uuid, parent);
+	wps_uuid_str(in->uuid, uuid);
+	wps_uuid_str(in->parent_uuid, parent);
 	for (i = 0; i < in->nr_regions; i++) {
 		const struct wps_image_region *r = wps_image_get_region(img, i);
 
@@ -196,7 +182,7 @@ static void inspect_text(struct wps_ctx *ctx, struct wps_image *img,
 	struct tm tm;
 	unsigned int i;
 
-	format_uuid(in->uuid, uuid);
+	wps_uuid_str(in->uuid, uuid);
 	strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S UTC", gmtime_r(&t, &tm));
 	printf("format     v%u, %s\n", in->version,
 	       in->complete ? "complete" : "INCOMPLETE");
@@ -206,7 +192,7 @@ static void inspect_text(struct wps_ctx *ctx, struct wps_image *img,
 		char parent[37];
 		size_t k;
 
-		format_uuid(in->parent_uuid, parent);
+		wps_uuid_str(in->parent_uuid, parent);
 		printf("parent     %s: an incremental image (pages written since "
 		       "its parent)\n", parent);
 		if (!chain)

@@ -65,6 +65,9 @@ struct wps_image_region {
 #define WPS_IMG_OPEN_NO_VERIFY_DATA (1u << 0) /* skip per-read checksums */
 
 /* path: a file, or an NBD URI (see above). */
+/* An image UUID as text, RFC 4122 form: 36 characters and a NUL. */
+void wps_uuid_str(const uint8_t uuid[16], char out[37]);
+
 int wps_image_open(struct wps_ctx *ctx, const char *path, unsigned int flags,
 		   struct wps_image **out);
 void wps_image_close(struct wps_image *img);

@@ -249,6 +249,26 @@ static int parse_region(struct wpsd_conn *c, pid_t pid, json_t *o,
 	return 0;
 }
 
+/* A new guest's name is free and well formed, and its process exists. */
+static int check_new_guest(struct wpsd *d, const char *name, json_int_t pid,
+			   struct wpsd_reply *r)
+{
+	if (!name[0] || strlen(name) > WPSD_NAME_MAX) {
+		wpsd_reply_err(r, WPSD_GENERIC, "guest name must have 1 to %d bytes",
+			       WPSD_NAME_MAX);
+		return -EINVAL;
+	}
+	if (wpsd_guest_find(d, name)) {
+		wpsd_reply_err(r, WPSD_GENERIC, "guest '%s' is already registered", name);
+		return -EEXIST;
+	}
+	if (pid <= 0 || pid > INT_MAX || kill((pid_t)pid, 0)) {
+		wpsd_reply_err(r, WPSD_GENERIC, "no process %" JSON_INTEGER_FORMAT, pid);
+		return -ESRCH;
+	}
+	return 0;
+}
+
 static const struct wpsd_arg register_spec[] = {
 	{ "guest", WPSD_T_STR, true },
 	{ "pid", WPSD_T_UINT, true },
@@ -277,19 +297,9 @@ int wpsd_guest_register(struct wpsd_conn *c, json_t *args, struct wpsd_reply *r)
 	regs = json_object_get(args, "regions");
 	ds = json_string_value(json_object_get(args, "device-state"));
 
-	if (!name[0] || strlen(name) > WPSD_NAME_MAX) {
-		wpsd_reply_err(r, WPSD_GENERIC, "guest name must have 1 to %d bytes",
-			       WPSD_NAME_MAX);
-		return -EINVAL;
-	}
-	if (wpsd_guest_find(d, name)) {
-		wpsd_reply_err(r, WPSD_GENERIC, "guest '%s' is already registered", name);
-		return -EEXIST;
-	}
-	if (pid <= 0 || pid > INT_MAX || kill((pid_t)pid, 0)) {
-		wpsd_reply_err(r, WPSD_GENERIC, "no process %" JSON_INTEGER_FORMAT, pid);
-		return -ESRCH;
-	}
+	ret = check_new_guest(d, name, pid, r);
+	if (ret)
+		return ret;
 	if (!c->root && (pid_t)pid != c->pid) {
 		wpsd_reply_err(r, WPSD_GENERIC, "a client that is not root may register "
 			       "only its own memory (pid %d), not pid %" JSON_INTEGER_FORMAT,
@@ -506,19 +516,9 @@ int wpsd_guest_attach(struct wpsd_conn *c, json_t *args, struct wpsd_reply *r)
 			       (int)c->pid, (int)c->uid);
 		return -EPERM;
 	}
-	if (!name[0] || strlen(name) > WPSD_NAME_MAX) {
-		wpsd_reply_err(r, WPSD_GENERIC, "guest name must have 1 to %d bytes",
-			       WPSD_NAME_MAX);
-		return -EINVAL;
-	}
-	if (wpsd_guest_find(d, name)) {
-		wpsd_reply_err(r, WPSD_GENERIC, "guest '%s' is already registered", name);
-		return -EEXIST;
-	}
-	if (pid <= 0 || pid > INT_MAX || kill((pid_t)pid, 0)) {
-		wpsd_reply_err(r, WPSD_GENERIC, "no process %" JSON_INTEGER_FORMAT, pid);
-		return -ESRCH;
-	}
+	ret = check_new_guest(d, name, pid, r);
+	if (ret)
+		return ret;
 	if ((pid_t)pid == getpid()) {
 		wpsd_reply_err(r, WPSD_GENERIC, "wpsnapd cannot attach to itself");
 		return -EINVAL;

@@ -402,11 +402,4 @@ def main():
     bad = wpstest.sanitizer_reports(T)
     check("no sanitizer report from wpsnapd", not bad, bad)
 
-try:
-    main()
-except Exception as e:
-    ko("main", repr(e))
-finally:
-    rc = wpstest.finish(T)
-    subprocess.run(["rm", "-rf", T])
-sys.exit(rc)
+wpstest.run_main(main, T)

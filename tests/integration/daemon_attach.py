@@ -86,7 +86,9 @@ def snapshot(c, guest, path, **args):
     r = c.cmd("wps-snapshot-start", a, timeout=60)
     if "error" in r:
         return r, None
-    return r, c.event("WPS_SNAPSHOT_*", lambda d: d["guest"] == guest, 60)
+    # by token: a refused start also ends with an event of the same guest
+    tok = r["return"]["token"]
+    return r, c.event("WPS_SNAPSHOT_*", lambda d: d.get("token") == tok, 60)
 
 
 def refusals(c, t):
@@ -172,7 +174,8 @@ def snapshots(c, t):
     # Cancel as soon as it is frozen: cancelled, or done before the cancel.
     r = c.cmd("wps-snapshot-start", {"guest": "t-all", "path": T + "/img/c.img"}, timeout=60)
     c.cmd("wps-snapshot-cancel", {"guest": "t-all"})
-    e = c.event("WPS_SNAPSHOT_*", lambda d: d["guest"] == "t-all", 60)
+    tok = r.get("return", {}).get("token")
+    e = c.event("WPS_SNAPSHOT_*", lambda d: d.get("token") == tok, 60)
     if e["event"] == "WPS_SNAPSHOT_CANCELLED":
         check("cancel: no image, no partial", not os.path.exists(T + "/img/c.img")
               and not os.path.exists(T + "/img/c.img.partial"))
@@ -253,11 +256,4 @@ def main():
 
 
 DAEMON = None
-try:
-    main()
-except Exception as e:
-    ko("main", repr(e))
-finally:
-    rc = wpstest.finish(T)
-    subprocess.run(["rm", "-rf", T])
-sys.exit(rc)
+wpstest.run_main(main, T)

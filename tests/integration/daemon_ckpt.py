@@ -129,11 +129,4 @@ def main():
     check("no sanitizer report", not bad, bad)
 
 
-try:
-    main()
-except Exception as e:
-    ko("main", repr(e))
-finally:
-    rc = wpstest.finish(T)
-    subprocess.run(["rm", "-rf", T])
-sys.exit(rc)
+wpstest.run_main(main, T)

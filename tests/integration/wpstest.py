@@ -2,7 +2,7 @@
 # daemon_attach.py): TAP-style results, a QMP client for wpsnapd, and the
 # small things every daemon test needs. Imported from the test's own
 # directory, so it works in and out of tree.
-import fcntl, json, os, socket, subprocess, time
+import fcntl, json, os, socket, subprocess, sys, time
 
 B = os.environ.get("WPSNAP_BUILDDIR") or os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
 WPSNAPD = os.path.join(B, "tools", "wpsnapd")
@@ -165,3 +165,16 @@ def finish(d):
                 print("# %s:\n#   " % f + open(os.path.join(d, f)).read().replace("\n", "\n#   "))
     print("%d passed, %d failed" % (passed, failed))
     return 1 if failed else 0
+
+
+def run_main(main, d):
+    """Run a test's main(), count an exception as a failure, clean up d,
+    exit with the status."""
+    try:
+        main()
+    except Exception as e:
+        ko("main", repr(e))
+    finally:
+        rc = finish(d)
+        subprocess.run(["rm", "-rf", d])
+    sys.exit(rc)
