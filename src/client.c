@@ -204,7 +204,11 @@ static void on_event(struct wps_client *c, const char *name, json_t *data)
 	if (!guest)
 		guest = "";
 	if (!strcmp(name, "WPS_PAUSE_REQUEST")) {
+		int ds = -1;
+
 		ret = c->ops.pause ? c->ops.pause(c->arg, guest) : -EOPNOTSUPP;
+		if (!ret && c->ops.device_state)
+			ret = c->ops.device_state(c->arg, guest, &ds);
 		pthread_mutex_lock(&c->lock);
 		if (!ret && c->nr_paused < CLIENT_PAUSED_MAX) {
 			c->paused[c->nr_paused].token = token;
@@ -217,9 +221,20 @@ static void on_event(struct wps_client *c, const char *name, json_t *data)
 			send_async(c, "wps-vcpus-paused", json_pack("{s:I,s:s}",
 				   "token", (json_int_t)token, "error",
 				   strerror(-ret)), -1);
-		else
+		else if (ds < 0)
 			send_async(c, "wps-vcpus-paused", json_pack("{s:I}",
 				   "token", (json_int_t)token), -1);
+		else {
+			char fdname[40];
+
+			/* named first, then referred to: the daemon reads
+			 * requests in order */
+			snprintf(fdname, sizeof(fdname), "device-state-%" PRIu64, token);
+			send_async(c, "getfd", json_pack("{s:s}", "fdname", fdname), ds);
+			close(ds);
+			send_async(c, "wps-vcpus-paused", json_pack("{s:I,s:s}",
+				   "token", (json_int_t)token, "device-state", fdname), -1);
+		}
 	} else if (!strcmp(name, "WPS_RESUME_REQUEST")) {
 		if (c->ops.resume)
 			c->ops.resume(c->arg, guest);

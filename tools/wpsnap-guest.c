@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <wpsnap/client.h>
@@ -37,7 +38,7 @@ struct args {
 	const char *snapshot, *ledger;
 	bool overwrite, reserve_huge;
 	const char *daemon, *name;   /* --daemon SOCKET, --name GUEST */
-	bool self_pause, verify_self;
+	bool self_pause, verify_self, device_state;
 };
 
 static void usage(FILE *f)
@@ -67,6 +68,8 @@ static void usage(FILE *f)
 "  --name NAME          guest name at the daemon (default guest-PID)\n"
 "  --self-pause         with --daemon --snapshot: pause the vCPUs before the\n"
 "                       start command (vcpus-paused) instead of on request\n"
+"  --device-state       with --daemon: hand a device state with each pause\n"
+"                       (\"wpsnap-guest NAME pause N\", N from 1)\n"
 "  --verify-self        at the end: check guest RAM against the ledger of\n"
 "                       this instant, then write every block once\n"
 "  --help               this text\n"
@@ -104,7 +107,8 @@ static int parse_args(int argc, char **argv, struct args *a)
 {
 	enum { O_SIZE = 256, O_BACKING, O_THREADS, O_PATTERN, O_POPULATE, O_SEED,
 	       O_WARMUP, O_DURATION, O_SNAPSHOT, O_LEDGER, O_OVERWRITE,
-	       O_RESERVE, O_HELP, O_DAEMON, O_NAME, O_SELF_PAUSE, O_VERIFY_SELF };
+	       O_RESERVE, O_HELP, O_DAEMON, O_NAME, O_SELF_PAUSE, O_VERIFY_SELF,
+	       O_DEVICE_STATE };
 	static const struct option lo[] = {
 		{ "size", required_argument, NULL, O_SIZE },
 		{ "backing", required_argument, NULL, O_BACKING },
@@ -123,6 +127,7 @@ static int parse_args(int argc, char **argv, struct args *a)
 		{ "name", required_argument, NULL, O_NAME },
 		{ "self-pause", no_argument, NULL, O_SELF_PAUSE },
 		{ "verify-self", no_argument, NULL, O_VERIFY_SELF },
+		{ "device-state", no_argument, NULL, O_DEVICE_STATE },
 		{ NULL, 0, NULL, 0 },
 	};
 	uint64_t v;
@@ -184,6 +189,9 @@ static int parse_args(int argc, char **argv, struct args *a)
 			break;
 		case O_VERIFY_SELF:
 			a->verify_self = true;
+			break;
+		case O_DEVICE_STATE:
+			a->device_state = true;
 			break;
 		case 'h':
 		case O_HELP:
@@ -431,6 +439,30 @@ static int vmm_pause(void *arg, const char *guest)
 	return 0;
 }
 
+/* The "device state" of this pause: its number, which the test finds in
+ * the image's blob, so that the blob is known to be this instant's. */
+static int vmm_device_state(void *arg, const char *guest, int *fd)
+{
+	struct vmm *v = arg;
+	char text[160];
+	int n, mfd;
+
+	*fd = -1;
+	if (!v->a->device_state)
+		return 0;
+	n = snprintf(text, sizeof(text), "wpsnap-guest %s pause %u\n", guest,
+		     v->pauses + 1);
+	mfd = memfd_create("device-state", MFD_CLOEXEC);
+	if (mfd < 0)
+		return -errno;
+	if (write(mfd, text, (size_t)n) != n) {
+		close(mfd);
+		return -EIO;
+	}
+	*fd = mfd;
+	return 0;
+}
+
 static int vmm_resume(void *arg, const char *guest)
 {
 	struct vmm *v = arg;
@@ -541,7 +573,8 @@ static int verify_image(struct wps_ctx *ctx, const char *path,
 
 static int run_daemon(struct wps_guest *g, const struct args *a)
 {
-	struct wps_client_ops ops = { .pause = vmm_pause, .resume = vmm_resume };
+	struct wps_client_ops ops = { .pause = vmm_pause, .resume = vmm_resume,
+				      .device_state = vmm_device_state };
 	struct wps_client_snap_opts so = { 0 };
 	struct wps_client_result res;
 	struct wps_client_guest cg = { 0 };

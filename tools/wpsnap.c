@@ -273,16 +273,42 @@ static int cmd_inspect(struct wps_ctx *ctx, int argc, char **argv)
 /* export                                                              */
 /* ------------------------------------------------------------------ */
 
+/* wpsnap export IMAGE --blob NAME -o FILE: one blob's bytes. */
+static int export_blob(struct wps_image *img, const char *name, const char *out)
+{
+	const struct wps_image_info *in = wps_image_get_info(img);
+	const char *bn;
+	const void *data;
+	unsigned int i;
+	size_t len;
+	FILE *f;
+
+	for (i = 0; i < in->nr_blobs; i++) {
+		if (wps_image_get_blob(img, i, &bn, &data, &len) || strcmp(bn, name))
+			continue;
+		f = fopen(out, "we");
+		if (!f || fwrite(data, 1, len, f) != len || fclose(f)) {
+			fprintf(stderr, "%s export: writing %s: %s\n", prog, out,
+				strerror(errno));
+			return 1;
+		}
+		return 0;
+	}
+	fprintf(stderr, "%s export: the image has no blob named '%s'\n", prog, name);
+	return 1;
+}
+
 static int cmd_export(struct wps_ctx *ctx, int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{ "region", required_argument, NULL, 'r' },
 		{ "output", required_argument, NULL, 'o' },
+		{ "blob", required_argument, NULL, 'B' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 }
 	};
 	const struct wps_image_region *r;
-	const char *out = NULL;
+	const char *out = NULL, *blob = NULL;
 	struct wps_image *img = NULL;
 	unsigned int region = 0;
 	uint64_t b = 0, start, count;
@@ -290,15 +316,18 @@ static int cmd_export(struct wps_ctx *ctx, int argc, char **argv)
 	void *buf = NULL;
 	int c, fd = -1, ret = 1;
 
-	while ((c = getopt_long(argc, argv, "r:o:h", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "r:o:B:h", opts, NULL)) != -1) {
 		switch (c) {
 		case 'r': region = strtoul(optarg, NULL, 0); break;
 		case 'o': out = optarg; break;
+		case 'B': blob = optarg; break;
 		case 'h':
-			printf("Usage: wpsnap export IMAGE [--region N] -o FILE\n"
+			printf("Usage: wpsnap export IMAGE [--region N | --blob NAME] "
+			       "-o FILE\n"
 			       "Write the raw bytes of region N (default 0); "
 			       "absent pages read as zeros\n(left as holes in "
-			       "FILE).\n");
+			       "FILE). --blob: the bytes of a blob instead (such as\n"
+			       "the VMM's device-state).\n");
 			return 0;
 		default: return 2;
 		}
@@ -309,6 +338,11 @@ static int cmd_export(struct wps_ctx *ctx, int argc, char **argv)
 	}
 	if (open_image(ctx, argv[optind], 0, &img))
 		return 1;
+	if (blob) {
+		ret = export_blob(img, blob, out);
+		wps_image_close(img);
+		return ret;
+	}
 	r = wps_image_get_region(img, region);
 	if (!r) {
 		fprintf(stderr, "%s export: %s has no region %u (it has %u)\n",

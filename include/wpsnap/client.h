@@ -47,6 +47,15 @@ struct wps_client_ops {
 	/* Optional: every event, after the client's own handling; data is
 	 * the event's "data" member as JSON text. */
 	void (*event)(void *arg, const char *name, const char *data_json);
+	/*
+	 * Optional, called right after a successful pause(), vCPUs stopped:
+	 * the guest's device state at this instant, as an fd whose whole
+	 * content it is (a memfd; at most 256 MiB). The client hands it to
+	 * wpsnapd with the answer and closes it; the image stores it as
+	 * blob "device-state". Return 0 and *fd = -1 for none, or -errno:
+	 * the snapshot fails, naming it.
+	 */
+	int (*device_state)(void *arg, const char *guest, int *fd);
 };
 
 /* Connect, read the greeting, negotiate capabilities. */

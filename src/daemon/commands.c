@@ -38,7 +38,7 @@ static const struct wpsd_arg setuffd_args[] = {
 	{ NULL, 0, false } };
 static const struct wpsd_arg paused_args[] = {
 	{ "token", WPSD_T_UINT, true }, { "error", WPSD_T_STR, false },
-	{ NULL, 0, false } };
+	{ "device-state", WPSD_T_STR, false }, { NULL, 0, false } };
 static const struct wpsd_arg resumed_args[] = {
 	{ "token", WPSD_T_UINT, true }, { NULL, 0, false } };
 
@@ -286,14 +286,14 @@ static void cmd_paused(struct wpsd_conn *c, json_t *args, json_t *id,
 		       struct wpsd_reply *r)
 {
 	wpsd_job_ack(c, (uint64_t)json_integer_value(json_object_get(args, "token")),
-		     false, arg_str(args, "error"), r);
+		     false, arg_str(args, "error"), arg_str(args, "device-state"), r);
 }
 
 static void cmd_resumed(struct wpsd_conn *c, json_t *args, json_t *id,
 			struct wpsd_reply *r)
 {
 	wpsd_job_ack(c, (uint64_t)json_integer_value(json_object_get(args, "token")),
-		     true, NULL, r);
+		     true, NULL, NULL, r);
 }
 
 static void cmd_quit(struct wpsd_conn *c, json_t *args, json_t *id,

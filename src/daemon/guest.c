@@ -275,6 +275,7 @@ static const struct wpsd_arg register_spec[] = {
 	{ "uffd", WPSD_T_STR, true },
 	{ "regions", WPSD_T_ARRAY, true },
 	{ "device-state", WPSD_T_STR, false },
+	{ "device-state-fd", WPSD_T_STR, false },
 	{ NULL, 0, false },
 };
 
@@ -282,7 +283,7 @@ int wpsd_guest_register(struct wpsd_conn *c, json_t *args, struct wpsd_reply *r)
 {
 	struct wpsd *d = c->d;
 	struct wpsd_guest *g = NULL;
-	const char *name, *uname, *ds;
+	const char *name, *uname, *ds, *dsfd;
 	json_t *regs;
 	unsigned int i, j;
 	json_int_t pid;
@@ -296,6 +297,7 @@ int wpsd_guest_register(struct wpsd_conn *c, json_t *args, struct wpsd_reply *r)
 	uname = json_string_value(json_object_get(args, "uffd"));
 	regs = json_object_get(args, "regions");
 	ds = json_string_value(json_object_get(args, "device-state"));
+	dsfd = json_string_value(json_object_get(args, "device-state-fd"));
 
 	ret = check_new_guest(d, name, pid, r);
 	if (ret)
@@ -352,10 +354,28 @@ int wpsd_guest_register(struct wpsd_conn *c, json_t *args, struct wpsd_reply *r)
 		}
 		g->bytes += g->r[i].size;
 	}
+	if (ds && dsfd) {
+		wpsd_reply_err(r, WPSD_GENERIC, "device-state and device-state-fd "
+			       "exclude each other");
+		ret = -EINVAL;
+		goto fail_borrowed;
+	}
 	if (ds) {
 		ret = wpsd_base64_decode(ds, &g->blob, &g->blob_len);
 		if (ret) {
 			wpsd_reply_err(r, WPSD_GENERIC, "device-state is not valid base64");
+			goto fail_borrowed;
+		}
+	}
+	if (dsfd) {
+		int fd = peek_fd(c, dsfd);
+
+		ret = fd < 0 ? -ENOENT : wpsd_read_blob_fd(fd, &g->blob, &g->blob_len);
+		if (ret) {
+			wpsd_reply_err(r, WPSD_GENERIC, "device-state-fd '%s': %s", dsfd,
+				       ret == -ENOENT ? "no such fd (send it with getfd)" :
+				       ret == -EINVAL ? "not a memfd or file of at most "
+				       "256 MiB" : strerror(-ret));
 			goto fail_borrowed;
 		}
 	}
@@ -377,6 +397,12 @@ int wpsd_guest_register(struct wpsd_conn *c, json_t *args, struct wpsd_reply *r)
 
 		if (fd >= 0)
 			close(fd);
+	}
+	if (dsfd) {
+		int fd = wpsd_conn_take_fd(c, dsfd);
+
+		if (fd >= 0)
+			close(fd);   /* read already: the content is the blob */
 	}
 	g->uffd = wpsd_conn_take_fd(c, uname);
 	/* The engine drains the uffd until EAGAIN. */
@@ -610,6 +636,35 @@ void wpsd_guest_remove(struct wpsd_guest *g)
 	free(g->rname);
 	free(g->blob);
 	free(g);
+}
+
+int wpsd_read_blob_fd(int fd, void **out, size_t *len)
+{
+	struct stat st;
+	size_t n, done;
+	char *buf;
+
+	if (fstat(fd, &st) || !S_ISREG(st.st_mode) || st.st_size < 0 ||
+	    (uint64_t)st.st_size > WPSD_DEVICE_STATE_MAX)
+		return -EINVAL;
+	n = (size_t)st.st_size;
+	buf = malloc(n ? n : 1);
+	if (!buf)
+		return -ENOMEM;
+	for (done = 0; done < n;) {
+		ssize_t k = pread(fd, buf + done, n - done, (off_t)done);
+
+		if (k <= 0) {
+			int err = k < 0 ? -errno : -EIO;
+
+			free(buf);
+			return err;
+		}
+		done += (size_t)k;
+	}
+	*out = buf;
+	*len = n;
+	return 0;
 }
 
 static int b64val(unsigned char ch)

@@ -21,6 +21,7 @@
 
 #define WPSD_REGIONS_MAX 64
 #define WPSD_BLOB_NAME "device-state"
+#define WPSD_DEVICE_STATE_MAX (256ull << 20)
 
 struct wpsd_job;
 
@@ -67,6 +68,10 @@ void wpsd_guest_remove(struct wpsd_guest *g);
 /* Whether fd has been through UFFDIO_API (then no snapshot can use it):
  * 1 yes, 0 no, -errno if it cannot be told. */
 int wpsd_uffd_negotiated(int fd);
+
+/* Read a device-state blob from a memfd or regular file (all of it, at
+ * most WPSD_DEVICE_STATE_MAX): -EINVAL if it is neither or too large. */
+int wpsd_read_blob_fd(int fd, void **out, size_t *len);
 
 /* Decode base64 (RFC 4648, padding optional). Caller frees *out. */
 int wpsd_base64_decode(const char *s, void **out, size_t *len);

@@ -239,6 +239,49 @@ static int job_attach(struct wpsd_job *j)
 	return ret;
 }
 
+/*
+ * Worker, guest running again: the device state the VMM handed over with
+ * its wps-vcpus-paused, read whole (it describes the frozen instant) and
+ * stored as the image's "device-state" blob, in place of the one given
+ * at registration (stored when the VMM hands none). A failure fails the snapshot: an image whose device state
+ * is not that of its memory would restore a broken guest.
+ */
+static int job_device_state(struct wpsd_job *j)
+{
+	void *buf = NULL;
+	size_t len = 0;
+	int fd, ret;
+
+	pthread_mutex_lock(&j->lock);
+	fd = j->ds_fd;
+	j->ds_fd = -1;
+	pthread_mutex_unlock(&j->lock);
+	if (fd < 0) {
+		/* none at the pause: the one given at registration, if any */
+		if (!j->g->blob)
+			return 0;
+		ret = wps_snapshot_add_blob(j->snap, WPSD_BLOB_NAME, j->g->blob,
+					    j->g->blob_len);
+		goto out;
+	}
+	ret = wpsd_read_blob_fd(fd, &buf, &len);
+	close(fd);
+	if (!ret)
+		ret = wps_snapshot_add_blob(j->snap, WPSD_BLOB_NAME, buf, len);
+	free(buf);
+out:
+	if (ret) {
+		pthread_mutex_lock(&j->lock);
+		snprintf(j->cause, sizeof(j->cause), "device state handed with "
+			 "wps-vcpus-paused: %s", ret == -EINVAL ? "not a memfd or "
+			 "file of at most 256 MiB" : strerror(-ret));
+		pthread_mutex_unlock(&j->lock);
+		wps_snapshot_cancel(j->snap);
+		wps_snapshot_wait(j->snap);   /* removes the .partial */
+	}
+	return ret;
+}
+
 static void *job_main(void *arg)
 {
 	struct wpsd_job *j = arg;
@@ -268,6 +311,8 @@ static void *job_main(void *arg)
 		if (!ret)
 			job_resume(j);
 	}
+	if (!ret && j->snap)
+		ret = job_device_state(j);
 	if (!ret && j->txn)
 		ret = job_txn_sync(j);
 	if (ret && j->txn)
@@ -318,6 +363,8 @@ int wpsd_job_resume(void *arg)
 
 static void job_free(struct wpsd_job *j)
 {
+	if (j->ds_fd >= 0)
+		close(j->ds_fd);
 	wpsd_ckpt_free(j->ck);
 	if (j->snap)
 		wps_snapshot_free(j->snap);
@@ -352,6 +399,7 @@ struct wpsd_job *wpsd_job_alloc(struct wpsd *d, struct wpsd_guest *g)
 	pthread_condattr_destroy(&ca);
 	j->pause_timeout_ms = WPSD_PAUSE_TIMEOUT_MS;
 	j->token = ++d->next_token;
+	j->ds_fd = -1;
 	return j;
 }
 
@@ -481,15 +529,6 @@ static int job_start(struct wpsd_conn *c, struct wpsd_guest *g, json_t *args,
 			       " (image exists; set \"overwrite\": true to replace it)" : "");
 		goto fail_spent;
 	}
-	if (g->blob) {
-		ret = wps_snapshot_add_blob(j->snap, WPSD_BLOB_NAME, g->blob,
-					    g->blob_len);
-		if (ret) {
-			wpsd_reply_err(r, WPSD_GENERIC, "device-state blob: %s",
-				       j->cause[0] ? j->cause : strerror(-ret));
-			goto fail_spent;
-		}
-	}
 start:
 	if (j->vcpus_paused || j->txn || g->attach) {
 		j->reply_conn = c->id;
@@ -590,8 +629,9 @@ void wpsd_job_cancel(struct wpsd_job *j, const char *why)
 }
 
 int wpsd_job_ack(struct wpsd_conn *c, uint64_t token, bool resumed,
-		 const char *err, struct wpsd_reply *r)
+		 const char *err, const char *ds_name, struct wpsd_reply *r)
 {
+	int ds_fd = -1;
 	struct wpsd_guest *g;
 	struct wpsd_job *j;
 
@@ -615,9 +655,24 @@ int wpsd_job_ack(struct wpsd_conn *c, uint64_t token, bool resumed,
 		r->ret = json_object();
 		return 0;
 	}
+	if (ds_name) {
+		if (!j->mem || j->ck) {
+			wpsd_reply_err(r, WPSD_GENERIC, "device-state goes with a "
+				       "memory snapshot's pause only");
+			return -EINVAL;
+		}
+		ds_fd = wpsd_conn_take_fd(c, ds_name);
+		if (ds_fd < 0) {
+			wpsd_reply_err(r, WPSD_GENERIC, "no fd named '%s' (send it "
+				       "with getfd)", ds_name);
+			return -ENOENT;
+		}
+	}
 	pthread_mutex_lock(&j->lock);
 	if (!j->pausing) {
 		pthread_mutex_unlock(&j->lock);
+		if (ds_fd >= 0)
+			close(ds_fd);
 		wpsd_reply_err(r, WPSD_GENERIC, "no pause request is pending for token "
 			       "%" PRIu64 " (it timed out or was cancelled; a resume "
 			       "request follows)", token);
@@ -629,7 +684,15 @@ int wpsd_job_ack(struct wpsd_conn *c, uint64_t token, bool resumed,
 			 "vCPUs: %s", err);
 	} else {
 		j->ack = 1;
+		if (ds_fd >= 0) {
+			if (j->ds_fd >= 0)
+				close(j->ds_fd);
+			j->ds_fd = ds_fd;
+			ds_fd = -1;
+		}
 	}
+	if (ds_fd >= 0)
+		close(ds_fd);
 	pthread_cond_broadcast(&j->cond);
 	pthread_mutex_unlock(&j->lock);
 	r->ret = json_object();

@@ -56,6 +56,8 @@ struct wpsd_job {
 	bool pausing;                   /* a pause request is outstanding */
 	bool in_txn;                    /* disk actions running (paused) */
 	int ack;                        /* 0 none, 1 paused, -1 VMM failed */
+	int ds_fd;                      /* device state handed with the ack,
+					   -1: none; the worker reads it */
 	bool cancelled;
 	int freeze_ret, result;
 	uint64_t handshake_ns;          /* pause request .. vcpus paused */
@@ -73,8 +75,10 @@ int wpsd_job_transaction(struct wpsd_conn *c, json_t *args, json_t *id,
 /* Stop a job; why becomes its cause unless it already has one. */
 void wpsd_job_cancel(struct wpsd_job *j, const char *why);
 /* wps-vcpus-paused / wps-vcpus-resumed from the guest's owner. */
+/* ds_name: an fd (named with getfd) holding the guest's device state at
+ * this pause, stored in the image as blob "device-state" (NULL: none). */
 int wpsd_job_ack(struct wpsd_conn *c, uint64_t token, bool resumed,
-		 const char *err, struct wpsd_reply *r);
+		 const char *err, const char *ds_name, struct wpsd_reply *r);
 /* Loop side: send what workers posted, reap finished jobs. */
 void wpsd_jobs_poll(struct wpsd *d);
 /* Loop side: progress events, at most every WPSD_PROGRESS_MS per job. */

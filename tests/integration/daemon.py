@@ -218,17 +218,28 @@ def python_vmm_tests(S):
     r = c.cmd("wps-guest-set-uffd", {"guest": "py", "uffd": "u2"})
     check("wps-guest-set-uffd", r.get("return") == {}, r)
     # Now answer the pause: a complete snapshot driven by this VMM.
+    # With the device state at this pause, in a memfd: larger than a
+    # request line could carry in base64.
     r = c.cmd("wps-snapshot-start", {"guest": "py", "path": img})
     e = c.event("WPS_PAUSE_REQUEST")
-    r = c.cmd("wps-vcpus-paused", {"token": e["data"]["token"]})
-    check("wps-vcpus-paused", r.get("return") == {}, r)
+    state = (b"device state at pause %d;" % e["data"]["token"]) * 9000
+    sfd = os.memfd_create("device-state")
+    os.write(sfd, state)
+    c.cmd("getfd", {"fdname": "ds"}, fds=[sfd])
+    os.close(sfd)
+    r = c.cmd("wps-vcpus-paused", {"token": e["data"]["token"], "device-state": "ds"})
+    check("wps-vcpus-paused with the device state", r.get("return") == {}, r)
     e = c.event("WPS_RESUME_REQUEST")
     r = c.cmd("wps-vcpus-resumed", {"token": e["data"]["token"]})
     check("wps-vcpus-resumed", r.get("return") == {}, r)
     e = snap_done(c, "py")
     check("snapshot via a hand-written VMM", e["data"]["populated-bytes"] == size, e)
-    r = subprocess.run([WPSNAP, "inspect", img], stdout=subprocess.PIPE, text=True)
-    check("device-state blob in the image", "device-state" in r.stdout, r.stdout)
+    r = subprocess.run([WPSNAP, "export", img, "--blob", "device-state", "-o",
+                        T + "/ds.out"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                       text=True)
+    check("the image's device-state is the one handed at the pause (%d bytes)" %
+          len(state), r.returncode == 0 and open(T + "/ds.out", "rb").read() == state,
+          r.stdout)
     c.event("WPS_UFFD_REQUEST")
     r = c.cmd("wps-guest-unregister", {"guest": "py"})
     check("wps-guest-unregister", r.get("return") == {}, r)
@@ -253,7 +264,8 @@ def python_vmm_tests(S):
 def guest_tests(S):
     c = Conn(S)
     led = T + "/g1.ledger"
-    g1 = start_guest(S, "g1", "--ledger", led, "--verify-self", duration=12)
+    g1 = start_guest(S, "g1", "--ledger", led, "--verify-self", "--device-state",
+                     duration=12)
     if not check("wpsnap-guest --daemon registers", wait_registered(c, "g1")):
         return
     img = T + "/g1.img"
@@ -289,6 +301,12 @@ def guest_tests(S):
         check("overwritten image verifies", good, out)
     else:
         ko("guest wrote its second ledger")
+    r = subprocess.run([WPSNAP, "export", img, "--blob", "device-state", "-o",
+                        T + "/g1.ds"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                       text=True)
+    ds = open(T + "/g1.ds").read() if r.returncode == 0 else r.stdout
+    check("the client library hands the device state of the pause (%r)" % ds.strip(),
+          ds == "wpsnap-guest g1 pause 2\n", ds)
 
     # cancel, and two guests at once
     g2 = start_guest(S, "g2", "--ledger", T + "/g2.ledger", size="256M", duration=10)
