@@ -4,6 +4,8 @@ set -e
 pkgs="build-essential autoconf automake libtool pkg-config libaio-dev
       libnl-3-dev libnl-route-3-dev libnl-nf-3-dev libjansson-dev check
       libnbd-dev xfsprogs python3 nbdkit qemu-utils libnbd-bin iproute2 iptables"
+# the VMM that tests/integration/qemu.py snapshots (TCG: no KVM needed)
+pkgs="$pkgs qemu-system-x86"
 missing=
 for p in $pkgs; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" ||

@@ -4,7 +4,8 @@
  * knows nothing about wpsnap. A thin shell over <wpsnap/attach.h>: parse
  * the options, attach, snapshot, print what the process paid for it. The
  * library has already logged the detail of any failure; this file adds
- * which step failed.
+ * which step failed. --qemu and --physmem (a QEMU's guest RAM, and the
+ * guest-physical view of such an image) live in tools/snapshot_qemu.c.
  */
 #include "config.h"
 
@@ -19,6 +20,7 @@
 #include <wpsnap/wpsnap.h>
 
 #include "tools/snapshot_cmd.h"
+#include "tools/snapshot_qemu.h"
 
 #define MiB (1024.0 * 1024.0)
 #define MAX_RANGES 64
@@ -28,11 +30,32 @@ static void usage(FILE *f)
 	fprintf(f,
 		"Usage: wpsnap snapshot --pid PID -o IMAGE [--range START-END]... "
 		"[--overwrite]\n"
+		"       wpsnap snapshot --qemu QMP_SOCKET -o IMAGE [--overwrite] "
+		"[--json]\n"
+		"       wpsnap snapshot --physmem IMAGE -o FILE\n"
 		"Live snapshot of a running process's memory. The process is "
 		"stopped briefly\n"
 		"to attach and for the freeze; the copy runs while it runs.\n\n"
 		"  -p, --pid PID          the process (needs root or "
 		"CAP_SYS_PTRACE)\n"
+		"  -q, --qemu SOCKET      the guest RAM of the QEMU serving this "
+		"QMP socket:\n"
+		"                         the guest is paused (QMP stop/cont) "
+		"only for the freeze;\n"
+		"                         the image records the guest-physical "
+		"layout\n"
+		"      --json             with --qemu: the report as one JSON "
+		"object\n"
+		"      --no-stop          with --qemu: no QMP stop/cont; the "
+		"freeze stops QEMU's\n"
+		"                         threads (ptrace) for its last step "
+		"only\n"
+		"      --fault-window N   with --qemu: 4 KiB pages saved per "
+		"write fault (1-64)\n"
+		"      --physmem IMAGE    write a --qemu image's guest-physical "
+		"memory to -o FILE\n"
+		"                         as QEMU's pmemsave would, from address "
+		"0\n"
 		"  -o, --output IMAGE     where to write the image\n"
 		"  -r, --range START-END  hex addresses, page aligned; "
 		"repeatable (default:\n"
@@ -70,6 +93,11 @@ int wps_snapshot_cmd_main(struct wps_ctx *ctx, int argc, char **argv)
 		{ "output", required_argument, NULL, 'o' },
 		{ "range", required_argument, NULL, 'r' },
 		{ "overwrite", no_argument, NULL, 'O' },
+		{ "qemu", required_argument, NULL, 'q' },
+		{ "physmem", required_argument, NULL, 'P' },
+		{ "json", no_argument, NULL, 'J' },
+		{ "no-stop", no_argument, NULL, 'S' },
+		{ "fault-window", required_argument, NULL, 'W' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 }
 	};
@@ -80,13 +108,15 @@ int wps_snapshot_cmd_main(struct wps_ctx *ctx, int argc, char **argv)
 	const struct wps_region *reg;
 	struct wps_snapshot *snap = NULL;
 	struct wps_attach *at = NULL;
-	const char *out = NULL;
+	const char *out = NULL, *qemu = NULL, *physmem = NULL;
 	unsigned int nr = 0, nreg, i;
+	bool json = false, no_stop = false;
+	unsigned long window = 0;
 	long pid = 0;
 	char *end;
 	int c, ret, status = 1;
 
-	while ((c = getopt_long(argc, argv, "p:o:r:h", lopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "p:o:r:q:h", lopts, NULL)) != -1) {
 		switch (c) {
 		case 'p':
 			errno = 0;
@@ -117,6 +147,28 @@ int wps_snapshot_cmd_main(struct wps_ctx *ctx, int argc, char **argv)
 		case 'O':
 			so.flags |= WPS_SNAP_OVERWRITE;
 			break;
+		case 'q':
+			qemu = optarg;
+			break;
+		case 'P':
+			physmem = optarg;
+			break;
+		case 'J':
+			json = true;
+			break;
+		case 'S':
+			no_stop = true;
+			break;
+		case 'W':
+			errno = 0;
+			window = strtoul(optarg, &end, 10);
+			if (errno || end == optarg || *end || !window ||
+			    window > 64 || (window & (window - 1))) {
+				fprintf(stderr, "wpsnap snapshot: bad fault window "
+					"'%s' (a power of two, 1-64)\n", optarg);
+				return 2;
+			}
+			break;
 		case 'h':
 			usage(stdout);
 			return 0;
@@ -125,8 +177,28 @@ int wps_snapshot_cmd_main(struct wps_ctx *ctx, int argc, char **argv)
 			return 2;
 		}
 	}
+	if ((!!pid + !!qemu + !!physmem) > 1 || (nr && !pid) ||
+	    ((json || no_stop || window) && !qemu)) {
+		fprintf(stderr, "wpsnap snapshot: one of --pid, --qemu and "
+			"--physmem; --range only with --pid; --json, --no-stop "
+			"and --fault-window only with --qemu\n");
+		usage(stderr);
+		return 2;
+	}
+	if (qemu && out && optind == argc) {
+		struct wps_qemu_opts qo = {
+			.qmp_path = qemu, .out = out, .flags = so.flags,
+			.fault_window = (unsigned int)window, .json = json,
+			.no_stop = no_stop,
+		};
+
+		return wps_qemu_snapshot(ctx, &qo);
+	}
+	if (physmem && out && optind == argc)
+		return wps_qemu_physmem(ctx, physmem, out);
 	if (!pid || !out || optind != argc) {
-		fprintf(stderr, "wpsnap snapshot: --pid and -o are required\n");
+		fprintf(stderr, "wpsnap snapshot: --pid (or --qemu, or "
+			"--physmem) and -o are required\n");
 		usage(stderr);
 		return 2;
 	}
