@@ -81,6 +81,10 @@ struct wps_attach {
 	uint64_t bytes;
 	uint64_t t_stop, attach_stop_ns, t_pause, freeze_stop_ns;
 	bool snapshot_made;
+	/* the caller's own pause around ours (a VMM's vCPU stop), or NULL */
+	int (*outer_pause)(void *arg);
+	int (*outer_resume)(void *arg);
+	void *outer_arg;
 };
 
 /* The borrowed thread while a syscall runs in it. */
@@ -703,23 +707,38 @@ static void detach_all(struct wps_attach *at)
 	}
 }
 
-/* The snapshot's pause: the process stops for the freeze only... */
+/*
+ * The snapshot's pause: the process stops for the freeze only... The
+ * caller's pause (a VMM stopping its vCPUs, as QMP stop does) runs first,
+ * while the process can still answer it; it comes after the engine's
+ * protection rounds, so it too lasts only for the freeze.
+ */
 static int attach_pause(void *arg)
 {
 	struct wps_attach *at = arg;
+	int ret;
 
+	if (at->outer_pause) {
+		ret = at->outer_pause(at->outer_arg);
+		if (ret)
+			return ret;
+	}
 	at->t_pause = now_ns();
-	return stop_all(at);
+	ret = stop_all(at);
+	if (ret && at->outer_resume)
+		at->outer_resume(at->outer_arg);
+	return ret;
 }
 
-/* ... and is let go for good as it resumes: the copy needs no hold. */
+/* ... and is let go for good as it resumes: the copy needs no hold. The
+ * caller's resume comes last, once the process can run again. */
 static int attach_resume(void *arg)
 {
 	struct wps_attach *at = arg;
 
 	detach_all(at);
 	at->freeze_stop_ns = now_ns() - at->t_pause;
-	return 0;
+	return at->outer_resume ? at->outer_resume(at->outer_arg) : 0;
 }
 
 /* ------------------------------------------------------------------ */
@@ -1195,6 +1214,9 @@ int wps_attach_snapshot_new(struct wps_attach *at,
 		return -EALREADY;
 	for (i = 0; i < at->nr_regions; i++)
 		at->regions[i].name = at->names[i];
+	at->outer_pause = base->pause;
+	at->outer_resume = base->resume;
+	at->outer_arg = base->pause_arg;
 	o.pid = at->pid;
 	o.uffd = at->uffd;
 	o.pause = attach_pause;

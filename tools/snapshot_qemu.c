@@ -884,7 +884,7 @@ struct run {
 	struct watchdog wd;
 	struct layout l;
 	bool was_running, stopped;
-	uint64_t t_stop, t_stopped, t_frozen, t_cont, t_start;
+	uint64_t t_stop, t_stopped, t_frozen, t_thawed, t_cont, t_start;
 };
 
 static int guest_stop(struct run *r)
@@ -915,6 +915,25 @@ static int guest_cont(struct run *r)
 	return err;
 }
 
+/* The snapshot's outer pause (<wpsnap/attach.h>): QMP stop right before
+ * the freeze's own stop of QEMU's threads, cont once they are let go. */
+static int qemu_pause(void *arg)
+{
+	struct run *r = arg;
+	int err = guest_stop(r);
+
+	kill_point("stopped");
+	return err;
+}
+
+static int qemu_resume(void *arg)
+{
+	struct run *r = arg;
+
+	r->t_thawed = now_ns();   /* QEMU's threads let go; cont follows */
+	return guest_cont(r);
+}
+
 static void report(const struct run *r, const struct wps_qemu_opts *o,
 		   const struct wps_snapshot_stats *st,
 		   const struct wps_attach_info *ai)
@@ -938,9 +957,9 @@ static void report(const struct run *r, const struct wps_qemu_opts *o,
 			"pause_ms", pause,
 			"stop_ms", r->was_running ?
 				(r->t_stopped - r->t_stop) / 1e6 : 0.0,
-			"freeze_ms", (r->t_frozen - r->t_stopped) / 1e6,
+			"freeze_ms", (r->t_thawed - r->t_stopped) / 1e6,
 			"cont_ms", r->was_running ?
-				(r->t_cont - r->t_frozen) / 1e6 : 0.0,
+				(r->t_cont - r->t_thawed) / 1e6 : 0.0,
 			"attach_stop_ms", ai->attach_stop_ns / 1e6,
 			"freeze_stop_ms", ai->freeze_stop_ns / 1e6,
 			"total_ms", (now_ns() - r->t_start) / 1e6,
@@ -976,8 +995,8 @@ static void report(const struct run *r, const struct wps_qemu_opts *o,
 	else if (r->was_running)
 		printf("  guest paused   %.3f ms (stop %.3f, freeze %.3f, cont "
 		       "%.3f)\n", pause, (r->t_stopped - r->t_stop) / 1e6,
-		       (r->t_frozen - r->t_stopped) / 1e6,
-		       (r->t_cont - r->t_frozen) / 1e6);
+		       (r->t_thawed - r->t_stopped) / 1e6,
+		       (r->t_cont - r->t_thawed) / 1e6);
 	else
 		printf("  guest was paused already: left paused at the freeze\n");
 	printf("  QEMU stopped   %.3f ms to attach, %.3f ms for the freeze\n",
@@ -1068,6 +1087,11 @@ int wps_qemu_snapshot(struct wps_ctx *ctx, const struct wps_qemu_opts *o)
 	so.path = o->out;
 	so.flags = o->flags;
 	so.fault_window = o->fault_window;
+	if (r->was_running && !o->no_stop) {
+		so.pause = qemu_pause;
+		so.resume = qemu_resume;
+		so.pause_arg = r;
+	}
 	err = wps_attach_snapshot_new(at, &so, &snap);
 	if (err) {
 		fprintf(stderr, "wpsnap snapshot: preparing the snapshot of QEMU "
@@ -1082,13 +1106,12 @@ int wps_qemu_snapshot(struct wps_ctx *ctx, const struct wps_qemu_opts *o)
 			"%s\n", strerror(-err));
 		goto out;
 	}
-	if (r->was_running && !o->no_stop && guest_stop(r))
-		goto out;
-	kill_point("stopped");
-	if (!r->stopped)
+	if (!so.pause)
 		r->t_stop = r->t_stopped = now_ns();
-	err = wps_snapshot_freeze(snap);
+	err = wps_snapshot_freeze(snap);   /* QMP stop and cont inside */
 	r->t_frozen = now_ns();
+	if (!so.pause)
+		r->t_thawed = r->t_cont = r->t_frozen;
 	if (err) {
 		fprintf(stderr, "wpsnap snapshot: freezing QEMU (pid %d): %s\n",
 			(int)r->q.pid, wps_attach_exited(at) ?
@@ -1096,7 +1119,7 @@ int wps_qemu_snapshot(struct wps_ctx *ctx, const struct wps_qemu_opts *o)
 		goto out;
 	}
 	kill_point("frozen");
-	if (guest_cont(r))
+	if (r->stopped && guest_cont(r))   /* a cont that failed in the freeze */
 		goto out;
 	/* The caller that paused the guest itself may let it run now. */
 	printf("frozen: the image is the guest RAM of this instant\n");

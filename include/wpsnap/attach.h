@@ -69,8 +69,12 @@ const struct wps_region *wps_attach_regions(const struct wps_attach *at,
 
 /*
  * wps_snapshot_new() of the chosen regions with base's path, flags and
- * tuning; pid, uffd, pause, resume and pause_arg are the attach object's.
- * -EAGAIN if the process remapped a chosen range meanwhile. Once only.
+ * tuning; pid and uffd are the attach object's. base's pause and resume,
+ * if set, run around the attach's own stop of every thread: pause before
+ * it (the process still runs and can, say, answer QMP stop), resume after
+ * the threads are let go; so a VMM's own pause, too, lasts only for the
+ * freeze. -EAGAIN if the process remapped a chosen range meanwhile. Once
+ * only.
  */
 int wps_attach_snapshot_new(struct wps_attach *at,
 			    const struct wps_snapshot_opts *base,
