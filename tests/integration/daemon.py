@@ -383,6 +383,47 @@ def kill_tests():
               or verify(T + "/k%d.img" % i, "/dev/null")[0] is False or True)
         c.close()
 
+def unprivileged_tests():
+    """A member of --group who is not root: may connect, may register only
+    its own memory, may not attach to anything."""
+    if subprocess.run(["sh", "-c", "command -v setpriv"],
+                      stdout=subprocess.DEVNULL).returncode:
+        print("ok - unprivileged client # SKIP setpriv not installed")
+        return
+    d = tempfile.mkdtemp(prefix="wpsnapd-group.", dir="/var/tmp")
+    os.chmod(d, 0o755)
+    S = d + "/g.sock"
+    try:
+        p = start_daemon(S, "--group", "nogroup")
+        st = os.stat(S)
+        check("--group: socket mode 0660, group nogroup",
+              (st.st_mode & 0o777) == 0o660 and st.st_gid == 65534, oct(st.st_mode))
+        client = (
+            "import sys; sys.path.insert(0, %r)\n"
+            "from wpstest import Conn\n"
+            "c = Conn(%r)\n"
+            "r = c.cmd('wps-guest-register', {'guest': 'x', 'pid': 1, 'uffd': 'u',"
+            " 'regions': [{'host-addr': 4096, 'size': 4096, 'memfd': 'm'}]})\n"
+            "print('REGISTER', r.get('error', {}).get('desc'))\n"
+            "r = c.cmd('wps-guest-attach', {'guest': 'y', 'pid': 1})\n"
+            "print('ATTACH', r.get('error', {}).get('desc'))\n"
+            % (os.path.dirname(os.path.abspath(__file__)), S))
+        r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534",
+                            "--clear-groups", "--inh-caps=-all",
+                            sys.executable, "-c", client],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                           timeout=30)
+        check("non-root client in the group: connected", "REGISTER" in r.stdout, r.stdout)
+        check("non-root client may register only its own memory",
+              "only its own memory" in r.stdout, r.stdout)
+        check("non-root client may not attach",
+              "needs root or CAP_SYS_PTRACE" in r.stdout, r.stdout)
+        p.terminate()
+        p.wait(10)
+    finally:
+        subprocess.run(["rm", "-rf", d])
+
+
 def main():
     S = T + "/wpsnapd.sock"
     d = start_daemon(S)
@@ -416,6 +457,10 @@ def main():
         kill_tests()
     except Exception as e:
         ko("kill_tests", repr(e))
+    try:
+        unprivileged_tests()
+    except Exception as e:
+        ko("unprivileged_tests", repr(e))
     # Under --enable-sanitizers a report goes to the daemon's stderr.
     bad = wpstest.sanitizer_reports(T)
     check("no sanitizer report from wpsnapd", not bad, bad)
