@@ -96,8 +96,10 @@ static int job_pause(void *arg)
 	uint64_t t0;
 	int ret = 0;
 
+	/* The caller paused already: no request; a transaction's disk
+	 * actions still run here, inside that pause. */
 	if (j->vcpus_paused)
-		return 0;
+		return j->txn ? job_txn_commit(j) : 0;
 	clock_gettime(CLOCK_MONOTONIC, &dl);
 	dl.tv_sec += j->pause_timeout_ms / 1000;
 	dl.tv_nsec += (long)(j->pause_timeout_ms % 1000) * 1000000L;
@@ -607,6 +609,9 @@ int wpsd_job_transaction(struct wpsd_conn *c, json_t *args, json_t *id,
 	if (json_object_get(args, "pause-timeout-ms"))
 		json_object_set(margs, "pause-timeout-ms",
 				json_object_get(args, "pause-timeout-ms"));
+	if (json_object_get(args, "vcpus-paused"))
+		json_object_set(margs, "vcpus-paused",
+				json_object_get(args, "vcpus-paused"));
 	ret = job_start(c, g, margs, t, id, r);
 out:
 	json_decref(margs);

@@ -50,6 +50,7 @@ static const struct wpsd_arg txn_spec[] = {
 	{ "guest", WPSD_T_STR, true },
 	{ "actions", WPSD_T_ARRAY, true },
 	{ "pause-timeout-ms", WPSD_T_UINT, false },
+	{ "vcpus-paused", WPSD_T_BOOL, false },
 	{ NULL, 0, false },
 };
 

@@ -397,6 +397,29 @@ def exact_instant_tests(c, vm, a, b):
     qs = c.cmd("query-guests")["return"]
     check("py: memory-less transaction does not spend the uffd",
           any(g["guest"] == vm.name and g["uffd-ready"] for g in qs), qs)
+
+    # The caller pauses the VMM itself: no pause request; the disk actions
+    # and the freeze happen inside its pause; the reply ends it.
+    img3, sa3 = T + "/py3.img", MNT + "/py-a.snap3"
+    requests = vm.pause_requests
+    K = vm.w.park()
+    r = c.cmd("transaction", {"guest": vm.name, "vcpus-paused": True, "actions": [
+        {"type": "memory-snapshot", "path": img3},
+        {"type": "disk-reflink", "source": a, "target": sa3}]}, timeout=60)
+    vm.w.unpark()
+    if check("py: transaction with vcpus-paused", "return" in r, r):
+        e = c_event_any(c, r["return"]["token"])
+        check("py: vcpus-paused: memory snapshot completed",
+              e["event"] == "WPS_SNAPSHOT_COMPLETED", e)
+        check("py: vcpus-paused: no pause request sent", vm.pause_requests == requests,
+              (vm.pause_requests, requests))
+        k3, c3 = disk_state(sa3)
+        check("py: vcpus-paused: the disk snapshot holds the caller's counter",
+              c3 and k3 == K, (K, k3, c3))
+        out = T + "/py3.raw"
+        rr = run([WPSNAP, "export", img3, "-o", out])
+        km = struct.unpack("<Q", open(out, "rb").read(8))[0] if rr.returncode == 0 else None
+        check("py: vcpus-paused: memory holds the same counter", km == K, (km, K))
     check("py: VMM got no error replies", not vm.errors, vm.errors)
 
 
