@@ -39,6 +39,12 @@
  * into the same range. The fault thread has priority: it bumps
  * fault_waiting before taking the lock, and prefetch steps aside between
  * two 64 KiB windows while that is non-zero.
+ *
+ * Working sets (include/wpsnap/wset.h): the prefetch threads take the
+ * caller's ordered list (opts.first) before the sweep, claiming its ranges
+ * in turn; and the fault thread records which blocks faulted, in order
+ * (first fault per unit, coalesced, bounded), so that the caller can store
+ * it for the next restore of the same image (wps_pager_fault_order).
  */
 #include "config.h"
 
@@ -80,6 +86,12 @@ struct uffdio_poison {
  * one installs its chunk the other's read is in flight, so I/O (a disk,
  * or an NBD round trip) overlaps installs. */
 #define PAGER_PREFETCHERS 2u
+/* Fault order kept for wps_pager_fault_order: 16 bytes per range, at
+ * most 1 MiB; faults beyond are served, not recorded. */
+#define PAGER_ORDER_MAX 65536u
+/* The working set (opts.first) is prefetched up to this fraction of the
+ * region's windows; the sweep does the rest (cap_first). */
+#define PAGER_FIRST_FRACTION 4u
 
 enum unit_state {
 	U_NEED_DATA = 0,    /* image has data for it; not installed yet */
@@ -117,6 +129,7 @@ struct wps_pager {
 	uint64_t features;
 	struct wps_pager_range *first;
 	unsigned int nr_first;
+	atomic_uint first_next;  /* next range of first[] to claim */
 	bool no_prefetch;
 
 	pthread_mutex_t lock;   /* state[], installs, stats below */
@@ -132,9 +145,14 @@ struct wps_pager {
 	struct pending_fault *q;
 	size_t qn, qcap;
 
+	/* fault order (lock): blocks whose first fault needed image data */
+	struct wps_pager_range *order;
+	unsigned int nr_order, order_cap;
+	bool order_full;
+
 	/* stats (lock) */
 	struct wps_histo hist;
-	uint64_t faults, zero_faults, fault_bytes, prefetch_bytes;
+	uint64_t faults, zero_faults, fault_bytes, prefetch_bytes, first_bytes;
 	uint64_t removed_bytes, events, data_units, remaining;
 	uint64_t t_start, start_ns, full_ns, graduate_ns;
 	int error;
@@ -529,6 +547,41 @@ static int drain(struct wps_pager *pg)
 	}
 }
 
+/*
+ * Unit u faulted and needed image data: append its blocks to the fault
+ * order (merged with the last range when it continues it). A unit needs
+ * data at most once, so this is the first fault of each block. Bounded:
+ * past PAGER_ORDER_MAX ranges the order is only a prefix. Lock held.
+ */
+static void note_fault(struct wps_pager *pg, uint64_t u)
+{
+	uint64_t bpu = pg->unit / WPS_IMG_BLOCK_SIZE, b = u * bpu;
+	struct wps_pager_range *last;
+
+	last = pg->nr_order ? &pg->order[pg->nr_order - 1] : NULL;
+	if (last && last->block + last->count == b) {
+		last->count += bpu;
+		return;
+	}
+	if (pg->nr_order == pg->order_cap) {
+		unsigned int cap = pg->order_cap ? pg->order_cap * 2 : 256;
+		struct wps_pager_range *o;
+
+		if (pg->order_cap >= PAGER_ORDER_MAX) {
+			pg->order_full = true;
+			return;
+		}
+		o = realloc(pg->order, cap * sizeof(*o));
+		if (!o) {
+			pg->order_full = true;
+			return;
+		}
+		pg->order = o;
+		pg->order_cap = cap;
+	}
+	pg->order[pg->nr_order++] = (struct wps_pager_range){ b, bpu };
+}
+
 /* Fault thread, lock held. */
 static int serve_fault(struct wps_pager *pg, const struct pending_fault *f)
 {
@@ -555,6 +608,8 @@ static int serve_fault(struct wps_pager *pg, const struct pending_fault *f)
 			pg->fault_bytes += bytes;
 			if (!ret)
 				ret = uffd_wake(pg, unit_addr(pg, u), pg->unit);
+			if (!ret)
+				note_fault(pg, u);
 			break;
 		default:
 			ret = serve_zero(pg, u, f->flags);
@@ -642,9 +697,10 @@ static void yield_to_faults(struct wps_pager *pg)
 		sched_yield();
 }
 
-/* Install window w from data, retrying while an event is pending. */
+/* Install window w from data, retrying while an event is pending. first:
+ * it belongs to the working-set list (counted apart in the stats). */
 static int prefetch_window(struct wps_pager *pg, uint64_t w,
-			   const uint8_t *data)
+			   const uint8_t *data, bool first)
 {
 	uint64_t bytes = 0;
 	int ret;
@@ -654,6 +710,8 @@ static int prefetch_window(struct wps_pager *pg, uint64_t w,
 		pthread_mutex_lock(&pg->lock);
 		ret = install_window(pg, w, data, &bytes);
 		pg->prefetch_bytes += bytes;
+		if (first)
+			pg->first_bytes += bytes;
 		bytes = 0;
 		pthread_mutex_unlock(&pg->lock);
 		if (ret != -EAGAIN || atomic_load(&pg->stop))
@@ -666,7 +724,7 @@ static int prefetch_window(struct wps_pager *pg, uint64_t w,
  * reads. Returns 0 or the first hard error (damaged groups are recorded
  * by fail_group and skipped, not returned). */
 static int prefetch_span(struct wps_pager *pg, uint64_t w, uint64_t we,
-			 uint8_t *buf)
+			 uint8_t *buf, bool first)
 {
 	uint64_t per = pg->chunk / pg->win, n, good, i, bad = 0;
 	int err, ret;
@@ -683,7 +741,8 @@ static int prefetch_span(struct wps_pager *pg, uint64_t w, uint64_t we,
 		good = read_windows(pg, WPS_IMG_LANE_BULK, w, n, buf, &err,
 				    &bad);
 		for (i = 0; i < good; i++) {
-			ret = prefetch_window(pg, w + i, buf + i * pg->win);
+			ret = prefetch_window(pg, w + i, buf + i * pg->win,
+					      first);
 			if (ret) {
 				pthread_mutex_lock(&pg->lock);
 				set_error(pg, ret);
@@ -707,11 +766,21 @@ static int prefetch_span(struct wps_pager *pg, uint64_t w, uint64_t we,
 	return 0;
 }
 
-/* The working-set ranges first (opts.first: the hook for ordered
- * prefetch), then the whole region in address order. */
-static int prefetch_all(struct wps_pager *pg)
+/* Prefetch working-set range i (opts.first[i]), window-aligned. */
+static int prefetch_first(struct wps_pager *pg, unsigned int i, uint8_t *buf)
 {
 	uint64_t nw = nr_windows(pg), bpw = pg->win / WPS_IMG_BLOCK_SIZE;
+	uint64_t s = pg->first[i].block / bpw;
+	uint64_t e = pg->first[i].block + pg->first[i].count;
+
+	e = e < pg->first[i].block ? nw : (e + bpw - 1) / bpw;
+	return prefetch_span(pg, s < nw ? s : nw, e < nw ? e : nw, buf, true);
+}
+
+/* Graduation's pass: the working-set ranges the threads left, then the
+ * whole region in address order. */
+static int prefetch_all(struct wps_pager *pg)
+{
 	uint8_t *buf;
 	unsigned int i;
 	int ret = 0;
@@ -719,21 +788,19 @@ static int prefetch_all(struct wps_pager *pg)
 	buf = malloc(pg->chunk);
 	if (!buf)
 		return -ENOMEM;
-	for (i = 0; i < pg->nr_first && !ret; i++) {
-		uint64_t s = pg->first[i].block / bpw;
-		uint64_t e = (pg->first[i].block + pg->first[i].count + bpw - 1) / bpw;
-
-		ret = prefetch_span(pg, s < nw ? s : nw, e < nw ? e : nw, buf);
-	}
+	for (i = 0; i < pg->nr_first && !ret; i++)
+		ret = prefetch_first(pg, i, buf);
 	if (!ret)
-		ret = prefetch_span(pg, 0, nw, buf);
+		ret = prefetch_span(pg, 0, nr_windows(pg), buf, false);
 	free(buf);
 	return ret;
 }
 
 /*
- * The background prefetch: the working-set ranges (first thread only),
- * then the address-order sweep, whose chunks the threads claim in turn.
+ * The background prefetch: the working-set ranges, then the address-order
+ * sweep. The threads claim both in turn (a range of first[], then a chunk
+ * of the sweep), so the working set arrives with both threads' I/O and
+ * installs overlapping, in the caller's order.
  * Graduation's own pass (prefetch_all) walks everything again, so a
  * chunk a failed thread left is not lost.
  */
@@ -747,7 +814,6 @@ static void *prefetch_main(void *arg)
 	struct prefetcher *pf = arg;
 	struct wps_pager *pg = pf->pg;
 	uint64_t nw = nr_windows(pg), per = pg->chunk / pg->win, c;
-	uint64_t bpw = pg->win / WPS_IMG_BLOCK_SIZE;
 	unsigned int i;
 	uint8_t *buf;
 	int ret = 0;
@@ -755,23 +821,60 @@ static void *prefetch_main(void *arg)
 	buf = malloc(pg->chunk);
 	if (!buf)
 		goto out;
-	for (i = 0; pf->id == 0 && i < pg->nr_first && !ret; i++) {
-		uint64_t s = pg->first[i].block / bpw;
-		uint64_t e = (pg->first[i].block + pg->first[i].count + bpw - 1) / bpw;
-
-		ret = prefetch_span(pg, s < nw ? s : nw, e < nw ? e : nw, buf);
+	while (!ret && !atomic_load(&pg->stop)) {
+		i = atomic_fetch_add(&pg->first_next, 1);
+		if (i >= pg->nr_first)
+			break;
+		ret = prefetch_first(pg, i, buf);
 	}
 	while (!ret && !atomic_load(&pg->stop)) {
 		c = atomic_fetch_add(&pg->sweep_next, 1);
 		if (c >= (nw + per - 1) / per)
 			break;
 		ret = prefetch_span(pg, c * per,
-				    (c + 1) * per < nw ? (c + 1) * per : nw, buf);
+				    (c + 1) * per < nw ? (c + 1) * per : nw,
+				    buf, false);
 	}
 	free(buf);
 out:
 	free(pf);
 	return NULL;
+}
+
+/*
+ * Keep the working set to the ranges whose windows fit in a 1/PAGER_FIRST_
+ * FRACTION of the region, in order. Prefetching it costs a read per range
+ * (one 64 KiB window for a scattered set); once it spans most of memory
+ * its order buys little and the sweep's 2 MiB reads (pipelined 512 KiB
+ * pieces over NBD) fill memory faster. A snapshot under random writers
+ * records nearly every window as written, which is where this bites.
+ */
+static int cap_first(struct wps_pager *pg)
+{
+	uint64_t nw = nr_windows(pg), bpw = pg->win / WPS_IMG_BLOCK_SIZE;
+	uint64_t budget = nw / PAGER_FIRST_FRACTION, used = 0, w, e;
+	uint8_t *seen;
+	unsigned int i;
+
+	seen = calloc((nw + 7) / 8, 1);
+	if (!seen)
+		return -ENOMEM;
+	for (i = 0; i < pg->nr_first && used <= budget; i++) {
+		w = pg->first[i].block / bpw;
+		e = pg->first[i].block + pg->first[i].count;
+		e = e < pg->first[i].block ? nw : (e + bpw - 1) / bpw;
+		for (; w < e && w < nw; w++) {
+			used += !(seen[w / 8] >> (w % 8) & 1);
+			seen[w / 8] |= (uint8_t)(1u << (w % 8));
+		}
+	}
+	if (i < pg->nr_first)
+		wps_info(pg->ctx, "lazy restore: working set of %u ranges "
+			 "capped to the first %u (1/%u of the region)",
+			 pg->nr_first, i, PAGER_FIRST_FRACTION);
+	pg->nr_first = i;
+	free(seen);
+	return 0;
 }
 
 /* Start the prefetch threads; 0 if at least one runs. */
@@ -781,6 +884,7 @@ static int start_prefetchers(struct wps_pager *pg)
 	int ret = 0;
 
 	atomic_init(&pg->sweep_next, 0);
+	atomic_init(&pg->first_next, 0);
 	for (i = 0; i < PAGER_PREFETCHERS; i++) {
 		struct prefetcher *pf = malloc(sizeof(*pf));
 
@@ -903,6 +1007,9 @@ int wps_pager_new(struct wps_ctx *ctx, struct wps_image *img, unsigned int r,
 			goto fail;
 		memcpy(pg->first, opts->first, opts->nr_first * sizeof(*pg->first));
 		pg->nr_first = opts->nr_first;
+		ret = cap_first(pg);
+		if (ret)
+			goto fail;
 	}
 	/* Which units the image has data for: everything else is zero. */
 	memset(pg->state, U_NEED_ZERO, pg->nr_units);
@@ -1090,6 +1197,9 @@ int wps_pager_stats(struct wps_pager *pg, struct wps_pager_stats *st)
 	st->fault_max_ns = pg->hist.max;
 	st->fault_bytes = pg->fault_bytes;
 	st->prefetch_bytes = pg->prefetch_bytes;
+	st->first_bytes = pg->first_bytes;
+	st->first_ranges = pg->nr_first;
+	st->order_ranges = pg->nr_order;
 	st->data_bytes = pg->data_units * pg->unit;
 	st->remaining_bytes = pg->remaining * pg->unit;
 	st->removed_bytes = pg->removed_bytes;
@@ -1103,6 +1213,27 @@ int wps_pager_stats(struct wps_pager *pg, struct wps_pager_stats *st)
 	st->bad_addr = pg->bad_addr;
 	pthread_mutex_unlock(&pg->lock);
 	return st->error;
+}
+
+int wps_pager_fault_order(struct wps_pager *pg, struct wps_pager_range **out,
+			  unsigned int *nr)
+{
+	int ret = 0;
+
+	*out = NULL;
+	*nr = 0;
+	pthread_mutex_lock(&pg->lock);
+	if (pg->nr_order) {
+		*out = malloc(pg->nr_order * sizeof(**out));
+		if (*out) {
+			memcpy(*out, pg->order, pg->nr_order * sizeof(**out));
+			*nr = pg->nr_order;
+		} else {
+			ret = -ENOMEM;
+		}
+	}
+	pthread_mutex_unlock(&pg->lock);
+	return ret;
 }
 
 /* Before an unregister that would let the kernel zero-fill them: units
@@ -1155,6 +1286,7 @@ void wps_pager_free(struct wps_pager *pg)
 		munmap(pg->map, pg->dst.size);
 	pthread_mutex_destroy(&pg->lock);
 	free(pg->q);
+	free(pg->order);
 	free(pg->first);
 	free(pg->fault_buf);
 	free(pg->zero);

@@ -4,6 +4,9 @@
  * (stream/) and owns the order of the end game: every pre-image saved and
  * all protection removed first, then the image is committed; any failure
  * removes protection and the partial file, and publishes nothing.
+ * It also owns the list of pages the engine saw written after the
+ * instant, stored as the image blob "wpsnap.written" before the commit
+ * (a working-set hint for lazy restore, include/wpsnap/wset.h).
  */
 #include "config.h"
 
@@ -21,6 +24,9 @@ struct wps_snapshot {
 	struct wps_ctx *ctx;
 	struct wps_engine *eng;
 	struct wps_img_writer *w;
+	/* pages written after the instant (engine's fault thread), stored
+	 * as the blob "wpsnap.written" before commit */
+	struct wps_wset *written;
 	int phase;              /* enum wps_phase, atomic */
 	bool frozen, waited;
 	int result;
@@ -80,6 +86,8 @@ int wps_snapshot_new(struct wps_ctx *ctx, const struct wps_region *regions,
 	if (opts->flags & WPS_SNAP_NO_DIRECT)
 		wo.flags |= WPS_IMGW_NO_DIRECT;
 	ret = wps_img_writer_open(ctx, opts->path, wr, nr, &wo, &s->w);
+	if (!ret)
+		ret = wps_wset_new(NULL, &s->written);
 	if (ret)
 		goto fail;
 	eo = (struct wps_engine_opts){
@@ -91,6 +99,7 @@ int wps_snapshot_new(struct wps_ctx *ctx, const struct wps_region *regions,
 		.pause_arg = opts->pause_arg,
 		.freeze_simple = !!(opts->flags & WPS_SNAP_FREEZE_SIMPLE),
 		.fault_window = opts->fault_window,
+		.written = s->written,
 	};
 	ret = wps_engine_new(ctx, regions, nr, &eo, &s->eng);
 	if (ret)
@@ -103,6 +112,7 @@ fail:
 	free(wr);
 	if (s) {
 		wps_img_writer_free(s->w);
+		wps_wset_free(s->written);
 		free(s);
 	}
 	return ret;
@@ -140,6 +150,28 @@ int wps_snapshot_freeze(struct wps_snapshot *s)
 	return 0;
 }
 
+/* The engine's fault thread is joined: its list of pages written after
+ * the instant is final. A hint for restores, so failing to store it costs
+ * the image nothing but the hint. */
+static void add_written(struct wps_snapshot *s)
+{
+	size_t len;
+	void *buf;
+	int ret;
+
+	if (!s->written->nr)
+		return;
+	ret = wps_wset_encode(s->written, &buf, &len);
+	if (ret)
+		return;
+	ret = wps_img_writer_add_blob(s->w, WPS_WSET_BLOB, buf, len);
+	free(buf);
+	if (ret)
+		wps_warn(s->ctx, "snapshot: the pages written during the "
+			 "snapshot are not recorded in the image: %s",
+			 strerror(-ret));
+}
+
 int wps_snapshot_wait(struct wps_snapshot *s)
 {
 	int ret;
@@ -151,6 +183,7 @@ int wps_snapshot_wait(struct wps_snapshot *s)
 		ret = -EINVAL;  /* nothing was frozen: nothing to publish */
 	if (!ret) {
 		set_phase(s, WPS_PHASE_PUBLISHING);
+		add_written(s);
 		ret = wps_img_writer_commit(s->w);
 	} else {
 		wps_img_writer_abort(s->w);
@@ -199,5 +232,6 @@ void wps_snapshot_free(struct wps_snapshot *s)
 	}
 	wps_engine_free(s->eng);
 	wps_img_writer_free(s->w);
+	wps_wset_free(s->written);
 	free(s);
 }

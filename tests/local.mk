@@ -4,6 +4,7 @@ include $(srcdir)/tests/engine.mk
 include $(srcdir)/tests/bench.mk
 include $(srcdir)/tests/daemon.mk
 include $(srcdir)/tests/pager.mk
+include $(srcdir)/tests/wset.mk
 include $(srcdir)/tests/transaction.mk
 include $(srcdir)/tests/attach.mk
 include $(srcdir)/tests/checkpoint.mk

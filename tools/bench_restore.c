@@ -10,7 +10,12 @@
  *  - remote: the same image exported by nbdkit (read-only, over a Unix
  *    socket, started and stopped here), read raw over the same NBD
  *    connections the loader uses (no checksums, no guest memory), copied
- *    by nbdcopy to nowhere, restored eagerly and lazily from the URI.
+ *    by nbdcopy to nowhere, restored eagerly and lazily from the URI;
+ *  - working set: a guest that, once resumed, reads a fixed list of blocks
+ *    in a fixed order (its working set), timed until it has read every
+ *    one once, after a lazy restore (a) with no working-set information,
+ *    (b) with the fault order recorded by restore (a) of the same image,
+ *    stored in and loaded from an "<image>.wset" file as the CLI does.
  * Ratios are against what the disk, or the NBD server, gives a plain
  * reader right now, in the same run.
  */
@@ -33,6 +38,7 @@
 
 #include <wpsnap/image.h>
 #include <wpsnap/pager.h>
+#include <wpsnap/wset.h>
 
 #include "tools/bench_base.h"
 #include "tools/bench_restore.h"
@@ -251,6 +257,140 @@ out:
 	wps_pager_free(pg);
 	free(p);
 	wps_guest_free(g);
+	return ret;
+}
+
+/* ------------------------------------------------------------------ */
+/* working set: time for the guest to read it once after resume        */
+/* ------------------------------------------------------------------ */
+
+/* The working set: 1/16 of the blocks, as runs of WS_RUN blocks (a data
+ * structure spans pages) at random places, read in a random but fixed
+ * order. Each block is read whole, as a program using it would. */
+#define WS_RUN 4u
+#define WS_FRACTION 16u
+
+struct ws_list {
+	uint64_t *block;    /* first block of each run, in touch order */
+	size_t n;
+};
+
+static int ws_pick(uint64_t nr_blocks, struct ws_list *ws)
+{
+	uint64_t x = 0x2545f4914f6cdd1dull, slots = nr_blocks / WS_RUN;
+	size_t i;
+
+	ws->n = nr_blocks / WS_FRACTION / WS_RUN;
+	if (!ws->n || !slots)
+		return -EINVAL;
+	ws->block = malloc(ws->n * sizeof(*ws->block));
+	if (!ws->block)
+		return -ENOMEM;
+	for (i = 0; i < ws->n; i++) {
+		x ^= x << 13;
+		x ^= x >> 7;
+		x ^= x << 17;
+		ws->block[i] = x % slots * WS_RUN;
+	}
+	return 0;
+}
+
+struct ws_fig {
+	double ms;          /* resume .. every block of the set read once */
+	uint64_t faults;    /* faults served until then */
+	uint64_t first_bytes;
+};
+
+/*
+ * One lazy restore whose guest reads the working set once. first / nr:
+ * the working set handed to the pager (NULL: none). order: if not NULL,
+ * receives the fault order of the whole restore (free()).
+ */
+static int ws_run(struct wps_ctx *ctx, struct wps_image *img,
+		  const struct wps_guest_opts *fo, const struct ws_list *ws,
+		  const struct wps_pager_range *first, unsigned int nr,
+		  struct ws_fig *f, struct wps_pager_range **order,
+		  unsigned int *nr_order)
+{
+	struct wps_pager_opts po = WPS_PAGER_OPTS_INIT;
+	struct wps_pager_stats st;
+	struct wps_pager *pg = NULL;
+	struct wps_guest *g = NULL;
+	struct wps_region dst;
+	const uint64_t *mem;
+	uint64_t t0, sum = 0;
+	size_t i, j;
+	int ret;
+
+	ret = wps_guest_new(fo, &g);
+	if (ret)
+		return ret;
+	wps_guest_region(g, &dst);
+	po.first = first;
+	po.nr_first = nr;
+	ret = wps_pager_new(ctx, img, 0, &dst, &po, &pg);
+	if (ret)
+		goto out;
+	mem = wps_guest_mem(g);
+	ret = wps_pager_start(pg);
+	if (ret)
+		goto out;
+	/* The guest resumes here. */
+	t0 = bench_now_ns();
+	for (i = 0; i < ws->n; i++)
+		for (j = ws->block[i] * 512; j < (ws->block[i] + WS_RUN) * 512; j++)
+			sum += ((const volatile uint64_t *)mem)[j];
+	f->ms = (bench_now_ns() - t0) / 1e6;
+	wps_pager_stats(pg, &st);
+	f->faults = st.faults;
+	f->first_bytes = st.first_bytes;
+	/* Keep the reads: the sum depends on every one of them. */
+	__asm__ volatile("" : : "r"(sum));
+	ret = wps_pager_graduate(pg);
+	if (!ret && order)
+		ret = wps_pager_fault_order(pg, order, nr_order);
+out:
+	wps_pager_free(pg);
+	wps_guest_free(g);
+	return ret;
+}
+
+/*
+ * Restore (a) without working-set information, record its fault order in
+ * "<image>.wset" (as `wpsnap restore --lazy` does), then restore (b) with
+ * the working set loaded back from that file.
+ */
+static int ws_pair(struct wps_ctx *ctx, struct wps_image *img,
+		   const char *path, const struct wps_guest_opts *fo,
+		   const struct ws_list *ws, struct ws_fig *a, struct ws_fig *b)
+{
+	const uint8_t *uuid = wps_image_get_info(img)->uuid;
+	struct wps_pager_range *order = NULL, *first = NULL;
+	struct wps_wset *rec = NULL, *back = NULL;
+	unsigned int nr_order = 0, nr = 0;
+	char wpath[4200];
+	int ret;
+
+	ret = wps_wset_path(path, wpath, sizeof(wpath));
+	if (!ret)
+		ret = ws_run(ctx, img, fo, ws, NULL, 0, a, &order, &nr_order);
+	if (!ret)
+		ret = wps_wset_new(uuid, &rec);
+	if (!ret)
+		ret = wps_wset_add_ranges(rec, 0, order, nr_order);
+	if (!ret)
+		ret = wps_wset_save(ctx, wpath, rec);
+	if (!ret)
+		ret = wps_wset_load(ctx, wpath, uuid, &back);
+	unlink(wpath);
+	if (!ret)
+		ret = wps_wset_pager_ranges(back, 0, &first, &nr);
+	if (!ret)
+		ret = ws_run(ctx, img, fo, ws, first, nr, b, NULL, NULL);
+	free(first);
+	free(order);
+	wps_wset_free(back);
+	wps_wset_free(rec);
 	return ret;
 }
 
@@ -506,8 +646,12 @@ int bench_restore(struct wps_ctx *ctx, const struct bench_restore_opts *o)
 	double raw[MAX_RUNS], load[MAX_RUNS], ms[MAX_RUNS], ratio[MAX_RUNS];
 	double lz_p50[MAX_RUNS], lz_p99[MAX_RUNS], lz_ms[MAX_RUNS];
 	double lz_mib[MAX_RUNS], lz_vs_raw[MAX_RUNS];
+	double ws_a[MAX_RUNS], ws_b[MAX_RUNS], ws_ratio[MAX_RUNS];
+	double ws_fa[MAX_RUNS], ws_fb[MAX_RUNS];
 	struct wps_guest_opts fo = { .size = o->size, .backing = o->backing,
 				     .threads = 1, .pattern = WPS_GUEST_IDLE };
+	struct ws_list wl = { 0 };
+	struct ws_fig wa, wb;
 	struct remote_figs *rf = NULL;
 	struct wps_image_load_stats ls;
 	const struct wps_image_region *ir;
@@ -539,6 +683,9 @@ int bench_restore(struct wps_ctx *ctx, const struct bench_restore_opts *o)
 	if (ret)
 		goto out;
 	ir = wps_image_get_region(img, 0);
+	ret = ws_pick(ir->nr_blocks, &wl);
+	if (ret)
+		goto out;
 	for (i = 0; i < runs; i++) {
 		fprintf(stderr, "  run %u: raw read, then eager and lazy "
 			"restore\n", i + 1);
@@ -575,6 +722,17 @@ int bench_restore(struct wps_ctx *ctx, const struct bench_restore_opts *o)
 		lz_ms[i] = lf.full_ms;
 		lz_mib[i] = lf.mib_s;
 		lz_vs_raw[i] = lf.mib_s / raw[i];
+		ret = ws_pair(ctx, img, path, &fo, &wl, &wa, &wb);
+		if (ret) {
+			fprintf(stderr, "wpsnap bench --restore: working-set "
+				"runs: %s\n", strerror(-ret));
+			goto out;
+		}
+		ws_a[i] = wa.ms;
+		ws_b[i] = wb.ms;
+		ws_ratio[i] = wb.ms / wa.ms;
+		ws_fa[i] = (double)wa.faults;
+		ws_fb[i] = (double)wb.faults;
 	}
 	ret = remote_runs(ctx, o, path, &fo, runs, rf);
 	if (ret)
@@ -602,6 +760,12 @@ int bench_restore(struct wps_ctx *ctx, const struct bench_restore_opts *o)
 			json_object_set_new(j, "lazy_full_ms", num_or_null(median_of(lz_ms, runs)));
 			json_object_set_new(j, "lazy_mib_s", num_or_null(median_of(lz_mib, runs)));
 			json_object_set_new(j, "lazy_vs_raw_read", num_or_null(median_of(lz_vs_raw, runs)));
+			json_object_set_new(j, "ws_bytes", json_integer((json_int_t)(wl.n * WS_RUN * WPS_IMG_BLOCK_SIZE)));
+			json_object_set_new(j, "ws_no_wset_ms", json_real(median(ws_a, runs)));
+			json_object_set_new(j, "ws_wset_ms", json_real(median(ws_b, runs)));
+			json_object_set_new(j, "ws_wset_vs_no_wset", json_real(median(ws_ratio, runs)));
+			json_object_set_new(j, "ws_no_wset_faults", json_real(median(ws_fa, runs)));
+			json_object_set_new(j, "ws_wset_faults", json_real(median(ws_fb, runs)));
 			json_object_set_new(j, "nbd_connections", json_integer(rf->connections));
 			json_object_set_new(j, "nbd_raw_read_mib_s", num_or_null(median_of(rf->raw, runs)));
 			json_object_set_new(j, "nbdcopy_mib_s", num_or_null(median_of(rf->copy, runs)));
@@ -636,6 +800,13 @@ int bench_restore(struct wps_ctx *ctx, const struct bench_restore_opts *o)
 		       median_of(lz_p50, runs), median_of(lz_p99, runs),
 		       median_of(lz_ms, runs), median_of(lz_mib, runs),
 		       median_of(lz_vs_raw, runs));
+		printf("  working set    %.1f MiB in runs of %u blocks, read once "
+		       "after resume: %.2f ms without working-set info (%.0f "
+		       "faults), %.2f ms with the order recorded by that restore "
+		       "(%.0f faults): ratio %.2f\n",
+		       wl.n * WS_RUN * 4096.0 / MiB, WS_RUN, median(ws_a, runs),
+		       median(ws_fa, runs), median(ws_b, runs),
+		       median(ws_fb, runs), median(ws_ratio, runs));
 		if (!rf->measured) {
 			printf("remote image: not measured (%s)\n", rf->why);
 		} else {
@@ -660,6 +831,7 @@ int bench_restore(struct wps_ctx *ctx, const struct bench_restore_opts *o)
 		}
 	}
 out:
+	free(wl.block);
 	free(rf);
 	wps_image_close(img);
 	unlink(path);

@@ -10,6 +10,12 @@
  * IMAGE may be an NBD URI: faults then travel on the image's reserved
  * fault connection, prefetch on the bulk ones.
  *
+ * Working set (include/wpsnap/wset.h): by default the prefetch first
+ * takes the fault order recorded by earlier restores of the same image
+ * ("IMAGE.wset", or --working-set FILE), then the pages written during
+ * the snapshot (the image's blob), then sweeps; after graduation this
+ * run's faults are added to the file for the next restore.
+ *
  * Owns everything it creates (image, guest, pager, ledgers, the reader
  * thread) and releases it on every path.
  */
@@ -30,6 +36,7 @@
 #include <wpsnap/image.h>
 #include <wpsnap/pager.h>
 #include <wpsnap/wpsnap.h>
+#include <wpsnap/wset.h>
 
 #include "tools/guest/guest.h"
 #include "tools/restore_lazy.h"
@@ -121,6 +128,7 @@ static void usage(void)
 	printf("Usage: wpsnap restore IMAGE --lazy [--region N] [--ledger FILE]\n"
 	       "                      [--writers N] [--graduate-after MS]\n"
 	       "                      [--no-prefetch] [--reserve-hugepages]\n"
+	       "                      [--working-set FILE | --no-working-set]\n"
 	       "Lazy restore: the reference guest runs at once on empty memory;\n"
 	       "pages arrive on demand (faults first) and in the background, then\n"
 	       "graduation populates the rest and unregisters without a pause.\n"
@@ -131,7 +139,12 @@ static void usage(void)
 	       "at the first instant (their writes are tracked on top of the\n"
 	       "ledger). --graduate-after waits MS before graduating;\n"
 	       "--no-prefetch serves only faults until then (lazy, then graduate).\n"
-	       "--reserve-hugepages grows the huge page pool for a hugetlb region.\n");
+	       "--reserve-hugepages grows the huge page pool for a hugetlb region.\n"
+	       "Working set: prefetch first the fault order recorded by earlier\n"
+	       "restores of this image (IMAGE.wset, or --working-set FILE; needed\n"
+	       "for an NBD image), then the pages written during the snapshot;\n"
+	       "after graduation this run's faults are added to the file.\n"
+	       "--no-working-set neither reads nor writes it (plain sweep).\n");
 }
 
 /*
@@ -141,7 +154,7 @@ static void usage(void)
  * from the newest image that has it) costs one sequential pass.
  */
 static int open_flat(struct wps_ctx *ctx, const char *path,
-		     struct wps_image **img)
+		     struct wps_image **img, uint8_t *uuid)
 {
 	static const uint8_t none[16];
 	struct wps_chain *chain;
@@ -149,8 +162,12 @@ static int open_flat(struct wps_ctx *ctx, const char *path,
 	int ret;
 
 	ret = wps_image_open(ctx, path, 0, img);
-	if (ret || !memcmp(wps_image_get_info(*img)->parent_uuid, none, 16))
+	if (ret)
 		return ret;
+	/* The working set belongs to the image named, not to a merge. */
+	memcpy(uuid, wps_image_get_info(*img)->uuid, 16);
+	if (!memcmp(wps_image_get_info(*img)->parent_uuid, none, 16))
+		return 0;
 	wps_image_close(*img);
 	*img = NULL;
 	ret = wps_chain_open(ctx, path, 0, &chain);
@@ -169,6 +186,170 @@ static int open_flat(struct wps_ctx *ctx, const char *path,
 	return ret;
 }
 
+/* What the prefetch takes first, and where this run's faults go. */
+struct wset_plan {
+	bool off;                   /* --no-working-set */
+	const char *path;           /* the working-set file, or NULL */
+	char buf[4096];
+	struct wps_wset *rec;       /* loaded from path (or NULL) */
+	struct wps_wset *written;   /* the image's blob (or NULL) */
+	struct wps_pager_range *first;
+	unsigned int nr_first;
+};
+
+static void wset_plan_free(struct wset_plan *p)
+{
+	wps_wset_free(p->rec);
+	wps_wset_free(p->written);
+	free(p->first);
+}
+
+/*
+ * The share of the region's 64 KiB windows (16 blocks) that ws touches, in
+ * 1/1000. A written-pages record of a guest writing all over its memory
+ * names most windows: it then says nothing about order, and prefetching it
+ * range by range would only delay the sweep's large reads.
+ */
+static unsigned int wset_spread(const struct wps_wset *ws, unsigned int region,
+				uint64_t nr_blocks)
+{
+	uint64_t nw = (nr_blocks + 15) / 16, n = 0, w, e;
+	uint8_t *seen = calloc((nw + 7) / 8, 1);
+	size_t i;
+
+	if (!seen || !nw) {
+		free(seen);
+		return 0;
+	}
+	for (i = 0; i < ws->nr; i++) {
+		if (ws->ranges[i].region != region)
+			continue;
+		e = (ws->ranges[i].block + ws->ranges[i].count + 15) / 16;
+		for (w = ws->ranges[i].block / 16; w < e && w < nw; w++) {
+			n += !(seen[w / 8] >> (w % 8) & 1);
+			seen[w / 8] |= (uint8_t)(1u << (w % 8));
+		}
+	}
+	free(seen);
+	return (unsigned int)(n * 1000 / nw);
+}
+
+/* The written-pages record is used only while it picks out at most this
+ * share (1/1000) of the windows; the pager caps any list there too. */
+#define WRITTEN_SPREAD_MAX 250u
+
+/* Load both sources, build the first-prefetch list and say what is used.
+ * A missing, stale or damaged file only means no recorded order: 0. */
+static int wset_plan(struct wps_ctx *ctx, struct wset_plan *p,
+		     struct wps_image *img, const char *image,
+		     const uint8_t *uuid, unsigned int region)
+{
+	uint64_t rec = 0, wr = 0;
+	int ret;
+
+	if (p->off) {
+		printf("working set: not used (--no-working-set)\n");
+		return 0;
+	}
+	if (!p->path && !wps_image_get_info(img)->remote &&
+	    !wps_wset_path(image, p->buf, sizeof(p->buf)))
+		p->path = p->buf;
+	if (p->path) {
+		/* Missing, stale, damaged, unreadable: logged by the
+		 * library, and only the hint is lost. */
+		ret = wps_wset_load(ctx, p->path, uuid, &p->rec);
+		if (ret == -ENOMEM)
+			return ret;
+	}
+	ret = wps_wset_from_image(ctx, img, &p->written);
+	if (ret == -ENOMEM)
+		return ret;
+	if (p->written) {
+		unsigned int sp = wset_spread(p->written, region,
+					      wps_image_get_region(img, region)->nr_blocks);
+
+		if (sp > WRITTEN_SPREAD_MAX) {
+			printf("working set: the pages written during the "
+			       "snapshot span %u%% of memory: not a working set,"
+			       " not used\n", sp / 10);
+			wps_wset_free(p->written);
+			p->written = NULL;
+		}
+	}
+	/* Recorded order first: what restores saw the guest fault; then the
+	 * pages written during the snapshot that it does not hold. */
+	if (p->rec && p->written) {
+		struct wps_wset *both;
+
+		ret = wps_wset_new(uuid, &both);
+		if (!ret)
+			ret = wps_wset_merge(both, p->rec);
+		if (!ret)
+			ret = wps_wset_merge(both, p->written);
+		if (!ret) {
+			wr = wps_wset_blocks(both, region) -
+			     wps_wset_blocks(p->rec, region);
+			ret = wps_wset_pager_ranges(both, region, &p->first,
+						    &p->nr_first);
+		}
+		wps_wset_free(both);
+		if (ret)
+			return ret;
+	} else {
+		wr = wps_wset_blocks(p->written, region);
+		ret = wps_wset_pager_ranges(p->rec ? p->rec : p->written,
+					    region, &p->first, &p->nr_first);
+		if (ret)
+			return ret;
+	}
+	rec = wps_wset_blocks(p->rec, region);
+	if (!p->nr_first && p->path)
+		printf("working set: none (no usable %s, no pages written "
+		       "during the snapshot): address-order prefetch\n",
+		       p->path);
+	else if (!p->nr_first)
+		printf("working set: none (an NBD image has no file beside it:"
+		       " see --working-set; no pages written during the "
+		       "snapshot): address-order prefetch\n");
+	else
+		printf("working set: %.1f MiB recorded by earlier restores%s%s%s,"
+		       " %.1f MiB written during the snapshot; %u ranges "
+		       "prefetched first\n", rec * 4096.0 / MiB,
+		       p->rec ? " (" : "", p->rec ? p->path : "",
+		       p->rec ? ")" : "", wr * 4096.0 / MiB, p->nr_first);
+	return 0;
+}
+
+/* After graduation: this run's fault order, added to what was recorded,
+ * for the next restore of the image. Failure is reported, not fatal. */
+static void wset_record(struct wps_ctx *ctx, struct wset_plan *p,
+			struct wps_pager *pg, const uint8_t *uuid,
+			unsigned int region)
+{
+	struct wps_pager_range *order = NULL;
+	unsigned int nr = 0;
+	int ret;
+
+	if (p->off || !p->path)
+		return;
+	ret = wps_pager_fault_order(pg, &order, &nr);
+	if (!ret && !p->rec)
+		ret = wps_wset_new(uuid, &p->rec);
+	if (!ret)
+		ret = wps_wset_add_ranges(p->rec, region, order, nr);
+	if (!ret)
+		ret = wps_wset_save(ctx, p->path, p->rec);
+	free(order);
+	if (ret)
+		fprintf(stderr, "wpsnap restore: working set not recorded: %s\n",
+			strerror(-ret));
+	else
+		printf("working set: %u faulting ranges of this run added; %s "
+		       "holds %.1f MiB in %zu ranges%s\n", nr, p->path,
+		       wps_wset_blocks(p->rec, region) * 4096.0 / MiB,
+		       p->rec->nr, p->rec->truncated ? " (full)" : "");
+}
+
 int cmd_restore_lazy(struct wps_ctx *ctx, int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -179,6 +360,8 @@ int cmd_restore_lazy(struct wps_ctx *ctx, int argc, char **argv)
 		{ "graduate-after", required_argument, NULL, 'g' },
 		{ "no-prefetch", no_argument, NULL, 'N' },
 		{ "reserve-hugepages", no_argument, NULL, 'H' },
+		{ "working-set", required_argument, NULL, 'W' },
+		{ "no-working-set", no_argument, NULL, 'X' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 }
 	};
@@ -194,6 +377,8 @@ int cmd_restore_lazy(struct wps_ctx *ctx, int argc, char **argv)
 	struct wps_image *img = NULL;
 	struct wps_guest *g = NULL;
 	struct wps_region dst;
+	struct wset_plan wp = { 0 };
+	uint8_t uuid[16];
 	const char *ledger_path = NULL, *path;
 	unsigned int region = 0, writers = 0, after_ms = 0;
 	bool reader_running = false, paused = false, reserve = false;
@@ -201,7 +386,7 @@ int cmd_restore_lazy(struct wps_ctx *ctx, int argc, char **argv)
 	char why[256];
 	int c, ret, status = 1;
 
-	while ((c = getopt_long(argc, argv, "l:r:w:g:NHh", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "l:r:w:g:NHW:Xh", opts, NULL)) != -1) {
 		switch (c) {
 		case 'L': break;
 		case 'l': ledger_path = optarg; break;
@@ -210,6 +395,8 @@ int cmd_restore_lazy(struct wps_ctx *ctx, int argc, char **argv)
 		case 'g': after_ms = strtoul(optarg, NULL, 0); break;
 		case 'N': po.no_prefetch = 1; break;
 		case 'H': reserve = true; break;
+		case 'W': wp.path = optarg; break;
+		case 'X': wp.off = true; break;
 		case 'h': usage(); return 0;
 		default: return 2;
 		}
@@ -219,7 +406,7 @@ int cmd_restore_lazy(struct wps_ctx *ctx, int argc, char **argv)
 		return 2;
 	}
 	path = argv[optind];
-	ret = open_flat(ctx, path, &img);
+	ret = open_flat(ctx, path, &img, uuid);
 	if (ret) {
 		fprintf(stderr, "wpsnap: %s: %s\n", path, strerror(-ret));
 		return 1;
@@ -261,6 +448,14 @@ int cmd_restore_lazy(struct wps_ctx *ctx, int argc, char **argv)
 		goto out;
 	}
 	wps_guest_region(g, &dst);
+	ret = wset_plan(ctx, &wp, img, path, uuid, region);
+	if (ret) {
+		fprintf(stderr, "wpsnap restore: working set: %s\n",
+			strerror(-ret));
+		goto out;
+	}
+	po.first = wp.first;
+	po.nr_first = wp.nr_first;
 	ret = wps_pager_new(ctx, img, region, &dst, &po, &pg);
 	if (ret) {
 		fprintf(stderr, "wpsnap restore: %s\n", strerror(-ret));
@@ -314,6 +509,7 @@ int cmd_restore_lazy(struct wps_ctx *ctx, int argc, char **argv)
 	}
 	wps_guest_freeze_pause(g);
 	paused = true;
+	wset_record(ctx, &wp, pg, uuid, region);
 	printf("faults %llu (%llu zero), handler latency p50 %.1f us p99 %.1f us"
 	       " max %.1f us\n", (unsigned long long)st.faults,
 	       (unsigned long long)st.zero_faults, st.fault_p50_ns / 1e3,
@@ -323,10 +519,11 @@ int cmd_restore_lazy(struct wps_ctx *ctx, int argc, char **argv)
 		       (unsigned long long)rd->faulted.count,
 		       wps_histo_pct(&rd->faulted, 50) / 1e3,
 		       wps_histo_pct(&rd->faulted, 99) / 1e3);
-	printf("data %.1f MiB (%.1f by faults, %.1f prefetched): fully populated "
-	       "after %.1f ms (%.0f MiB/s), graduated after %.1f ms\n",
+	printf("data %.1f MiB (%.1f by faults, %.1f prefetched, %.1f of it from "
+	       "the working set): fully populated after %.1f ms (%.0f MiB/s), "
+	       "graduated after %.1f ms\n",
 	       st.data_bytes / MiB, st.fault_bytes / MiB,
-	       st.prefetch_bytes / MiB, st.full_ns / 1e6,
+	       st.prefetch_bytes / MiB, st.first_bytes / MiB, st.full_ns / 1e6,
 	       st.full_ns ? st.data_bytes / MiB / (st.full_ns / 1e9) : 0.0,
 	       st.graduate_ns / 1e6);
 	if (rd) {
@@ -371,6 +568,7 @@ out:
 	if (paused)
 		wps_guest_resume(g);
 	wps_pager_free(pg);
+	wset_plan_free(&wp);
 	free(rd);
 	wps_ledger_free(now);
 	wps_ledger_free(ledger);

@@ -106,6 +106,7 @@ struct wps_engine {
 	int (*pause)(void *arg);
 	int (*resume)(void *arg);
 	void *pause_arg;
+	struct wps_wset *written;   /* fault thread only, until joined */
 
 	int stop_efd;
 	pthread_t sweep_thr, fault_thr;
@@ -505,6 +506,12 @@ static void serve_wp_fault(struct wps_engine *e, uint64_t addr, uint64_t t0,
 		return;
 	}
 	__atomic_fetch_add(&e->faults, 1, __ATOMIC_RELAXED);
+	/* The guest writes this unit after the instant: a page it needs,
+	 * for the working-set prefetch of a later restore. Best effort (the
+	 * list is bounded; ENOMEM only loses the hint). */
+	if (e->written)
+		wps_wset_add(e->written, r->idx, (u << r->shift) / 4096,
+			     r->unit / 4096);
 	if (serve_thp_fault(e, r, u, t0, q))
 		return;
 	if (!bit_test_and_set(r->claimed, u)) {
@@ -1139,6 +1146,7 @@ int wps_engine_new(struct wps_ctx *ctx, const struct wps_region *regions,
 	e->pause = opts->pause;
 	e->resume = opts->resume;
 	e->pause_arg = opts->pause_arg;
+	e->written = opts->written;
 	e->freeze_simple = opts->freeze_simple;
 	e->pid = opts->pid;
 	if (e->pid && opts->uffd < 0) {

@@ -13,6 +13,7 @@
 
 #include <wpsnap/sink.h>
 #include <wpsnap/wpsnap.h>
+#include <wpsnap/wset.h>
 
 struct wps_engine;
 
@@ -25,6 +26,10 @@ struct wps_engine_opts {
 	void *pause_arg;
 	bool freeze_simple;           /* protect all inside the pause */
 	unsigned int fault_window;    /* units saved per fault (0: default) */
+	/* Optional: the fault thread appends each unit whose write faulted
+	 * after the instant, in fault order (region = index in the caller's
+	 * table). Read it only after wps_engine_wait (the thread is joined). */
+	struct wps_wset *written;
 };
 
 /* Validates regions, opens/negotiates the uffd and registers the regions

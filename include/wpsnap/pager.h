@@ -50,8 +50,13 @@ struct wps_pager_opts {
 	 * populates the rest itself). */
 	int no_prefetch;
 	/*
-	 * Hook for working-set order: ranges prefetched first, in this
-	 * order, before the address-order sweep. Copied by wps_pager_new.
+	 * Working set: ranges prefetched first, in this order, before the
+	 * address-order sweep (both prefetch threads take them in turn).
+	 * Copied by wps_pager_new, and cut after the range that brings it
+	 * to a quarter of the region's 64 KiB windows: beyond that the
+	 * sweep's large reads fill memory faster than an ordered list.
+	 * <wpsnap/wset.h> builds it from the image's written-during-
+	 * snapshot blob and from the fault order of earlier restores.
 	 */
 	const struct wps_pager_range *first;
 	unsigned int nr_first;
@@ -67,6 +72,9 @@ struct wps_pager_stats {
 	uint64_t fault_max_ns;
 	uint64_t fault_bytes;       /* installed by the fault path (neighbours too) */
 	uint64_t prefetch_bytes;    /* installed by prefetch / graduation */
+	uint64_t first_bytes;       /* of which from the working set (first) */
+	unsigned int first_ranges;  /* of opts.first, used (after the cap) */
+	unsigned int order_ranges;  /* fault order recorded so far, ranges */
 	uint64_t data_bytes;        /* bytes of image data for this region */
 	uint64_t remaining_bytes;   /* image data not yet installed */
 	uint64_t removed_bytes;     /* dropped by REMOVE/UNMAP before install */
@@ -106,6 +114,17 @@ int wps_pager_graduate(struct wps_pager *pg);
 
 /* Readable from any thread, any time. Returns st->error. */
 int wps_pager_stats(struct wps_pager *pg, struct wps_pager_stats *st);
+
+/*
+ * The fault order so far: the blocks whose first fault needed image data,
+ * in the order they faulted, adjacent ones merged, at most 65536 ranges
+ * (later faults are not recorded). Stored beside the image
+ * (<wpsnap/wset.h>), it becomes the working set of the next restore.
+ * *out is malloc'd (NULL when none faulted); free() it. Any thread, any
+ * time before wps_pager_free.
+ */
+int wps_pager_fault_order(struct wps_pager *pg, struct wps_pager_range **out,
+			  unsigned int *nr);
 
 /*
  * Stop the threads, unregister and close. Before a successful graduate

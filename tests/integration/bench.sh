@@ -95,7 +95,8 @@ fi
 # Eager restore against the raw read of the same image: every key there.
 if "$W" bench --restore --quick --json --dir "$T" >"$T/json3" 2>"$T/err"; then
 	missing=
-	for k in restore_ms restore_mib_s raw_read_mib_s restore_vs_raw_read restore_bytes; do
+	for k in restore_ms restore_mib_s raw_read_mib_s restore_vs_raw_read restore_bytes \
+		 ws_bytes ws_no_wset_ms ws_wset_ms ws_wset_vs_no_wset ws_no_wset_faults ws_wset_faults; do
 		grep -q "\"$k\": [0-9]" "$T/json3" || missing="$missing $k"
 	done
 	[ -z "$missing" ] && ok "bench --restore keys" || ko "bench --restore keys:$missing"
