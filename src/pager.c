@@ -942,12 +942,6 @@ int wps_pager_new(struct wps_ctx *ctx, struct wps_image *img, unsigned int r,
 	*out = NULL;
 	if (!opts)
 		opts = &def;
-	if (opts->pid) {
-		wps_err(ctx, "lazy restore: another process's memory (pid %d) "
-			"is not supported yet", (int)opts->pid);
-		ret = -EOPNOTSUPP;
-		goto close_uffd;
-	}
 	if (!ir || dst->size != ir->size || !dst->page_size ||
 	    dst->page_size & (dst->page_size - 1) ||
 	    dst->page_size < WPS_IMG_BLOCK_SIZE ||

@@ -11,7 +11,7 @@ tools_wpsnapd_SOURCES = tools/wpsnapd.c \
 	src/daemon/qmp.c src/daemon/qmp.h \
 	src/daemon/commands.c src/daemon/commands.h \
 	src/daemon/guest.c src/daemon/guest.h \
-	src/daemon/job.c src/daemon/job.h src/daemon/ckptjob.c \
+	src/daemon/job.c src/daemon/job.h src/daemon/ckptjob.c src/daemon/restorejob.c \
 	src/daemon/txn.c src/daemon/txn.h
 tools_wpsnapd_LDADD = libwpsnap.la $(JANSSON_LIBS)
 EXTRA_DIST += docs/PROTOCOL.md

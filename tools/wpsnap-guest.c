@@ -39,6 +39,7 @@ struct args {
 	bool overwrite, reserve_huge;
 	const char *daemon, *name;   /* --daemon SOCKET, --name GUEST */
 	bool self_pause, verify_self, device_state;
+	const char *restore, *restore_ledger;   /* --restore IMG --restore-ledger L */
 };
 
 static void usage(FILE *f)
@@ -53,6 +54,8 @@ static void usage(FILE *f)
 "  --pattern P          idle | seq | random | hot (default random)\n"
 "  --populate PCT       percent of RAM written before the start (default 100)\n"
 "  --seed N             seed of population and writers (default 1)\n"
+"  --rate MIB/S         all writers together write this much (default: as\n"
+"                       fast as they can)\n"
 "  --warmup SECONDS     writers run this long first (default 0.5)\n"
 "  --duration SECONDS   without --snapshot: measure this long (default 2)\n"
 "  --snapshot PATH      take a live snapshot into PATH and verify it\n"
@@ -68,6 +71,10 @@ static void usage(FILE *f)
 "  --name NAME          guest name at the daemon (default guest-PID)\n"
 "  --self-pause         with --daemon --snapshot: pause the vCPUs before the\n"
 "                       start command (vcpus-paused) instead of on request\n"
+"  --restore IMG        with --daemon: start on empty RAM, lazily restored\n"
+"                       by wpsnapd from IMG (a file or nbd:// URI), writers\n"
+"                       running from the first instant (--restore-ledger L:\n"
+"                       IMG's ledger, which --verify-self then checks)\n"
 "  --device-state       with --daemon: hand a device state with each pause\n"
 "                       (\"wpsnap-guest NAME pause N\", N from 1)\n"
 "  --verify-self        at the end: check guest RAM against the ledger of\n"
@@ -108,7 +115,7 @@ static int parse_args(int argc, char **argv, struct args *a)
 	enum { O_SIZE = 256, O_BACKING, O_THREADS, O_PATTERN, O_POPULATE, O_SEED,
 	       O_WARMUP, O_DURATION, O_SNAPSHOT, O_LEDGER, O_OVERWRITE,
 	       O_RESERVE, O_HELP, O_DAEMON, O_NAME, O_SELF_PAUSE, O_VERIFY_SELF,
-	       O_DEVICE_STATE };
+	       O_DEVICE_STATE, O_RESTORE, O_RESTORE_LEDGER, O_RATE };
 	static const struct option lo[] = {
 		{ "size", required_argument, NULL, O_SIZE },
 		{ "backing", required_argument, NULL, O_BACKING },
@@ -128,8 +135,12 @@ static int parse_args(int argc, char **argv, struct args *a)
 		{ "self-pause", no_argument, NULL, O_SELF_PAUSE },
 		{ "verify-self", no_argument, NULL, O_VERIFY_SELF },
 		{ "device-state", no_argument, NULL, O_DEVICE_STATE },
+		{ "restore", required_argument, NULL, O_RESTORE },
+		{ "restore-ledger", required_argument, NULL, O_RESTORE_LEDGER },
+		{ "rate", required_argument, NULL, O_RATE },
 		{ NULL, 0, NULL, 0 },
 	};
+	double rate_mib = 0;
 	uint64_t v;
 	int c, ret;
 
@@ -193,6 +204,24 @@ static int parse_args(int argc, char **argv, struct args *a)
 		case O_DEVICE_STATE:
 			a->device_state = true;
 			break;
+		case O_RESTORE:
+			a->restore = optarg;
+			a->g.populate_pct = 0;   /* fresh memory: the image fills it */
+			break;
+		case O_RESTORE_LEDGER:
+			a->restore_ledger = optarg;
+			break;
+		case O_RATE: {
+			double mib = strtod(optarg, NULL);
+
+			if (mib <= 0) {
+				fprintf(stderr, PROG ": bad --rate '%s' (MiB/s, > 0)\n",
+					optarg);
+				return -EINVAL;
+			}
+			rate_mib = mib;
+			break;
+		}
 		case 'h':
 		case O_HELP:
 			usage(stdout);
@@ -215,6 +244,9 @@ static int parse_args(int argc, char **argv, struct args *a)
 		fprintf(stderr, PROG ": --ledger needs --snapshot or --daemon\n");
 		return -EINVAL;
 	}
+	if (rate_mib > 0 && a->g.threads)   /* block writes/s per thread */
+		a->g.rate = (uint64_t)(rate_mib * 1048576.0 / WPS_GUEST_BLOCK /
+				       a->g.threads) + 1;
 	return 0;
 }
 
@@ -424,6 +456,7 @@ struct vmm {
 	uint64_t t_pause, paused_ns, max_paused_ns;
 	unsigned int pauses;
 	bool paused, ledger_due;
+	int restored;          /* 1 completed, -1 failed (events) */
 };
 
 static int vmm_pause(void *arg, const char *guest)
@@ -479,6 +512,71 @@ static int vmm_resume(void *arg, const char *guest)
 		v->max_paused_ns = ns;
 	v->pauses++;
 	v->ledger_due = true;
+	return 0;
+}
+
+static void vmm_event(void *arg, const char *name, const char *data)
+{
+	struct vmm *v = arg;
+
+	if (!strcmp(name, "WPS_RESTORE_COMPLETED"))
+		v->restored = 1;
+	else if (!strcmp(name, "WPS_RESTORE_FAILED")) {
+		v->restored = -1;
+		fprintf(stderr, PROG ": lazy restore failed: %s\n", data);
+	}
+}
+
+/*
+ * --restore: the guest's RAM is empty; wpsnapd pages it in from the image
+ * while the writers run from the first instant. The ledger of the image
+ * becomes the guest's, so --verify-self checks every block at the end.
+ */
+static void vmm_serve(struct vmm *v, struct wps_client *c, double secs);
+
+static int vmm_restore(struct vmm *v, struct wps_client *c, const char *name)
+{
+	struct wps_ledger *l = NULL;
+	char args[4096 + 256];
+	uint64_t t0, end;
+	int ret;
+
+	if (v->a->restore_ledger) {
+		ret = wps_ledger_read(v->a->restore_ledger, &l);
+		if (!ret)
+			ret = wps_guest_adopt_ledger(v->g, l);
+		wps_ledger_free(l);
+		if (ret) {
+			fprintf(stderr, PROG ": ledger %s: %s\n", v->a->restore_ledger,
+				strerror(-ret));
+			return ret;
+		}
+	}
+	snprintf(args, sizeof(args), "{\"guest\": \"%s\", \"image\": \"%s\"}",
+		 name, v->a->restore);
+	t0 = now_ns();
+	ret = wps_client_execute(c, "wps-restore-start", args, NULL);
+	if (ret) {
+		fprintf(stderr, PROG ": wps-restore-start %s: %s\n", v->a->restore,
+			strerror(-ret));
+		return ret;
+	}
+	ret = wps_guest_start(v->g);   /* the vCPUs run at once */
+	if (ret)
+		return ret;
+	printf("restore from %s: guest running after %.3f ms\n", v->a->restore,
+	       (now_ns() - t0) / 1e6);
+	fflush(stdout);
+	end = now_ns() + 120000000000ull;
+	while (!v->restored && now_ns() < end)
+		vmm_serve(v, c, 0.02);
+	if (v->restored != 1) {
+		fprintf(stderr, PROG ": the restore did not complete\n");
+		return -EIO;
+	}
+	printf("restore from %s: complete (graduated) after %.1f ms\n",
+	       v->a->restore, (now_ns() - t0) / 1e6);
+	fflush(stdout);
 	return 0;
 }
 
@@ -574,6 +672,7 @@ static int verify_image(struct wps_ctx *ctx, const char *path,
 static int run_daemon(struct wps_guest *g, const struct args *a)
 {
 	struct wps_client_ops ops = { .pause = vmm_pause, .resume = vmm_resume,
+				      .event = vmm_event,
 				      .device_state = vmm_device_state };
 	struct wps_client_snap_opts so = { 0 };
 	struct wps_client_result res;
@@ -620,6 +719,13 @@ static int run_daemon(struct wps_guest *g, const struct args *a)
 	       a->daemon);
 	fflush(stdout);
 
+	if (a->restore) {
+		ret = vmm_restore(&v, c, name);
+		if (ret)
+			goto out;
+		vmm_serve(&v, c, a->duration);
+		goto out;
+	}
 	if (!a->snapshot) {
 		vmm_serve(&v, c, a->duration);
 		printf("served %u pause(s); last guest pause %s, longest %s\n",
@@ -746,9 +852,15 @@ int main(int argc, char **argv)
 				"(%s); use --reserve-hugepages\n", NR_HUGE);
 		goto out;
 	}
-	ret = wps_guest_start(g);
+	/* A restored guest's writers start once its RAM is being paged in. */
+	ret = a.restore ? 0 : wps_guest_start(g);
 	if (ret) {
 		fprintf(stderr, PROG ": starting the writers: %s\n", strerror(-ret));
+		goto out;
+	}
+	if (a.restore && !a.daemon) {
+		fprintf(stderr, PROG ": --restore needs --daemon\n");
+		ret = -EINVAL;
 		goto out;
 	}
 	if (a.daemon)

@@ -42,7 +42,11 @@ struct wps_pager_opts {
 	 * owns and closes the fd in both cases.
 	 */
 	int uffd;
-	/* Owner of the guest RAM: 0 (this process) only, for now. */
+	/* Owner of the guest RAM (0: this process). For another process
+	 * (wpsnapd restoring into a VMM), opts.uffd is its userfaultfd and
+	 * dst its memfd region: dst->host_addr is only an ioctl argument, so
+	 * nothing else changes. Its anonymous memory is served with
+	 * UFFDIO_COPY into that process as well. */
 	pid_t pid;
 	/* Bytes per prefetch read (0: 2 MiB). */
 	uint64_t prefetch_chunk;

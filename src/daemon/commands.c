@@ -245,6 +245,13 @@ static void cmd_cancel(struct wpsd_conn *c, json_t *args, json_t *id,
 			       g->name);
 		return;
 	}
+	if (g->job->rs) {
+		/* the pages not yet restored would be poisoned under it */
+		wpsd_reply_err(r, WPSD_GENERIC, "guest '%s' is being restored: a "
+			       "restore cannot be cancelled under a running guest; "
+			       "stop the guest and unregister it", g->name);
+		return;
+	}
 	wpsd_job_cancel(g->job, "cancelled by wps-snapshot-cancel");
 	r->ret = json_object();
 }
@@ -280,6 +287,21 @@ static void cmd_ckpt_stop(struct wpsd_conn *c, json_t *args, json_t *id,
 	 * name); WPS_CHECKPOINT_STOPPED follows */
 	wpsd_job_cancel(g->job, NULL);
 	r->ret = json_object();
+}
+
+static void cmd_restore_start(struct wpsd_conn *c, json_t *args, json_t *id,
+			      struct wpsd_reply *r)
+{
+	struct wpsd_guest *g;
+
+	if (!json_is_string(json_object_get(args, "guest"))) {
+		wpsd_reply_err(r, WPSD_GENERIC, "arguments: 'guest' (a string) is "
+			       "required");
+		return;
+	}
+	g = need_guest(c, args, r);
+	if (g)
+		wpsd_restore_start(c, g, args, r);
 }
 
 static void cmd_paused(struct wpsd_conn *c, json_t *args, json_t *id,
@@ -326,6 +348,8 @@ static const struct wpsd_cmd cmds[] = {
 	{ "wps-checkpoint-start", NULL, cmd_ckpt_start },
 	{ "wps-checkpoint-stop", guest_args, cmd_ckpt_stop },
 	{ "query-checkpoint", guest_args, cmd_query },
+	{ "wps-restore-start", NULL, cmd_restore_start },
+	{ "query-restore", guest_args, cmd_query },
 	{ "wps-vcpus-paused", paused_args, cmd_paused },
 	{ "wps-vcpus-resumed", resumed_args, cmd_resumed },
 	{ "quit", no_args, cmd_quit },

@@ -368,6 +368,7 @@ static void job_free(struct wpsd_job *j)
 	if (j->ds_fd >= 0)
 		close(j->ds_fd);
 	wpsd_ckpt_free(j->ck);
+	wpsd_restore_free(j->rs);
 	if (j->snap)
 		wps_snapshot_free(j->snap);
 	wps_attach_free(j->at);   /* after its snapshot; let go already */
@@ -718,6 +719,8 @@ const char *wpsd_job_status(struct wpsd_job *j)
 		return "pausing";
 	if (j->ck)
 		return "checkpointing";
+	if (j->rs)
+		return "restoring";
 	if (in_txn || !j->mem)
 		return "transaction";
 	snap = job_snap(j);
@@ -743,6 +746,8 @@ json_t *wpsd_job_query(struct wpsd_job *j)
 
 	if (j->ck)
 		return wpsd_ckpt_query(j);
+	if (j->rs)
+		return wpsd_restore_query(j);
 	if (!snap)
 		return json_pack("{s:s,s:s,s:I}", "guest", j->g->name, "status",
 				 wpsd_job_status(j), "token", (json_int_t)j->token);
@@ -802,8 +807,11 @@ static void job_reap(struct wpsd_job *j, bool tell)
 	json_t *s;
 
 	pthread_join(j->th, NULL);
-	if (j->ck) {
-		wpsd_ckpt_reaped(j, tell);
+	if (j->ck || j->rs) {
+		if (j->ck)
+			wpsd_ckpt_reaped(j, tell);
+		else
+			wpsd_restore_reaped(j, tell);
 		g->job = NULL;
 		job_free(j);
 		if (g->doomed)

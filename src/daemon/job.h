@@ -23,6 +23,7 @@
 #include "src/daemon/txn.h"
 
 struct wpsd_ckpt;
+struct wpsd_restore;
 
 #define WPSD_PAUSE_TIMEOUT_MS 2000
 
@@ -40,6 +41,7 @@ struct wpsd_job {
 	struct wps_snapshot_opts so;    /* for the worker's attach */
 	struct wpsd_txn *txn;           /* owned; NULL: plain snapshot */
 	struct wpsd_ckpt *ck;           /* owned; periodic checkpoints */
+	struct wpsd_restore *rs;        /* owned; lazy restore */
 	pthread_t th;
 	bool th_started;
 	char path[PATH_MAX];
@@ -105,6 +107,13 @@ json_t *wpsd_ckpt_query(struct wpsd_job *j);
 void wpsd_ckpt_poll(struct wpsd_job *j);       /* loop: send its events */
 void wpsd_ckpt_reaped(struct wpsd_job *j, bool tell);
 void wpsd_ckpt_free(struct wpsd_ckpt *ck);
+
+/* Lazy restore into a registered guest (restorejob.c). */
+int wpsd_restore_start(struct wpsd_conn *c, struct wpsd_guest *g, json_t *args,
+		       struct wpsd_reply *r);
+json_t *wpsd_restore_query(struct wpsd_job *j);
+void wpsd_restore_reaped(struct wpsd_job *j, bool tell);
+void wpsd_restore_free(struct wpsd_restore *rs);
 
 const char *wpsd_job_status(struct wpsd_job *j);
 json_t *wpsd_job_query(struct wpsd_job *j);
