@@ -1246,6 +1246,17 @@ int wps_attach_snapshot_new(struct wps_attach *at,
 	return 0;
 }
 
+int wps_attach_take_uffd(struct wps_attach *at, int *uffd)
+{
+	if (at->snapshot_made || at->uffd < 0)
+		return -EALREADY;
+	*uffd = at->uffd;
+	at->uffd = -1;
+	at->snapshot_made = true;
+	detach_all(at);
+	return 0;
+}
+
 bool wps_attach_exited(const struct wps_attach *at)
 {
 	struct pollfd p = { .fd = at->pidfd, .events = POLLIN };

@@ -33,6 +33,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -52,7 +53,9 @@
 struct cregion {
 	struct wps_region r;
 	const uint8_t *src;     /* where we read it: host_addr in-process, a
-				   mapping of the memfd for another process */
+				   mapping of the memfd for another process;
+				   NULL: another process's anonymous memory,
+				   read with process_vm_readv */
 	void *map;              /* that mapping, ours (NULL: none) */
 	char name[WPS_REGION_NAME_MAX + 1];
 	uint64_t words;
@@ -73,6 +76,7 @@ struct wps_ckpt {
 	char parent_path[PATH_MAX];
 	uint8_t *stage;                /* pause copies; grows, kept */
 	size_t stage_size;
+	uint8_t *bounce;               /* remote anonymous memory, in chunks */
 };
 
 static uint64_t now_ns(clockid_t c)
@@ -167,14 +171,59 @@ static uint64_t marked_bytes(struct wps_ckpt *ck, bool zero)
 	return n;
 }
 
+#define BOUNCE (1u << 20)
+
+/* len bytes of region r at off into dst, from wherever the region is. */
+static int read_guest(struct wps_ckpt *ck, unsigned int r, uint64_t off,
+		      void *dst, uint64_t len)
+{
+	struct cregion *g = &ck->reg[r];
+	uint64_t done = 0;
+
+	if (g->src) {
+		memcpy(dst, g->src + off, len);
+		return 0;
+	}
+	while (done < len) {
+		struct iovec l = { (uint8_t *)dst + done, len - done };
+		struct iovec rv = { (void *)(uintptr_t)(g->r.host_addr + off + done),
+				    len - done };
+		ssize_t n = process_vm_readv(ck->o.pid, &l, 1, &rv, 1, 0);
+
+		if (n <= 0) {
+			int err = n < 0 ? errno : EIO;
+
+			wps_err(ck->ctx, "reading process %d at 0x%llx: %s",
+				(int)ck->o.pid, (unsigned long long)
+				(g->r.host_addr + off + done), strerror(err));
+			return -err;
+		}
+		done += (uint64_t)n;
+	}
+	return 0;
+}
+
 /* Copy a run from the guest straight into the image (guest running). */
 static int put_live(struct wps_ckpt *ck, unsigned int r, uint64_t off,
 		    uint64_t len, void *arg)
 {
 	struct wps_img_writer *w = arg;
+	int ret = 0;
 
-	return wps_img_writer_put(w, WPS_LANE_SWEEP, r, off,
-				  ck->reg[r].src + off, len);
+	if (ck->reg[r].src)
+		return wps_img_writer_put(w, WPS_LANE_SWEEP, r, off,
+					  ck->reg[r].src + off, len);
+	while (len && !ret) {
+		uint64_t n = len < BOUNCE ? len : BOUNCE;
+
+		ret = read_guest(ck, r, off, ck->bounce, n);
+		if (!ret)
+			ret = wps_img_writer_put(w, WPS_LANE_SWEEP, r, off,
+						 ck->bounce, n);
+		off += n;
+		len -= n;
+	}
+	return ret;
 }
 
 static int put_zero(struct wps_ckpt *ck, unsigned int r, uint64_t off,
@@ -203,10 +252,10 @@ static int stage_copy(struct wps_ckpt *ck, unsigned int r, uint64_t off,
 		      uint64_t len, void *arg)
 {
 	struct stage_pos *p = arg;
+	int ret = read_guest(ck, r, off, ck->stage + p->used, len);
 
-	memcpy(ck->stage + p->used, ck->reg[r].src + off, len);
 	p->used += len;
-	return 0;
+	return ret;
 }
 
 static int stage_put(struct wps_ckpt *ck, unsigned int r, uint64_t off,
@@ -353,8 +402,11 @@ static int take_instant(struct wps_ckpt *ck, struct wps_ckpt_stats *st,
 			"last %" PRIu64 " bytes in the pause", st->seq, bytes);
 		return ret;
 	}
-	for (i = 0; i < ck->nr; i++)
-		for_each_run(ck, i, ck->reg[i].want, NULL, stage_copy, &pos);
+	for (i = 0; i < ck->nr; i++) {
+		ret = for_each_run(ck, i, ck->reg[i].want, NULL, stage_copy, &pos);
+		if (ret)
+			return ret;
+	}
 	st->copy_ns = now_ns(CLOCK_MONOTONIC) - t1;
 	st->pause_bytes = bytes;
 	return 0;
@@ -526,12 +578,13 @@ int wps_ckpt_new(struct wps_ctx *ctx, const struct wps_region *regions,
 		goto fail_fd;
 	}
 	for (i = 0; opts->pid && i < nr; i++) {
-		if (regions[i].fd < 0 && !regions[i].local) {
-			wps_err(ctx, "checkpoints of another process's anonymous "
-				"memory are not supported yet (region %u at 0x%llx "
-				"has no memfd)", i,
-				(unsigned long long)regions[i].host_addr);
-			ret = -EOPNOTSUPP;
+		if (regions[i].fd < 0 && !regions[i].local &&
+		    regions[i].backing != WPS_BACKING_ANON) {
+			wps_err(ctx, "region %u at 0x%llx of process %d: shared "
+				"memory needs its fd", i,
+				(unsigned long long)regions[i].host_addr,
+				(int)opts->pid);
+			ret = -EINVAL;
 			goto fail_fd;
 		}
 	}
@@ -559,6 +612,8 @@ int wps_ckpt_new(struct wps_ctx *ctx, const struct wps_region *regions,
 		g->src = (const uint8_t *)(uintptr_t)regions[i].host_addr;
 		if (opts->pid && regions[i].local) {
 			g->src = regions[i].local;
+		} else if (opts->pid && regions[i].fd < 0) {
+			g->src = NULL;   /* anonymous: process_vm_readv */
 		} else if (opts->pid) {
 			/* the same page cache as the guest's mapping */
 			g->map = mmap(NULL, regions[i].size, PROT_READ, MAP_SHARED,
@@ -579,6 +634,11 @@ int wps_ckpt_new(struct wps_ctx *ctx, const struct wps_region *regions,
 			ret = -ENOMEM;
 			goto fail;
 		}
+	}
+	ck->bounce = malloc(BOUNCE);
+	if (!ck->bounce) {
+		ret = -ENOMEM;
+		goto fail;
 	}
 	ret = wps_pagemap_open(ctx, opts->pid, &ck->pm);
 	if (ret)
@@ -616,5 +676,6 @@ void wps_ckpt_free(struct wps_ckpt *ck)
 	}
 	free(ck->reg);
 	free(ck->stage);
+	free(ck->bounce);
 	free(ck);
 }

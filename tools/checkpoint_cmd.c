@@ -9,6 +9,7 @@
  */
 #include "config.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -22,12 +23,14 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <wpsnap/attach.h>
 #include <wpsnap/chain.h>
 #include <wpsnap/checkpoint.h>
 
 #include "tools/checkpoint_cmd.h"
 #include "tools/guest/guest.h"
 #include "tools/netbuf_cmd.h"
+#include "tools/snapshot_cmd.h"
 
 #define MiB (1024.0 * 1024.0)
 
@@ -43,6 +46,8 @@ static void checkpoint_usage(FILE *f)
 		"                         [--rate MIB/S] [--ledger] [--no-precopy] "
 		"[--overwrite]\n"
 		"                         [--netbuf IF [--netns NS] [--queue N]]\n"
+		"       wpsnap checkpoint --dir DIR --pid PID [--range START-END]... "
+		"[...]\n"
 		"Run the reference guest and checkpoint it every MS milliseconds "
 		"(default 200)\nwhile it writes: DIR/ckpt-000000.wpsnap is a full "
 		"image, each later one an\nincrement over the one before. --keep N "
@@ -70,6 +75,63 @@ static int close_epoch(void *arg, uint64_t seq)
 	struct commit_state *cs = arg;
 
 	return nbd_freeze(&cs->d, &cs->epoch);
+}
+
+/*
+ * The pause of an unmodified process: SIGSTOP, then wait until every
+ * thread is in a stop (a group stop takes each thread at its next return
+ * to user space). SIGSTOP rather than ptrace: holding the process under
+ * ptrace for a whole series would delay every signal sent to it.
+ */
+static bool all_stopped(pid_t pid)
+{
+	char path[64], buf[512];
+	struct dirent *de;
+	bool all = true;
+	DIR *d;
+
+	snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+	d = opendir(path);
+	if (!d)
+		return false;
+	while (all && (de = readdir(d))) {
+		FILE *f;
+		char *p;
+
+		if (de->d_name[0] == '.')
+			continue;
+		snprintf(buf, sizeof(buf), "%s/%s/stat", path, de->d_name);
+		f = fopen(buf, "re");
+		if (!f)
+			continue;   /* a thread that just exited */
+		if (fgets(buf, sizeof(buf), f) && (p = strrchr(buf, ')')) &&
+		    p[1] == ' ' && p[2] != 'T' && p[2] != 't')
+			all = false;
+		fclose(f);
+	}
+	closedir(d);
+	return all;
+}
+
+static int pid_pause(void *arg)
+{
+	pid_t pid = *(pid_t *)arg;
+	unsigned int i;
+
+	if (kill(pid, SIGSTOP))
+		return -errno;
+	for (i = 0; i < 20000; i++) {   /* 2 s */
+		if (all_stopped(pid))
+			return 0;
+		nanosleep(&(struct timespec){ 0, 100000 }, NULL);
+	}
+	kill(pid, SIGCONT);
+	return -ETIMEDOUT;
+}
+
+static int pid_resume(void *arg)
+{
+	return kill(*(pid_t *)arg, SIGCONT) ? -errno : 0;
 }
 
 static int open_netns(const char *name)
@@ -101,9 +163,15 @@ int wps_checkpoint_cmd_main(struct wps_ctx *ctx, int argc, char **argv)
 		{ "netbuf", required_argument, NULL, 'N' },
 		{ "netns", required_argument, NULL, 'S' },
 		{ "queue", required_argument, NULL, 'Q' },
+		{ "pid", required_argument, NULL, 'I' },
+		{ "range", required_argument, NULL, 'R' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 }
 	};
+	struct wps_attach_range ranges[64];
+	struct wps_attach *at = NULL;
+	unsigned int nr_ranges = 0;
+	pid_t pid = 0;
 	struct wps_netbuf_opts no = WPS_NETBUF_OPTS_INIT;
 	struct commit_state cs = { .d = { .log = stdout } };
 	const char *netns = NULL;
@@ -121,7 +189,7 @@ int wps_checkpoint_cmd_main(struct wps_ctx *ctx, int argc, char **argv)
 	double rate_mib = 0;
 	int c, ret, status = 1;
 
-	while ((c = getopt_long(argc, argv, "d:n:i:k:s:b:t:p:r:lPoN:S:Q:h", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "d:n:i:k:s:b:t:p:r:lPoN:S:Q:I:R:h", opts, NULL)) != -1) {
 		switch (c) {
 		case 'd': dir = optarg; break;
 		case 'n': count = (unsigned int)strtoul(optarg, NULL, 0); break;
@@ -135,6 +203,15 @@ int wps_checkpoint_cmd_main(struct wps_ctx *ctx, int argc, char **argv)
 		case 'N': no.ifname = optarg; break;
 		case 'S': netns = optarg; break;
 		case 'Q': no.queue = (uint16_t)strtoul(optarg, NULL, 0); break;
+		case 'I': pid = (pid_t)strtol(optarg, NULL, 10); break;
+		case 'R':
+			if (nr_ranges == 64 || wps_parse_range(optarg, &ranges[nr_ranges])) {
+				fprintf(stderr, "wpsnap checkpoint: bad --range '%s' "
+					"(hex START-END, at most 64)\n", optarg);
+				return 2;
+			}
+			nr_ranges++;
+			break;
 		case 's':
 			if (wps_guest_parse_size(optarg, &go.size)) {
 				fprintf(stderr, "wpsnap checkpoint: bad size '%s'\n", optarg);
@@ -191,36 +268,71 @@ int wps_checkpoint_cmd_main(struct wps_ctx *ctx, int argc, char **argv)
 	}
 	signal(SIGINT, on_stop);
 	signal(SIGTERM, on_stop);
-	ret = wps_guest_new(&go, &g);
-	if (ret) {
-		fprintf(stderr, "wpsnap checkpoint: cannot start the reference "
-			"guest: %s\n", strerror(-ret));
-		goto out;
+	if (pid) {
+		const struct wps_region *regs;
+		unsigned int nregs;
+		int uffd = -1;
+
+		if (ledger) {
+			fprintf(stderr, "wpsnap checkpoint: --ledger is for the "
+				"reference guest, not --pid\n");
+			goto out;
+		}
+		ret = wps_attach_new(ctx, pid, nr_ranges ? ranges : NULL,
+				     nr_ranges, &at);
+		if (!ret)
+			ret = wps_attach_take_uffd(at, &uffd);
+		if (ret) {
+			fprintf(stderr, "wpsnap checkpoint: cannot attach to process "
+				"%d: %s\n", (int)pid, strerror(-ret));
+			goto out;
+		}
+		regs = wps_attach_regions(at, &nregs);
+		co.pause = pid_pause;
+		co.resume = pid_resume;
+		co.pause_arg = &pid;
+		co.pid = pid;
+		co.uffd = uffd;
+		ret = wps_ckpt_new(ctx, regs, nregs, &co, &ck);
+		if (ret) {
+			fprintf(stderr, "wpsnap checkpoint: cannot track process "
+				"%d's writes: %s\n", (int)pid, strerror(-ret));
+			goto out;
+		}
+		printf("process %d: %u region(s); checkpoint every %u ms\n",
+		       (int)pid, nregs, interval_ms);
+	} else {
+		ret = wps_guest_new(&go, &g);
+		if (ret) {
+			fprintf(stderr, "wpsnap checkpoint: cannot start the "
+				"reference guest: %s\n", strerror(-ret));
+			goto out;
+		}
+		wps_guest_region(g, &reg);
+		/* freeze_pause also marks the ledger's instant: the
+		 * checkpoint's is inside the same pause, every writer parked. */
+		co.pause = ledger ? wps_guest_freeze_pause : wps_guest_pause;
+		co.resume = wps_guest_resume;
+		co.pause_arg = g;
+		ret = wps_ckpt_new(ctx, &reg, 1, &co, &ck);
+		if (ret) {
+			fprintf(stderr, "wpsnap checkpoint: cannot track the guest's "
+				"writes: %s\n", strerror(-ret));
+			goto out;
+		}
+		ret = wps_guest_start(g);
+		if (ret) {
+			fprintf(stderr, "wpsnap checkpoint: guest writers: %s\n",
+				strerror(-ret));
+			goto out;
+		}
+		printf("guest: %.0f MiB %s, %u writer(s), %s", go.size / MiB,
+		       wps_guest_backing_name(go.backing), go.threads,
+		       wps_guest_pattern_name(go.pattern));
+		if (go.rate)
+			printf(" at %.1f MiB/s", rate_mib);
+		printf("; checkpoint every %u ms\n", interval_ms);
 	}
-	wps_guest_region(g, &reg);
-	/* freeze_pause also marks the ledger's instant: the checkpoint's is
-	 * inside the same pause, with every writer parked. */
-	co.pause = ledger ? wps_guest_freeze_pause : wps_guest_pause;
-	co.resume = wps_guest_resume;
-	co.pause_arg = g;
-	ret = wps_ckpt_new(ctx, &reg, 1, &co, &ck);
-	if (ret) {
-		fprintf(stderr, "wpsnap checkpoint: cannot track the guest's "
-			"writes: %s\n", strerror(-ret));
-		goto out;
-	}
-	ret = wps_guest_start(g);
-	if (ret) {
-		fprintf(stderr, "wpsnap checkpoint: guest writers: %s\n",
-			strerror(-ret));
-		goto out;
-	}
-	printf("guest: %.0f MiB %s, %u writer(s), %s", go.size / MiB,
-	       wps_guest_backing_name(go.backing), go.threads,
-	       wps_guest_pattern_name(go.pattern));
-	if (go.rate)
-		printf(" at %.1f MiB/s", rate_mib);
-	printf("; checkpoint every %u ms\n", interval_ms);
 	printf("%-4s %9s %9s %9s %6s %10s %10s %9s\n", "seq", "pause ms",
 	       "walk ms", "copy ms", "rounds", "saved MiB", "precopy", "total ms");
 	for (i = 0; (!count || i < count) && !stop_requested; i++) {
@@ -285,7 +397,8 @@ int wps_checkpoint_cmd_main(struct wps_ctx *ctx, int argc, char **argv)
 out:
 	if (g)
 		wps_guest_stop(g);
-	wps_ckpt_free(ck);
+	wps_ckpt_free(ck);      /* unregisters: no protection left */
+	wps_attach_free(at);    /* let go already; closes the region fds */
 	wps_guest_free(g);
 	/* what the last epochs held is dropped, never released */
 	wps_netbuf_free(cs.d.nb);

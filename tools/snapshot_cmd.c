@@ -65,7 +65,7 @@ static void usage(FILE *f)
 		"  -h, --help             this text\n");
 }
 
-static int parse_range(const char *s, struct wps_attach_range *r)
+int wps_parse_range(const char *s, struct wps_attach_range *r)
 {
 	char *end;
 
@@ -137,7 +137,7 @@ int wps_snapshot_cmd_main(struct wps_ctx *ctx, int argc, char **argv)
 					"ranges\n", MAX_RANGES);
 				return 2;
 			}
-			if (parse_range(optarg, &ranges[nr])) {
+			if (wps_parse_range(optarg, &ranges[nr])) {
 				fprintf(stderr, "wpsnap snapshot: bad range '%s' "
 					"(want START-END in hex)\n", optarg);
 				return 2;

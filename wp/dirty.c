@@ -89,9 +89,9 @@ static void mark_removed(struct wps_dirty *d, uint64_t start, uint64_t end)
 	}
 }
 
+/* Under d->lock. */
 static void handle_msg(struct wps_dirty *d, const struct uffd_msg *m)
 {
-	pthread_mutex_lock(&d->lock);
 	d->events++;
 	switch (m->event) {
 	case UFFD_EVENT_REMOVE:
@@ -114,7 +114,37 @@ static void handle_msg(struct wps_dirty *d, const struct uffd_msg *m)
 		d->stale = -EPROTO;
 		break;
 	}
-	pthread_mutex_unlock(&d->lock);
+}
+
+/*
+ * Read and record every pending message; under d->lock. Reading and
+ * recording under one hold matters: the kernel lets the madvise() caller
+ * go on as soon as its event is read, and a harvest must never see the
+ * zap done but the range not yet recorded.
+ */
+static int drain_locked(struct wps_dirty *d)
+{
+	struct uffd_msg m[16];
+	ssize_t n;
+	int i;
+
+	for (;;) {
+		n = read(d->uffd, m, sizeof(m));
+		if (n < 0) {
+			if (errno == EAGAIN)
+				return 0;
+			if (errno == EINTR)
+				continue;
+			if (!d->stale) {
+				wps_err(d->ctx, "reading the userfaultfd: %s",
+					strerror(errno));
+				d->stale = -errno;
+			}
+			return d->stale;
+		}
+		for (i = 0; i < (int)(n / (ssize_t)sizeof(m[0])); i++)
+			handle_msg(d, &m[i]);
+	}
 }
 
 static void *event_main(void *arg)
@@ -124,9 +154,7 @@ static void *event_main(void *arg)
 		{ .fd = d->uffd, .events = POLLIN },
 		{ .fd = d->stop_fd, .events = POLLIN },
 	};
-	struct uffd_msg m[16];
-	ssize_t n;
-	int i;
+	int ret;
 
 	for (;;) {
 		if (poll(p, 2, -1) < 0 && errno != EINTR)
@@ -135,18 +163,11 @@ static void *event_main(void *arg)
 			break;
 		if (p[0].revents & (POLLERR | POLLHUP))
 			break;
-		n = read(d->uffd, m, sizeof(m));
-		if (n < 0) {
-			if (errno == EAGAIN || errno == EINTR)
-				continue;
-			wps_err(d->ctx, "reading the userfaultfd: %s", strerror(errno));
-			pthread_mutex_lock(&d->lock);
-			d->stale = -errno;
-			pthread_mutex_unlock(&d->lock);
+		pthread_mutex_lock(&d->lock);
+		ret = drain_locked(d);
+		pthread_mutex_unlock(&d->lock);
+		if (ret)
 			break;
-		}
-		for (i = 0; i < (int)(n / (ssize_t)sizeof(m[0])); i++)
-			handle_msg(d, &m[i]);
 	}
 	return NULL;
 }
@@ -337,6 +358,7 @@ int wps_dirty_harvest(struct wps_dirty *d, wps_dirty_fn fn, void *arg)
 		}
 	}
 	pthread_mutex_lock(&d->lock);
+	drain_locked(d);   /* events already read are recorded; pending ones too */
 	old = !d->cur;
 	for (i = 0; i < d->nr; i++) {
 		memcpy(snap[2 * i], d->reg[i].removed[d->cur], d->reg[i].words * 8);

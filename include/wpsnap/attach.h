@@ -80,6 +80,16 @@ int wps_attach_snapshot_new(struct wps_attach *at,
 			    const struct wps_snapshot_opts *base,
 			    struct wps_snapshot **out);
 
+/*
+ * Instead of a snapshot: hand the process's userfaultfd (not yet through
+ * UFFDIO_API) to the caller, who owns it from now on, and let go of every
+ * thread. For tracking writes over a long time (periodic checkpoints,
+ * <wpsnap/checkpoint.h> with opts.pid), where holding the process under
+ * ptrace would delay its signals. The regions stay valid until
+ * wps_attach_free(). -EALREADY after a snapshot or a first call.
+ */
+int wps_attach_take_uffd(struct wps_attach *at, int *uffd);
+
 struct wps_attach_info {
 	pid_t pid;
 	unsigned int threads;        /* seized at the attach */

@@ -64,9 +64,10 @@ struct wps_ckpt_opts {
 	/* I/O buffer bytes of the image writer (0: 64 MiB). */
 	uint64_t buffer_budget;
 	/* The RAM's owner (0: this process). For another process (a VMM
-	 * that handed over its uffd and memfds) every region needs its fd
-	 * (or .local): the copy reads the memfd's page cache through our
-	 * own mapping. Its anonymous memory is not supported yet. */
+	 * that handed over its uffd and memfds, or an attached process,
+	 * wps_attach_take_uffd()), shared regions are read through our own
+	 * mapping of their fd (or .local), anonymous ones without an fd
+	 * with process_vm_readv. */
 	pid_t pid;
 	/* A userfaultfd handed over (not through UFFDIO_API yet; taken
 	 * over); -1 (WPS_CKPT_OPTS_INIT): open one. */

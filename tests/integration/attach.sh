@@ -147,6 +147,24 @@ else ko "exit mid-way: message"; fi
 [ ! -e "$T/img.partial" ] && ok "exit mid-way: no partial image" || ko "exit mid-way: partial image left"
 wait "$PID" 2>/dev/null
 
+# 8. periodic checkpoints of the same kind of process: each checkpoint,
+#    flattened with its chain, is the memory of one instant
+start ckpt --memfd 32 --anon 16 || exit 1
+rm -rf "$T/ck"
+if timeout 120 "$W" checkpoint --pid "$PID" --dir "$T/ck" --count 4 --interval 50 \
+   --range "$MEMFD" --range "$ANON" >"$T/out" 2>&1
+then ok "checkpoint --pid: 4 checkpoints"
+else ko "checkpoint --pid: 4 checkpoints"; fi
+for i in 0 1 2 3; do
+	if "$W" merge "$T/ck/ckpt-00000$i.wpsnap" -o "$T/ck/m$i.wpsnap" >"$T/out" 2>&1 &&
+	   "$TGT" --check "$T/ck/m$i.wpsnap" --addr "${MEMFD%-*}" --addr "${ANON%-*}" >"$T/out" 2>&1
+	then ok "checkpoint $i of the process is one instant ($(cat "$T/out"))"
+	else ko "checkpoint $i of the process: consistent"; fi
+done
+grep -q "^TracerPid:	0" "/proc/$PID/status" && ok "checkpoint --pid: not traced afterwards" ||
+	ko "checkpoint --pid: still traced"
+finish ckpt
+
 # 7. no such process
 PID=999999999
 if snap; then ko "missing pid refused"
