@@ -256,8 +256,10 @@ static void cmd_cancel(struct wpsd_conn *c, json_t *args, json_t *id,
 	r->ret = json_object();
 }
 
-static void cmd_ckpt_start(struct wpsd_conn *c, json_t *args, json_t *id,
-			   struct wpsd_reply *r)
+/* Commands whose handler checks its own spec, but needs the guest first. */
+static void with_guest(struct wpsd_conn *c, json_t *args, struct wpsd_reply *r,
+		       int (*fn)(struct wpsd_conn *c, struct wpsd_guest *g,
+				 json_t *args, struct wpsd_reply *r))
 {
 	struct wpsd_guest *g;
 
@@ -268,7 +270,13 @@ static void cmd_ckpt_start(struct wpsd_conn *c, json_t *args, json_t *id,
 	}
 	g = need_guest(c, args, r);
 	if (g)
-		wpsd_ckpt_start(c, g, args, r);
+		fn(c, g, args, r);
+}
+
+static void cmd_ckpt_start(struct wpsd_conn *c, json_t *args, json_t *id,
+			   struct wpsd_reply *r)
+{
+	with_guest(c, args, r, wpsd_ckpt_start);
 }
 
 static void cmd_ckpt_stop(struct wpsd_conn *c, json_t *args, json_t *id,
@@ -292,16 +300,7 @@ static void cmd_ckpt_stop(struct wpsd_conn *c, json_t *args, json_t *id,
 static void cmd_restore_start(struct wpsd_conn *c, json_t *args, json_t *id,
 			      struct wpsd_reply *r)
 {
-	struct wpsd_guest *g;
-
-	if (!json_is_string(json_object_get(args, "guest"))) {
-		wpsd_reply_err(r, WPSD_GENERIC, "arguments: 'guest' (a string) is "
-			       "required");
-		return;
-	}
-	g = need_guest(c, args, r);
-	if (g)
-		wpsd_restore_start(c, g, args, r);
+	with_guest(c, args, r, wpsd_restore_start);
 }
 
 static void cmd_paused(struct wpsd_conn *c, json_t *args, json_t *id,
