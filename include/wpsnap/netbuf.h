@@ -71,7 +71,9 @@ struct wps_netbuf_opts {
 	unsigned int flags;
 	/* Network namespace of ifname, as an open fd (e.g. of
 	 * /run/netns/NAME); -1: the caller's. Sockets are opened and
-	 * rules installed there; the caller's threads do not move. */
+	 * rules installed there; the caller's threads do not move. The fd
+	 * must stay open until wps_netbuf_free(), which removes the rules
+	 * there. */
 	int netns_fd;
 	uint16_t queue;          /* NFQUEUE number; one holder per number */
 	/* Packets the kernel may hold in the queue (0: 65536, the cap); a

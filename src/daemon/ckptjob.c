@@ -16,6 +16,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,6 +27,7 @@
 
 #include <wpsnap/chain.h>
 #include <wpsnap/checkpoint.h>
+#include <wpsnap/netbuf.h>
 
 #include "src/daemon/job.h"
 #include "src/log.h"
@@ -35,6 +37,13 @@ struct wpsd_ckpt {
 	char dir[PATH_MAX];
 	unsigned int interval_ms, keep;
 	uint64_t count;          /* 0: until stopped */
+	/* Output commit (docs/NETBUF.md): the guest's packets of an epoch
+	 * leave once its checkpoint is durable. NULL: none. Worker only,
+	 * after the start. */
+	struct wps_netbuf *nb;
+	int netns_fd;            /* nb's namespace, open until nb is freed */
+	uint64_t epoch;          /* closed at the last instant */
+	uint64_t epoch_t0, epoch_t1;   /* CLOCK_MONOTONIC around it */
 	/* under the job's lock */
 	json_t *pending;         /* events for the loop to send */
 	json_t *last;            /* the last checkpoint's figures */
@@ -49,8 +58,82 @@ static const struct wpsd_arg ckpt_spec[] = {
 	{ "keep", WPSD_T_UINT, false },
 	{ "overwrite", WPSD_T_BOOL, false },
 	{ "pause-timeout-ms", WPSD_T_UINT, false },
+	{ "netbuf", WPSD_T_OBJECT, false },
 	{ NULL, 0, false },
 };
+
+static const struct wpsd_arg netbuf_spec[] = {
+	{ "ifname", WPSD_T_STR, true },
+	{ "netns", WPSD_T_STR, false },
+	{ "queue", WPSD_T_UINT, false },
+	{ "backend", WPSD_T_STR, false },
+	{ NULL, 0, false },
+};
+
+static uint64_t mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* The checkpoint's instant (inside the pause): the epoch ends here. */
+static int close_epoch(void *arg, uint64_t seq)
+{
+	struct wpsd_ckpt *ck = arg;
+	int ret;
+
+	ck->epoch_t0 = mono_ns();
+	ret = wps_netbuf_epoch(ck->nb, &ck->epoch);
+	ck->epoch_t1 = mono_ns();
+	return ret;
+}
+
+/* Hold the guest's output as "netbuf" asks: interface, namespace (a name
+ * under /run/netns or a path), queue, backend. */
+static int open_netbuf(struct wpsd_job *j, json_t *o, struct wpsd_reply *r)
+{
+	struct wps_netbuf_opts no = WPS_NETBUF_OPTS_INIT;
+	const char *ns = json_string_value(json_object_get(o, "netns"));
+	const char *be = json_string_value(json_object_get(o, "backend"));
+	char path[PATH_MAX];
+	int ret;
+
+	ret = wpsd_args_check(o, netbuf_spec, "netbuf", r);
+	if (ret)
+		return ret;
+	no.ifname = json_string_value(json_object_get(o, "ifname"));
+	no.queue = (uint16_t)json_integer_value(json_object_get(o, "queue"));
+	if (be && strcmp(be, "auto")) {
+		if (!strcmp(be, "nfqueue"))
+			no.backend = WPS_NETBUF_NFQUEUE;
+		else if (!strcmp(be, "plug"))
+			no.backend = WPS_NETBUF_PLUG;
+		else {
+			wpsd_reply_err(r, WPSD_GENERIC, "netbuf: backend is auto, "
+				       "nfqueue or plug, not '%s'", be);
+			return -EINVAL;
+		}
+	}
+	if (ns) {
+		snprintf(path, sizeof(path), strchr(ns, '/') ? "%s" : "/run/netns/%s",
+			 ns);
+		no.netns_fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (no.netns_fd < 0) {
+			wpsd_reply_err(r, WPSD_GENERIC, "netbuf: network namespace %s: "
+				       "%s", path, strerror(errno));
+			return -errno;
+		}
+	}
+	j->ck->netns_fd = no.netns_fd;   /* the rules are removed there */
+	ret = wps_netbuf_new(j->ctx, &no, &j->ck->nb);
+	if (ret)
+		wpsd_reply_err(r, WPSD_GENERIC, "netbuf: cannot hold the output of "
+			       "%s: %s", no.ifname, j->cause[0] ? j->cause :
+			       strerror(-ret));
+	return ret;
+}
 
 static void post(struct wpsd_job *j, const char *name, json_t *data)
 {
@@ -84,9 +167,9 @@ static bool wait_or_stop(struct wpsd_job *j, unsigned int ms)
 }
 
 static json_t *figures(struct wpsd_job *j, uint64_t seq, const char *path,
-		       const struct wps_ckpt_stats *st)
+		       const struct wps_ckpt_stats *st, uint64_t commit_t0)
 {
-	return json_pack("{s:s,s:I,s:s,s:I,s:I,s:I,s:I,s:I,s:i,s:I,s:I,s:I}",
+	json_t *f = json_pack("{s:s,s:I,s:s,s:I,s:I,s:I,s:I,s:I,s:i,s:I,s:I,s:I}",
 			 "guest", j->g->name, "seq", (json_int_t)seq, "path", path,
 			 "pause-ns", (json_int_t)st->pause_ns,
 			 "handshake-ns", (json_int_t)st->handshake_ns,
@@ -97,6 +180,16 @@ static json_t *figures(struct wpsd_job *j, uint64_t seq, const char *path,
 			 "dirty-bytes", (json_int_t)st->dirty_bytes,
 			 "image-file-bytes", (json_int_t)st->image_file_bytes,
 			 "total-ns", (json_int_t)st->total_ns);
+
+	/* output commit: when the epoch closed and when it was released
+	 * (CLOCK_MONOTONIC), so a peer can check no packet left early */
+	if (j->ck->nb && f) {
+		json_object_set_new(f, "epoch", json_integer((json_int_t)j->ck->epoch));
+		json_object_set_new(f, "epoch-t0-ns", json_integer((json_int_t)j->ck->epoch_t0));
+		json_object_set_new(f, "epoch-t1-ns", json_integer((json_int_t)j->ck->epoch_t1));
+		json_object_set_new(f, "commit-t0-ns", json_integer((json_int_t)commit_t0));
+	}
+	return f;
 }
 
 static void *ckpt_main(void *arg)
@@ -105,7 +198,7 @@ static void *ckpt_main(void *arg)
 	struct wpsd_ckpt *ck = j->ck;
 	char path[PATH_MAX + 128], cause[sizeof(j->cause)];
 	struct wps_ckpt_stats st;
-	uint64_t seq;
+	uint64_t seq, commit_t0;
 	int ret = 0;
 
 	for (seq = 0; !ck->count || seq < ck->count; seq++) {
@@ -116,6 +209,13 @@ static void *ckpt_main(void *arg)
 		ret = wps_ckpt_take(ck->c, path, &st);
 		if (ret)
 			break;
+		/* durable: its epoch's output may leave */
+		commit_t0 = mono_ns();
+		if (ck->nb) {
+			ret = wps_netbuf_commit(ck->nb, ck->epoch);
+			if (ret)
+				break;
+		}
 		if (ck->keep) {
 			struct wps_chain *chain;
 
@@ -127,10 +227,10 @@ static void *ckpt_main(void *arg)
 		}
 		pthread_mutex_lock(&j->lock);
 		json_decref(ck->last);
-		ck->last = figures(j, seq, path, &st);
+		ck->last = figures(j, seq, path, &st, commit_t0);
 		ck->done = seq + 1;
 		pthread_mutex_unlock(&j->lock);
-		post(j, "WPS_CHECKPOINT", figures(j, seq, path, &st));
+		post(j, "WPS_CHECKPOINT", figures(j, seq, path, &st, commit_t0));
 	}
 	pthread_mutex_lock(&j->lock);
 	if (ret && !j->cancelled) {
@@ -191,6 +291,7 @@ int wpsd_ckpt_start(struct wpsd_conn *c, struct wpsd_guest *g, json_t *args,
 	if (!j->ck)
 		goto nomem_job;
 	j->ck->pending = json_array();
+	j->ck->netns_fd = -1;
 	snprintf(j->ck->dir, sizeof(j->ck->dir), "%s", dir);
 	v = json_object_get(args, "interval-ms");
 	j->ck->interval_ms = v ? (unsigned int)json_integer_value(v) : 1000;
@@ -218,6 +319,14 @@ int wpsd_ckpt_start(struct wpsd_conn *c, struct wpsd_guest *g, json_t *args,
 	wps_ctx_set_log_level(j->ctx, wps_ctx_get_log_level(c->d->ctx));
 	/* the job's own log function records its first error as the cause */
 	wpsd_job_set_log(j);
+	v = json_object_get(args, "netbuf");
+	if (v) {
+		ret = open_netbuf(j, v, r);
+		if (ret)
+			goto fail;
+		co.at_instant = close_epoch;
+		co.instant_arg = j->ck;
+	}
 	co.pause = wpsd_job_pause;
 	co.resume = wpsd_job_resume;
 	co.pause_arg = j;
@@ -295,6 +404,13 @@ void wpsd_ckpt_reaped(struct wpsd_job *j, bool tell)
 
 	if (tell)
 		wpsd_ckpt_poll(j);   /* what the worker posted last */
+	/* The worker is joined: let go of the output before saying "stopped"
+	 * (what the last epochs held is dropped, never released). */
+	wps_netbuf_free(j->ck->nb);
+	j->ck->nb = NULL;
+	if (j->ck->netns_fd >= 0)
+		close(j->ck->netns_fd);
+	j->ck->netns_fd = -1;
 	s = json_pack("{s:s,s:s,s:s,s:I,s:I}", "guest", g->name, "status",
 		      j->result ? "failed" : "stopped", "dir", j->ck->dir,
 		      "token", (json_int_t)j->token, "checkpoints",
@@ -323,6 +439,10 @@ void wpsd_ckpt_free(struct wpsd_ckpt *ck)
 	if (!ck)
 		return;
 	wps_ckpt_free(ck->c);
+	/* what the last epochs held is dropped, never released */
+	wps_netbuf_free(ck->nb);
+	if (ck->netns_fd >= 0)
+		close(ck->netns_fd);
 	json_decref(ck->pending);
 	json_decref(ck->last);
 	free(ck);

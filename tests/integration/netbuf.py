@@ -341,7 +341,17 @@ def ckpt_case(name):
     sp, slog = role(G, "udp-send." + name, 1000, 2.0)
     sp.wait(22)
     sent = parse(slog, 3)
-    time.sleep(0.6)   # checkpoints go on until every send is committed
+    # checkpoints go on until an epoch that closed after the last send is
+    # committed
+    last = max((x[2] for x in sent), default=0)
+
+    def covered():
+        ep, cm = parse_driver(out)
+        e = next((e for e in sorted(ep) if ep[e][0] > last), None)
+        return e is not None and any(c[0] >= e for c in cm)
+    end = time.time() + 60
+    while time.time() < end and not covered():
+        time.sleep(0.05)
     hrc = stop(hp)
     stop(rp)
     got = parse(rlog, 2)
@@ -353,6 +363,66 @@ def ckpt_case(name):
           (len(imgs), len(commits)), len(imgs) == len(commits) and len(imgs) >= 5)
     rules = sh("iptables", "-t", "mangle", "-S", ns=G)
     check(name + ": rule removed on exit", "wpsnap-netbuf" not in rules, rules)
+
+
+def daemon_case(name):
+    """Epochs driven by wpsnapd's checkpoint series of a VMM's guest
+    (wps-checkpoint-start with "netbuf"): each WPS_CHECKPOINT event says
+    when its epoch closed and when it was released."""
+    sys.path.insert(0, os.path.dirname(ME))
+    import wpstest
+    S = os.path.join(T, "wpsnapd.sock")
+    dp = spawn([os.path.join(B, "tools", "wpsnapd"), "--socket", S, "--foreground"],
+               os.path.join(T, "wpsnapd.log"))
+    if not wait_file(S):
+        return ko(name + ": wpsnapd did not start")
+    c = wpstest.Conn(S)
+    gp = spawn([os.path.join(B, "tools", "wpsnap-guest"), "--daemon", S, "--name", "g",
+                "--backing", "memfd", "--size", "32M", "--pattern", "hot", "--rate", "20",
+                "--warmup", "0", "--duration", "30"], os.path.join(T, "guest.out"))
+    if not wait_file(os.path.join(T, "guest.out"), 10, r"^registered"):
+        return ko(name + ": guest did not register")
+    rp, rlog = role(P, "udp-recv." + name)
+    if not wait_file(rlog + ".ready"):
+        return ko(name + ": receiver did not start")
+    os.mkdir(os.path.join(T, "dckpt"))
+    r = c.cmd("wps-checkpoint-start", {"guest": "g", "dir": os.path.join(T, "dckpt"),
+                                        "interval-ms": 30,
+                                        "netbuf": {"ifname": VG, "netns": G, "queue": 7}})
+    if not check(name + ": wps-checkpoint-start with netbuf", "return" in r, r):
+        return
+    r = c.cmd("wps-checkpoint-start", {"guest": "g", "dir": T, "netbuf": {"ifname": VG,
+                                        "netns": G, "frobs": 1}})
+    check(name + ": a bad netbuf object is refused", "error" in r, r)
+    sp, slog = role(G, "udp-send." + name, 1000, 2.0)
+    sp.wait(22)
+    sent = parse(slog, 3)
+    # checkpoints go on until one whose epoch closed after the last send
+    # is committed (its WPS_CHECKPOINT event says so)
+    last = max((x[2] for x in sent), default=0)
+    end = time.time() + 60
+    while time.time() < end and not any(
+            e["event"] == "WPS_CHECKPOINT" and e["data"]["epoch-t0-ns"] > last
+            for e in c.events):
+        try:
+            m = c.recv(1)
+        except TimeoutError:
+            continue
+        if "event" in m:
+            c.events.append(m)
+    c.cmd("wps-checkpoint-stop", {"guest": "g"})
+    c.event("WPS_CHECKPOINT_STOPPED", lambda d: d["guest"] == "g", 30)
+    stop(rp)
+    got = parse(rlog, 2)
+    evs = [e["data"] for e in c.events if e["event"] == "WPS_CHECKPOINT"]
+    epochs = {d["epoch"]: (d["epoch-t0-ns"], d["epoch-t1-ns"]) for d in evs}
+    commits = [(d["epoch"], d["commit-t0-ns"], d["commit-t0-ns"]) for d in evs]
+    check_run(name, sent, got, epochs, commits)
+    rules = sh("iptables", "-t", "mangle", "-S", ns=G)
+    check(name + ": rule removed when the series stopped", "wpsnap-netbuf" not in rules, rules)
+    c.cmd("quit")
+    stop(dp)
+    stop(gp, signal.SIGKILL)
 
 
 def tcp_case(name, epoch_ms, ckpt_ms):
@@ -492,6 +562,7 @@ def main():
         udp_case("ingress", 50, 20, ingress=True)
         udp_case("no holder", 50, 20, raw=True)  # negative control
         ckpt_case("real checkpoints")
+        daemon_case("wpsnapd checkpoints")
         kill_case("kill")
         busy_case("busy")
         plug_case("plug")
