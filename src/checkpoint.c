@@ -77,6 +77,7 @@ struct wps_ckpt {
 	uint8_t *stage;                /* pause copies; grows, kept */
 	size_t stage_size;
 	uint8_t *bounce;               /* remote anonymous memory, in chunks */
+	struct wps_img_writer *w;      /* of the take under way, for blobs */
 };
 
 static uint64_t now_ns(clockid_t c)
@@ -526,6 +527,18 @@ int wps_ckpt_take(struct wps_ckpt *ck, const char *path,
 	}
 	if (ret)
 		goto fail;
+	if (ck->o.before_commit) {
+		ck->w = w;
+		ret = ck->o.before_commit(ck->o.instant_arg, ck, s.seq);
+		ck->w = NULL;
+		if (ret) {
+			wps_err(ck->ctx, "checkpoint %" PRIu64 ": the caller's "
+				"before-commit step failed: %s", s.seq,
+				strerror(ret < 0 ? -ret : ret));
+			ret = ret < 0 ? ret : -EIO;
+			goto fail;
+		}
+	}
 	wps_img_writer_set_instant(w, rt, mono);
 	tp = now_ns(CLOCK_MONOTONIC);
 	ret = wps_img_writer_commit(w);
@@ -561,6 +574,16 @@ fail:
 	if (st)
 		*st = s;
 	return ret;
+}
+
+int wps_ckpt_add_blob(struct wps_ckpt *ck, const char *name, const void *data,
+		      size_t len)
+{
+	if (!ck->w) {
+		wps_err(ck->ctx, "checkpoint blob %s: only from before_commit", name);
+		return -EINVAL;
+	}
+	return wps_img_writer_add_blob(ck->w, name, data, len);
 }
 
 int wps_ckpt_new(struct wps_ctx *ctx, const struct wps_region *regions,

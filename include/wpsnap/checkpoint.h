@@ -24,6 +24,7 @@
 #define WPSNAP_CHECKPOINT_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -52,6 +53,13 @@ struct wps_ckpt_opts {
 	 */
 	int (*at_instant)(void *arg, uint64_t seq);
 	void *instant_arg;
+	/*
+	 * Optional, called after the guest has resumed and before the image
+	 * is committed (same arg as at_instant): the place to attach blobs
+	 * that describe the instant, such as a VMM's device state, with
+	 * wps_ckpt_add_blob(). Non-zero fails the checkpoint.
+	 */
+	int (*before_commit)(void *arg, struct wps_ckpt *ck, uint64_t seq);
 	/*
 	 * Background copy rounds before the pause (0: 8). Each round takes
 	 * what was written during the one before; the pause comes when a
@@ -116,6 +124,10 @@ int wps_ckpt_new(struct wps_ctx *ctx, const struct wps_region *regions,
  */
 int wps_ckpt_take(struct wps_ckpt *ck, const char *path,
 		  struct wps_ckpt_stats *st);
+
+/* A named blob in the checkpoint under way (from before_commit only). */
+int wps_ckpt_add_blob(struct wps_ckpt *ck, const char *name, const void *data,
+		      size_t len);
 
 /* Stop tracking; every protection is removed. */
 void wps_ckpt_free(struct wps_ckpt *ck);

@@ -44,6 +44,7 @@ struct wpsd_ckpt {
 	int netns_fd;            /* nb's namespace, open until nb is freed */
 	uint64_t epoch;          /* closed at the last instant */
 	uint64_t epoch_t0, epoch_t1;   /* CLOCK_MONOTONIC around it */
+	struct wpsd_job *job;          /* its job (hooks get the ckpt) */
 	/* under the job's lock */
 	json_t *pending;         /* events for the loop to send */
 	json_t *last;            /* the last checkpoint's figures */
@@ -132,6 +133,34 @@ static int open_netbuf(struct wpsd_job *j, json_t *o, struct wpsd_reply *r)
 		wpsd_reply_err(r, WPSD_GENERIC, "netbuf: cannot hold the output of "
 			       "%s: %s", no.ifname, j->cause[0] ? j->cause :
 			       strerror(-ret));
+	return ret;
+}
+
+/*
+ * After the resume, before the commit: the device state the VMM handed
+ * with this pause's wps-vcpus-paused (else the one given at
+ * registration) goes into this checkpoint, so each increment describes
+ * its own instant.
+ */
+static int ckpt_device_state(void *arg, struct wps_ckpt *c, uint64_t seq)
+{
+	struct wpsd_job *j = ((struct wpsd_ckpt *)arg)->job;
+	void *buf = NULL;
+	size_t len = 0;
+	int fd, ret;
+
+	pthread_mutex_lock(&j->lock);
+	fd = j->ds_fd;
+	j->ds_fd = -1;
+	pthread_mutex_unlock(&j->lock);
+	if (fd < 0)
+		return j->g->blob ? wps_ckpt_add_blob(c, WPSD_BLOB_NAME, j->g->blob,
+						      j->g->blob_len) : 0;
+	ret = wpsd_read_blob_fd(fd, &buf, &len);
+	close(fd);
+	if (!ret)
+		ret = wps_ckpt_add_blob(c, WPSD_BLOB_NAME, buf, len);
+	free(buf);
 	return ret;
 }
 
@@ -292,6 +321,7 @@ int wpsd_ckpt_start(struct wpsd_conn *c, struct wpsd_guest *g, json_t *args,
 		goto nomem_job;
 	j->ck->pending = json_array();
 	j->ck->netns_fd = -1;
+	j->ck->job = j;
 	snprintf(j->ck->dir, sizeof(j->ck->dir), "%s", dir);
 	v = json_object_get(args, "interval-ms");
 	j->ck->interval_ms = v ? (unsigned int)json_integer_value(v) : 1000;
@@ -327,6 +357,8 @@ int wpsd_ckpt_start(struct wpsd_conn *c, struct wpsd_guest *g, json_t *args,
 		co.at_instant = close_epoch;
 		co.instant_arg = j->ck;
 	}
+	co.before_commit = ckpt_device_state;
+	co.instant_arg = j->ck;
 	co.pause = wpsd_job_pause;
 	co.resume = wpsd_job_resume;
 	co.pause_arg = j;

@@ -662,9 +662,9 @@ int wpsd_job_ack(struct wpsd_conn *c, uint64_t token, bool resumed,
 		return 0;
 	}
 	if (ds_name) {
-		if (!j->mem || j->ck) {
+		if (!j->mem && !j->ck) {
 			wpsd_reply_err(r, WPSD_GENERIC, "device-state goes with a "
-				       "memory snapshot's pause only");
+				       "memory snapshot's or a checkpoint's pause");
 			return -EINVAL;
 		}
 		ds_fd = wpsd_conn_take_fd(c, ds_name);

@@ -41,7 +41,7 @@ def chain_ok(img, ledger):
 def series(c, S):
     d = os.path.join(T, "series")
     os.mkdir(d)
-    g = guest(S, "g", "--ledger", os.path.join(T, "g-%u.ledger"))
+    g = guest(S, "g", "--ledger", os.path.join(T, "g-%u.ledger"), "--device-state")
     if not check("guest registered", uffd_ready(c, "g")):
         return g
     r = c.cmd("wps-checkpoint-start", {"guest": "g", "dir": d, "interval-ms": 150,
@@ -60,6 +60,11 @@ def series(c, S):
         img = os.path.join(d, "g-%06d.wpsnap" % k)
         good, out = chain_ok(img, os.path.join(T, "g-%d.ledger" % (k + 1)))
         check("checkpoint %d through its chain equals the guest's ledger" % k, good, out)
+        r = wpstest.run([WPSNAP, "export", img, "--blob", "device-state", "-o",
+                         os.path.join(T, "ds")])
+        ds = open(os.path.join(T, "ds")).read() if r.returncode == 0 else r.stdout
+        check("checkpoint %d holds the device state of its own pause" % k,
+              ds == "wpsnap-guest g pause %d\n" % (k + 1), ds)
     q = c.cmd("query-checkpoint", {"guest": "g"})["return"]
     check("query-checkpoint after the series", q.get("status") == "stopped" and
           q.get("checkpoints") == 5 and q.get("last", {}).get("seq") == 4, q)

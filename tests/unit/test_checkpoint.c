@@ -545,6 +545,8 @@ START_TEST(failed_take)
 	mem = restore(t.ctx, path, t.m.size);
 	ck_assert(!memcmp(mem, t.m.p, t.m.size));
 	munmap(mem, t.m.size);
+	/* blobs go in from before_commit only */
+	ck_assert_int_eq(wps_ckpt_add_blob(t.ck, "x", "y", 1), -EINVAL);
 	/* an existing image is not overwritten */
 	ck_assert_int_eq(wps_ckpt_take(t.ck, path, &st), -EEXIST);
 	wps_ckpt_free(t.ck);
