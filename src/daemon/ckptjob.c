@@ -145,20 +145,12 @@ static int open_netbuf(struct wpsd_job *j, json_t *o, struct wpsd_reply *r)
 static int ckpt_device_state(void *arg, struct wps_ckpt *c, uint64_t seq)
 {
 	struct wpsd_job *j = ((struct wpsd_ckpt *)arg)->job;
-	void *buf = NULL;
-	size_t len = 0;
-	int fd, ret;
+	void *buf;
+	size_t len;
+	int ret;
 
-	pthread_mutex_lock(&j->lock);
-	fd = j->ds_fd;
-	j->ds_fd = -1;
-	pthread_mutex_unlock(&j->lock);
-	if (fd < 0)
-		return j->g->blob ? wps_ckpt_add_blob(c, WPSD_BLOB_NAME, j->g->blob,
-						      j->g->blob_len) : 0;
-	ret = wpsd_read_blob_fd(fd, &buf, &len);
-	close(fd);
-	if (!ret)
+	ret = wpsd_job_take_device_state(j, &buf, &len);
+	if (!ret && buf)
 		ret = wps_ckpt_add_blob(c, WPSD_BLOB_NAME, buf, len);
 	free(buf);
 	return ret;
@@ -376,17 +368,11 @@ int wpsd_ckpt_start(struct wpsd_conn *c, struct wpsd_guest *g, json_t *args,
 					json_pack("{s:s}", "guest", g->name));
 		goto fail;
 	}
-	ret = -pthread_create(&j->th, NULL, ckpt_main, j);
-	if (ret) {
-		wpsd_reply_err(r, WPSD_GENERIC, "cannot start a worker: %s",
-			       strerror(-ret));
+	ret = wpsd_job_launch(j, ckpt_main, r);
+	if (ret)
 		goto fail;
-	}
-	j->th_started = true;
-	g->job = j;
 	wps_info(c->d->ctx, "guest %s: checkpoints to %s every %u ms (token %"
 		 PRIu64 ")", g->name, dir, j->ck->interval_ms, j->token);
-	r->ret = json_pack("{s:I}", "token", (json_int_t)j->token);
 	return 0;
 nomem_job:
 	ret = -ENOMEM;

@@ -241,37 +241,64 @@ static int job_attach(struct wpsd_job *j)
 	return ret;
 }
 
-/*
- * Worker, guest running again: the device state the VMM handed over with
- * its wps-vcpus-paused, read whole (it describes the frozen instant) and
- * stored as the image's "device-state" blob, in place of the one given
- * at registration (stored when the VMM hands none). A failure fails the snapshot: an image whose device state
- * is not that of its memory would restore a broken guest.
- */
-static int job_device_state(struct wpsd_job *j)
+int wpsd_job_take_device_state(struct wpsd_job *j, void **buf, size_t *len)
 {
-	void *buf = NULL;
-	size_t len = 0;
 	int fd, ret;
 
+	*buf = NULL;
+	*len = 0;
 	pthread_mutex_lock(&j->lock);
 	fd = j->ds_fd;
 	j->ds_fd = -1;
 	pthread_mutex_unlock(&j->lock);
-	if (fd < 0) {
-		/* none at the pause: the one given at registration, if any */
-		if (!j->g->blob)
-			return 0;
-		ret = wps_snapshot_add_blob(j->snap, WPSD_BLOB_NAME, j->g->blob,
-					    j->g->blob_len);
-		goto out;
+	if (fd >= 0) {
+		ret = wpsd_read_blob_fd(fd, buf, len);
+		close(fd);
+		return ret;
 	}
-	ret = wpsd_read_blob_fd(fd, &buf, &len);
-	close(fd);
-	if (!ret)
+	/* none at the pause: the one given at registration, if any */
+	if (!j->g->blob)
+		return 0;
+	*buf = malloc(j->g->blob_len ? j->g->blob_len : 1);
+	if (!*buf)
+		return -ENOMEM;
+	memcpy(*buf, j->g->blob, j->g->blob_len);
+	*len = j->g->blob_len;
+	return 0;
+}
+
+int wpsd_job_launch(struct wpsd_job *j, void *(*fn)(void *),
+		    struct wpsd_reply *r)
+{
+	int ret = -pthread_create(&j->th, NULL, fn, j);
+
+	if (ret) {
+		wpsd_reply_err(r, WPSD_GENERIC, "cannot start a worker: %s",
+			       strerror(-ret));
+		return ret;
+	}
+	j->th_started = true;
+	j->g->job = j;
+	r->ret = json_pack("{s:I}", "token", (json_int_t)j->token);
+	return 0;
+}
+
+/*
+ * Worker, guest running again: the device state of the pause becomes the
+ * image's "device-state" blob. A failure fails the snapshot: an image
+ * whose device state is not that of its memory would restore a broken
+ * guest.
+ */
+static int job_device_state(struct wpsd_job *j)
+{
+	void *buf;
+	size_t len;
+	int ret;
+
+	ret = wpsd_job_take_device_state(j, &buf, &len);
+	if (!ret && buf)
 		ret = wps_snapshot_add_blob(j->snap, WPSD_BLOB_NAME, buf, len);
 	free(buf);
-out:
 	if (ret) {
 		pthread_mutex_lock(&j->lock);
 		snprintf(j->cause, sizeof(j->cause), "device state handed with "

@@ -96,6 +96,14 @@ struct wpsd_job *wpsd_job_alloc(struct wpsd *d, struct wpsd_guest *g);
 /* Route j->ctx's log through the daemon's, keeping the first error as
  * the job's cause. */
 void wpsd_job_set_log(struct wpsd_job *j);
+/* The device state of the job's last pause: handed with the VMM's ack
+ * (read now), else the guest's registration blob; *buf is malloc'd, NULL
+ * when there is none. */
+int wpsd_job_take_device_state(struct wpsd_job *j, void **buf, size_t *len);
+/* Start j's worker fn; on success j is the guest's job and the reply is
+ * its token. */
+int wpsd_job_launch(struct wpsd_job *j, void *(*fn)(void *),
+		    struct wpsd_reply *r);
 int wpsd_job_pause(void *arg);
 int wpsd_job_resume(void *arg);
 void wpsd_job_free(struct wpsd_job *j);

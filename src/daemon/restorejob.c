@@ -176,17 +176,11 @@ int wpsd_restore_start(struct wpsd_conn *c, struct wpsd_guest *g, json_t *args,
 			       j->cause : strerror(-ret));
 		goto fail;
 	}
-	ret = -pthread_create(&j->th, NULL, restore_main, j);
-	if (ret) {
-		wpsd_reply_err(r, WPSD_GENERIC, "cannot start a worker: %s",
-			       strerror(-ret));
+	ret = wpsd_job_launch(j, restore_main, r);
+	if (ret)
 		goto fail;
-	}
-	j->th_started = true;
-	g->job = j;
 	wps_info(c->d->ctx, "guest %s: lazy restore from %s started (token %"
 		 PRIu64 ")", g->name, image, j->token);
-	r->ret = json_pack("{s:I}", "token", (json_int_t)j->token);
 	return 0;
 fail:
 	if (j)
