@@ -48,6 +48,7 @@
 #include <wpsnap/attach.h>
 
 #include "src/attach.h"
+#include "src/clock.h"
 #include "src/log.h"
 
 /* The kernel's internal "restart me" codes, seen in rax when a thread is
@@ -95,14 +96,6 @@ struct inject {
 	bool poked;
 	long poke_word;                 /* original text at insn */
 };
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + ts.tv_nsec;
-}
 
 /* ------------------------------------------------------------------ */
 /* Mappings                                                            */
@@ -723,7 +716,7 @@ static int attach_pause(void *arg)
 		if (ret)
 			return ret;
 	}
-	at->t_pause = now_ns();
+	at->t_pause = wps_now_ns();
 	ret = stop_all(at);
 	if (ret && at->outer_resume)
 		at->outer_resume(at->outer_arg);
@@ -737,7 +730,7 @@ static int attach_resume(void *arg)
 	struct wps_attach *at = arg;
 
 	detach_all(at);
-	at->freeze_stop_ns = now_ns() - at->t_pause;
+	at->freeze_stop_ns = wps_now_ns() - at->t_pause;
 	return at->outer_resume ? at->outer_resume(at->outer_arg) : 0;
 }
 
@@ -1141,7 +1134,7 @@ int wps_attach_new(struct wps_ctx *ctx, pid_t pid,
 	ret = open_pidfd(ctx, pid, &at->pidfd);
 	if (ret)
 		goto fail;
-	at->t_stop = now_ns();
+	at->t_stop = wps_now_ns();
 	ret = stop_all(at);
 	if (ret)
 		goto fail;
@@ -1182,7 +1175,7 @@ int wps_attach_new(struct wps_ctx *ctx, pid_t pid,
 		goto fail;
 	/* Everything the snapshot needs from a stopped process is done. */
 	resume_all(at);
-	at->attach_stop_ns = now_ns() - at->t_stop;
+	at->attach_stop_ns = wps_now_ns() - at->t_stop;
 	free(v);
 	wps_dbg(ctx, "attached to process %d: %u threads, %u regions, "
 		"%" PRIu64 " bytes", (int)pid, at->nr_th, at->nr_regions,

@@ -39,6 +39,7 @@
 
 #include <wpsnap/checkpoint.h>
 
+#include "src/clock.h"
 #include "src/log.h"
 #include "stream/img_writer.h"
 #include "wp/compat.h"
@@ -79,14 +80,6 @@ struct wps_ckpt {
 	uint8_t *bounce;               /* remote anonymous memory, in chunks */
 	struct wps_img_writer *w;      /* of the take under way, for blobs */
 };
-
-static uint64_t now_ns(clockid_t c)
-{
-	struct timespec ts;
-
-	clock_gettime(c, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 static void set_bits(uint64_t *bm, uint64_t first, uint64_t n)
 {
@@ -379,14 +372,14 @@ static int take_instant(struct wps_ckpt *ck, struct wps_ckpt_stats *st,
 	unsigned int i;
 	int ret;
 
-	t0 = now_ns(CLOCK_MONOTONIC);
+	t0 = wps_now_ns();
 	clear_marks(ck);
 	ret = wps_dirty_harvest(ck->dirty, mark, ck);
-	*mono = (int64_t)now_ns(CLOCK_MONOTONIC);
-	*rt = (int64_t)now_ns(CLOCK_REALTIME);
+	*mono = (int64_t)wps_now_ns();
+	*rt = (int64_t)wps_clock_ns(CLOCK_REALTIME);
 	if (ret)
 		return ret;
-	t1 = now_ns(CLOCK_MONOTONIC);
+	t1 = wps_now_ns();
 	st->scan_ns = t1 - t0;
 	if (ck->o.at_instant) {
 		ret = ck->o.at_instant(ck->o.instant_arg, st->seq);
@@ -408,7 +401,7 @@ static int take_instant(struct wps_ckpt *ck, struct wps_ckpt_stats *st,
 		if (ret)
 			return ret;
 	}
-	st->copy_ns = now_ns(CLOCK_MONOTONIC) - t1;
+	st->copy_ns = wps_now_ns() - t1;
 	st->pause_bytes = bytes;
 	return 0;
 }
@@ -466,7 +459,7 @@ int wps_ckpt_take(struct wps_ckpt *ck, const char *path,
 	struct wps_img_writer *w = NULL;
 	struct wps_img_writer_stats ws;
 	struct stage_pos pos = { 0, NULL };
-	uint64_t t0 = now_ns(CLOCK_MONOTONIC), tp, th, prev = UINT64_MAX, n;
+	uint64_t t0 = wps_now_ns(), tp, th, prev = UINT64_MAX, n;
 	int64_t rt = 0, mono = 0;
 	unsigned int i;
 	int ret, rret;
@@ -492,9 +485,9 @@ int wps_ckpt_take(struct wps_ckpt *ck, const char *path,
 		prev = n;
 	}
 
-	tp = now_ns(CLOCK_MONOTONIC);
+	tp = wps_now_ns();
 	ret = ck->o.pause(ck->o.pause_arg);
-	th = now_ns(CLOCK_MONOTONIC);
+	th = wps_now_ns();
 	s.handshake_ns = th - tp;
 	if (ret) {
 		wps_err(ck->ctx, "checkpoint %" PRIu64 ": pausing the guest "
@@ -502,10 +495,10 @@ int wps_ckpt_take(struct wps_ckpt *ck, const char *path,
 		goto fail;
 	}
 	ret = take_instant(ck, &s, &rt, &mono);
-	th = now_ns(CLOCK_MONOTONIC);
+	th = wps_now_ns();
 	rret = ck->o.resume(ck->o.pause_arg);
-	s.pause_ns = now_ns(CLOCK_MONOTONIC) - tp;
-	s.handshake_ns += now_ns(CLOCK_MONOTONIC) - th;
+	s.pause_ns = wps_now_ns() - tp;
+	s.handshake_ns += wps_now_ns() - th;
 	if (!ret && rret) {
 		wps_err(ck->ctx, "checkpoint %" PRIu64 ": resuming the guest "
 			"failed: %s", s.seq, strerror(-rret));
@@ -540,9 +533,9 @@ int wps_ckpt_take(struct wps_ckpt *ck, const char *path,
 		}
 	}
 	wps_img_writer_set_instant(w, rt, mono);
-	tp = now_ns(CLOCK_MONOTONIC);
+	tp = wps_now_ns();
 	ret = wps_img_writer_commit(w);
-	s.commit_ns = now_ns(CLOCK_MONOTONIC) - tp;
+	s.commit_ns = wps_now_ns() - tp;
 	if (ret)
 		goto fail;
 	wps_img_writer_get_stats(w, &ws);
@@ -558,7 +551,7 @@ int wps_ckpt_take(struct wps_ckpt *ck, const char *path,
 	snprintf(ck->parent_path, sizeof(ck->parent_path), "%s", path);
 	ck->have_parent = true;
 	ck->seq++;
-	s.total_ns = now_ns(CLOCK_MONOTONIC) - t0;
+	s.total_ns = wps_now_ns() - t0;
 	if (st)
 		*st = s;
 	wps_info(ck->ctx, "checkpoint %" PRIu64 " %s: pause %.3f ms (walk %.3f, "

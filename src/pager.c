@@ -63,6 +63,7 @@
 
 #include <wpsnap/pager.h>
 
+#include "src/clock.h"
 #include "src/log.h"
 #include "stream/img_reader_int.h"
 #include "wp/compat.h"
@@ -159,14 +160,6 @@ struct wps_pager {
 	uint64_t bad_offset, bad_addr;
 };
 
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
 static inline uint8_t ust(const struct wps_pager *pg, uint64_t u)
 {
 	return __atomic_load_n(&pg->state[u], __ATOMIC_RELAXED);
@@ -178,11 +171,11 @@ static void set_state(struct wps_pager *pg, uint64_t u, uint8_t s)
 {
 	if (ust(pg, u) == U_NEED_DATA && s != U_BAD) {
 		if (!--pg->remaining)
-			pg->full_ns = now_ns() - pg->t_start;
+			pg->full_ns = wps_now_ns() - pg->t_start;
 	} else if (ust(pg, u) == U_BAD && s != U_BAD) {
 		/* The guest dropped a damaged page: it is no longer owed. */
 		if (!--pg->remaining)
-			pg->full_ns = now_ns() - pg->t_start;
+			pg->full_ns = wps_now_ns() - pg->t_start;
 	}
 	__atomic_store_n(&pg->state[u], s, __ATOMIC_RELAXED);
 }
@@ -523,7 +516,7 @@ static int drain(struct wps_pager *pg)
 			return errno == EAGAIN ? 0 : -errno;
 		}
 		for (i = 0; i < (int)(n / (ssize_t)sizeof(msg[0])); i++) {
-			uint64_t t = now_ns();
+			uint64_t t = wps_now_ns();
 
 			switch (msg[i].event) {
 			case UFFD_EVENT_PAGEFAULT:
@@ -637,7 +630,7 @@ static int serve_fault(struct wps_pager *pg, const struct pending_fault *f)
 		return ret;
 	}
 	pg->faults++;
-	wps_histo_add(&pg->hist, now_ns() - f->t);
+	wps_histo_add(&pg->hist, wps_now_ns() - f->t);
 	return 0;
 }
 
@@ -1076,7 +1069,7 @@ int wps_pager_start(struct wps_pager *pg)
 
 	if (pg->started)
 		return -EBUSY;
-	pg->t_start = now_ns();
+	pg->t_start = wps_now_ns();
 	if (pg->shared)
 		mode |= UFFDIO_REGISTER_MODE_MINOR;
 	ret = wps_uffd_register(pg->ctx, pg->uffd, pg->dst.host_addr,
@@ -1096,7 +1089,7 @@ int wps_pager_start(struct wps_pager *pg)
 		if (ret)
 			goto fail;
 	}
-	pg->start_ns = now_ns() - pg->t_start;
+	pg->start_ns = wps_now_ns() - pg->t_start;
 	return 0;
 fail:
 	/* Nothing was served yet that the guest could depend on only if
@@ -1157,7 +1150,7 @@ int wps_pager_graduate(struct wps_pager *pg)
 			} else {
 				pg->registered = false;
 				pg->graduated = true;
-				pg->graduate_ns = now_ns() - pg->t_start;
+				pg->graduate_ns = wps_now_ns() - pg->t_start;
 			}
 			pthread_mutex_unlock(&pg->lock);
 			break;

@@ -16,6 +16,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "src/clock.h"
 #include "src/log.h"
 #include "stream/img_writer.h"
 #include "wp/engine.h"
@@ -32,14 +33,6 @@ struct wps_snapshot {
 	int result;
 	uint64_t t_start, t_end;
 };
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + ts.tv_nsec;
-}
 
 static void set_phase(struct wps_snapshot *s, enum wps_phase p)
 {
@@ -133,7 +126,7 @@ int wps_snapshot_freeze(struct wps_snapshot *s)
 
 	if (s->frozen || s->waited)
 		return -EALREADY;
-	s->t_start = now_ns();
+	s->t_start = wps_now_ns();
 	set_phase(s, WPS_PHASE_FREEZING);
 	ret = wps_engine_freeze(s->eng);
 	if (ret) {
@@ -188,7 +181,7 @@ int wps_snapshot_wait(struct wps_snapshot *s)
 	} else {
 		wps_img_writer_abort(s->w);
 	}
-	s->t_end = now_ns();
+	s->t_end = wps_now_ns();
 	s->waited = true;
 	s->result = ret;
 	set_phase(s, !ret ? WPS_PHASE_DONE :

@@ -28,19 +28,12 @@
 
 #include <wpsnap/checkpoint.h>
 
+#include "src/clock.h"
 #include "tools/bench_ckpt.h"
 #include "wp/dirty.h"
 
 #define MiB (1024.0 * 1024.0)
 #define PAGE 4096ull
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 static int cmp_double(const void *a, const void *b)
 {
@@ -68,11 +61,11 @@ struct raw_costs {
 
 static double store_pass(uint8_t *p, uint64_t size, uint8_t v)
 {
-	uint64_t t0 = now_ns(), off;
+	uint64_t t0 = wps_now_ns(), off;
 
 	for (off = 0; off < size; off += PAGE)
 		((volatile uint8_t *)p)[off] = v;
-	return (double)(now_ns() - t0) / (double)(size / PAGE);
+	return (double)(wps_now_ns() - t0) / (double)(size / PAGE);
 }
 
 static int nop_cb(void *arg, unsigned int r, uint64_t off, uint64_t len,
@@ -99,10 +92,10 @@ static int measure_raw(struct wps_ctx *ctx, uint64_t size, struct raw_costs *rc)
 	madvise(p, size, MADV_NOHUGEPAGE);
 	memset(p, 1, size);
 	memset(q, 1, 2 * copy);
-	t0 = now_ns();
+	t0 = wps_now_ns();
 	for (i = 0; i < 4; i++)
 		memcpy(q + copy, q, copy);
-	rc->memcpy_mib_s = 4 * copy / MiB / ((now_ns() - t0) / 1e9);
+	rc->memcpy_mib_s = 4 * copy / MiB / ((wps_now_ns() - t0) / 1e9);
 	store_pass(p, size, 2);
 	rc->store_ns = store_pass(p, size, 3);
 	r.host_addr = (uint64_t)(uintptr_t)p;
@@ -111,9 +104,9 @@ static int measure_raw(struct wps_ctx *ctx, uint64_t size, struct raw_costs *rc)
 	if (!ret)
 		ret = wps_dirty_arm(d);
 	if (!ret) {
-		t0 = now_ns();
+		t0 = wps_now_ns();
 		ret = wps_dirty_harvest(d, nop_cb, NULL);   /* nothing written */
-		rc->walk_ms = (now_ns() - t0) / 1e6;
+		rc->walk_ms = (wps_now_ns() - t0) / 1e6;
 	}
 	if (!ret) {
 		rc->first_store_ns = store_pass(p, size, 4);
@@ -186,7 +179,7 @@ static int run_rate(struct wps_ctx *ctx, const struct bench_ckpt_opts *o,
 	for (i = 0; !ret; i++) {
 		struct wps_ckpt_stats st;
 
-		if (seconds > 0 ? (i > 0 && (now_ns() - t0) / 1e9 >= seconds) || i >= cap :
+		if (seconds > 0 ? (i > 0 && (wps_now_ns() - t0) / 1e9 >= seconds) || i >= cap :
 				  i > n)
 			break;
 		if (interval_ms)
@@ -199,7 +192,7 @@ static int run_rate(struct wps_ctx *ctx, const struct bench_ckpt_opts *o,
 		if (ret)
 			break;
 		if (i == 0) {       /* the full image is not what is measured */
-			t0 = now_ns();
+			t0 = wps_now_ns();
 			continue;
 		}
 		pause[res->n] = st.pause_ns / 1e6;
@@ -220,7 +213,7 @@ static int run_rate(struct wps_ctx *ctx, const struct bench_ckpt_opts *o,
 		goto out;
 	}
 	if (seconds > 0)
-		res->per_s = res->n / ((now_ns() - t0) / 1e9);
+		res->per_s = res->n / ((wps_now_ns() - t0) / 1e9);
 	res->pause_max_ms = pct(pause, res->n, 1.0);
 	res->pause_p50_ms = pct(pause, res->n, 0.5);
 	res->walk_p50_ms = pct(walk, res->n, 0.5);

@@ -40,15 +40,8 @@
 #include <wpsnap/netbuf.h>
 #include <wpsnap/wpsnap.h>
 
+#include "src/clock.h"
 #include "tools/netbuf_cmd.h"
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 /* ------------------------------------------------------------------ */
 /* The checkpoint side                                                 */
@@ -82,13 +75,13 @@ int nbd_freeze(struct nb_driver *d, uint64_t *epoch)
 	ret = nbd_grow(d, e);
 	if (ret < 0)
 		return ret;
-	t0 = now_ns();
+	t0 = wps_now_ns();
 	if (d->nb) {
 		ret = wps_netbuf_epoch(d->nb, &e);
 		if (ret < 0)
 			return ret;
 	}
-	t1 = now_ns();
+	t1 = wps_now_ns();
 	d->epoch = e;
 	d->freeze[e - 1] = (struct nbd_times){ t0, t1 };
 	if (d->log)
@@ -102,10 +95,10 @@ int nbd_durable(struct nb_driver *d, uint64_t epoch)
 	uint64_t t0, t1;
 	int ret = 0;
 
-	t0 = now_ns();
+	t0 = wps_now_ns();
 	if (d->nb)
 		ret = wps_netbuf_commit(d->nb, epoch);
-	t1 = now_ns();
+	t1 = wps_now_ns();
 	if (ret < 0)
 		return ret;
 	for (uint64_t e = d->committed + 1; e <= epoch; e++)
@@ -144,13 +137,13 @@ struct timer_opts {
 
 static int run_timer(struct nb_driver *d, const struct timer_opts *o)
 {
-	uint64_t next_tick = now_ns() + o->epoch_ns;
+	uint64_t next_tick = wps_now_ns() + o->epoch_ns;
 	uint64_t *due = NULL, ndue = 0, head = 0;
 	size_t cap = 0;
 	int ret = 0;
 
 	for (;;) {
-		uint64_t now = now_ns(), wake = next_tick;
+		uint64_t now = wps_now_ns(), wake = next_tick;
 		bool closing = !(o->max_epochs && d->epoch >= o->max_epochs) &&
 			       !(o->until && now >= o->until);
 
@@ -202,7 +195,7 @@ static int run_timer(struct nb_driver *d, const struct timer_opts *o)
 				due = p;
 				cap = c;
 			}
-			due[ndue++] = now_ns() + o->checkpoint_ns;
+			due[ndue++] = wps_now_ns() + o->checkpoint_ns;
 		}
 	}
 	free(due);
@@ -485,7 +478,7 @@ static void *bench_recv(void *arg)
 	atomic_store(&b->recv_ready, true);
 	while (!atomic_load(&b->stop_recv)) {
 		ssize_t n = recv(s, buf, sizeof(buf), 0);
-		uint64_t t = now_ns(), seq;
+		uint64_t t = wps_now_ns(), seq;
 
 		if (n < 8)
 			continue;
@@ -532,16 +525,16 @@ static void *bench_send(void *arg)
 		uint64_t due = sd->start + i * 1000000000ull / b->o->rate;
 		struct timespec ts = { (time_t)(due / 1000000000ull), (long)(due % 1000000000ull) };
 
-		if (now_ns() < due)
+		if (wps_now_ns() < due)
 			clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL);
 		memcpy(buf, &i, sizeof(i));
-		b->s0[i] = now_ns();
+		b->s0[i] = wps_now_ns();
 		if (send(s, buf, b->o->size, 0) < 0) {
 			b->err = -errno;
 			fprintf(stderr, "netbuf bench: send #%" PRIu64 ": %s\n", i, strerror(errno));
 			break;
 		}
-		b->s1[i] = now_ns();
+		b->s1[i] = wps_now_ns();
 	}
 	b->sent = i;
 	close(s);
@@ -640,7 +633,7 @@ static int bench_phase(struct wps_ctx *ctx, struct bench *b, bool held, struct p
 	}
 	while (!atomic_load(&b->recv_ready))
 		usleep(1000);
-	sd.start = now_ns() + 20000000ull;
+	sd.start = wps_now_ns() + 20000000ull;
 	ret = pthread_create(&st, NULL, bench_send, &sd);
 	if (ret) {
 		atomic_store(&b->stop_recv, true);

@@ -38,6 +38,7 @@
 #include <wpsnap/wpsnap.h>
 #include <wpsnap/wset.h>
 
+#include "src/clock.h"
 #include "tools/guest/guest.h"
 #include "tools/restore_lazy.h"
 #include "wp/histo.h"
@@ -56,14 +57,6 @@ struct lazy_reader {
 	uint64_t touched, bad, bad_block;
 	struct wps_histo faulted;   /* guest-side latency of faulting touches */
 };
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 /*
  * With writers running a block may be newer than the ledger, and a full
@@ -102,10 +95,10 @@ static void *reader_main(void *arg)
 		x ^= x >> 7;
 		x ^= x << 17;
 		b = x % rd->l->nr_blocks;
-		t0 = now_ns();
+		t0 = wps_now_ns();
 		if (!touch_ok(rd, b) && !rd->bad++)
 			rd->bad_block = b;
-		dt = now_ns() - t0;
+		dt = wps_now_ns() - t0;
 		if (dt >= FAULTED_NS)
 			wps_histo_add(&rd->faulted, dt);
 		rd->touched++;
@@ -463,7 +456,7 @@ int cmd_restore_lazy(struct wps_ctx *ctx, int argc, char **argv)
 	}
 
 	/* From here the guest runs: time to running is the pager's start. */
-	t0 = now_ns();
+	t0 = wps_now_ns();
 	ret = wps_pager_start(pg);
 	if (ret) {
 		fprintf(stderr, "wpsnap restore: cannot start the pager: %s\n",
@@ -474,7 +467,7 @@ int cmd_restore_lazy(struct wps_ctx *ctx, int argc, char **argv)
 		fprintf(stderr, "wpsnap restore: writers: %s\n", strerror(-ret));
 		goto out;
 	}
-	run_ns = now_ns() - t0;
+	run_ns = wps_now_ns() - t0;
 	if (ledger) {
 		rd = calloc(1, sizeof(*rd));
 		if (!rd)

@@ -60,6 +60,7 @@
 #include <wpsnap/image.h>
 #include <wpsnap/wpsnap.h>
 
+#include "src/clock.h"
 #include "tools/snapshot_qemu.h"
 
 #define MiB (1024.0 * 1024.0)
@@ -82,18 +83,10 @@ struct qmp {
 	unsigned int next_id;
 };
 
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + ts.tv_nsec;
-}
-
 /* One line (a QMP message) into *line, malloc'ed; waits at most ms. */
 static int qmp_line(struct qmp *q, char **line, int ms)
 {
-	uint64_t deadline = now_ns() + (uint64_t)ms * 1000000ull;
+	uint64_t deadline = wps_now_ns() + (uint64_t)ms * 1000000ull;
 
 	for (;;) {
 		char *nl = q->len ? memchr(q->buf, '\n', q->len) : NULL;
@@ -119,7 +112,7 @@ static int qmp_line(struct qmp *q, char **line, int ms)
 			q->buf = nb;
 			q->cap += 65536;
 		}
-		left = (int64_t)(deadline - now_ns()) / 1000000;
+		left = (int64_t)(deadline - wps_now_ns()) / 1000000;
 		if (left <= 0)
 			return -ETIMEDOUT;
 		n = poll(&p, 1, (int)left);
@@ -892,9 +885,9 @@ static int guest_stop(struct run *r)
 	int err;
 
 	watchdog_tell(&r->wd, WD_STOPPING);
-	r->t_stop = now_ns();
+	r->t_stop = wps_now_ns();
 	err = qmp_call(&r->q, "stop", NULL, NULL);
-	r->t_stopped = now_ns();
+	r->t_stopped = wps_now_ns();
 	/* On an error the guest may still have stopped: cont it anyway. */
 	r->stopped = true;
 	return err;
@@ -907,7 +900,7 @@ static int guest_cont(struct run *r)
 	if (!r->stopped)
 		return 0;
 	err = qmp_call(&r->q, "cont", NULL, NULL);
-	r->t_cont = now_ns();
+	r->t_cont = wps_now_ns();
 	if (!err) {
 		r->stopped = false;
 		watchdog_tell(&r->wd, WD_RUNNING);
@@ -930,7 +923,7 @@ static int qemu_resume(void *arg)
 {
 	struct run *r = arg;
 
-	r->t_thawed = now_ns();   /* QEMU's threads let go; cont follows */
+	r->t_thawed = wps_now_ns();   /* QEMU's threads let go; cont follows */
 	return guest_cont(r);
 }
 
@@ -962,7 +955,7 @@ static void report(const struct run *r, const struct wps_qemu_opts *o,
 				(r->t_cont - r->t_thawed) / 1e6 : 0.0,
 			"attach_stop_ms", ai->attach_stop_ns / 1e6,
 			"freeze_stop_ms", ai->freeze_stop_ns / 1e6,
-			"total_ms", (now_ns() - r->t_start) / 1e6,
+			"total_ms", (wps_now_ns() - r->t_start) / 1e6,
 			"ram_bytes", (json_int_t)ram,
 			"populated_bytes", (json_int_t)st->populated_bytes,
 			"image_data_bytes", (json_int_t)st->image_data_bytes,
@@ -1001,7 +994,7 @@ static void report(const struct run *r, const struct wps_qemu_opts *o,
 		printf("  guest was paused already: left paused at the freeze\n");
 	printf("  QEMU stopped   %.3f ms to attach, %.3f ms for the freeze\n",
 	       ai->attach_stop_ns / 1e6, ai->freeze_stop_ns / 1e6);
-	printf("  total          %.1f ms\n", (now_ns() - r->t_start) / 1e6);
+	printf("  total          %.1f ms\n", (wps_now_ns() - r->t_start) / 1e6);
 	printf("  write faults   %" PRIu64 " serviced in %.1f/%.1f us "
 	       "(p50/p99)\n", st->faults, st->fault_p50_ns / 1e3,
 	       st->fault_p99_ns / 1e3);
@@ -1049,7 +1042,7 @@ int wps_qemu_snapshot(struct wps_ctx *ctx, const struct wps_qemu_opts *o)
 	if (!r)
 		return 1;
 	r->wd.fd = r->wd.pid = -1;
-	r->t_start = now_ns();
+	r->t_start = wps_now_ns();
 	if (qmp_open(&r->q, o->qmp_path))
 		goto out_free;
 	if (qmp_call(&r->q, "query-status", NULL, &status))
@@ -1107,9 +1100,9 @@ int wps_qemu_snapshot(struct wps_ctx *ctx, const struct wps_qemu_opts *o)
 		goto out;
 	}
 	if (!so.pause)
-		r->t_stop = r->t_stopped = now_ns();
+		r->t_stop = r->t_stopped = wps_now_ns();
 	err = wps_snapshot_freeze(snap);   /* QMP stop and cont inside */
-	r->t_frozen = now_ns();
+	r->t_frozen = wps_now_ns();
 	if (!so.pause)
 		r->t_thawed = r->t_cont = r->t_frozen;
 	if (err) {

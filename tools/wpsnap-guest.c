@@ -26,6 +26,7 @@
 #include <wpsnap/image.h>
 #include <wpsnap/wpsnap.h>
 
+#include "src/clock.h"
 #include "tools/guest/guest.h"
 
 #define PROG "wpsnap-guest"
@@ -262,14 +263,6 @@ static void sleep_secs(double s)
 		;
 }
 
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
 /* "850 ns", "12.3 us", "4.56 ms" */
 static const char *fmt_ns(uint64_t ns, char *buf, size_t len)
 {
@@ -316,11 +309,11 @@ static int run_rate(struct wps_guest *g, const struct args *a)
 	wps_guest_pause(g);
 	wps_guest_latency_reset(g);
 	w0 = wps_guest_writes(g);
-	t0 = now_ns();
+	t0 = wps_now_ns();
 	wps_guest_resume(g);
 	sleep_secs(a->duration);
 	wps_guest_pause(g);
-	t1 = now_ns();
+	t1 = wps_now_ns();
 	w1 = wps_guest_writes(g);
 	secs = (double)(t1 - t0) / 1e9;
 	rate = (double)(w1 - w0) / secs;
@@ -466,7 +459,7 @@ static int vmm_pause(void *arg, const char *guest)
 	(void)guest;
 	if (v->paused)
 		return 0;
-	v->t_pause = now_ns();
+	v->t_pause = wps_now_ns();
 	wps_guest_freeze_pause(v->g);   /* marks the instant of the ledger */
 	v->paused = true;
 	return 0;
@@ -506,7 +499,7 @@ static int vmm_resume(void *arg, const char *guest)
 		return 0;   /* a resume after a pause we never did: harmless */
 	wps_guest_resume(v->g);
 	v->paused = false;
-	ns = now_ns() - v->t_pause;
+	ns = wps_now_ns() - v->t_pause;
 	v->paused_ns = ns;
 	if (ns > v->max_paused_ns)
 		v->max_paused_ns = ns;
@@ -554,7 +547,7 @@ static int vmm_restore(struct vmm *v, struct wps_client *c, const char *name)
 	}
 	snprintf(args, sizeof(args), "{\"guest\": \"%s\", \"image\": \"%s\"}",
 		 name, v->a->restore);
-	t0 = now_ns();
+	t0 = wps_now_ns();
 	ret = wps_client_execute(c, "wps-restore-start", args, NULL);
 	if (ret) {
 		fprintf(stderr, PROG ": wps-restore-start %s: %s\n", v->a->restore,
@@ -565,17 +558,17 @@ static int vmm_restore(struct vmm *v, struct wps_client *c, const char *name)
 	if (ret)
 		return ret;
 	printf("restore from %s: guest running after %.3f ms\n", v->a->restore,
-	       (now_ns() - t0) / 1e6);
+	       (wps_now_ns() - t0) / 1e6);
 	fflush(stdout);
-	end = now_ns() + 120000000000ull;
-	while (!v->restored && now_ns() < end)
+	end = wps_now_ns() + 120000000000ull;
+	while (!v->restored && wps_now_ns() < end)
 		vmm_serve(v, c, 0.02);
 	if (v->restored != 1) {
 		fprintf(stderr, PROG ": the restore did not complete\n");
 		return -EIO;
 	}
 	printf("restore from %s: complete (graduated) after %.1f ms\n",
-	       v->a->restore, (now_ns() - t0) / 1e6);
+	       v->a->restore, (wps_now_ns() - t0) / 1e6);
 	fflush(stdout);
 	return 0;
 }
@@ -627,11 +620,11 @@ static int vmm_write_ledger(struct vmm *v, struct wps_ledger **keep)
  * guest keeps running regardless). */
 static void vmm_serve(struct vmm *v, struct wps_client *c, double secs)
 {
-	uint64_t end = now_ns() + (uint64_t)(secs * 1e9), t;
+	uint64_t end = wps_now_ns() + (uint64_t)(secs * 1e9), t;
 	struct pollfd pfd;
 	bool up = true;
 
-	while ((t = now_ns()) < end) {
+	while ((t = wps_now_ns()) < end) {
 		pfd = (struct pollfd){ .fd = wps_client_fd(c), .events = POLLIN };
 		if (!up) {
 			sleep_secs((double)(end - t) / 1e9 > 0.05 ? 0.05 :

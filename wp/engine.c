@@ -39,6 +39,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "src/clock.h"
 #include "src/log.h"
 #include "wp/compat.h"
 #include "wp/engine.h"
@@ -131,14 +132,6 @@ struct wps_engine {
 	int64_t rt_instant, mono_instant;
 	uint64_t t_start, t_end, pause_ns, protect_ns;
 };
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + ts.tv_nsec;
-}
 
 static inline void cpu_relax(void)
 {
@@ -480,7 +473,7 @@ static bool serve_thp_fault(struct wps_engine *e, struct ereg *r, uint64_t u,
 	ret = unprotect_units(e, r, u0, THP_UNITS, true, q);
 	if (ret)
 		set_error(e, ret);
-	wps_histo_add(&e->fault_lat, now_ns() - t0);
+	wps_histo_add(&e->fault_lat, wps_now_ns() - t0);
 	return true;
 }
 
@@ -551,7 +544,7 @@ static void serve_wp_fault(struct wps_engine *e, uint64_t addr, uint64_t t0,
 	ret = unprotect_units(e, r, u, 1, true, q);
 	if (ret)
 		set_error(e, ret);
-	wps_histo_add(&e->fault_lat, now_ns() - t0);
+	wps_histo_add(&e->fault_lat, wps_now_ns() - t0);
 	/* Then neighbours ride along: a write near a write is likely, and
 	 * copying 64 KiB costs less than one more fault round trip. Only
 	 * once the population is known (copying an unpopulated neighbour of
@@ -571,7 +564,7 @@ static void serve_wp_fault(struct wps_engine *e, uint64_t addr, uint64_t t0,
 static void *fault_main(void *arg)
 {
 	struct wps_engine *e = arg;
-	uint64_t spin = SPIN_MIN_NS, last = now_ns();
+	uint64_t spin = SPIN_MIN_NS, last = wps_now_ns();
 	struct fault_queue *q;
 	struct pollfd pfd[2];
 	bool dirty = false;
@@ -591,7 +584,7 @@ static void *fault_main(void *arg)
 		 * low knows every message read so far was fully handled. */
 		__atomic_store_n(&e->busy, 1, __ATOMIC_SEQ_CST);
 		n = pump(e, q);
-		t0 = now_ns();
+		t0 = wps_now_ns();
 		if (n < 0) {
 			wps_err(e->ctx, "reading the userfaultfd failed: %s",
 				strerror(-n));
@@ -649,7 +642,7 @@ static void *fault_main(void *arg)
 				set_error(e, ret);
 			dirty = false;
 		}
-		last = now_ns();
+		last = wps_now_ns();
 	}
 	free(q);
 	return NULL;
@@ -1403,7 +1396,7 @@ int wps_engine_freeze(struct wps_engine *e)
 
 	if (e->fault_started)
 		return -EALREADY;
-	e->t_start = now_ns();
+	e->t_start = wps_now_ns();
 	/* The fault thread reads the uffd from before the first page is
 	 * protected: the live rounds need it, and any guest thread the pause
 	 * callback does not stop is served from the first instant. */
@@ -1430,10 +1423,10 @@ int wps_engine_freeze(struct wps_engine *e)
 		}
 		paused = true;
 	}
-	t_paused = now_ns();
+	t_paused = wps_now_ns();
 	clock_gettime(CLOCK_REALTIME, &rt);
 	clock_gettime(CLOCK_MONOTONIC, &mono);
-	t0 = now_ns();
+	t0 = wps_now_ns();
 	if (e->freeze_simple) {
 		ret = protect_all(e);
 	} else {
@@ -1446,7 +1439,7 @@ int wps_engine_freeze(struct wps_engine *e)
 		goto fail;
 	/* The instant: from here on a fault saves a pre-image. */
 	__atomic_store_n(&e->live, true, __ATOMIC_RELEASE);
-	e->protect_ns = now_ns() - t0;
+	e->protect_ns = wps_now_ns() - t0;
 	e->rt_instant = (int64_t)rt.tv_sec * 1000000000 + rt.tv_nsec;
 	e->mono_instant = (int64_t)mono.tv_sec * 1000000000 + mono.tv_nsec;
 	if (paused) {
@@ -1459,7 +1452,7 @@ int wps_engine_freeze(struct wps_engine *e)
 			goto fail;
 		}
 	}
-	e->pause_ns = now_ns() - t_paused;
+	e->pause_ns = wps_now_ns() - t_paused;
 	ret = pthread_create(&e->sweep_thr, NULL, sweep_main, e);
 	if (ret) {
 		ret = -ret;
@@ -1512,7 +1505,7 @@ int wps_engine_wait(struct wps_engine *e)
 	}
 	e->protected_ = false;
 	unregister_all(e);
-	e->t_end = now_ns();
+	e->t_end = wps_now_ns();
 	e->waited = true;
 	if (__atomic_load_n(&e->err, __ATOMIC_ACQUIRE))
 		e->result = e->err;

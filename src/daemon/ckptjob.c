@@ -29,6 +29,7 @@
 #include <wpsnap/checkpoint.h>
 #include <wpsnap/netbuf.h>
 
+#include "src/clock.h"
 #include "src/daemon/job.h"
 #include "src/log.h"
 
@@ -71,23 +72,15 @@ static const struct wpsd_arg netbuf_spec[] = {
 	{ NULL, 0, false },
 };
 
-static uint64_t mono_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
 /* The checkpoint's instant (inside the pause): the epoch ends here. */
 static int close_epoch(void *arg, uint64_t seq)
 {
 	struct wpsd_ckpt *ck = arg;
 	int ret;
 
-	ck->epoch_t0 = mono_ns();
+	ck->epoch_t0 = wps_now_ns();
 	ret = wps_netbuf_epoch(ck->nb, &ck->epoch);
-	ck->epoch_t1 = mono_ns();
+	ck->epoch_t1 = wps_now_ns();
 	return ret;
 }
 
@@ -231,7 +224,7 @@ static void *ckpt_main(void *arg)
 		if (ret)
 			break;
 		/* durable: its epoch's output may leave */
-		commit_t0 = mono_ns();
+		commit_t0 = wps_now_ns();
 		if (ck->nb) {
 			ret = wps_netbuf_commit(ck->nb, ck->epoch);
 			if (ret)

@@ -107,7 +107,7 @@ static int job_pause(void *arg)
 		dl.tv_sec++;
 		dl.tv_nsec -= 1000000000L;
 	}
-	t0 = wpsd_now_ns();
+	t0 = wps_now_ns();
 	pthread_mutex_lock(&j->lock);
 	if (j->cancelled) {
 		pthread_mutex_unlock(&j->lock);
@@ -124,7 +124,7 @@ static int job_pause(void *arg)
 		ret = -pthread_cond_timedwait(&j->cond, &j->lock, &dl);
 	if (j->ack > 0) {
 		ret = 0;
-		j->handshake_ns = wpsd_now_ns() - t0;
+		j->handshake_ns = wps_now_ns() - t0;
 	} else if (j->ack < 0) {
 		ret = -EIO;   /* cause: the VMM's own words, set by the ack */
 	} else if (j->cancelled) {
@@ -575,7 +575,7 @@ start:
 	}
 	j->th_started = true;
 	g->job = j;
-	j->last_progress_ns = wpsd_now_ns();
+	j->last_progress_ns = wps_now_ns();
 	if (j->txn)
 		wps_info(d->ctx, "guest %s: transaction of %u action(s) started "
 			 "(token %" PRIu64 "%s%s)", g->name, j->txn->nr, j->token,
@@ -969,7 +969,7 @@ void wpsd_jobs_poll(struct wpsd *d)
 
 void wpsd_jobs_progress(struct wpsd *d)
 {
-	uint64_t now = wpsd_now_ns();
+	uint64_t now = wps_now_ns();
 	struct wps_snapshot *snap;
 	struct wps_progress p;
 	struct wpsd_guest *g;

@@ -41,14 +41,6 @@
 
 #define READ_CHUNK (64u << 10)
 
-uint64_t wpsd_now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
 void wpsd_notify(struct wpsd *d)
 {
 	uint64_t one = 1;
@@ -596,12 +588,12 @@ int wpsd_run(struct wpsd *d)
 /* Best effort: the last replies (quit's) reach their readers. */
 static void flush_all(struct wpsd *d)
 {
-	uint64_t end = wpsd_now_ns() + 500000000ull;
+	uint64_t end = wps_now_ns() + 500000000ull;
 	struct wpsd_conn *c;
 	struct pollfd p;
 
 	for (c = d->conns; c; c = c->next) {
-		while (c->out_len && !c->dead && wpsd_now_ns() < end) {
+		while (c->out_len && !c->dead && wps_now_ns() < end) {
 			p = (struct pollfd){ .fd = c->fd, .events = POLLOUT };
 			if (poll(&p, 1, 100) > 0)
 				conn_flush(c);

@@ -16,6 +16,8 @@
 #include <jansson.h>
 #include <wpsnap/wpsnap.h>
 
+#include "src/clock.h"   /* wps_now_ns(): the loop's clock */
+
 #define WPSD_LINE_MAX   (64u << 10)  /* one request line, without '\n' */
 #define WPSD_OUT_MAX    (4u << 20)   /* queued output before we drop a peer */
 #define WPSD_PENDING_FDS 16          /* received, not yet named by getfd */
@@ -91,7 +93,5 @@ int wpsd_conn_take_fd(struct wpsd_conn *c, const char *name);
 
 /* Wake the loop from any thread. */
 void wpsd_notify(struct wpsd *d);
-
-uint64_t wpsd_now_ns(void);
 
 #endif /* WPSD_SERVER_H */

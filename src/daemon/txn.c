@@ -40,6 +40,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "src/clock.h"
 #include "src/daemon/txn.h"
 
 #define HOOK_OUT_KEEP 160     /* tail of a hook's output kept for the cause */
@@ -87,14 +88,6 @@ const char *wpsd_txn_type_name(enum wpsd_txn_type type)
 	case WPSD_TXN_HOOK: return "disk-hook";
 	}
 	return "?";
-}
-
-static uint64_t mono_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
 static void append(char *buf, size_t len, const char *fmt, ...)
@@ -585,7 +578,7 @@ static int hook_run(const struct wpsd_txn *t, unsigned int idx, char *const argv
 		env_guest, env_action, env_phase, NULL,
 	};
 	char tail[HOOK_OUT_KEEP], line[HOOK_OUT_KEEP + 1];
-	uint64_t deadline = mono_ns() + (uint64_t)timeout_ms * 1000000ull, now;
+	uint64_t deadline = wps_now_ns() + (uint64_t)timeout_ms * 1000000ull, now;
 	int p[2] = { -1, -1 }, pidfd = -1, status, ret = 0, ms;
 	struct pollfd pfd[2];
 	bool exited = false, timed_out = false, stopped = false, eof = false;
@@ -619,7 +612,7 @@ static int hook_run(const struct wpsd_txn *t, unsigned int idx, char *const argv
 		goto reap;
 	}
 	while (!exited) {
-		now = mono_ns();
+		now = wps_now_ns();
 		if (now >= deadline) {
 			timed_out = true;
 			break;
@@ -722,7 +715,7 @@ static int reflink_sync(struct wpsd_txn_action *a, char *why, size_t len)
 
 int wpsd_txn_sync(struct wpsd_txn *t, char *cause, size_t len)
 {
-	uint64_t t0 = mono_ns();
+	uint64_t t0 = wps_now_ns();
 	char why[400];
 	unsigned int i;
 	int ret = 0;
@@ -738,14 +731,14 @@ int wpsd_txn_sync(struct wpsd_txn *t, char *cause, size_t len)
 			snprintf(cause, len, "action %u (disk-reflink): %s", i, why);
 		}
 	}
-	t->sync_ns = mono_ns() - t0;
+	t->sync_ns = wps_now_ns() - t0;
 	return ret;
 }
 
 int wpsd_txn_commit(struct wpsd_txn *t, wpsd_txn_stop_fn stop, void *arg,
 		    char *cause, size_t len)
 {
-	uint64_t t0 = mono_ns(), ta;
+	uint64_t t0 = wps_now_ns(), ta;
 	char why[400];
 	unsigned int i;
 	int ret = 0;
@@ -756,7 +749,7 @@ int wpsd_txn_commit(struct wpsd_txn *t, wpsd_txn_stop_fn stop, void *arg,
 		if (a->type == WPSD_TXN_MEMORY)
 			continue;
 		why[0] = '\0';
-		ta = mono_ns();
+		ta = wps_now_ns();
 		if (stop && stop(arg)) {
 			ret = -ECANCELED;
 			snprintf(why, sizeof(why), "cancelled before it ran");
@@ -766,7 +759,7 @@ int wpsd_txn_commit(struct wpsd_txn *t, wpsd_txn_stop_fn stop, void *arg,
 			ret = hook_run(t, i, a->argv, "commit", a->timeout_ms,
 				       stop, arg, why, sizeof(why));
 		}
-		a->ns = mono_ns() - ta;
+		a->ns = wps_now_ns() - ta;
 		if (ret) {
 			t->failed = (int)i;
 			snprintf(cause, len, "action %u (%s): %s", i,
@@ -775,7 +768,7 @@ int wpsd_txn_commit(struct wpsd_txn *t, wpsd_txn_stop_fn stop, void *arg,
 		}
 		a->done = true;
 	}
-	t->disk_ns = mono_ns() - t0;
+	t->disk_ns = wps_now_ns() - t0;
 	return ret;
 }
 

@@ -41,6 +41,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "src/clock.h"
 #include "tools/guest/guest.h"
 #include "tools/guest/guest_int.h"
 
@@ -130,14 +131,6 @@ static inline void cpu_relax(void)
 #else
 	__asm__ __volatile__("" ::: "memory");
 #endif
-}
-
-static inline uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
 /* ------------------------------------------------------------------ */
@@ -487,7 +480,7 @@ static bool writer_park(struct wps_guest *g)
  */
 static bool not_due(struct wps_guest *g, uint64_t *due)
 {
-	uint64_t now = now_ns(), d;
+	uint64_t now = wps_now_ns(), d;
 
 	if (*due > now) {
 		d = *due - now < 100000ull ? *due - now : 100000ull;
@@ -505,7 +498,7 @@ static void *writer_main(void *arg)
 	struct wps_guest_writer *w = arg;
 	struct wps_guest *g = w->g;
 	enum wps_guest_pattern p = g->opts.pattern;
-	uint64_t b, t0, due = now_ns();
+	uint64_t b, t0, due = wps_now_ns();
 
 	for (;;) {
 		if (atomic_load(&g->ctl)) {
@@ -516,9 +509,9 @@ static void *writer_main(void *arg)
 		if (g->opts.rate && not_due(g, &due))
 			continue;   /* look at ctl again first */
 		b = next_block(w, p);
-		t0 = now_ns();
+		t0 = wps_now_ns();
 		write_block(g, b);
-		account(w, now_ns() - t0);
+		account(w, wps_now_ns() - t0);
 	}
 	return NULL;
 }
@@ -598,8 +591,8 @@ static void pause_locked(struct wps_guest *g)
 			break;
 		/* Spin first: a writer is at most one 4 KiB store loop away. */
 		if (!deadline)
-			deadline = now_ns() + PAUSER_SPIN_NS;
-		if (now_ns() < deadline) {
+			deadline = wps_now_ns() + PAUSER_SPIN_NS;
+		if (wps_now_ns() < deadline) {
 			cpu_relax();
 			continue;
 		}
