@@ -39,6 +39,7 @@
 
 #include <wpsnap/checkpoint.h>
 
+#include "src/bits.h"
 #include "src/clock.h"
 #include "src/log.h"
 #include "stream/img_writer.h"
@@ -81,14 +82,6 @@ struct wps_ckpt {
 	struct wps_img_writer *w;      /* of the take under way, for blobs */
 };
 
-static void set_bits(uint64_t *bm, uint64_t first, uint64_t n)
-{
-	uint64_t b;
-
-	for (b = first; b < first + n; b++)
-		bm[b / 64] |= 1ull << (b % 64);
-}
-
 /* The harvest callback: mark the pages to save. */
 static int mark(void *arg, unsigned int r, uint64_t off, uint64_t len,
 		bool removed)
@@ -96,59 +89,51 @@ static int mark(void *arg, unsigned int r, uint64_t off, uint64_t len,
 	struct wps_ckpt *ck = arg;
 	struct cregion *g = &ck->reg[r];
 
-	set_bits(removed ? g->zero : g->want, off / PAGE,
-		 (len + PAGE - 1) / PAGE);
+	wps_bits_set(removed ? g->zero : g->want, off / PAGE,
+		     (len + PAGE - 1) / PAGE);
 	return 0;
 }
 
 typedef int (*run_fn)(struct wps_ckpt *ck, unsigned int r, uint64_t off,
 		      uint64_t len, void *arg);
 
-/* Runs of set bits of a & ~b (b may be NULL), in address order. */
-static int for_each_run(struct wps_ckpt *ck, unsigned int r, const uint64_t *a,
-			const uint64_t *b, run_fn fn, void *arg)
+/* Runs of set bits of bm, in address order. */
+static int for_each_run(struct wps_ckpt *ck, unsigned int r, const uint64_t *bm,
+			run_fn fn, void *arg)
 {
-	struct cregion *g = &ck->reg[r];
-	uint64_t nb = g->r.size / PAGE, i = 0, s;
+	uint64_t nb = ck->reg[r].r.size / PAGE, s, e;
 	int ret;
 
-#define BITS(k) (a[(k) / 64] & ~(b ? b[(k) / 64] : 0))
-	while (i < nb) {
-		uint64_t w = BITS(i) >> (i % 64);
-
-		if (!w) {
-			i = (i / 64 + 1) * 64;
-			continue;
-		}
-		i += (uint64_t)__builtin_ctzll(w);
-		if (i >= nb)
-			break;
-		s = i;
-		while (i < nb && (BITS(i) >> (i % 64) & 1))
-			i++;
-		ret = fn(ck, r, s * PAGE, (i - s) * PAGE, arg);
+	for (s = wps_bit_find(bm, 0, nb, true); s < nb;
+	     s = wps_bit_find(bm, e, nb, true)) {
+		e = wps_bit_find(bm, s, nb, false);
+		ret = fn(ck, r, s * PAGE, (e - s) * PAGE, arg);
 		if (ret)
 			return ret;
 	}
-#undef BITS
 	return 0;
 }
 
-static void clear_marks(struct wps_ckpt *ck)
+/*
+ * What a harvest says must be saved: its written pages (want), and the
+ * pages handed back and not written again since (zero: saved as zeros; a
+ * page written after its removal is saved with its data).
+ */
+static int harvest_marks(struct wps_ckpt *ck)
 {
 	unsigned int i;
+	uint64_t w;
+	int ret;
 
 	for (i = 0; i < ck->nr; i++) {
 		memset(ck->reg[i].want, 0, ck->reg[i].words * 8);
 		memset(ck->reg[i].zero, 0, ck->reg[i].words * 8);
 	}
-}
-
-static int add_len(struct wps_ckpt *ck, unsigned int r, uint64_t off,
-		   uint64_t len, void *arg)
-{
-	*(uint64_t *)arg += len;
-	return 0;
+	ret = wps_dirty_harvest(ck->dirty, mark, ck);
+	for (i = 0; !ret && i < ck->nr; i++)
+		for (w = 0; w < ck->reg[i].words; w++)
+			ck->reg[i].zero[w] &= ~ck->reg[i].want[w];
+	return ret;
 }
 
 static uint64_t marked_bytes(struct wps_ckpt *ck, bool zero)
@@ -157,12 +142,9 @@ static uint64_t marked_bytes(struct wps_ckpt *ck, bool zero)
 	unsigned int i;
 
 	for (i = 0; i < ck->nr; i++)
-		if (zero)
-			for_each_run(ck, i, ck->reg[i].zero, ck->reg[i].want,
-				     add_len, &n);
-		else
-			for_each_run(ck, i, ck->reg[i].want, NULL, add_len, &n);
-	return n;
+		n += wps_bits_count(zero ? ck->reg[i].zero : ck->reg[i].want,
+				    ck->reg[i].words);
+	return n * PAGE;
 }
 
 #define BOUNCE (1u << 20)
@@ -334,17 +316,15 @@ static int round_copy(struct wps_ckpt *ck, struct wps_img_writer *w,
 	unsigned int i;
 	int ret;
 
-	clear_marks(ck);
-	ret = wps_dirty_harvest(ck->dirty, mark, ck);
+	ret = harvest_marks(ck);
 	if (ret)
 		return ret;
 	*bytes = marked_bytes(ck, false) + marked_bytes(ck, true);
 	ret = wps_img_writer_drain(w);   /* earlier copies land first */
 	for (i = 0; !ret && i < ck->nr; i++) {
-		ret = for_each_run(ck, i, ck->reg[i].want, NULL, put_live, w);
+		ret = for_each_run(ck, i, ck->reg[i].want, put_live, w);
 		if (!ret)
-			ret = for_each_run(ck, i, ck->reg[i].zero, ck->reg[i].want,
-					   put_zero, w);
+			ret = for_each_run(ck, i, ck->reg[i].zero, put_zero, w);
 	}
 	return ret;
 }
@@ -373,8 +353,7 @@ static int take_instant(struct wps_ckpt *ck, struct wps_ckpt_stats *st,
 	int ret;
 
 	t0 = wps_now_ns();
-	clear_marks(ck);
-	ret = wps_dirty_harvest(ck->dirty, mark, ck);
+	ret = harvest_marks(ck);
 	*mono = (int64_t)wps_now_ns();
 	*rt = (int64_t)wps_clock_ns(CLOCK_REALTIME);
 	if (ret)
@@ -397,7 +376,7 @@ static int take_instant(struct wps_ckpt *ck, struct wps_ckpt_stats *st,
 		return ret;
 	}
 	for (i = 0; i < ck->nr; i++) {
-		ret = for_each_run(ck, i, ck->reg[i].want, NULL, stage_copy, &pos);
+		ret = for_each_run(ck, i, ck->reg[i].want, stage_copy, &pos);
 		if (ret)
 			return ret;
 	}
@@ -510,14 +489,10 @@ int wps_ckpt_take(struct wps_ckpt *ck, const char *path,
 	ret = wps_img_writer_drain(w);
 	pos.w = w;
 	for (i = 0; !ret && i < ck->nr; i++)
-		ret = for_each_run(ck, i, ck->reg[i].want, NULL, stage_put, &pos);
-	for (i = 0; !ret && i < ck->nr; i++) {
-		n = 0;
-		for_each_run(ck, i, ck->reg[i].zero, ck->reg[i].want, add_len, &n);
-		s.removed_bytes += n;
-		ret = for_each_run(ck, i, ck->reg[i].zero, ck->reg[i].want,
-				   put_zero, w);
-	}
+		ret = for_each_run(ck, i, ck->reg[i].want, stage_put, &pos);
+	s.removed_bytes = marked_bytes(ck, true);
+	for (i = 0; !ret && i < ck->nr; i++)
+		ret = for_each_run(ck, i, ck->reg[i].zero, put_zero, w);
 	if (ret)
 		goto fail;
 	if (ck->o.before_commit) {

@@ -1,4 +1,5 @@
 libwpsnap_la_SOURCES += \
+	src/bits.h \
 	src/clock.h \
 	src/ctx.c \
 	src/log.h \

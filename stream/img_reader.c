@@ -35,6 +35,7 @@
 /* image.h carries a comment with a nested comment opener. */
 #include <wpsnap/image.h>
 
+#include "src/bits.h"
 #include "src/log.h"
 #include "stream/format.h"
 #include "stream/img_reader_int.h"
@@ -211,29 +212,12 @@ static bool test_bit(const uint64_t *bm, uint64_t b)
 	return bm[b >> 6] >> (b & 63) & 1;
 }
 
-/* First block at or after b (below end) whose bit equals want; end if none. */
-static uint64_t find_bit(const uint64_t *bm, uint64_t b, uint64_t end, bool want)
-{
-	uint64_t flip = want ? 0 : ~0ull;
-
-	while (b < end) {
-		uint64_t word = (bm[b >> 6] ^ flip) & (~0ull << (b & 63));
-
-		if (word) {
-			b = (b & ~63ull) + (uint64_t)__builtin_ctzll(word);
-			return b < end ? b : end;
-		}
-		b = (b | 63) + 1;
-	}
-	return end;
-}
-
 static bool group_has_data(const struct imgr_region *reg, uint64_t g, uint32_t G)
 {
 	uint64_t s = g * G, e = s + G < reg->pub.nr_blocks ? s + G
 							   : reg->pub.nr_blocks;
 
-	return find_bit(reg->bitmap, s, e, true) < e;
+	return wps_bit_find(reg->bitmap, s, e, true) < e;
 }
 
 /* ------------------------------------------------------------------ */
@@ -692,8 +676,8 @@ static int check_group(struct wps_image *img, unsigned int r, uint64_t g,
 	uint32_t x = 0;
 	uint64_t b;
 
-	for (b = find_bit(reg->bitmap, s, e, true); b < e;
-	     b = find_bit(reg->bitmap, b + 1, e, true))
+	for (b = wps_bit_find(reg->bitmap, s, e, true); b < e;
+	     b = wps_bit_find(reg->bitmap, b + 1, e, true))
 		x ^= wps_img_block_crc(b, data + ((b - s) << WPS_IMG_BLOCK_SHIFT));
 	if (x == reg->csum[g])
 		return 0;
@@ -709,14 +693,14 @@ static int check_group(struct wps_image *img, unsigned int r, uint64_t g,
 static void zero_absent(const struct imgr_region *reg, uint64_t s, uint64_t e,
 			uint8_t *dst)
 {
-	uint64_t b = find_bit(reg->bitmap, s, e, false);
+	uint64_t b = wps_bit_find(reg->bitmap, s, e, false);
 
 	while (b < e) {
-		uint64_t n = find_bit(reg->bitmap, b, e, true);
+		uint64_t n = wps_bit_find(reg->bitmap, b, e, true);
 
 		memset(dst + ((b - s) << WPS_IMG_BLOCK_SHIFT), 0,
 		       (n - b) << WPS_IMG_BLOCK_SHIFT);
-		b = find_bit(reg->bitmap, n, e, false);
+		b = wps_bit_find(reg->bitmap, n, e, false);
 	}
 }
 
@@ -724,19 +708,19 @@ static void zero_absent(const struct imgr_region *reg, uint64_t s, uint64_t e,
 static int read_runs(struct wps_image *img, const struct imgr_region *reg,
 		     uint64_t s, uint64_t e, uint8_t *dst)
 {
-	uint64_t b = find_bit(reg->bitmap, s, e, true);
+	uint64_t b = wps_bit_find(reg->bitmap, s, e, true);
 	int err;
 
 	memset(dst, 0, (e - s) << WPS_IMG_BLOCK_SHIFT);
 	while (b < e) {
-		uint64_t n = find_bit(reg->bitmap, b, e, false);
+		uint64_t n = wps_bit_find(reg->bitmap, b, e, false);
 
 		err = pread_full(img, dst + ((b - s) << WPS_IMG_BLOCK_SHIFT),
 				 (n - b) << WPS_IMG_BLOCK_SHIFT,
 				 reg->data_offset + (b << WPS_IMG_BLOCK_SHIFT));
 		if (err)
 			return err;
-		b = find_bit(reg->bitmap, n, e, true);
+		b = wps_bit_find(reg->bitmap, n, e, true);
 	}
 	return 0;
 }
@@ -825,10 +809,10 @@ int wps_image_next_extent(const struct wps_image *img, unsigned int r,
 	reg = &img->regions[r];
 	if (from >= reg->pub.nr_blocks)
 		return -ENOENT;
-	s = find_bit(reg->bitmap, from, reg->pub.nr_blocks, true);
+	s = wps_bit_find(reg->bitmap, from, reg->pub.nr_blocks, true);
 	if (s >= reg->pub.nr_blocks)
 		return -ENOENT;
-	e = find_bit(reg->bitmap, s, reg->pub.nr_blocks, false);
+	e = wps_bit_find(reg->bitmap, s, reg->pub.nr_blocks, false);
 	*start = s;
 	*count = e - s;
 	return 0;
@@ -855,7 +839,7 @@ int wps_image_verify(struct wps_image *img, uint64_t *bad_offset)
 			uint64_t s, e, n, i;
 
 			/* Skip to the next group with data; read from there. */
-			s = find_bit(reg->bitmap, g * G, reg->pub.nr_blocks, true);
+			s = wps_bit_find(reg->bitmap, g * G, reg->pub.nr_blocks, true);
 			if (s >= reg->pub.nr_blocks)
 				break;
 			g = s / G;
@@ -937,7 +921,7 @@ static int load_issue(struct loader *ld, struct load_slot *sl)
 	unsigned int i;
 	int ret;
 
-	b = find_bit(reg->bitmap, ld->next, nb, true);
+	b = wps_bit_find(reg->bitmap, ld->next, nb, true);
 	if (b >= nb) {
 		ld->next = nb;
 		return 0;
@@ -948,7 +932,7 @@ static int load_issue(struct loader *ld, struct load_slot *sl)
 	sl->e = e;
 	sl->nr = 0;
 	while (b < e && sl->nr < LOAD_MAX_IOCB) {
-		uint64_t n = find_bit(reg->bitmap, b, e, false);
+		uint64_t n = wps_bit_find(reg->bitmap, b, e, false);
 
 		io_prep_pread(&sl->iocb[sl->nr], ld->fd,
 			      ld->dst + (b << WPS_IMG_BLOCK_SHIFT),
@@ -958,7 +942,7 @@ static int load_issue(struct loader *ld, struct load_slot *sl)
 		ptrs[sl->nr] = &sl->iocb[sl->nr];
 		ld->bytes += (n - b) << WPS_IMG_BLOCK_SHIFT;
 		sl->nr++;
-		b = find_bit(reg->bitmap, n, e, true);
+		b = wps_bit_find(reg->bitmap, n, e, true);
 	}
 	/* A chunk with more runs than iocbs ends early; the rest is the
 	 * next chunk's (chunks then start mid-group, so verification waits
@@ -1035,9 +1019,9 @@ static int rload_chunk(struct rloader *rl, uint64_t c, struct wps_img_seg *seg)
 
 	if (e > reg->pub.nr_blocks)
 		e = reg->pub.nr_blocks;
-	for (b = find_bit(reg->bitmap, s, e, true); b < e;
-	     b = find_bit(reg->bitmap, b, e, true)) {
-		uint64_t x = find_bit(reg->bitmap, b, e, false);
+	for (b = wps_bit_find(reg->bitmap, s, e, true); b < e;
+	     b = wps_bit_find(reg->bitmap, b, e, true)) {
+		uint64_t x = wps_bit_find(reg->bitmap, b, e, false);
 
 		seg[n].buf = rl->dst + (b << WPS_IMG_BLOCK_SHIFT);
 		seg[n].len = (x - b) << WPS_IMG_BLOCK_SHIFT;
@@ -1303,7 +1287,7 @@ int wps_image_read_groups_lane(struct wps_image *img, enum wps_img_lane lane,
 		memset(out + ((e - s) << WPS_IMG_BLOCK_SHIFT), 0,
 		       (ng * G - (e - s)) << WPS_IMG_BLOCK_SHIFT);
 	/* Nothing present: no I/O at all. */
-	if (find_bit(reg->bitmap, s, e, true) >= e) {
+	if (wps_bit_find(reg->bitmap, s, e, true) >= e) {
 		memset(out, 0, (e - s) << WPS_IMG_BLOCK_SHIFT);
 		return 0;
 	}

@@ -36,6 +36,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include "src/bits.h"
 #include "src/log.h"
 #include "wp/compat.h"
 #include "wp/dirty.h"
@@ -83,9 +84,9 @@ static void mark_removed(struct wps_dirty *d, uint64_t start, uint64_t end)
 			s = g->r.host_addr;
 		if (e > g->r.host_addr + g->r.size)
 			e = g->r.host_addr + g->r.size;
-		for (b = (s - g->r.host_addr) / PAGE;
-		     b < (e - g->r.host_addr + PAGE - 1) / PAGE; b++)
-			g->removed[d->cur][b / 64] |= 1ull << (b % 64);
+		b = (s - g->r.host_addr) / PAGE;
+		wps_bits_set(g->removed[d->cur], b,
+			     (e - g->r.host_addr + PAGE - 1) / PAGE - b);
 	}
 }
 
@@ -293,29 +294,17 @@ static int harvest_run(void *arg, uint64_t start, uint64_t end,
 	return h->fn(h->arg, h->r, start - base, end - start, false);
 }
 
-/* Report the runs of set bits of bm (two generations OR'ed), then clear
- * the older generation, which becomes the current one. */
-static int report_removed(struct wps_dirty *d, unsigned int r, const uint64_t *a,
-			  const uint64_t *b, wps_dirty_fn fn, void *arg)
+/* Report the runs of set bits of bm: removed ranges of region r. */
+static int report_removed(struct wps_dirty *d, unsigned int r,
+			  const uint64_t *bm, wps_dirty_fn fn, void *arg)
 {
-	struct dregion *g = &d->reg[r];
-	uint64_t nb = g->r.size / PAGE, i = 0, s;
+	uint64_t nb = d->reg[r].r.size / PAGE, s, e;
 	int ret;
 
-	while (i < nb) {
-		uint64_t w = a[i / 64] | b[i / 64];
-
-		if (!(w >> (i % 64))) {
-			i = (i / 64 + 1) * 64;
-			continue;
-		}
-		i += (uint64_t)__builtin_ctzll(w >> (i % 64));
-		if (i >= nb)
-			break;
-		s = i;
-		while (i < nb && ((a[i / 64] | b[i / 64]) >> (i % 64) & 1))
-			i++;
-		ret = fn(arg, r, s * PAGE, (i - s) * PAGE, true);
+	for (s = wps_bit_find(bm, 0, nb, true); s < nb;
+	     s = wps_bit_find(bm, e, nb, true)) {
+		e = wps_bit_find(bm, s, nb, false);
+		ret = fn(arg, r, s * PAGE, (e - s) * PAGE, true);
 		if (ret)
 			return ret;
 	}
@@ -324,7 +313,7 @@ static int report_removed(struct wps_dirty *d, unsigned int r, const uint64_t *a
 
 int wps_dirty_harvest(struct wps_dirty *d, wps_dirty_fn fn, void *arg)
 {
-	uint64_t **snap = NULL;
+	uint64_t **snap = NULL, w;
 	unsigned int i;
 	int ret, old;
 
@@ -343,16 +332,15 @@ int wps_dirty_harvest(struct wps_dirty *d, wps_dirty_fn fn, void *arg)
 			return ret;
 	}
 	/*
-	 * Removed ranges: this generation and the one before. Swap under the
-	 * lock (events keep coming), report outside it from copies.
+	 * Removed ranges: this generation and the one before, OR'ed into a
+	 * copy under the lock (events keep coming), reported outside it.
 	 */
-	snap = calloc(d->nr ? d->nr * 2 : 1, sizeof(*snap));
+	snap = calloc(d->nr ? d->nr : 1, sizeof(*snap));
 	if (!snap)
 		return -ENOMEM;
 	for (i = 0; i < d->nr; i++) {
-		snap[2 * i] = malloc(d->reg[i].words * 8 + 8);
-		snap[2 * i + 1] = malloc(d->reg[i].words * 8 + 8);
-		if (!snap[2 * i] || !snap[2 * i + 1]) {
+		snap[i] = malloc(d->reg[i].words * 8 + 8);
+		if (!snap[i]) {
 			ret = -ENOMEM;
 			goto out;
 		}
@@ -361,20 +349,19 @@ int wps_dirty_harvest(struct wps_dirty *d, wps_dirty_fn fn, void *arg)
 	drain_locked(d);   /* events already read are recorded; pending ones too */
 	old = !d->cur;
 	for (i = 0; i < d->nr; i++) {
-		memcpy(snap[2 * i], d->reg[i].removed[d->cur], d->reg[i].words * 8);
-		memcpy(snap[2 * i + 1], d->reg[i].removed[old], d->reg[i].words * 8);
+		for (w = 0; w < d->reg[i].words; w++)
+			snap[i][w] = d->reg[i].removed[d->cur][w] |
+				     d->reg[i].removed[old][w];
 		memset(d->reg[i].removed[old], 0, d->reg[i].words * 8);
 	}
 	d->cur = old;
 	ret = d->stale;
 	pthread_mutex_unlock(&d->lock);
 	for (i = 0; !ret && i < d->nr; i++)
-		ret = report_removed(d, i, snap[2 * i], snap[2 * i + 1], fn, arg);
+		ret = report_removed(d, i, snap[i], fn, arg);
 out:
-	for (i = 0; i < d->nr; i++) {
-		free(snap[2 * i]);
-		free(snap[2 * i + 1]);
-	}
+	for (i = 0; i < d->nr; i++)
+		free(snap[i]);
 	free(snap);
 	return ret;
 }
