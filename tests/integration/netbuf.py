@@ -19,6 +19,10 @@
 # Prints "N passed, N failed"; exit 1 on failure, 77 when it cannot run.
 import os, re, signal, socket, struct, subprocess, sys, time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import wpstest  # noqa: E402
+from wpstest import check, ko, ok, skip  # noqa: E402
+
 CLOCK = time.CLOCK_MONOTONIC  # the driver logs CLOCK_MONOTONIC ns too
 
 
@@ -122,33 +126,6 @@ G, P = "wpsnb-g" + TAG, "wpsnb-p" + TAG          # namespaces
 VG, VP = "nbg" + TAG, "nbp" + TAG                # veth ends
 T = None
 procs = []
-passed = failed = skipped = 0
-
-
-def ok(name):
-    global passed
-    passed += 1
-    print("ok - " + name, flush=True)
-
-
-def ko(name, why=""):
-    global failed
-    failed += 1
-    print("not ok - " + name + (": " + str(why) if why else ""), flush=True)
-
-
-def skip(name, why):
-    global skipped
-    skipped += 1
-    print("ok - %s # SKIP %s" % (name, why), flush=True)
-
-
-def check(name, cond, why=""):
-    if cond:
-        ok(name)
-    else:
-        ko(name, why)
-    return cond
 
 
 def sh(*args, ns=None, check_rc=True):
@@ -369,8 +346,6 @@ def daemon_case(name):
     """Epochs driven by wpsnapd's checkpoint series of a VMM's guest
     (wps-checkpoint-start with "netbuf"): each WPS_CHECKPOINT event says
     when its epoch closed and when it was released."""
-    sys.path.insert(0, os.path.dirname(ME))
-    import wpstest
     S = os.path.join(T, "wpsnapd.sock")
     dp = spawn([os.path.join(B, "tools", "wpsnapd"), "--socket", S, "--foreground"],
                os.path.join(T, "wpsnapd.log"))
@@ -572,8 +547,7 @@ def main():
         ko("netbuf test crashed", e)
     finally:
         cleanup()
-    print("%d passed, %d failed, %d skipped" % (passed, failed, skipped))
-    return 1 if failed else 0
+    return wpstest.summary()
 
 
 sys.exit(main())

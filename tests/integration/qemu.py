@@ -27,27 +27,11 @@ import threading, time, uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import qemu_lib as ql  # noqa: E402
+import wpstest  # noqa: E402
+from wpstest import check, ko, ok  # noqa: E402
 
 MiB = 1 << 20
-passed = failed = 0
 TAG = "wpsnap-qemu-test-" + uuid.uuid4().hex
-
-
-def ok(name):
-    global passed
-    passed += 1
-    print("ok - " + name, flush=True)
-
-
-def ko(name, why=""):
-    global failed
-    failed += 1
-    print("not ok - " + name + (": " + str(why) if why else ""), flush=True)
-
-
-def check(name, cond, why=""):
-    (ok if cond else lambda n: ko(n, why))(name)
-    return cond
 
 
 def note(msg):
@@ -238,8 +222,7 @@ def main():
         for p in ours():
             os.kill(p, signal.SIGKILL)
         shutil.rmtree(T, ignore_errors=True)
-    print("%d passed, %d failed" % (passed, failed))
-    return 1 if failed else 0
+    return wpstest.summary()
 
 
 def tests(T):

@@ -11,7 +11,7 @@ WPSNAP = os.path.join(B, "tools", "wpsnap")
 USERFAULTFD_IOC_NEW = 0xAA00
 SNAPSHOT_END = ("WPS_SNAPSHOT_COMPLETED", "WPS_SNAPSHOT_FAILED", "WPS_SNAPSHOT_CANCELLED")
 
-passed = failed = 0
+passed = failed = skipped = 0
 procs = []   # every process a test starts: killed by finish()
 
 
@@ -25,6 +25,19 @@ def ko(name, why=""):
     global failed
     failed += 1
     print("not ok - " + name + (": " + str(why) if why else ""), flush=True)
+
+
+def skip(name, why):
+    global skipped
+    skipped += 1
+    print("ok - %s # SKIP %s" % (name, why), flush=True)
+
+
+def summary():
+    """The last line the CI log shows; the exit status."""
+    print("%d passed, %d failed%s" % (passed, failed,
+                                      ", %d skipped" % skipped if skipped else ""))
+    return 1 if failed else 0
 
 
 def check(name, cond, why=""):
@@ -163,8 +176,7 @@ def finish(d):
         for f in sorted(os.listdir(d)):
             if f.endswith(".log"):
                 print("# %s:\n#   " % f + open(os.path.join(d, f)).read().replace("\n", "\n#   "))
-    print("%d passed, %d failed" % (passed, failed))
-    return 1 if failed else 0
+    return summary()
 
 
 def run_main(main, d):
