@@ -29,19 +29,6 @@
 
 #define PAGE 4096ull
 
-static char *dir;
-
-static void setup(void)
-{
-	dir = tu_tmpdir();
-}
-
-static void teardown(void)
-{
-	tu_rmtree(dir);
-	free(dir);
-}
-
 static struct wps_ctx *new_ctx(void)
 {
 	struct wps_ctx *ctx;
@@ -211,7 +198,7 @@ END_TEST
 
 static void ckpath(char *buf, size_t len, const char *tag, unsigned int i)
 {
-	snprintf(buf, len, "%s/%s-%u.wpsnap", dir, tag, i);
+	snprintf(buf, len, "%s/%s-%u.wpsnap", tu_dir, tag, i);
 }
 
 /* Restore the chain ending at path and compare with ledger l. */
@@ -428,7 +415,7 @@ START_TEST(balloon_and_merge)
 		uint8_t tip[16];
 
 		ckpath(path, sizeof(path), "m", 5);
-		snprintf(out, sizeof(out), "%s/merged.wpsnap", dir);
+		snprintf(out, sizeof(out), "%s/merged.wpsnap", tu_dir);
 		ck_assert_int_eq(wps_chain_open(t.ctx, path, 0, &c), 0);
 		memcpy(tip, wps_image_get_info(wps_chain_image(c, 5))->uuid, 16);
 		ck_assert_int_eq(wps_chain_merge(c, 5, out, 0), 0);
@@ -532,7 +519,7 @@ START_TEST(failed_take)
 
 	mem_setup(&t);
 	/* no such directory: refused, nothing published, tracking goes on */
-	snprintf(path, sizeof(path), "%s/no/such/dir/x.wpsnap", dir);
+	snprintf(path, sizeof(path), "%s/no/such/tu_dir/x.wpsnap", tu_dir);
 	ck_assert_int_lt(wps_ckpt_take(t.ck, path, &st), 0);
 	fill(t.m.p, 20, 3, 0x66);
 	/* the next checkpoint is a full image again, and right */
@@ -568,7 +555,7 @@ static Suite *suite(void)
 	suite_add_tcase(s, tc);
 	tc = tcase_create("chain");
 	tcase_set_timeout(tc, 300);
-	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_checked_fixture(tc, tu_dir_setup, tu_dir_teardown);
 	tcase_add_loop_test(tc, chain_under_writers, 0, 4);
 	tcase_add_test(tc, balloon_and_merge);
 	tcase_add_test(tc, fold_and_crashes);

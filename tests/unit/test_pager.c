@@ -31,19 +31,6 @@
 #include "tests/unit/testutil.h"
 #include "tools/guest/guest.h"
 
-static char *dir;
-
-static void setup(void)
-{
-	dir = tu_tmpdir();
-}
-
-static void teardown(void)
-{
-	tu_rmtree(dir);
-	free(dir);
-}
-
 static struct wps_guest *fresh(enum wps_guest_backing b, uint64_t size,
 			       unsigned int threads)
 {
@@ -180,7 +167,7 @@ START_TEST(lazy_round_trip)
 	if (!reserve(b, &hp, "lazy_round_trip"))
 		return;
 	ck_assert_int_eq(wps_ctx_new(&ctx), 0);
-	snprintf(path, sizeof(path), "%s/img", dir);
+	snprintf(path, sizeof(path), "%s/img", tu_dir);
 	l = su_take(ctx, b, 32 << 20, 60, path);
 	g = fresh(b, 32 << 20, 0);
 	fds = tu_count_fds();
@@ -228,7 +215,7 @@ START_TEST(lazy_with_writers)
 	if (!reserve(b, &hp, "lazy_with_writers"))
 		return;
 	ck_assert_int_eq(wps_ctx_new(&ctx), 0);
-	snprintf(path, sizeof(path), "%s/img", dir);
+	snprintf(path, sizeof(path), "%s/img", tu_dir);
 	l = su_take(ctx, b, 32 << 20, 70, path);
 	g = fresh(b, 32 << 20, 2);
 	ck_assert_int_eq(wps_guest_adopt_ledger(g, l), 0);
@@ -270,7 +257,7 @@ START_TEST(absent_and_removed)
 	char path[512];
 
 	ck_assert_int_eq(wps_ctx_new(&ctx), 0);
-	snprintf(path, sizeof(path), "%s/img", dir);
+	snprintf(path, sizeof(path), "%s/img", tu_dir);
 	l = su_take(ctx, WPS_GUEST_ANON, 16 << 20, 30, path);
 	g = fresh(WPS_GUEST_ANON, 16 << 20, 0);
 	mem = wps_guest_mem(g);
@@ -338,7 +325,7 @@ START_TEST(damaged_never_delivered)
 
 	ck_assert_int_eq(wps_ctx_new(&ctx), 0);
 	wps_ctx_set_log_fn(ctx, tu_log_capture, NULL);
-	snprintf(path, sizeof(path), "%s/img", dir);
+	snprintf(path, sizeof(path), "%s/img", tu_dir);
 	l = su_take(ctx, WPS_GUEST_ANON, 16 << 20, 100, path);
 	ck_assert_int_eq(wps_image_open(ctx, path, 0, &img), 0);
 	ck_assert_int_eq(wps_image_next_extent(img, 0, 1000, &start, &count), 0);
@@ -389,7 +376,7 @@ static Suite *pager_suite(void)
 	Suite *s = suite_create("pager");
 	TCase *tc = tcase_create("lazy");
 
-	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_checked_fixture(tc, tu_dir_setup, tu_dir_teardown);
 	tcase_set_timeout(tc, 120);
 	tcase_add_loop_test(tc, lazy_round_trip, 0,
 			    sizeof(backings) / sizeof(backings[0]));

@@ -22,19 +22,6 @@
 #include "tests/unit/testutil.h"
 #include "tools/guest/guest.h"
 
-static char *dir;
-
-static void setup(void)
-{
-	dir = tu_tmpdir();
-}
-
-static void teardown(void)
-{
-	tu_rmtree(dir);
-	free(dir);
-}
-
 static struct wps_guest *fresh(enum wps_guest_backing b, uint64_t size)
 {
 	struct wps_guest_opts go = { .size = size, .backing = b, .threads = 1,
@@ -67,7 +54,7 @@ START_TEST(round_trip)
 		return;
 	}
 	ck_assert_int_eq(wps_ctx_new(&ctx), 0);
-	snprintf(path, sizeof(path), "%s/img", dir);
+	snprintf(path, sizeof(path), "%s/img", tu_dir);
 	l = su_take(ctx, b, 32 << 20, 60, path);
 	g = fresh(b, 32 << 20);
 	ck_assert_int_eq(wps_image_open(ctx, path, 0, &img), 0);
@@ -98,7 +85,7 @@ START_TEST(holes_stay_holes)
 	uint64_t b, nb = (16 << 20) / 4096, holes = 0, resident_holes = 0;
 
 	ck_assert_int_eq(wps_ctx_new(&ctx), 0);
-	snprintf(path, sizeof(path), "%s/img", dir);
+	snprintf(path, sizeof(path), "%s/img", tu_dir);
 	l = su_take(ctx, WPS_GUEST_ANON, 16 << 20, 30, path);
 	g = fresh(WPS_GUEST_ANON, 16 << 20);
 	ck_assert_int_eq(wps_image_open(ctx, path, 0, &img), 0);
@@ -136,7 +123,7 @@ START_TEST(damaged_block_refused)
 
 	ck_assert_int_eq(wps_ctx_new(&ctx), 0);
 	wps_ctx_set_log_fn(ctx, tu_log_capture, NULL);
-	snprintf(path, sizeof(path), "%s/img", dir);
+	snprintf(path, sizeof(path), "%s/img", tu_dir);
 	l = su_take(ctx, WPS_GUEST_ANON, 16 << 20, 100, path);
 	/* Flip a byte inside the 100th present block. */
 	ck_assert_int_eq(wps_image_open(ctx, path, 0, &img), 0);
@@ -169,7 +156,7 @@ static Suite *restore_suite(void)
 	Suite *s = suite_create("restore");
 	TCase *tc = tcase_create("eager");
 
-	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_checked_fixture(tc, tu_dir_setup, tu_dir_teardown);
 	tcase_set_timeout(tc, 120);
 	tcase_add_loop_test(tc, round_trip, 0,
 			    sizeof(backings) / sizeof(backings[0]));

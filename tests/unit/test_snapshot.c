@@ -29,19 +29,6 @@
 #include "wp/compat.h"
 #include "tools/guest/guest.h"
 
-static char *dir;
-
-static void setup(void)
-{
-	dir = tu_tmpdir();
-}
-
-static void teardown(void)
-{
-	tu_rmtree(dir);
-	free(dir);
-}
-
 static bool exists(const char *path)
 {
 	struct stat st;
@@ -147,7 +134,7 @@ static void backing_test(enum wps_guest_backing b, uint64_t size)
 	uint64_t fresh, wp;
 
 	ck_assert_int_eq(wps_ctx_new(&ctx), 0);
-	snprintf(path, sizeof(path), "%s/img", dir);
+	snprintf(path, sizeof(path), "%s/img", tu_dir);
 	/* Writers start right before the freeze: with a warm-up they would
 	 * have touched every block before the instant, and none is fresh. */
 	g = guest_new(b, size, 2, WPS_GUEST_RANDOM, 60);
@@ -208,7 +195,7 @@ START_TEST(empty_guest)
 	char path[512];
 
 	ck_assert_int_eq(wps_ctx_new(&ctx), 0);
-	snprintf(path, sizeof(path), "%s/img", dir);
+	snprintf(path, sizeof(path), "%s/img", tu_dir);
 	g = guest(WPS_GUEST_ANON, 16 << 20, 1, WPS_GUEST_IDLE, 0);
 	ck_assert_int_eq(snapshot(ctx, g, path, NULL, false), 0);
 	check_image(ctx, g, path);
@@ -231,7 +218,7 @@ START_TEST(one_page_guest)
 	char path[512];
 
 	ck_assert_int_eq(wps_ctx_new(&ctx), 0);
-	snprintf(path, sizeof(path), "%s/img", dir);
+	snprintf(path, sizeof(path), "%s/img", tu_dir);
 	g = guest(WPS_GUEST_ANON, 4096, 1, WPS_GUEST_SEQ, 100);
 	ck_assert_int_eq(snapshot(ctx, g, path, NULL, false), 0);
 	check_image(ctx, g, path);
@@ -254,7 +241,7 @@ START_TEST(cancel_leaves_nothing)
 	int i;
 
 	ck_assert_int_eq(wps_ctx_new(&ctx), 0);
-	snprintf(path, sizeof(path), "%s/img", dir);
+	snprintf(path, sizeof(path), "%s/img", tu_dir);
 	snprintf(partial, sizeof(partial), "%s.partial", path);
 	for (i = 0; i < 5; i++) {
 		g = guest(i % 2 ? WPS_GUEST_MEMFD : WPS_GUEST_ANON, 128 << 20,
@@ -290,7 +277,7 @@ START_TEST(fifty_in_a_row)
 	size_t heap0 = 0, heap1 = 0;
 
 	ck_assert_int_eq(wps_ctx_new(&ctx), 0);
-	snprintf(path, sizeof(path), "%s/img", dir);
+	snprintf(path, sizeof(path), "%s/img", tu_dir);
 	g = guest(WPS_GUEST_ANON, 8 << 20, 2, WPS_GUEST_RANDOM, 100);
 	/* One run first, so lazily allocated libc state is not counted. */
 	ck_assert_int_eq(snapshot(ctx, g, path, NULL, false), 0);
@@ -327,7 +314,7 @@ START_TEST(existing_image_refused)
 
 	ck_assert_int_eq(wps_ctx_new(&ctx), 0);
 	wps_ctx_set_log_level(ctx, 0);
-	snprintf(path, sizeof(path), "%s/img", dir);
+	snprintf(path, sizeof(path), "%s/img", tu_dir);
 	f = fopen(path, "w");
 	ck_assert_ptr_nonnull(f);
 	fputs("precious", f);
@@ -355,7 +342,7 @@ START_TEST(enospc_fails_cleanly)
 	uint64_t wp;
 	int ret;
 
-	snprintf(mnt, sizeof(mnt), "%s/small", dir);
+	snprintf(mnt, sizeof(mnt), "%s/small", tu_dir);
 	ck_assert_int_eq(mkdir(mnt, 0700), 0);
 	if (mount("tmpfs", mnt, "tmpfs", 0, "size=4m")) {
 		printf("SKIP enospc_fails_cleanly: cannot mount a tmpfs: %s\n",
@@ -422,7 +409,7 @@ START_TEST(pattern_matrix)
 		return;
 	}
 	ck_assert_int_eq(wps_ctx_new(&ctx), 0);
-	snprintf(path, sizeof(path), "%s/img", dir);
+	snprintf(path, sizeof(path), "%s/img", tu_dir);
 	g = guest_new(matrix[_i].b, 32 << 20, 2, matrix[_i].p, 70);
 	wps_guest_region(g, &r);
 	so.path = path;
@@ -599,7 +586,7 @@ START_TEST(other_process)
 	r.page_size = 4096;
 	r.backing = anon ? WPS_BACKING_ANON : WPS_BACKING_MEMFD;
 	r.fd = fds[1];
-	snprintf(path, sizeof(path), "%s/img", dir);
+	snprintf(path, sizeof(path), "%s/img", tu_dir);
 	so.path = path;
 	so.pid = pid;
 	so.uffd = fds[0];
@@ -644,7 +631,7 @@ static Suite *snapshot_suite(void)
 	Suite *s = suite_create("snapshot");
 	TCase *tc = tcase_create("live");
 
-	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_checked_fixture(tc, tu_dir_setup, tu_dir_teardown);
 	tcase_set_timeout(tc, 300);
 	tcase_add_test(tc, anon_live);
 	tcase_add_test(tc, thp_live);

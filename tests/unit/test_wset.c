@@ -29,19 +29,6 @@
 #include "tests/unit/testutil.h"
 #include "tools/guest/guest.h"
 
-static char *dir;
-
-static void setup(void)
-{
-	dir = tu_tmpdir();
-}
-
-static void teardown(void)
-{
-	tu_rmtree(dir);
-	free(dir);
-}
-
 static const uint8_t uuid_a[16] = { 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,
 				    13, 14, 15, 16 };
 static const uint8_t uuid_b[16] = { 16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6,
@@ -64,7 +51,7 @@ static struct wps_wset *sample(void)
 
 static void path_of(char *buf, size_t len, const char *name)
 {
-	snprintf(buf, len, "%s/%s", dir, name);
+	snprintf(buf, len, "%s/%s", tu_dir, name);
 }
 
 START_TEST(file_round_trip)
@@ -116,10 +103,10 @@ START_TEST(file_round_trip)
 	ck_assert_uint_eq(pr[2].count, 16);
 	free(pr);
 	/* No temporary file left beside it. */
-	ck_assert_int_eq(rmdir(dir), -1);
+	ck_assert_int_eq(rmdir(tu_dir), -1);
 	unlink(p);
-	ck_assert_int_eq(rmdir(dir), 0);
-	ck_assert_int_eq(mkdir(dir, 0700), 0);
+	ck_assert_int_eq(rmdir(tu_dir), 0);
+	ck_assert_int_eq(mkdir(tu_dir, 0700), 0);
 	wps_wset_free(back);
 	wps_wset_free(ws);
 	wps_ctx_free(ctx);
@@ -507,7 +494,7 @@ static Suite *wset_suite(void)
 	Suite *s = suite_create("wset");
 	TCase *tc = tcase_create("wset");
 
-	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_checked_fixture(tc, tu_dir_setup, tu_dir_teardown);
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, file_round_trip);
 	tcase_add_test(tc, file_of_another_image_ignored);

@@ -304,3 +304,17 @@ void tu_rmtree(const char *dir)
 {
 	nftw(dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
 }
+
+char *tu_dir;
+
+void tu_dir_setup(void)
+{
+	tu_dir = tu_tmpdir();
+}
+
+void tu_dir_teardown(void)
+{
+	tu_rmtree(tu_dir);
+	free(tu_dir);
+	tu_dir = NULL;
+}

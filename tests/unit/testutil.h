@@ -55,6 +55,12 @@ uint64_t tu_mix64(uint64_t x);
 char *tu_tmpdir(void);
 void tu_rmtree(const char *dir);
 
+/* A fresh tu_tmpdir() per test, as a Check fixture:
+ * tcase_add_checked_fixture(tc, tu_dir_setup, tu_dir_teardown). */
+extern char *tu_dir;
+void tu_dir_setup(void);
+void tu_dir_teardown(void);
+
 #define TU_MAIN(suite_fn)                                                  \
 	int main(void)                                                     \
 	{                                                                  \
