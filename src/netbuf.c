@@ -28,16 +28,9 @@
 
 #include <netlink/errno.h>
 
+#include "src/clock.h"
 #include "src/log.h"
 #include "src/netbuf_int.h"
-
-uint64_t nb_now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 const char *wps_netbuf_backend_name(unsigned int backend)
 {
@@ -354,7 +347,7 @@ unsigned int wps_netbuf_backend(const struct wps_netbuf *nb)
 
 static void account(uint64_t t0, uint64_t *total, uint64_t *max)
 {
-	uint64_t d = nb_now_ns() - t0;
+	uint64_t d = wps_now_ns() - t0;
 
 	*total += d;
 	if (d > *max)
@@ -363,7 +356,7 @@ static void account(uint64_t t0, uint64_t *total, uint64_t *max)
 
 int wps_netbuf_epoch(struct wps_netbuf *nb, uint64_t *barrier)
 {
-	uint64_t t0 = nb_now_ns();
+	uint64_t t0 = wps_now_ns();
 	int ret;
 
 	pthread_mutex_lock(&nb->lock);
@@ -380,7 +373,7 @@ int wps_netbuf_epoch(struct wps_netbuf *nb, uint64_t *barrier)
 
 int wps_netbuf_commit(struct wps_netbuf *nb, uint64_t barrier)
 {
-	uint64_t t0 = nb_now_ns();
+	uint64_t t0 = wps_now_ns();
 	int ret = 0;
 
 	pthread_mutex_lock(&nb->lock);

@@ -72,6 +72,5 @@ int nb_run(struct wps_netbuf *nb, char *const argv[], bool quiet);
 /* A libnl error code (NLE_*) as the closest -errno. */
 int nb_nlerr(int nlerr);
 
-uint64_t nb_now_ns(void);
 
 #endif /* WPS_NETBUF_INT_H */

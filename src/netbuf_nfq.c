@@ -54,6 +54,7 @@
 #include <netlink/netfilter/queue_msg.h>
 #include <netlink/socket.h>
 
+#include "src/clock.h"
 #include "src/log.h"
 #include "src/netbuf_int.h"
 
@@ -263,7 +264,7 @@ static int nfq_request(struct wps_netbuf *nb, struct nfq *q, struct nl_msg *msg,
 	q->ack_seq = nlmsg_hdr(msg)->nlmsg_seq;
 	q->ack_wait = true;
 	q->ack_seen = false;
-	deadline = nb_now_ns() + NFQ_ACK_TIMEOUT_MS * 1000000ull;
+	deadline = wps_now_ns() + NFQ_ACK_TIMEOUT_MS * 1000000ull;
 	for (;;) {
 		struct pollfd p = { .fd = q->fd, .events = POLLIN };
 		uint64_t now;
@@ -271,7 +272,7 @@ static int nfq_request(struct wps_netbuf *nb, struct nfq *q, struct nl_msg *msg,
 		ret = nfq_drain(nb, q);
 		if (ret < 0 || q->ack_seen)
 			break;
-		now = nb_now_ns();
+		now = wps_now_ns();
 		if (now >= deadline) {
 			ret = -ETIMEDOUT;
 			wps_err(nb->ctx, "netbuf: queue %u: no answer from the kernel to %s%s",

@@ -32,6 +32,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "src/clock.h"
 #include "src/log.h"
 #include "stream/nbd_source.h"
 
@@ -83,14 +84,6 @@ static int nbd_errno_or(int fallback)
 	return e > 0 ? -e : fallback;
 }
 
-static uint64_t mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 /*
  * Connect c to s->uri within timeout_ms. Asynchronous connect plus a
  * bounded poll: a host that drops our packets, or a server that accepts
@@ -100,7 +93,7 @@ static uint64_t mono_ms(void)
 static int conn_open(struct nbd_src *s, struct nbd_conn *c, int timeout_ms,
 		     bool quiet)
 {
-	uint64_t deadline = mono_ms() + (uint64_t)timeout_ms;
+	uint64_t deadline = wps_now_ns() / 1000000u + (uint64_t)timeout_ms;
 	int err;
 
 	c->h = nbd_create();
@@ -122,7 +115,7 @@ static int conn_open(struct nbd_src *s, struct nbd_conn *c, int timeout_ms,
 		goto fail;
 	}
 	while (nbd_aio_is_connecting(c->h)) {
-		uint64_t now = mono_ms();
+		uint64_t now = wps_now_ns() / 1000000u;
 
 		if (now >= deadline) {
 			err = -ETIMEDOUT;

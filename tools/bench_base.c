@@ -396,9 +396,9 @@ int bench_raw_write(const char *dir, uint64_t bytes, double *mib_s)
 	ret = bench_tmpfile(dir, &fd);
 	if (ret)
 		goto out;
-	t0 = bench_now_ns();
+	t0 = wps_now_ns();
 	ret = bench_aio_write(fd, ext, n);
-	t1 = bench_now_ns();
+	t1 = wps_now_ns();
 	if (!ret)
 		*mib_s = bytes / MiB / ((t1 - t0) / 1e9);
 out:
@@ -433,12 +433,12 @@ int bench_memcpy(uint64_t bytes, double *mib_s)
 	memset(src, 0x3c, bytes);
 	memset(dst, 0, bytes);
 	for (t = 0; t < MEMCPY_TRIES; t++) {
-		t0 = bench_now_ns();
+		t0 = wps_now_ns();
 		for (r = 0; r < MEMCPY_REPS; r++) {
 			memcpy(dst, src, bytes);
 			__asm__ __volatile__("" ::: "memory");
 		}
-		dt = bench_now_ns() - t0;
+		dt = wps_now_ns() - t0;
 		if (dt < best)
 			best = dt;
 	}
@@ -506,12 +506,12 @@ int bench_wp_raw(enum wps_guest_backing backing, uint64_t size,
 	registered = true;
 
 	wp.range = reg.range;
-	t0 = bench_now_ns();
+	t0 = wps_now_ns();
 	if (ioctl(uffd, UFFDIO_WRITEPROTECT, &wp)) {
 		ret = -errno;
 		goto out;
 	}
-	t1 = bench_now_ns();
+	t1 = wps_now_ns();
 	*ms = (t1 - t0) / 1e6;
 	wp.mode = 0;
 	if (ioctl(uffd, UFFDIO_WRITEPROTECT, &wp))
@@ -567,10 +567,10 @@ static int time_cow(struct bench_buf *b, uint64_t pop_pages,
 	}
 	for (i = 0; i < nr; i++) {
 		volatile uint8_t *q = b->addr + pick[i] * PAGE_4K + (i & 63);
-		uint64_t t0 = bench_now_ns();
+		uint64_t t0 = wps_now_ns();
 
 		*q = (uint8_t)(*q + 1);
-		dt[i] = bench_now_ns() - t0;
+		dt[i] = wps_now_ns() - t0;
 	}
 	qsort(dt, nr, sizeof(*dt), cmp_u64);
 	*cow_us = dt[nr / 2] / 1e3;
@@ -606,7 +606,7 @@ int bench_fork(enum wps_guest_backing backing, uint64_t size,
 		ret = -errno;
 		goto out;
 	}
-	t0 = bench_now_ns();
+	t0 = wps_now_ns();
 	pid = fork();
 	if (pid == 0) {
 		/* The child only holds the old copy until told to go. */
@@ -615,7 +615,7 @@ int bench_fork(enum wps_guest_backing backing, uint64_t size,
 			;
 		_exit(0);
 	}
-	t1 = bench_now_ns();
+	t1 = wps_now_ns();
 	if (pid < 0) {
 		ret = -errno;
 		goto out;
@@ -675,7 +675,7 @@ int bench_stop_copy(struct wps_guest *g, const char *dir, double *pause_ms,
 	if (ret)
 		goto out;
 
-	t0 = bench_now_ns();
+	t0 = wps_now_ns();
 	ret = wps_guest_pause(g);
 	if (ret)
 		goto out;
@@ -700,7 +700,7 @@ int bench_stop_copy(struct wps_guest *g, const char *dir, double *pause_ms,
 		ret = bench_aio_write(fd, ext, n);
 	}
 	ret2 = wps_guest_resume(g);
-	t1 = bench_now_ns();
+	t1 = wps_now_ns();
 	if (!ret)
 		ret = ret2;
 	if (!ret) {

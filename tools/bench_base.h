@@ -18,19 +18,12 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "src/clock.h"
 #include "tools/guest/guest.h"
 
 /* The image writer's I/O shape: 1 MiB requests, 16 in flight. */
 #define BENCH_IO_SIZE (1u << 20)
 #define BENCH_IO_DEPTH 16u
-
-static inline uint64_t bench_now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 /* A piece of memory to write: page-aligned address and length. */
 struct bench_extent {

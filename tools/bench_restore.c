@@ -68,7 +68,7 @@ static int raw_read(const char *path, uint64_t off, uint64_t len, double *mib_s)
 	ret = ring ? io_setup(BENCH_IO_DEPTH, &aio) : -ENOMEM;
 	if (ret)
 		goto out;
-	t0 = bench_now_ns();
+	t0 = wps_now_ns();
 	for (i = 0; i < BENCH_IO_DEPTH && next < len; i++) {
 		uint64_t l = len - next < BENCH_IO_SIZE ? len - next : BENCH_IO_SIZE;
 
@@ -114,7 +114,7 @@ static int raw_read(const char *path, uint64_t off, uint64_t len, double *mib_s)
 			}
 		}
 	}
-	*mib_s = done / MiB / ((bench_now_ns() - t0) / 1e9);
+	*mib_s = done / MiB / ((wps_now_ns() - t0) / 1e9);
 out:
 	if (aio)
 		io_destroy(aio);
@@ -190,10 +190,10 @@ static void *probe_main(void *arg)
 		x ^= x >> 7;
 		x ^= x << 17;
 		b = x % p->nr_blocks;
-		t0 = bench_now_ns();
+		t0 = wps_now_ns();
 		(void)*(const volatile uint64_t *)(const void *)
 			(p->mem + b * WPS_IMG_BLOCK_SIZE);
-		dt = bench_now_ns() - t0;
+		dt = wps_now_ns() - t0;
 		if (dt >= PROBE_FAULTED_NS)
 			wps_histo_add(&p->faulted, dt);
 	}
@@ -336,11 +336,11 @@ static int ws_run(struct wps_ctx *ctx, struct wps_image *img,
 	if (ret)
 		goto out;
 	/* The guest resumes here. */
-	t0 = bench_now_ns();
+	t0 = wps_now_ns();
 	for (i = 0; i < ws->n; i++)
 		for (j = ws->block[i] * 512; j < (ws->block[i] + WS_RUN) * 512; j++)
 			sum += ((const volatile uint64_t *)mem)[j];
-	f->ms = (bench_now_ns() - t0) / 1e6;
+	f->ms = (wps_now_ns() - t0) / 1e6;
 	wps_pager_stats(pg, &st);
 	f->faults = st.faults;
 	f->first_bytes = st.first_bytes;
@@ -449,7 +449,7 @@ static void nbdkit_stop(pid_t pid, const char *sock)
 static double nbdcopy_run(const char *uri, uint64_t bytes)
 {
 	char *argv[] = { "nbdcopy", (char *)uri, "null:", NULL };
-	uint64_t t0 = bench_now_ns();
+	uint64_t t0 = wps_now_ns();
 	int status;
 	pid_t pid;
 
@@ -469,7 +469,7 @@ static double nbdcopy_run(const char *uri, uint64_t bytes)
 	if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status) ||
 	    WEXITSTATUS(status))
 		return NAN;
-	return bytes / MiB / ((bench_now_ns() - t0) / 1e9);
+	return bytes / MiB / ((wps_now_ns() - t0) / 1e9);
 }
 
 #define RAW_NBD_CHUNK (2u << 20)    /* the remote loader's chunk */
@@ -521,7 +521,7 @@ static int raw_nbd_read(struct wps_image *img, uint64_t off, uint64_t len,
 		n = 8;
 	atomic_init(&rn.next, 0);
 	atomic_init(&rn.err, 0);
-	t0 = bench_now_ns();
+	t0 = wps_now_ns();
 	for (i = 0; i < n; i++)
 		if (!pthread_create(&tid[nt], NULL, raw_nbd_main, &rn))
 			nt++;
@@ -529,7 +529,7 @@ static int raw_nbd_read(struct wps_image *img, uint64_t off, uint64_t len,
 		return -EAGAIN;
 	for (i = 0; i < nt; i++)
 		pthread_join(tid[i], NULL);
-	*mib_s = len / MiB / ((bench_now_ns() - t0) / 1e9);
+	*mib_s = len / MiB / ((wps_now_ns() - t0) / 1e9);
 	return atomic_load(&rn.err);
 }
 
