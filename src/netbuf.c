@@ -16,6 +16,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -40,6 +41,37 @@ const char *wps_netbuf_backend_name(unsigned int backend)
 	case WPS_NETBUF_NFQUEUE: return "nfqueue";
 	}
 	return "unknown";
+}
+
+int wps_netbuf_backend_parse(const char *name, unsigned int *backend)
+{
+	static const unsigned int all[] = {
+		WPS_NETBUF_AUTO, WPS_NETBUF_PLUG, WPS_NETBUF_NFQUEUE,
+	};
+	unsigned int i;
+
+	for (i = 0; i < sizeof(all) / sizeof(all[0]); i++) {
+		if (!strcmp(name, wps_netbuf_backend_name(all[i]))) {
+			*backend = all[i];
+			return 0;
+		}
+	}
+	return -EINVAL;
+}
+
+int wps_netbuf_open_netns(struct wps_ctx *ctx, const char *name)
+{
+	char path[PATH_MAX];
+	int fd, err;
+
+	snprintf(path, sizeof(path), strchr(name, '/') ? "%s" : "/run/netns/%s",
+		 name);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd >= 0)
+		return fd;
+	err = errno;
+	wps_err(ctx, "cannot open network namespace %s: %s", path, strerror(err));
+	return -err;
 }
 
 int nb_nlerr(int nlerr)

@@ -134,17 +134,6 @@ static int pid_resume(void *arg)
 	return kill(*(pid_t *)arg, SIGCONT) ? -errno : 0;
 }
 
-static int open_netns(const char *name)
-{
-	char path[512];
-
-	if (strchr(name, '/'))
-		snprintf(path, sizeof(path), "%s", name);
-	else
-		snprintf(path, sizeof(path), "/run/netns/%s", name);
-	return open(path, O_RDONLY | O_CLOEXEC);
-}
-
 int wps_checkpoint_cmd_main(struct wps_ctx *ctx, int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -249,12 +238,9 @@ int wps_checkpoint_cmd_main(struct wps_ctx *ctx, int argc, char **argv)
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	if (no.ifname) {
 		if (netns) {
-			no.netns_fd = open_netns(netns);
-			if (no.netns_fd < 0) {
-				fprintf(stderr, "wpsnap checkpoint: network namespace "
-					"%s: %s\n", netns, strerror(errno));
-				return 1;
-			}
+			no.netns_fd = wps_netbuf_open_netns(ctx, netns);
+			if (no.netns_fd < 0)
+				return 1;   /* logged, with the path */
 		}
 		ret = wps_netbuf_new(ctx, &no, &cs.d.nb);
 		if (ret) {

@@ -283,13 +283,7 @@ static int parse_opts(struct wps_ctx *ctx, int argc, char **argv, struct cmd_opt
 		case 'i': o->nb.ifname = optarg; break;
 		case 'n': o->netns = optarg; break;
 		case 'b':
-			if (!strcmp(optarg, "auto"))
-				o->nb.backend = WPS_NETBUF_AUTO;
-			else if (!strcmp(optarg, "plug"))
-				o->nb.backend = WPS_NETBUF_PLUG;
-			else if (!strcmp(optarg, "nfqueue"))
-				o->nb.backend = WPS_NETBUF_NFQUEUE;
-			else {
+			if (wps_netbuf_backend_parse(optarg, &o->nb.backend)) {
 				fprintf(stderr, "netbuf: unknown backend '%s' (auto, plug, nfqueue)\n", optarg);
 				return -EINVAL;
 			}
@@ -323,22 +317,6 @@ static int parse_opts(struct wps_ctx *ctx, int argc, char **argv, struct cmd_opt
 	if (o->size < 16)
 		o->size = 16;
 	return 0;
-}
-
-static int open_netns(const char *name)
-{
-	char path[512];
-	int fd;
-
-	if (strchr(name, '/'))
-		snprintf(path, sizeof(path), "%s", name);
-	else
-		snprintf(path, sizeof(path), "/run/netns/%s", name);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		fprintf(stderr, "netbuf: cannot open network namespace %s: %s\n", path,
-			strerror(errno));
-	return fd;
 }
 
 static void print_stats(FILE *f, const struct wps_netbuf_stats *st)
@@ -376,7 +354,7 @@ static int cmd_hold(struct wps_ctx *ctx, struct cmd_opts *o)
 	sigaddset(&sigs, SIGINT);
 	sigprocmask(SIG_BLOCK, &sigs, NULL);
 	if (o->netns) {
-		o->nb.netns_fd = open_netns(o->netns);
+		o->nb.netns_fd = wps_netbuf_open_netns(ctx, o->netns);
 		if (o->nb.netns_fd < 0)
 			return 1;
 	}
@@ -755,8 +733,8 @@ static int cmd_bench(struct wps_ctx *ctx, struct cmd_opts *o)
 		fprintf(stderr, "netbuf bench: bad --dst %s (an IPv4 address)\n", o->dst);
 		return 2;
 	}
-	b.gns = open_netns(o->netns);
-	b.pns = open_netns(o->peer_netns);
+	b.gns = wps_netbuf_open_netns(ctx, o->netns);
+	b.pns = wps_netbuf_open_netns(ctx, o->peer_netns);
 	if (b.gns < 0 || b.pns < 0)
 		goto out;
 	o->nb.netns_fd = b.gns;
@@ -832,7 +810,7 @@ static int cmd_cleanup(struct wps_ctx *ctx, struct cmd_opts *o)
 	int ret;
 
 	if (o->netns) {
-		o->nb.netns_fd = open_netns(o->netns);
+		o->nb.netns_fd = wps_netbuf_open_netns(ctx, o->netns);
 		if (o->nb.netns_fd < 0)
 			return 1;
 	}

@@ -112,6 +112,12 @@ struct wps_netbuf_stats {
 
 /* "auto", "plug", "nfqueue". */
 const char *wps_netbuf_backend_name(unsigned int backend);
+/* "auto", "plug" or "nfqueue" into *backend: 0, or -EINVAL. */
+int wps_netbuf_backend_parse(const char *name, unsigned int *backend);
+
+/* For opts.netns_fd: a network namespace by name (in /run/netns) or by
+ * path. The fd, or -errno (logged with the path). */
+int wps_netbuf_open_netns(struct wps_ctx *ctx, const char *name);
 
 /*
  * Start holding the output of opts->ifname. Nothing sent after this call

@@ -91,7 +91,6 @@ static int open_netbuf(struct wpsd_job *j, json_t *o, struct wpsd_reply *r)
 	struct wps_netbuf_opts no = WPS_NETBUF_OPTS_INIT;
 	const char *ns = json_string_value(json_object_get(o, "netns"));
 	const char *be = json_string_value(json_object_get(o, "backend"));
-	char path[PATH_MAX];
 	int ret;
 
 	ret = wpsd_args_check(o, netbuf_spec, "netbuf", r);
@@ -99,25 +98,16 @@ static int open_netbuf(struct wpsd_job *j, json_t *o, struct wpsd_reply *r)
 		return ret;
 	no.ifname = json_string_value(json_object_get(o, "ifname"));
 	no.queue = (uint16_t)json_integer_value(json_object_get(o, "queue"));
-	if (be && strcmp(be, "auto")) {
-		if (!strcmp(be, "nfqueue"))
-			no.backend = WPS_NETBUF_NFQUEUE;
-		else if (!strcmp(be, "plug"))
-			no.backend = WPS_NETBUF_PLUG;
-		else {
-			wpsd_reply_err(r, WPSD_GENERIC, "netbuf: backend is auto, "
-				       "nfqueue or plug, not '%s'", be);
-			return -EINVAL;
-		}
+	if (be && wps_netbuf_backend_parse(be, &no.backend)) {
+		wpsd_reply_err(r, WPSD_GENERIC, "netbuf: backend is auto, nfqueue "
+			       "or plug, not '%s'", be);
+		return -EINVAL;
 	}
 	if (ns) {
-		snprintf(path, sizeof(path), strchr(ns, '/') ? "%s" : "/run/netns/%s",
-			 ns);
-		no.netns_fd = open(path, O_RDONLY | O_CLOEXEC);
+		no.netns_fd = wps_netbuf_open_netns(j->ctx, ns);
 		if (no.netns_fd < 0) {
-			wpsd_reply_err(r, WPSD_GENERIC, "netbuf: network namespace %s: "
-				       "%s", path, strerror(errno));
-			return -errno;
+			wpsd_reply_err(r, WPSD_GENERIC, "netbuf: %s", j->cause);
+			return no.netns_fd;
 		}
 	}
 	j->ck->netns_fd = no.netns_fd;   /* the rules are removed there */
