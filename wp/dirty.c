@@ -50,6 +50,9 @@ struct dregion {
 	uint64_t words;        /* of each bitmap */
 	uint64_t *removed[2];  /* [cur]: since the last harvest; [!cur]: the
 				  harvest before (see wps_dirty_harvest) */
+	uint64_t *report;      /* both OR'ed, for the harvest to report from
+				  outside the lock; allocated once: a
+				  harvest runs inside the guest's pause */
 };
 
 struct wps_dirty {
@@ -218,7 +221,8 @@ int wps_dirty_new(struct wps_ctx *ctx, const struct wps_region *regions,
 		g->words = (regions[i].size / PAGE + 63) / 64;
 		g->removed[0] = calloc(g->words ? g->words : 1, 8);
 		g->removed[1] = calloc(g->words ? g->words : 1, 8);
-		if (!g->removed[0] || !g->removed[1]) {
+		g->report = calloc(g->words ? g->words : 1, 8);
+		if (!g->removed[0] || !g->removed[1] || !g->report) {
 			ret = -ENOMEM;
 			goto fail;
 		}
@@ -313,8 +317,8 @@ static int report_removed(struct wps_dirty *d, unsigned int r,
 
 int wps_dirty_harvest(struct wps_dirty *d, wps_dirty_fn fn, void *arg)
 {
-	uint64_t **snap = NULL, w;
 	unsigned int i;
+	uint64_t w;
 	int ret, old;
 
 	pthread_mutex_lock(&d->lock);
@@ -335,34 +339,21 @@ int wps_dirty_harvest(struct wps_dirty *d, wps_dirty_fn fn, void *arg)
 	 * Removed ranges: this generation and the one before, OR'ed into a
 	 * copy under the lock (events keep coming), reported outside it.
 	 */
-	snap = calloc(d->nr ? d->nr : 1, sizeof(*snap));
-	if (!snap)
-		return -ENOMEM;
-	for (i = 0; i < d->nr; i++) {
-		snap[i] = malloc(d->reg[i].words * 8 + 8);
-		if (!snap[i]) {
-			ret = -ENOMEM;
-			goto out;
-		}
-	}
 	pthread_mutex_lock(&d->lock);
 	drain_locked(d);   /* events already read are recorded; pending ones too */
 	old = !d->cur;
 	for (i = 0; i < d->nr; i++) {
-		for (w = 0; w < d->reg[i].words; w++)
-			snap[i][w] = d->reg[i].removed[d->cur][w] |
-				     d->reg[i].removed[old][w];
-		memset(d->reg[i].removed[old], 0, d->reg[i].words * 8);
+		struct dregion *g = &d->reg[i];
+
+		for (w = 0; w < g->words; w++)
+			g->report[w] = g->removed[d->cur][w] | g->removed[old][w];
+		memset(g->removed[old], 0, g->words * 8);
 	}
 	d->cur = old;
 	ret = d->stale;
 	pthread_mutex_unlock(&d->lock);
 	for (i = 0; !ret && i < d->nr; i++)
-		ret = report_removed(d, i, snap[i], fn, arg);
-out:
-	for (i = 0; i < d->nr; i++)
-		free(snap[i]);
-	free(snap);
+		ret = report_removed(d, i, d->reg[i].report, fn, arg);
 	return ret;
 }
 
@@ -403,6 +394,7 @@ void wps_dirty_free(struct wps_dirty *d)
 	for (i = 0; i < d->nr; i++) {
 		free(d->reg[i].removed[0]);
 		free(d->reg[i].removed[1]);
+		free(d->reg[i].report);
 	}
 	free(d->reg);
 	pthread_mutex_destroy(&d->lock);

@@ -46,7 +46,7 @@ typedef int (*wps_dirty_fn)(void *arg, unsigned int r, uint64_t off,
  * by the two harvests after its event: the kernel zaps the pages only
  * after we have read the event, so the first may still see old data.
  * -ESTALE if the guest unmapped or moved part of a region (the tracker is
- * then useless: free it).
+ * then useless: free it). One harvest at a time.
  */
 int wps_dirty_harvest(struct wps_dirty *d, wps_dirty_fn fn, void *arg);
 
