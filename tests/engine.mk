@@ -19,7 +19,7 @@ tests_unit_test_snapshot_LDADD = tests/unit/libtestutil.la \
 	tools/guest/libwpsguest.la libwpsnap.la $(CHECK_LIBS)
 
 TESTS += tests/integration/cli.sh
-EXTRA_DIST += tests/integration/cli.sh
+EXTRA_DIST += tests/integration/cli.sh tests/integration/tap.sh
 
 check_PROGRAMS += tests/unit/test_restore
 TESTS += tests/unit/test_restore

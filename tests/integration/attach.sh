@@ -6,8 +6,7 @@
 # every page again: a protection left behind would hang it, hence the
 # timeouts). Prints "N passed, N failed" for the CI summary.
 set -u
-B=${WPSNAP_BUILDDIR:-$(cd "$(dirname "$0")/../.." && pwd)}
-W="$B/tools/wpsnap"
+. "$(dirname "$0")/tap.sh"
 TGT="$B/tests/integration/attach_target"
 T=$(mktemp -d /var/tmp/wpsnap-attach.XXXXXX)
 pids=
@@ -16,10 +15,6 @@ cleanup() {
 	rm -rf "$T"
 }
 trap cleanup EXIT
-pass=0 fail=0 skip=0
-ok() { pass=$((pass + 1)); echo "ok - $1"; }
-ko() { fail=$((fail + 1)); echo "not ok - $1"; [ -f "$T/out" ] && sed 's/^/#   /' "$T/out"; }
-sk() { skip=$((skip + 1)); echo "ok - $1 # SKIP $2"; }
 
 # start NAME ARGS...: run a target; sets PID, MEMFD, ANON (START-END)
 start() {
@@ -176,5 +171,4 @@ if snap; then ko "exited pid refused"
 elif grep -q "no process $dead" "$T/out"; then ok "exited pid: clear error"
 else ko "exited pid: message"; fi
 
-echo "$pass passed, $fail failed${skip:+, $skip skipped}"
-[ "$fail" = 0 ]
+tap_end

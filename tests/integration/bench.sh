@@ -4,14 +4,10 @@
 # null). No timing assertions: a benchmark on a shared machine is
 # information, not a verdict. Prints "N passed, N failed" for the CI summary.
 set -u
-B=${WPSNAP_BUILDDIR:-$(cd "$(dirname "$0")/../.." && pwd)}
-W="$B/tools/wpsnap"
+. "$(dirname "$0")/tap.sh"
 T=$(mktemp -d /var/tmp/wpsnap-bench.XXXXXX)
 trap 'rm -rf "$T"' EXIT
-pass=0 fail=0
-ok() { pass=$((pass + 1)); echo "ok - $1"; }
-ko() { fail=$((fail + 1)); echo "not ok - $1"; }
-check() { name=$1; shift; if "$@" >"$T/out" 2>&1; then ok "$name"; else ko "$name"; sed 's/^/#   /' "$T/out"; fi; }
+check() { name=$1; shift; if "$@" >"$T/out" 2>&1; then ok "$name"; else ko "$name"; fi; }
 check_fails() { name=$1; shift; if "$@" >"$T/out" 2>&1; then ko "$name (succeeded)"; else ok "$name"; fi; }
 
 check "bench --help" "$W" bench --help
@@ -122,5 +118,4 @@ else
 	sed 's/^/#   /' "$T/err"
 fi
 
-echo "$pass passed, $fail failed"
-[ "$fail" = 0 ]
+tap_end

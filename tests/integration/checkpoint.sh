@@ -5,13 +5,9 @@
 # of that instant, merge, retention while running, and the errors for a
 # missing or mismatched parent. Prints "N passed, N failed".
 set -u
-B=${WPSNAP_BUILDDIR:-$(cd "$(dirname "$0")/../.." && pwd)}
-W="$B/tools/wpsnap"
+. "$(dirname "$0")/tap.sh"
 T=$(mktemp -d /var/tmp/wpsnap-ckpt.XXXXXX)
 trap 'rm -rf "$T"' EXIT
-pass=0 fail=0
-ok() { pass=$((pass + 1)); echo "ok - $1"; }
-ko() { fail=$((fail + 1)); echo "not ok - $1"; [ -f "$T/out" ] && sed 's/^/#   /' "$T/out"; }
 
 for b in anon memfd; do
 	D="$T/$b"
@@ -71,5 +67,4 @@ if "$W" chain "$D/ckpt-000003.wpsnap" >"$T/out" 2>&1; then ko "mismatched parent
 elif grep -q "its parent must be image" "$T/out"
 then ok "mismatched parent: clear error"; else ko "mismatched parent: message"; fi
 
-echo "$pass passed, $fail failed"
-[ $fail = 0 ]
+tap_end

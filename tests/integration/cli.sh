@@ -3,14 +3,10 @@
 # verify and export read them; a corrupted image is refused with the
 # offset at fault. Prints "N passed, N failed" for the CI summary.
 set -u
-B=${WPSNAP_BUILDDIR:-$(cd "$(dirname "$0")/../.." && pwd)}
-W="$B/tools/wpsnap"
+. "$(dirname "$0")/tap.sh"
 T=$(mktemp -d /var/tmp/wpsnap-cli.XXXXXX)
 trap 'rm -rf "$T"' EXIT
-pass=0 fail=0
-ok() { pass=$((pass + 1)); echo "ok - $1"; }
-ko() { fail=$((fail + 1)); echo "not ok - $1"; }
-check() { name=$1; shift; if "$@" >"$T/out" 2>&1; then ok "$name"; else ko "$name"; sed 's/^/#   /' "$T/out"; fi; }
+check() { name=$1; shift; if "$@" >"$T/out" 2>&1; then ok "$name"; else ko "$name"; fi; }
 check_fails() { name=$1; shift; if "$@" >"$T/out" 2>&1; then ko "$name (succeeded)"; else ok "$name"; fi; }
 
 check "help" "$W" --help
@@ -55,5 +51,4 @@ check_fails "truncated image refused" "$W" verify "$T/trunc"
 check_fails "missing file refused" "$W" inspect "$T/nope"
 check_fails "verify against a wrong ledger" "$W" verify "$IMG" --ledger "$T/bad"
 
-echo "$pass passed, $fail failed"
-[ "$fail" = 0 ]
+tap_end

@@ -13,13 +13,9 @@
 # Figures (eager bandwidth against nbdcopy of the same export, fault
 # latency) are printed, never asserted. Prints "N passed, N failed".
 set -u
-B=${WPSNAP_BUILDDIR:-$(cd "$(dirname "$0")/../.." && pwd)}
-W="$B/tools/wpsnap"
+. "$(dirname "$0")/tap.sh"
 G="$B/tools/wpsnap-guest"
 SIZE=64M
-pass=0 fail=0
-ok() { pass=$((pass + 1)); echo "ok - $1"; }
-ko() { fail=$((fail + 1)); echo "not ok - $1"; }
 skip() { echo "SKIP: $1"; exit 77; }
 
 [ "$(id -u)" = 0 ] || skip "needs root (network namespaces, userfaultfd)"
@@ -50,14 +46,13 @@ for n in $NS_S $NS_C; do ip -n $n link set lo up; done
 ip -n $NS_S link set wns$$ up
 ip -n $NS_C link set wnc$$ up
 C() { ip netns exec $NS_C "$@"; }
-out() { sed 's/^/#   /' "$T/out"; }
 # Every command's output is also kept: a sanitizer report in a run that
 # was expected to fail must not pass unnoticed.
 : >"$T/all"
 # run NAME CMD...: must succeed
-run() { name=$1; shift; if "$@" >"$T/out" 2>&1; then ok "$name"; else ko "$name"; out; fi; cat "$T/out" >>"$T/all"; }
+run() { name=$1; shift; if "$@" >"$T/out" 2>&1; then ok "$name"; else ko "$name"; fi; cat "$T/out" >>"$T/all"; }
 # has NAME PATTERN: the last command's output matches
-has() { cat "$T/out" >>"$T/all"; if grep -q -- "$2" "$T/out"; then ok "$1"; else ko "$1"; out; fi; }
+has() { cat "$T/out" >>"$T/all"; if grep -q -- "$2" "$T/out"; then ok "$1"; else ko "$1"; fi; }
 
 # Images, taken live (two writers) in the default namespace.
 mkdir -p "$T/exp"
@@ -70,7 +65,7 @@ for b in anon memfd hugetlb; do
 	elif [ $b = hugetlb ]; then
 		echo "# SKIP hugetlb: $(tail -1 "$T/out")"
 	else
-		ko "snapshot of the $b guest"; out
+		ko "snapshot of the $b guest"
 	fi
 done
 cp "$T/anon.ledger" "$T/exp/not-an-image"
@@ -100,7 +95,7 @@ i=0
 until C "$W" inspect nbd://10.77.0.1/anon.wpsnap >"$T/out" 2>&1; do
 	i=$((i + 1))
 	if [ $i -ge 50 ]; then
-		ko "nbdkit serving in the server namespace"; out
+		ko "nbdkit serving in the server namespace"
 		sed 's/^/#   nbdkit: /' "$T/nbdkit.log"
 		echo "$pass passed, $fail failed"
 		exit 1
@@ -130,25 +125,25 @@ done
 
 # Corruption: eager refuses before the guest could run, naming the offset.
 if C "$W" restore nbd://10.77.0.1/bad.wpsnap --ledger "$T/anon.ledger" >"$T/out" 2>&1; then
-	ko "eager restore of a corrupted export refused (it succeeded)"; out
+	ko "eager restore of a corrupted export refused (it succeeded)"
 else
 	ok "eager restore of a corrupted export refused"
 	cat "$T/out" >>"$T/all"
 	has "eager refusal names the checksum and offset" "checksum mismatch in group .* at offset"
-	grep -q "^restored" "$T/out" && { ko "eager printed a restore"; out; } || ok "eager restored nothing"
+	grep -q "^restored" "$T/out" && ko "eager printed a restore" || ok "eager restored nothing"
 fi
 # Lazy: the damaged group is never delivered; the reader (which checks
 # every first touch against the ledger) never sees wrong data, graduation
 # fails, and the process ends (threads blocked on the page get SIGBUS
 # once the pager is freed: never zeros, never stale bytes).
 if C "$W" restore nbd://10.77.0.1/bad.wpsnap --lazy --ledger "$T/anon.ledger" >"$T/out" 2>&1; then
-	ko "lazy restore of a corrupted export failed (it succeeded)"; out
+	ko "lazy restore of a corrupted export failed (it succeeded)"
 else
 	ok "lazy restore of a corrupted export failed"
 	has "lazy failure names the damaged group" "damaged data in the group at image offset"
 	has "lazy failure says to stop the guest" "stop the guest"
 	grep -q "were wrong\|differs from the ledger" "$T/out" &&
-		{ ko "wrong data reached the guest"; out; } || ok "no wrong data reached the guest"
+		ko "wrong data reached the guest" || ok "no wrong data reached the guest"
 fi
 
 cat "$T/out" >>"$T/all"
@@ -232,5 +227,4 @@ else
 	ok "no sanitizer report in any run"
 fi
 
-echo "$pass passed, $fail failed"
-[ "$fail" = 0 ]
+tap_end

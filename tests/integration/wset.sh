@@ -6,16 +6,12 @@
 # writes it. Every restore is verified against the ledger. Prints
 # "N passed, N failed" for the CI summary.
 set -u
-B=${WPSNAP_BUILDDIR:-$(cd "$(dirname "$0")/../.." && pwd)}
-W="$B/tools/wpsnap"
+. "$(dirname "$0")/tap.sh"
 G="$B/tools/wpsnap-guest"
 T=$(mktemp -d /var/tmp/wpsnap-wset.XXXXXX)
 trap 'rm -rf "$T"' EXIT
-pass=0 fail=0
-ok() { pass=$((pass + 1)); echo "ok - $1"; }
-ko() { fail=$((fail + 1)); echo "not ok - $1"; }
-run() { name=$1; shift; if "$@" >"$T/out" 2>&1; then ok "$name"; else ko "$name"; sed 's/^/#   /' "$T/out"; fi; }
-has() { if grep -q "$2" "$T/out"; then ok "$1"; else ko "$1"; sed 's/^/#   /' "$T/out"; fi; }
+run() { name=$1; shift; if "$@" >"$T/out" 2>&1; then ok "$name"; else ko "$name"; fi; }
+has() { if grep -q "$2" "$T/out"; then ok "$1"; else ko "$1"; fi; }
 
 [ "$(id -u)" = 0 ] || { echo "SKIP: needs root (userfaultfd)"; exit 77; }
 
@@ -57,5 +53,4 @@ has "says it is not used" "working set: not used"
 has "--no-working-set verified" "verified: every block as in"
 cmp -s "$IMG.wset" "$T/before" && ok "file untouched" || ko "file changed"
 
-echo "$pass passed, $fail failed"
-[ "$fail" = 0 ]
+tap_end
