@@ -12,7 +12,7 @@ import subprocess, sys, tempfile, time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import wpstest
 from wpstest import (WPSNAPD, GUEST, WPSNAP, Conn, check, err_class, ko, new_uffd, ok,
-                     procs, start_daemon)
+                     procs, skip, start_daemon)
 
 T = tempfile.mkdtemp(prefix="wpsnapd-test.", dir="/var/tmp")
 
@@ -416,7 +416,7 @@ def restore_tests(S):
           e["data"]["remaining-bytes"] == 0 and e["data"]["full-ns"] > 0, e)
     working_set_tests(c, restore, img, e)
     if subprocess.run(["sh", "-c", "command -v nbdkit"], stdout=subprocess.DEVNULL).returncode:
-        print("ok - restore over NBD # SKIP nbdkit not installed")
+        skip("restore over NBD", "nbdkit not installed")
     else:
         sock = d + "/nbd.sock"
         nbd = subprocess.Popen(["nbdkit", "-f", "-r", "-U", sock, "file", img],
@@ -503,7 +503,7 @@ def unprivileged_tests():
     its own memory, may not attach to anything."""
     if subprocess.run(["sh", "-c", "command -v setpriv"],
                       stdout=subprocess.DEVNULL).returncode:
-        print("ok - unprivileged client # SKIP setpriv not installed")
+        skip("unprivileged client", "setpriv not installed")
         return
     d = tempfile.mkdtemp(prefix="wpsnapd-group.", dir="/var/tmp")
     os.chmod(d, 0o755)
