@@ -3,6 +3,7 @@
 libwpsnap_la_SOURCES += src/pager.c stream/img_reader_int.h
 pkginclude_HEADERS += include/wpsnap/pager.h
 # Working sets: the pages a restored guest needs first (image blob
-# wpsnap.written, <image>.wset files), docs/RESTORE.md and FORMAT.md.
-libwpsnap_la_SOURCES += src/wset.c
+# wpsnap.written, <image>.wset files) and the plan every lazy restore
+# prefetches by (src/wsplan.c), docs/RESTORE.md and FORMAT.md.
+libwpsnap_la_SOURCES += src/wset.c src/wsplan.c
 pkginclude_HEADERS += include/wpsnap/wset.h

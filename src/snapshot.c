@@ -16,6 +16,8 @@
 #include <string.h>
 #include <time.h>
 
+#include <wpsnap/wset.h>
+
 #include "src/clock.h"
 #include "src/log.h"
 #include "stream/img_writer.h"
@@ -37,6 +39,16 @@ struct wps_snapshot {
 static void set_phase(struct wps_snapshot *s, enum wps_phase p)
 {
 	__atomic_store_n(&s->phase, p, __ATOMIC_RELEASE);
+}
+
+/* The engine's written-page callback (fault thread only, so the set has
+ * one writer). Best effort: the list is bounded and ENOMEM only loses the
+ * hint, never the snapshot; the add is an append that grows its array
+ * geometrically, as cheap as when the engine called it directly. */
+static void note_written(void *arg, uint32_t region, uint64_t block,
+			 uint64_t count)
+{
+	wps_wset_add(arg, region, block, count);
 }
 
 int wps_snapshot_new(struct wps_ctx *ctx, const struct wps_region *regions,
@@ -92,7 +104,8 @@ int wps_snapshot_new(struct wps_ctx *ctx, const struct wps_region *regions,
 		.pause_arg = opts->pause_arg,
 		.freeze_simple = !!(opts->flags & WPS_SNAP_FREEZE_SIMPLE),
 		.fault_window = opts->fault_window,
-		.written = s->written,
+		.written = note_written,
+		.written_arg = s->written,
 	};
 	ret = wps_engine_new(ctx, regions, nr, &eo, &s->eng);
 	if (ret)

@@ -533,7 +533,13 @@ int wps_wset_save(struct wps_ctx *ctx, const char *path,
 	v32 = htole32(wps_crc32c(0, buf, 60));
 	memcpy(buf + 60, &v32, 4);
 
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	/* A new file, never one found under the temporary name: wpsnapd
+	 * (root) writes these beside images in directories its clients
+	 * own, where a planted link must not redirect the write. A stale
+	 * temporary of an earlier process with our pid is removed first. */
+	unlink(tmp);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+		  0644);
 	if (fd < 0) {
 		ret = -errno;
 		wps_err(ctx, "working set %s: cannot create %s: %s", path, tmp,

@@ -15,7 +15,8 @@
  *    in a fixed order (its working set), timed until it has read every
  *    one once, after a lazy restore (a) with no working-set information,
  *    (b) with the fault order recorded by restore (a) of the same image,
- *    stored in and loaded from an "<image>.wset" file as the CLI does.
+ *    stored in and loaded from an "<image>.wset" file by the working-set
+ *    plan every lazy restore uses (src/wsplan.c).
  * Ratios are against what the disk, or the NBD server, gives a plain
  * reader right now, in the same run.
  */
@@ -302,15 +303,12 @@ struct ws_fig {
 };
 
 /*
- * One lazy restore whose guest reads the working set once. first / nr:
- * the working set handed to the pager (NULL: none). order: if not NULL,
- * receives the fault order of the whole restore (free()).
+ * One lazy restore whose guest reads the working set once, prefetching by
+ * plan and recording the fault order of the whole restore through it.
  */
 static int ws_run(struct wps_ctx *ctx, struct wps_image *img,
 		  const struct wps_guest_opts *fo, const struct ws_list *ws,
-		  const struct wps_pager_range *first, unsigned int nr,
-		  struct ws_fig *f, struct wps_pager_range **order,
-		  unsigned int *nr_order)
+		  struct wps_wset_plan *plan, struct ws_fig *f)
 {
 	struct wps_pager_opts po = WPS_PAGER_OPTS_INIT;
 	struct wps_pager_stats st;
@@ -326,8 +324,7 @@ static int ws_run(struct wps_ctx *ctx, struct wps_image *img,
 	if (ret)
 		return ret;
 	wps_guest_region(g, &dst);
-	po.first = first;
-	po.nr_first = nr;
+	wps_wset_plan_apply(plan, &po);
 	ret = wps_pager_new(ctx, img, 0, &dst, &po, &pg);
 	if (ret)
 		goto out;
@@ -347,8 +344,8 @@ static int ws_run(struct wps_ctx *ctx, struct wps_image *img,
 	/* Keep the reads: the sum depends on every one of them. */
 	__asm__ volatile("" : : "r"(sum));
 	ret = wps_pager_graduate(pg);
-	if (!ret && order)
-		ret = wps_pager_fault_order(pg, order, nr_order);
+	if (!ret)
+		ret = wps_wset_plan_record(plan, pg);
 out:
 	wps_pager_free(pg);
 	wps_guest_free(g);
@@ -357,40 +354,37 @@ out:
 
 /*
  * Restore (a) without working-set information, record its fault order in
- * "<image>.wset" (as `wpsnap restore --lazy` does), then restore (b) with
- * the working set loaded back from that file.
+ * "<image>.wset" through the working-set plan of every lazy restore
+ * (<wpsnap/wset.h>), then restore (b) with the plan loaded back from that
+ * file. Both leave out the image's written-pages blob, so the recorded
+ * order is the only difference between them.
  */
 static int ws_pair(struct wps_ctx *ctx, struct wps_image *img,
 		   const char *path, const struct wps_guest_opts *fo,
 		   const struct ws_list *ws, struct ws_fig *a, struct ws_fig *b)
 {
-	const uint8_t *uuid = wps_image_get_info(img)->uuid;
-	struct wps_pager_range *order = NULL, *first = NULL;
-	struct wps_wset *rec = NULL, *back = NULL;
-	unsigned int nr_order = 0, nr = 0;
+	struct wps_wset_plan_opts wo = WPS_WSET_PLAN_OPTS_INIT;
+	struct wps_wset_plan *plan = NULL;
 	char wpath[4200];
 	int ret;
 
+	wo.no_written = true;
 	ret = wps_wset_path(path, wpath, sizeof(wpath));
-	if (!ret)
-		ret = ws_run(ctx, img, fo, ws, NULL, 0, a, &order, &nr_order);
-	if (!ret)
-		ret = wps_wset_new(uuid, &rec);
-	if (!ret)
-		ret = wps_wset_add_ranges(rec, 0, order, nr_order);
-	if (!ret)
-		ret = wps_wset_save(ctx, wpath, rec);
-	if (!ret)
-		ret = wps_wset_load(ctx, wpath, uuid, &back);
+	if (ret)
+		return ret;
 	unlink(wpath);
+	ret = wps_wset_plan_new(ctx, img, path, NULL, 0, &wo, &plan);
 	if (!ret)
-		ret = wps_wset_pager_ranges(back, 0, &first, &nr);
+		ret = ws_run(ctx, img, fo, ws, plan, a);
+	wps_wset_plan_free(plan);
+	plan = NULL;
+	wo.no_save = true;
 	if (!ret)
-		ret = ws_run(ctx, img, fo, ws, first, nr, b, NULL, NULL);
-	free(first);
-	free(order);
-	wps_wset_free(back);
-	wps_wset_free(rec);
+		ret = wps_wset_plan_new(ctx, img, path, NULL, 0, &wo, &plan);
+	if (!ret)
+		ret = ws_run(ctx, img, fo, ws, plan, b);
+	wps_wset_plan_free(plan);
+	unlink(wpath);
 	return ret;
 }
 

@@ -179,168 +179,48 @@ static int open_flat(struct wps_ctx *ctx, const char *path,
 	return ret;
 }
 
-/* What the prefetch takes first, and where this run's faults go. */
-struct wset_plan {
-	bool off;                   /* --no-working-set */
-	const char *path;           /* the working-set file, or NULL */
-	char buf[4096];
-	struct wps_wset *rec;       /* loaded from path (or NULL) */
-	struct wps_wset *written;   /* the image's blob (or NULL) */
-	struct wps_pager_range *first;
-	unsigned int nr_first;
-};
-
-static void wset_plan_free(struct wset_plan *p)
+/* Say what the working-set plan (src/wsplan.c) uses. */
+static void wset_say_plan(const struct wps_wset_plan_info *in)
 {
-	wps_wset_free(p->rec);
-	wps_wset_free(p->written);
-	free(p->first);
-}
-
-/*
- * The share of the region's 64 KiB windows (16 blocks) that ws touches, in
- * 1/1000. A written-pages record of a guest writing all over its memory
- * names most windows: it then says nothing about order, and prefetching it
- * range by range would only delay the sweep's large reads.
- */
-static unsigned int wset_spread(const struct wps_wset *ws, unsigned int region,
-				uint64_t nr_blocks)
-{
-	uint64_t nw = (nr_blocks + 15) / 16, n = 0, w, e;
-	uint8_t *seen = calloc((nw + 7) / 8, 1);
-	size_t i;
-
-	if (!seen || !nw) {
-		free(seen);
-		return 0;
-	}
-	for (i = 0; i < ws->nr; i++) {
-		if (ws->ranges[i].region != region)
-			continue;
-		e = (ws->ranges[i].block + ws->ranges[i].count + 15) / 16;
-		for (w = ws->ranges[i].block / 16; w < e && w < nw; w++) {
-			n += !(seen[w / 8] >> (w % 8) & 1);
-			seen[w / 8] |= (uint8_t)(1u << (w % 8));
-		}
-	}
-	free(seen);
-	return (unsigned int)(n * 1000 / nw);
-}
-
-/* The written-pages record is used only while it picks out at most this
- * share (1/1000) of the windows; the pager caps any list there too. */
-#define WRITTEN_SPREAD_MAX 250u
-
-/* Load both sources, build the first-prefetch list and say what is used.
- * A missing, stale or damaged file only means no recorded order: 0. */
-static int wset_plan(struct wps_ctx *ctx, struct wset_plan *p,
-		     struct wps_image *img, const char *image,
-		     const uint8_t *uuid, unsigned int region)
-{
-	uint64_t rec = 0, wr = 0;
-	int ret;
-
-	if (p->off) {
+	if (in->off) {
 		printf("working set: not used (--no-working-set)\n");
-		return 0;
+		return;
 	}
-	if (!p->path && !wps_image_get_info(img)->remote &&
-	    !wps_wset_path(image, p->buf, sizeof(p->buf)))
-		p->path = p->buf;
-	if (p->path) {
-		/* Missing, stale, damaged, unreadable: logged by the
-		 * library, and only the hint is lost. */
-		ret = wps_wset_load(ctx, p->path, uuid, &p->rec);
-		if (ret == -ENOMEM)
-			return ret;
-	}
-	ret = wps_wset_from_image(ctx, img, &p->written);
-	if (ret == -ENOMEM)
-		return ret;
-	if (p->written) {
-		unsigned int sp = wset_spread(p->written, region,
-					      wps_image_get_region(img, region)->nr_blocks);
-
-		if (sp > WRITTEN_SPREAD_MAX) {
-			printf("working set: the pages written during the "
-			       "snapshot span %u%% of memory: not a working set,"
-			       " not used\n", sp / 10);
-			wps_wset_free(p->written);
-			p->written = NULL;
-		}
-	}
-	/* Recorded order first: what restores saw the guest fault; then the
-	 * pages written during the snapshot that it does not hold. */
-	if (p->rec && p->written) {
-		struct wps_wset *both;
-
-		ret = wps_wset_new(uuid, &both);
-		if (!ret)
-			ret = wps_wset_merge(both, p->rec);
-		if (!ret)
-			ret = wps_wset_merge(both, p->written);
-		if (!ret) {
-			wr = wps_wset_blocks(both, region) -
-			     wps_wset_blocks(p->rec, region);
-			ret = wps_wset_pager_ranges(both, region, &p->first,
-						    &p->nr_first);
-		}
-		wps_wset_free(both);
-		if (ret)
-			return ret;
-	} else {
-		wr = wps_wset_blocks(p->written, region);
-		ret = wps_wset_pager_ranges(p->rec ? p->rec : p->written,
-					    region, &p->first, &p->nr_first);
-		if (ret)
-			return ret;
-	}
-	rec = wps_wset_blocks(p->rec, region);
-	if (!p->nr_first && p->path)
+	if (in->written_dropped)
+		printf("working set: the pages written during the snapshot span "
+		       "%u%% of memory: not a working set, not used\n",
+		       in->written_spread / 10);
+	if (!in->nr_first && in->path)
 		printf("working set: none (no usable %s, no pages written "
 		       "during the snapshot): address-order prefetch\n",
-		       p->path);
-	else if (!p->nr_first)
+		       in->path);
+	else if (!in->nr_first)
 		printf("working set: none (an NBD image has no file beside it:"
 		       " see --working-set; no pages written during the "
 		       "snapshot): address-order prefetch\n");
 	else
 		printf("working set: %.1f MiB recorded by earlier restores%s%s%s,"
 		       " %.1f MiB written during the snapshot; %u ranges "
-		       "prefetched first\n", rec * 4096.0 / MiB,
-		       p->rec ? " (" : "", p->rec ? p->path : "",
-		       p->rec ? ")" : "", wr * 4096.0 / MiB, p->nr_first);
-	return 0;
+		       "prefetched first\n", in->recorded_blocks * 4096.0 / MiB,
+		       !in->load ? " (" : "", !in->load ? in->path : "",
+		       !in->load ? ")" : "", in->written_blocks * 4096.0 / MiB,
+		       in->nr_first);
 }
 
-/* After graduation: this run's fault order, added to what was recorded,
- * for the next restore of the image. Failure is reported, not fatal. */
-static void wset_record(struct wps_ctx *ctx, struct wset_plan *p,
-			struct wps_pager *pg, const uint8_t *uuid,
-			unsigned int region)
+/* After graduation: this run's faults, added to the file for the next
+ * restore. Failure is reported (by the library), not fatal. */
+static void wset_record(struct wps_wset_plan *plan, struct wps_pager *pg)
 {
-	struct wps_pager_range *order = NULL;
-	unsigned int nr = 0;
-	int ret;
+	struct wps_wset_plan_info in;
 
-	if (p->off || !p->path)
+	if (wps_wset_plan_record(plan, pg))
 		return;
-	ret = wps_pager_fault_order(pg, &order, &nr);
-	if (!ret && !p->rec)
-		ret = wps_wset_new(uuid, &p->rec);
-	if (!ret)
-		ret = wps_wset_add_ranges(p->rec, region, order, nr);
-	if (!ret)
-		ret = wps_wset_save(ctx, p->path, p->rec);
-	free(order);
-	if (ret)
-		fprintf(stderr, "wpsnap restore: working set not recorded: %s\n",
-			strerror(-ret));
-	else
+	wps_wset_plan_get_info(plan, &in);
+	if (in.saved)
 		printf("working set: %u faulting ranges of this run added; %s "
-		       "holds %.1f MiB in %zu ranges%s\n", nr, p->path,
-		       wps_wset_blocks(p->rec, region) * 4096.0 / MiB,
-		       p->rec->nr, p->rec->truncated ? " (full)" : "");
+		       "holds %.1f MiB in %zu ranges%s\n", in.added_ranges,
+		       in.path, in.file_blocks * 4096.0 / MiB, in.file_ranges,
+		       in.file_truncated ? " (full)" : "");
 }
 
 int cmd_restore_lazy(struct wps_ctx *ctx, int argc, char **argv)
@@ -370,7 +250,9 @@ int cmd_restore_lazy(struct wps_ctx *ctx, int argc, char **argv)
 	struct wps_image *img = NULL;
 	struct wps_guest *g = NULL;
 	struct wps_region dst;
-	struct wset_plan wp = { 0 };
+	struct wps_wset_plan_opts wo = WPS_WSET_PLAN_OPTS_INIT;
+	struct wps_wset_plan_info wi;
+	struct wps_wset_plan *plan = NULL;
 	uint8_t uuid[16];
 	const char *ledger_path = NULL, *path;
 	unsigned int region = 0, writers = 0, after_ms = 0;
@@ -388,8 +270,8 @@ int cmd_restore_lazy(struct wps_ctx *ctx, int argc, char **argv)
 		case 'g': after_ms = strtoul(optarg, NULL, 0); break;
 		case 'N': po.no_prefetch = 1; break;
 		case 'H': reserve = true; break;
-		case 'W': wp.path = optarg; break;
-		case 'X': wp.off = true; break;
+		case 'W': wo.path = optarg; break;
+		case 'X': wo.off = true; break;
 		case 'h': usage(); return 0;
 		default: return 2;
 		}
@@ -441,14 +323,15 @@ int cmd_restore_lazy(struct wps_ctx *ctx, int argc, char **argv)
 		goto out;
 	}
 	wps_guest_region(g, &dst);
-	ret = wset_plan(ctx, &wp, img, path, uuid, region);
+	ret = wps_wset_plan_new(ctx, img, path, uuid, region, &wo, &plan);
 	if (ret) {
 		fprintf(stderr, "wpsnap restore: working set: %s\n",
 			strerror(-ret));
 		goto out;
 	}
-	po.first = wp.first;
-	po.nr_first = wp.nr_first;
+	wps_wset_plan_get_info(plan, &wi);
+	wset_say_plan(&wi);
+	wps_wset_plan_apply(plan, &po);
 	ret = wps_pager_new(ctx, img, region, &dst, &po, &pg);
 	if (ret) {
 		fprintf(stderr, "wpsnap restore: %s\n", strerror(-ret));
@@ -502,7 +385,7 @@ int cmd_restore_lazy(struct wps_ctx *ctx, int argc, char **argv)
 	}
 	wps_guest_freeze_pause(g);
 	paused = true;
-	wset_record(ctx, &wp, pg, uuid, region);
+	wset_record(plan, pg);
 	printf("faults %llu (%llu zero), handler latency p50 %.1f us p99 %.1f us"
 	       " max %.1f us\n", (unsigned long long)st.faults,
 	       (unsigned long long)st.zero_faults, st.fault_p50_ns / 1e3,
@@ -561,7 +444,7 @@ out:
 	if (paused)
 		wps_guest_resume(g);
 	wps_pager_free(pg);
-	wset_plan_free(&wp);
+	wps_wset_plan_free(plan);
 	free(rd);
 	wps_ledger_free(now);
 	wps_ledger_free(ledger);

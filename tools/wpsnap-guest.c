@@ -41,6 +41,7 @@ struct args {
 	const char *daemon, *name;   /* --daemon SOCKET, --name GUEST */
 	bool self_pause, verify_self, device_state;
 	const char *restore, *restore_ledger;   /* --restore IMG --restore-ledger L */
+	bool restore_no_wset;                   /* --restore-no-working-set */
 };
 
 static void usage(FILE *f)
@@ -75,7 +76,8 @@ static void usage(FILE *f)
 "  --restore IMG        with --daemon: start on empty RAM, lazily restored\n"
 "                       by wpsnapd from IMG (a file or nbd:// URI), writers\n"
 "                       running from the first instant (--restore-ledger L:\n"
-"                       IMG's ledger, which --verify-self then checks)\n"
+"                       IMG's ledger, which --verify-self then checks;\n"
+"                       --restore-no-working-set: \"working-set\": false)\n"
 "  --device-state       with --daemon: hand a device state with each pause\n"
 "                       (\"wpsnap-guest NAME pause N\", N from 1)\n"
 "  --verify-self        at the end: check guest RAM against the ledger of\n"
@@ -116,7 +118,8 @@ static int parse_args(int argc, char **argv, struct args *a)
 	enum { O_SIZE = 256, O_BACKING, O_THREADS, O_PATTERN, O_POPULATE, O_SEED,
 	       O_WARMUP, O_DURATION, O_SNAPSHOT, O_LEDGER, O_OVERWRITE,
 	       O_RESERVE, O_HELP, O_DAEMON, O_NAME, O_SELF_PAUSE, O_VERIFY_SELF,
-	       O_DEVICE_STATE, O_RESTORE, O_RESTORE_LEDGER, O_RATE };
+	       O_DEVICE_STATE, O_RESTORE, O_RESTORE_LEDGER, O_RATE,
+	       O_RESTORE_NO_WSET };
 	static const struct option lo[] = {
 		{ "size", required_argument, NULL, O_SIZE },
 		{ "backing", required_argument, NULL, O_BACKING },
@@ -138,6 +141,7 @@ static int parse_args(int argc, char **argv, struct args *a)
 		{ "device-state", no_argument, NULL, O_DEVICE_STATE },
 		{ "restore", required_argument, NULL, O_RESTORE },
 		{ "restore-ledger", required_argument, NULL, O_RESTORE_LEDGER },
+		{ "restore-no-working-set", no_argument, NULL, O_RESTORE_NO_WSET },
 		{ "rate", required_argument, NULL, O_RATE },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -211,6 +215,9 @@ static int parse_args(int argc, char **argv, struct args *a)
 			break;
 		case O_RESTORE_LEDGER:
 			a->restore_ledger = optarg;
+			break;
+		case O_RESTORE_NO_WSET:
+			a->restore_no_wset = true;
 			break;
 		case O_RATE: {
 			double mib = strtod(optarg, NULL);
@@ -545,8 +552,9 @@ static int vmm_restore(struct vmm *v, struct wps_client *c, const char *name)
 			return ret;
 		}
 	}
-	snprintf(args, sizeof(args), "{\"guest\": \"%s\", \"image\": \"%s\"}",
-		 name, v->a->restore);
+	snprintf(args, sizeof(args), "{\"guest\": \"%s\", \"image\": \"%s\"%s}",
+		 name, v->a->restore, v->a->restore_no_wset ?
+		 ", \"working-set\": false" : "");
 	t0 = wps_now_ns();
 	ret = wps_client_execute(c, "wps-restore-start", args, NULL);
 	if (ret) {

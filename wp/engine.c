@@ -107,7 +107,10 @@ struct wps_engine {
 	int (*pause)(void *arg);
 	int (*resume)(void *arg);
 	void *pause_arg;
-	struct wps_wset *written;   /* fault thread only, until joined */
+	/* Written-page reporter: called from the fault thread only. */
+	void (*written)(void *arg, uint32_t region, uint64_t block,
+			uint64_t count);
+	void *written_arg;
 
 	int stop_efd;
 	pthread_t sweep_thr, fault_thr;
@@ -500,11 +503,11 @@ static void serve_wp_fault(struct wps_engine *e, uint64_t addr, uint64_t t0,
 	}
 	__atomic_fetch_add(&e->faults, 1, __ATOMIC_RELAXED);
 	/* The guest writes this unit after the instant: a page it needs,
-	 * for the working-set prefetch of a later restore. Best effort (the
-	 * list is bounded; ENOMEM only loses the hint). */
+	 * which the caller may record (the snapshot glue keeps it as the
+	 * working-set hint of a later lazy restore). */
 	if (e->written)
-		wps_wset_add(e->written, r->idx, (u << r->shift) / 4096,
-			     r->unit / 4096);
+		e->written(e->written_arg, r->idx, (u << r->shift) / 4096,
+			   r->unit / 4096);
 	if (serve_thp_fault(e, r, u, t0, q))
 		return;
 	if (!bit_test_and_set(r->claimed, u)) {
@@ -1140,6 +1143,7 @@ int wps_engine_new(struct wps_ctx *ctx, const struct wps_region *regions,
 	e->resume = opts->resume;
 	e->pause_arg = opts->pause_arg;
 	e->written = opts->written;
+	e->written_arg = opts->written_arg;
 	e->freeze_simple = opts->freeze_simple;
 	e->pid = opts->pid;
 	if (e->pid && opts->uffd < 0) {

@@ -13,7 +13,6 @@
 
 #include <wpsnap/sink.h>
 #include <wpsnap/wpsnap.h>
-#include <wpsnap/wset.h>
 
 struct wps_engine;
 
@@ -26,10 +25,17 @@ struct wps_engine_opts {
 	void *pause_arg;
 	bool freeze_simple;           /* protect all inside the pause */
 	unsigned int fault_window;    /* units saved per fault (0: default) */
-	/* Optional: the fault thread appends each unit whose write faulted
-	 * after the instant, in fault order (region = index in the caller's
-	 * table). Read it only after wps_engine_wait (the thread is joined). */
-	struct wps_wset *written;
+	/* Optional: called by the fault thread for each unit whose write
+	 * faulted after the instant, in fault order: blocks [block, block +
+	 * count) (4 KiB blocks) of region (index in the caller's table). It
+	 * runs on the fault path before the pre-image is saved, so the guest
+	 * waits for it: it must be cheap, must not block and must not call
+	 * back into the engine. The engine ignores its result (the record is
+	 * a hint). Calls end when wps_engine_wait returns (the thread is
+	 * joined). */
+	void (*written)(void *arg, uint32_t region, uint64_t block,
+			uint64_t count);
+	void *written_arg;
 };
 
 /* Validates regions, opens/negotiates the uffd and registers the regions

@@ -8,7 +8,16 @@
  * NBD export. A worker waits until every page is present and graduates
  * (unregisters), then the guest no longer depends on wpsnapd.
  *
- * Owns: the image and the pager of the restore, until the job is reaped.
+ * Prefetch follows the library's working-set plan (<wpsnap/wset.h>), as
+ * `wpsnap restore --lazy` does: IMAGE.wset beside a local image, then the
+ * image's written-pages blob, then the sweep; after graduation the worker
+ * adds this run's fault order to IMAGE.wset. An NBD image has no file
+ * beside it: only its blob is used and nothing is written.
+ *
+ * Owns: the image, the pager and the plan of the restore, until the job
+ * is reaped. The plan's info is fixed before the worker starts, except
+ * what the worker's recording adds, which only the reaper reads (after
+ * the join).
  */
 #include "config.h"
 
@@ -21,6 +30,7 @@
 
 #include <wpsnap/image.h>
 #include <wpsnap/pager.h>
+#include <wpsnap/wset.h>
 
 #include "src/daemon/job.h"
 #include "src/log.h"
@@ -28,6 +38,7 @@
 struct wpsd_restore {
 	struct wps_image *img;
 	struct wps_pager *pg;
+	struct wps_wset_plan *plan;
 	char image[PATH_MAX];
 };
 
@@ -35,12 +46,38 @@ static const struct wpsd_arg restore_spec[] = {
 	{ "guest", WPSD_T_STR, true },
 	{ "image", WPSD_T_STR, true },
 	{ "prefetch", WPSD_T_BOOL, false },
+	{ "working-set", WPSD_T_BOOL, false },
 	{ NULL, 0, false },
 };
 
-static json_t *restore_figures(struct wpsd_job *j, const struct wps_pager_stats *st)
+/* What the working-set plan used; final: also what the worker recorded
+ * (read only once the worker is joined). */
+static json_t *wset_figures(const struct wps_wset_plan *plan, bool final)
 {
-	return json_pack("{s:s,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}",
+	struct wps_wset_plan_info in;
+	json_t *w;
+
+	wps_wset_plan_get_info(plan, &in);
+	w = json_pack("{s:b,s:I,s:I,s:I}", "used", !in.off,
+		      "recorded-bytes", (json_int_t)(in.recorded_blocks * 4096),
+		      "written-bytes", (json_int_t)(in.written_blocks * 4096),
+		      "ranges", (json_int_t)in.nr_first);
+	json_object_set_new(w, "file", in.path ? json_string(in.path) : json_null());
+	if (final) {
+		json_object_set_new(w, "saved", json_boolean(in.saved));
+		if (in.saved)
+			json_object_set_new(w, "file-bytes",
+					    json_integer((json_int_t)(in.file_blocks * 4096)));
+	}
+	return w;
+}
+
+static json_t *restore_figures(struct wpsd_job *j, const struct wps_pager_stats *st,
+			       bool final)
+{
+	json_t *q;
+
+	q = json_pack("{s:s,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}",
 			 "guest", j->g->name, "image", j->rs->image,
 			 "token", (json_int_t)j->token,
 			 "faults", (json_int_t)st->faults,
@@ -50,7 +87,10 @@ static json_t *restore_figures(struct wpsd_job *j, const struct wps_pager_stats 
 			 "remaining-bytes", (json_int_t)st->remaining_bytes,
 			 "start-ns", (json_int_t)st->start_ns,
 			 "full-ns", (json_int_t)st->full_ns,
-			 "graduate-ns", (json_int_t)st->graduate_ns);
+			 "graduate-ns", (json_int_t)st->graduate_ns,
+			 "first-bytes", (json_int_t)st->first_bytes);
+	json_object_set_new(q, "working-set", wset_figures(j->rs->plan, final));
+	return q;
 }
 
 /* Worker: wait for full population (or a failure, or a cancel), then
@@ -82,6 +122,10 @@ static void *restore_main(void *arg)
 	/* Graduation populates what prefetch has not (or all, without it). */
 	if (!ret && !stop)
 		ret = wps_pager_graduate(j->rs->pg);
+	/* For the next restore of this image; a failure (logged) costs
+	 * only the hint, not this restore. */
+	if (!ret && !stop)
+		wps_wset_plan_record(j->rs->plan, j->rs->pg);
 	wps_pager_stats(j->rs->pg, &st);
 	pthread_mutex_lock(&j->lock);
 	if (ret && !j->cause[0])
@@ -98,6 +142,7 @@ static void *restore_main(void *arg)
 int wpsd_restore_start(struct wpsd_conn *c, struct wpsd_guest *g, json_t *args,
 		       struct wpsd_reply *r)
 {
+	struct wps_wset_plan_opts wo = WPS_WSET_PLAN_OPTS_INIT;
 	struct wps_pager_opts po = WPS_PAGER_OPTS_INIT;
 	const struct wps_image_region *ir;
 	static const uint8_t none[16];
@@ -164,6 +209,20 @@ int wpsd_restore_start(struct wpsd_conn *c, struct wpsd_guest *g, json_t *args,
 		ret = -EINVAL;
 		goto fail;
 	}
+	wo.off = json_is_false(json_object_get(args, "working-set"));
+	ret = wps_wset_plan_new(j->ctx, j->rs->img, image, NULL, 0, &wo,
+				&j->rs->plan);
+	if (ret) {
+		wpsd_reply_err(r, WPSD_GENERIC, "lazy restore: working set: %s",
+			       strerror(-ret));
+		goto fail;
+	}
+	/* A missing, stale or damaged working-set file is logged and
+	 * ignored: it must not become the cause of a later failure. */
+	pthread_mutex_lock(&j->lock);
+	j->cause[0] = 0;
+	pthread_mutex_unlock(&j->lock);
+	wps_wset_plan_apply(j->rs->plan, &po);
 	po.uffd = g->uffd;
 	po.pid = g->pid;
 	po.no_prefetch = json_is_false(json_object_get(args, "prefetch"));
@@ -194,7 +253,7 @@ json_t *wpsd_restore_query(struct wpsd_job *j)
 	json_t *q;
 
 	wps_pager_stats(j->rs->pg, &st);
-	q = restore_figures(j, &st);
+	q = restore_figures(j, &st, false);
 	json_object_set_new(q, "status", json_string(st.error ? "failed" :
 				st.full_ns ? "graduating" : "restoring"));
 	return q;
@@ -207,7 +266,7 @@ void wpsd_restore_reaped(struct wpsd_job *j, bool tell)
 	json_t *s;
 
 	wps_pager_stats(j->rs->pg, &st);
-	s = restore_figures(j, &st);
+	s = restore_figures(j, &st, true);
 	json_object_set_new(s, "status", json_string(!j->result ? "completed" :
 				j->result == -ECANCELED ? "cancelled" : "failed"));
 	if (j->result)
@@ -230,6 +289,7 @@ void wpsd_restore_free(struct wpsd_restore *rs)
 		return;
 	/* before the image it reads from; poisons what it never delivered */
 	wps_pager_free(rs->pg);
+	wps_wset_plan_free(rs->plan);
 	wps_image_close(rs->img);
 	free(rs);
 }

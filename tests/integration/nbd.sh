@@ -63,7 +63,7 @@ for b in anon memfd hugetlb; do
 		>"$T/out" 2>&1; then
 		backings="$backings $b"
 	elif [ $b = hugetlb ]; then
-		echo "# SKIP hugetlb: $(tail -1 "$T/out")"
+		sk "hugetlb backing" "$(tail -1 "$T/out")"
 	else
 		ko "snapshot of the $b guest"
 	fi

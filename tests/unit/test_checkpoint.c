@@ -89,7 +89,7 @@ START_TEST(tracker_oracle)
 	uint64_t seed = 42 + _i, wp = 0;
 
 	if (b == TU_HUGETLB && wps_hugepool_reserve(&hp, size)) {
-		fprintf(stderr, "# SKIP hugetlb: %s\n", hp.why);
+		tu_skip_note(__func__, "hugetlb: %s", hp.why);
 		goto out_nomem;
 	}
 	ck_assert_int_eq(tu_mem_new(&m, b, size), 0);
@@ -259,7 +259,7 @@ START_TEST(chain_under_writers)
 	int fds = tu_count_fds();
 
 	if (b == WPS_GUEST_HUGETLB && wps_hugepool_reserve(&hp, go.size)) {
-		fprintf(stderr, "# SKIP hugetlb: %s\n", hp.why);
+		tu_skip_note(__func__, "hugetlb: %s", hp.why);
 		goto out;
 	}
 	ck_assert_int_eq(wps_guest_new(&go, &g), 0);

@@ -139,20 +139,16 @@ END_TEST
 
 START_TEST(t_sse42)
 {
-	if (!wps_crc32c_have_sse42()) {
-		printf("t_sse42: skipped, CPU lacks SSE4.2\n");
-		return;
-	}
+	if (!wps_crc32c_have_sse42())
+		TU_SKIP("CPU lacks SSE4.2");
 	check_impl(wps_crc32c_sse42, "sse4.2");
 }
 END_TEST
 
 START_TEST(t_pclmul)
 {
-	if (!wps_crc32c_have_pclmul()) {
-		printf("t_pclmul: skipped, CPU lacks SSE4.2+PCLMUL\n");
-		return;
-	}
+	if (!wps_crc32c_have_pclmul())
+		TU_SKIP("CPU lacks SSE4.2+PCLMUL");
 	check_impl(wps_crc32c_pclmul, "pclmul");
 }
 END_TEST

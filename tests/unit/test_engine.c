@@ -205,13 +205,11 @@ START_TEST(hugetlb_random_writers)
 
 	if (wps_hugepool_reserve(&hp, 64ull << 21)) {
 		wps_hugepool_release(&hp);
-		printf("SKIP hugetlb: cannot reserve 2 MiB huge pages\n");
-		return;
+		TU_SKIP("hugetlb: cannot reserve 2 MiB huge pages");
 	}
 	if (tu_mem_new(&mem, TU_HUGETLB, 32 << 20)) {
 		wps_hugepool_release(&hp);
-		printf("SKIP hugetlb: cannot map huge pages\n");
-		return;
+		TU_SKIP("hugetlb: cannot map huge pages");
 	}
 	run_snapshot(&mem, 2, 100, 0, 0);
 	tu_mem_free(&mem);
@@ -277,11 +275,8 @@ START_TEST(huge_sparse_refused)
 
 	p = mmap(NULL, size, PROT_READ | PROT_WRITE,
 		 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	if (p == MAP_FAILED) {
-		printf("SKIP huge_sparse_refused: cannot reserve 4 TiB: %s\n",
-		       strerror(errno));
-		return;
-	}
+	if (p == MAP_FAILED)
+		TU_SKIP("cannot reserve 4 TiB: %s", strerror(errno));
 	r.host_addr = (uintptr_t)p;
 	ck_assert_int_eq(wps_ctx_new(&ctx), 0);
 	wps_ctx_set_log_fn(ctx, tu_log_capture, NULL);

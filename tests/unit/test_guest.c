@@ -677,10 +677,8 @@ START_TEST(test_hugetlb)
 	struct wps_guest *g;
 	void *copy;
 
-	if (huge_skip[0]) {
-		fprintf(stderr, "test_hugetlb: SKIP: %s\n", huge_skip);
-		return;
-	}
+	if (huge_skip[0])
+		TU_SKIP("%s", huge_skip);
 	check_backing(WPS_GUEST_HUGETLB, HUGE_GUEST, 50);
 	/* the pause and the ledger on huge pages too */
 	g = mkguest(HUGE_GUEST, WPS_GUEST_HUGETLB, 2, WPS_GUEST_RANDOM, 50);

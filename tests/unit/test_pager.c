@@ -145,7 +145,7 @@ static bool reserve(enum wps_guest_backing b, struct wps_hugepool *hp,
 {
 	if (b != WPS_GUEST_HUGETLB || !wps_hugepool_reserve(hp, 64ull << 20))
 		return true;
-	printf("SKIP %s hugetlb: %s\n", what, hp->why);
+	tu_skip_note(what, "hugetlb: %s", hp->why);
 	wps_hugepool_release(hp);
 	return false;
 }

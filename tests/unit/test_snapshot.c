@@ -177,9 +177,7 @@ START_TEST(hugetlb_live)
 
 	if (wps_hugepool_reserve(&hp, 40ull << 21)) {
 		wps_hugepool_release(&hp);
-		printf("SKIP hugetlb_live: the kernel refused to reserve 2 MiB "
-		       "huge pages\n");
-		return;
+		TU_SKIP("the kernel refused to reserve 2 MiB huge pages");
 	}
 	backing_test(WPS_GUEST_HUGETLB, 64 << 20);
 	wps_hugepool_release(&hp);
@@ -344,11 +342,8 @@ START_TEST(enospc_fails_cleanly)
 
 	snprintf(mnt, sizeof(mnt), "%s/small", tu_dir);
 	ck_assert_int_eq(mkdir(mnt, 0700), 0);
-	if (mount("tmpfs", mnt, "tmpfs", 0, "size=4m")) {
-		printf("SKIP enospc_fails_cleanly: cannot mount a tmpfs: %s\n",
-		       strerror(errno));
-		return;
-	}
+	if (mount("tmpfs", mnt, "tmpfs", 0, "size=4m"))
+		TU_SKIP("cannot mount a tmpfs: %s", strerror(errno));
 	ck_assert_int_eq(wps_ctx_new(&ctx), 0);
 	wps_ctx_set_log_level(ctx, 0);
 	snprintf(path, sizeof(path), "%s/img", mnt);
@@ -404,9 +399,8 @@ START_TEST(pattern_matrix)
 
 	if (matrix[_i].b == WPS_GUEST_HUGETLB &&
 	    wps_hugepool_reserve(&hp, 32ull << 20)) {
-		printf("SKIP pattern_matrix[%d]: %s\n", _i, hp.why);
 		wps_hugepool_release(&hp);
-		return;
+		TU_SKIP("[%d] hugetlb: %s", _i, hp.why);
 	}
 	ck_assert_int_eq(wps_ctx_new(&ctx), 0);
 	snprintf(path, sizeof(path), "%s/img", tu_dir);

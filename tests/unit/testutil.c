@@ -12,6 +12,7 @@
 #include <linux/memfd.h>
 #include <pthread.h>
 #include <sched.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -317,4 +318,57 @@ void tu_dir_teardown(void)
 	tu_rmtree(tu_dir);
 	free(tu_dir);
 	tu_dir = NULL;
+}
+
+/* Skips counted across Check's forked test children: one shared page. */
+static unsigned int *skips;
+
+int tu_skip_init(void)
+{
+	skips = mmap(NULL, sizeof(*skips), PROT_READ | PROT_WRITE,
+		     MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (skips == MAP_FAILED) {
+		skips = NULL;
+		fprintf(stderr, "testutil: cannot map the skip counter: %s\n",
+			strerror(errno));
+		return -errno;
+	}
+	return 0;
+}
+
+void tu_skip_note(const char *test, const char *fmt, ...)
+{
+	va_list ap;
+
+	printf("SKIP %s: ", test);
+	va_start(ap, fmt);
+	vprintf(fmt, ap);
+	va_end(ap);
+	printf("\n");
+	fflush(stdout);
+	if (skips)
+		__atomic_fetch_add(skips, 1, __ATOMIC_RELAXED);
+}
+
+unsigned int tu_skipped(void)
+{
+	return skips ? __atomic_load_n(skips, __ATOMIC_RELAXED) : 0;
+}
+
+int tu_main_result(SRunner *sr)
+{
+	int run = srunner_ntests_run(sr), skipped = (int)tu_skipped();
+
+	if (skips)
+		munmap(skips, sizeof(*skips));
+	skips = NULL;
+	if (srunner_ntests_failed(sr))
+		return EXIT_FAILURE;
+	if (skipped && skipped >= run) {
+		printf("SKIP: all %d tests skipped\n", run);
+		return 77;
+	}
+	if (skipped)
+		printf("%d of %d tests skipped\n", skipped, run);
+	return EXIT_SUCCESS;
 }

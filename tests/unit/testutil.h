@@ -61,15 +61,40 @@ extern char *tu_dir;
 void tu_dir_setup(void);
 void tu_dir_teardown(void);
 
+/*
+ * Skips. A test that cannot run here (no huge pages, no SSE4.2, cannot
+ * mount) says why and returns: TU_SKIP("hugetlb: %s", why). It is then
+ * counted: Check runs each test in a child process, so the count lives in
+ * a page shared with it (tu_skip_init, called by TU_MAIN before the run).
+ * The program exits 77 (automake's SKIP) when every test it ran skipped,
+ * and prints "N of M tests skipped" when some did, so an all-skipped run
+ * is never reported as PASS.
+ */
+int tu_skip_init(void);
+void tu_skip_note(const char *test, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+unsigned int tu_skipped(void);
+#define TU_SKIP(...)                                                       \
+	do {                                                               \
+		tu_skip_note(__func__, __VA_ARGS__);                       \
+		return;                                                    \
+	} while (0)
+
+/* Exit status: failure, else 77 if every test skipped, else success. */
+int tu_main_result(SRunner *sr);
+
 #define TU_MAIN(suite_fn)                                                  \
 	int main(void)                                                     \
 	{                                                                  \
-		SRunner *sr = srunner_create(suite_fn());                  \
-		int failed;                                                \
+		SRunner *sr;                                               \
+		int ret;                                                   \
+		if (tu_skip_init())                                        \
+			return EXIT_FAILURE;                               \
+		sr = srunner_create(suite_fn());                           \
 		srunner_run_all(sr, CK_NORMAL);                            \
-		failed = srunner_ntests_failed(sr);                        \
+		ret = tu_main_result(sr);                                  \
 		srunner_free(sr);                                          \
-		return failed ? EXIT_FAILURE : EXIT_SUCCESS;               \
+		return ret;                                                \
 	}
 
 #endif
