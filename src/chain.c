@@ -23,10 +23,10 @@
 #include <wpsnap/chain.h>
 
 #include "src/log.h"
+#include "stream/format.h"
 #include "stream/img_writer.h"
 
 #define PARENT_BLOB "wpsnap.parent"
-#define CHAIN_MAX 100000u
 #define MERGE_CHUNK (1u << 20)
 
 struct wps_chain {
@@ -108,9 +108,14 @@ int wps_chain_open(struct wps_ctx *ctx, const char *path, unsigned int flags,
 	for (;;) {
 		const struct wps_image_info *in;
 
-		if (n == CHAIN_MAX) {
-			wps_err(ctx, "%s: a chain of more than %u images (a cycle?)",
-				path, CHAIN_MAX);
+		/* Every image of a chain stays open (one fd each): a bound
+		 * on the depth is a bound on the fds, and a chain deeper than
+		 * docs/FORMAT.md allows is refused before it costs any. */
+		if (n == WPS_IMG_CHAIN_MAX) {
+			wps_err(ctx, "%s: a chain of more than %u images (the "
+				"limit of docs/FORMAT.md 3.1): merge it (wpsnap "
+				"merge, or checkpoint --keep)", path,
+				WPS_IMG_CHAIN_MAX);
 			ret = -EBADMSG;
 			goto fail;
 		}
@@ -162,6 +167,19 @@ int wps_chain_open(struct wps_ctx *ctx, const char *path, unsigned int flags,
 		in = wps_image_get_info(img[n - 1]);
 		if (!memcmp(in->parent_uuid, no_uuid, 16))
 			break;
+		/* A parent already in the chain (the image itself, or a
+		 * descendant) is a cycle: refused before opening it again. */
+		for (i = 0; i < n; i++) {
+			if (memcmp(wps_image_get_info(img[i])->uuid,
+				   in->parent_uuid, 16))
+				continue;
+			wps_uuid_str(in->parent_uuid, want);
+			wps_err(ctx, "%s: its parent is image %s, which is %s, "
+				"already in its chain: a cycle", paths[n - 1],
+				want, i == n - 1 ? "itself" : paths[i]);
+			ret = -EBADMSG;
+			goto fail;
+		}
 		ret = parent_path(ctx, img[n - 1], paths[n - 1], next, sizeof(next));
 		if (ret)
 			goto fail;

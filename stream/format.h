@@ -31,6 +31,9 @@
 #define WPS_IMG_MAX_REGIONS 4096u
 #define WPS_IMG_REGION_NAME_LEN 32u /* field size; at most 31 bytes + NUL */
 #define WPS_IMG_BLOB_NAME_LEN 48u   /* field size; at most 47 bytes + NUL */
+/* Images in a chain a reader follows, the full one included (FORMAT 3.1):
+ * each stays open while the chain is, so this bounds a reader's fds. */
+#define WPS_IMG_CHAIN_MAX 256u
 
 #define WPS_IMG_MAGIC "WPSNAPIM"
 #define WPS_IMG_FOOTER_MAGIC "WPSNAPFT"

@@ -29,7 +29,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <linux/fs.h>
 #include <unistd.h>
 
 /* image.h carries a comment with a nested comment opener. */
@@ -66,6 +68,7 @@ struct wps_image {
 	uint64_t footer_offset;
 	uint8_t *trailer;       /* [trailer_offset, footer_offset) */
 	uint64_t trailer_offset;
+	uint64_t blob_table_offset;     /* from the layout rule */
 	struct imgr_region *regions;
 	struct imgr_blob *blobs;
 };
@@ -102,6 +105,7 @@ bool wps_img_name_is_nbd(const char *name)
 struct file_src {
 	struct wps_img_src pub;
 	char *path;
+	struct stat st;         /* of the file opened, checked by type */
 };
 
 static int file_src_read(struct wps_img_src *src, enum wps_img_lane lane,
@@ -156,11 +160,78 @@ static const struct wps_img_src_ops file_src_ops = {
 	.close = file_src_close,
 };
 
+/* What st is, for a refusal: "a FIFO", "a directory"... */
+static const char *file_kind(mode_t m)
+{
+	return S_ISDIR(m) ? "a directory" : S_ISFIFO(m) ? "a FIFO" :
+	       S_ISSOCK(m) ? "a socket" : S_ISCHR(m) ? "a character device" :
+	       S_ISLNK(m) ? "a symbolic link" : "not a regular file";
+}
+
+/*
+ * Open path for reading as an image: a regular file or a block device and
+ * nothing else. O_NONBLOCK so that a FIFO without a writer (or a device
+ * that would wait) cannot stall the open; the type is checked with fstat
+ * before anything is read, then O_NONBLOCK is cleared for the reads.
+ * Returns the fd with *size set, or -errno (logged, naming the file).
+ * same, if not NULL, is a stat the file must match (a reopen must find
+ * the file that was validated, not whatever the path names now).
+ */
+static int img_open_fd(struct wps_image *img, const char *path, int oflags,
+		       const struct stat *same, struct stat *st,
+		       uint64_t *size)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY | oflags);
+	int err, fl;
+
+	if (fd < 0) {
+		err = -errno;
+		/* The O_DIRECT caller retries without it, quietly. */
+		if (err != -EINVAL || !(oflags & O_DIRECT))
+			img_fail(img, err, "cannot open: %s", strerror(-err));
+		return err;
+	}
+	if (fstat(fd, st) < 0) {
+		err = img_fail(img, -errno, "fstat: %s", strerror(errno));
+		goto fail;
+	}
+	/* Identity first: then -EINVAL only ever means a wrong type here
+	 * (or, from open, O_DIRECT refused), which the reopen relies on. */
+	if (same && (same->st_dev != st->st_dev || same->st_ino != st->st_ino)) {
+		err = img_fail(img, -ESTALE,
+			       "the path names another file than the one opened and checked");
+		goto fail;
+	}
+	if (!S_ISREG(st->st_mode) && !S_ISBLK(st->st_mode)) {
+		err = img_fail(img, -EINVAL,
+			       "%s, not a regular file or a block device: refused",
+			       file_kind(st->st_mode));
+		goto fail;
+	}
+	fl = fcntl(fd, F_GETFL);
+	if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) < 0) {
+		err = img_fail(img, -errno, "fcntl: %s", strerror(errno));
+		goto fail;
+	}
+	if (S_ISBLK(st->st_mode)) {
+		if (ioctl(fd, BLKGETSIZE64, size) < 0) {
+			err = img_fail(img, -errno, "block device size: %s",
+				       strerror(errno));
+			goto fail;
+		}
+	} else {
+		*size = (uint64_t)st->st_size;
+	}
+	return fd;
+fail:
+	close(fd);
+	return err;
+}
+
 static int file_src_open(struct wps_image *img, const char *path,
 			 struct wps_img_src **out)
 {
 	struct file_src *f = calloc(1, sizeof(*f));
-	struct stat st;
 	int err;
 
 	if (!f || !(f->path = strdup(path))) {
@@ -171,20 +242,11 @@ static int file_src_open(struct wps_image *img, const char *path,
 	f->pub.ctx = img->ctx;
 	f->pub.name = f->path;
 	f->pub.bulk_lanes = 1;
-	f->pub.fd = open(path, O_RDONLY | O_CLOEXEC);
+	f->pub.fd = img_open_fd(img, path, 0, NULL, &f->st, &f->pub.size);
 	if (f->pub.fd < 0) {
-		err = img_fail(img, -errno, "cannot open: %s", strerror(errno));
+		err = f->pub.fd;
 		goto fail;
 	}
-	if (fstat(f->pub.fd, &st) < 0) {
-		err = img_fail(img, -errno, "fstat: %s", strerror(errno));
-		goto fail;
-	}
-	if (!S_ISREG(st.st_mode)) {
-		err = img_fail(img, -EINVAL, "not a regular file");
-		goto fail;
-	}
-	f->pub.size = (uint64_t)st.st_size;
 	*out = &f->pub;
 	return 0;
 fail:
@@ -351,14 +413,21 @@ static int load_regions(struct wps_image *img, const struct wps_img_super *sb,
 
 		memcpy(&re, table + i * sizeof(re), sizeof(re));
 		sizes[i] = le64toh(re.size);
+		/* The writer refuses a page size that is not a power of two
+		 * of at least 4096; restore maps with it. */
 		if (!sizes[i] || sizes[i] & (WPS_IMG_BLOCK - 1) ||
 		    le64toh(re.nr_blocks) != sizes[i] / WPS_IMG_BLOCK ||
+		    le32toh(re.page_size) < WPS_IMG_BLOCK ||
+		    le32toh(re.page_size) & (le32toh(re.page_size) - 1) ||
 		    !memchr(re.name, 0, sizeof(re.name))) {
 			err = img_fail(img, -EBADMSG,
-				       "region entry %u at offset %llu is invalid (size %llu, %llu blocks)",
+				       "region entry %u at offset %llu is invalid (size %llu, %llu blocks, page size %u, name %s)",
 				       i, (unsigned long long)off,
 				       (unsigned long long)sizes[i],
-				       (unsigned long long)le64toh(re.nr_blocks));
+				       (unsigned long long)le64toh(re.nr_blocks),
+				       le32toh(re.page_size),
+				       memchr(re.name, 0, sizeof(re.name)) ?
+				       "terminated" : "not NUL-terminated");
 			goto out;
 		}
 	}
@@ -393,6 +462,7 @@ static int load_regions(struct wps_image *img, const struct wps_img_super *sb,
 		reg->nr_groups = wps_img_nr_groups(lay[i].nr_blocks, G);
 	}
 	img->trailer_offset = l.trailer_offset;
+	img->blob_table_offset = l.blob_table_offset;
 	err = 0;
 out:
 	free(sizes);
@@ -449,20 +519,134 @@ static int load_tables(struct wps_image *img, const uint8_t *table,
 	return 0;
 }
 
+/*
+ * The blob table, entry by entry, against the rule of docs/FORMAT.md 5:
+ * names 1..47 bytes and terminated, the bytes of each blob exactly where
+ * the previous one ends (8-aligned, the first right after the table), the
+ * footer at the next 4096 boundary after the last. From mem (the trailer,
+ * once read) or, before the trailer is allocated, from the source in
+ * small chunks: so the trailer's size is proven by the table before it
+ * decides an allocation, and a table made of holes fails at its first
+ * chunk. Every sum is bounded by footer_offset, itself by the file size.
+ */
+#define IMGR_BLOBTAB_CHUNK 910u /* entries per read: 64 KiB */
+
+static int walk_blob_table(struct wps_image *img, uint64_t tab, uint32_t nr,
+			   const uint8_t *mem)
+{
+	struct wps_img_blob_ent *chunk = NULL;
+	uint64_t pos = wps_img_blob_data_start(tab, nr), end;
+	uint32_t i;
+	int err = 0;
+
+	if (!mem && nr) {
+		chunk = malloc(IMGR_BLOBTAB_CHUNK * sizeof(*chunk));
+		if (!chunk)
+			return -ENOMEM;
+	}
+	for (i = 0; i < nr; i++) {
+		uint64_t eoff = tab + (uint64_t)i * sizeof(*chunk), off, len;
+		const struct wps_img_blob_ent *e;
+
+		if (mem) {
+			e = (const void *)(mem + (eoff - img->trailer_offset));
+		} else {
+			uint32_t k = i % IMGR_BLOBTAB_CHUNK;
+
+			if (!k) {
+				uint32_t n = nr - i < IMGR_BLOBTAB_CHUNK ?
+					     nr - i : IMGR_BLOBTAB_CHUNK;
+
+				err = pread_full(img, chunk, n * sizeof(*chunk), eoff);
+				if (err)
+					goto out;
+			}
+			e = &chunk[k];
+		}
+		off = le64toh(e->offset);
+		len = le64toh(e->length);
+		pos = wps_img_align(pos, 8);
+		if (!e->name[0] || !memchr(e->name, 0, sizeof(e->name)) ||
+		    off != pos || len > img->footer_offset - off) {
+			err = img_fail(img, -EBADMSG,
+				       "blob entry %u at offset %llu is invalid (data at %llu, expected %llu; %llu bytes; footer at %llu)",
+				       i, (unsigned long long)eoff,
+				       (unsigned long long)off,
+				       (unsigned long long)pos,
+				       (unsigned long long)len,
+				       (unsigned long long)img->footer_offset);
+			goto out;
+		}
+		pos = off + len;
+	}
+	end = nr ? wps_img_align(pos, WPS_IMG_BLOCK) : tab;
+	if (end != img->footer_offset)
+		err = img_fail(img, -EBADMSG,
+			       "footer at offset %llu, but the blob table (%u entries at offset %llu) puts it at %llu",
+			       (unsigned long long)img->footer_offset, nr,
+			       (unsigned long long)tab, (unsigned long long)end);
+out:
+	free(chunk);
+	return err;
+}
+
+/*
+ * Before the trailer is read or allocated: the footer's blob table
+ * offset is the layout's, the bitmaps and checksum tables fit before it,
+ * the table fits before the footer, and the blobs fill the rest exactly.
+ */
+static int check_trailer_shape(struct wps_image *img,
+			       const struct wps_img_footer *ft)
+{
+	uint64_t tab = le64toh(ft->blob_table_offset);
+	uint32_t nr = le32toh(ft->nr_blobs);
+
+	if (img->blob_table_offset > img->footer_offset)
+		return img_fail(img, -EBADMSG,
+				"trailer of %llu bytes at offset %llu is too small for the regions' bitmaps and checksum tables (%llu bytes): footer at %llu",
+				(unsigned long long)(img->footer_offset - img->trailer_offset),
+				(unsigned long long)img->trailer_offset,
+				(unsigned long long)(img->blob_table_offset - img->trailer_offset),
+				(unsigned long long)img->footer_offset);
+	if (tab != img->blob_table_offset)
+		return img_fail(img, -EBADMSG,
+				"footer at offset %llu puts the blob table at %llu; the region table puts it at %llu",
+				(unsigned long long)img->footer_offset,
+				(unsigned long long)tab,
+				(unsigned long long)img->blob_table_offset);
+	if (nr > (img->footer_offset - tab) / sizeof(struct wps_img_blob_ent))
+		return img_fail(img, -EBADMSG,
+				"footer at offset %llu counts %u blobs, more than fit between the blob table at %llu and the footer",
+				(unsigned long long)img->footer_offset, nr,
+				(unsigned long long)tab);
+	return walk_blob_table(img, tab, nr, NULL);
+}
+
+static int blob_name_cmp(const void *a, const void *b)
+{
+	const struct imgr_blob *x = a, *y = b;
+
+	return strcmp(x->name, y->name);
+}
+
 static int load_blobs(struct wps_image *img, const struct wps_img_footer *ft)
 {
-	uint64_t tab = le64toh(ft->blob_table_offset), start;
+	uint64_t tab = le64toh(ft->blob_table_offset);
 	uint32_t nr = le32toh(ft->nr_blobs), i;
+	struct imgr_blob *sorted;
+	int err;
 
-	if (tab < img->trailer_offset || tab > img->footer_offset ||
-	    nr > (img->footer_offset - tab) / sizeof(struct wps_img_blob_ent))
-		return img_fail(img, -EBADMSG,
-				"blob table (%u entries at offset %llu) does not fit the trailer",
-				nr, (unsigned long long)tab);
-	start = wps_img_blob_data_start(tab, nr);
+	/* Again, on the bytes the checksum covered (the file may have
+	 * changed since check_trailer_shape read it). */
+	err = walk_blob_table(img, tab, nr, img->trailer);
+	if (err)
+		return err;
 	img->blobs = calloc(nr ? nr : 1, sizeof(*img->blobs));
-	if (!img->blobs)
+	sorted = calloc(nr ? nr : 1, sizeof(*sorted));
+	if (!img->blobs || !sorted) {
+		free(sorted);
 		return -ENOMEM;
+	}
 	for (i = 0; i < nr; i++) {
 		uint64_t eoff = tab + i * sizeof(struct wps_img_blob_ent);
 		struct wps_img_blob_ent *e = (struct wps_img_blob_ent *)(void *)
@@ -470,23 +654,34 @@ static int load_blobs(struct wps_image *img, const struct wps_img_footer *ft)
 		uint64_t off = le64toh(e->offset), len = le64toh(e->length);
 		uint32_t crc;
 
-		if (!e->name[0] || !memchr(e->name, 0, sizeof(e->name)) ||
-		    off < start || off & 7 || off > img->footer_offset ||
-		    len > img->footer_offset - off)
-			return img_fail(img, -EBADMSG,
-					"blob entry %u at offset %llu is invalid (data at %llu, %llu bytes)",
-					i, (unsigned long long)eoff,
-					(unsigned long long)off,
-					(unsigned long long)len);
 		img->blobs[i].name = e->name;
 		img->blobs[i].data = img->trailer + (off - img->trailer_offset);
 		img->blobs[i].len = (size_t)len;
 		crc = wps_crc32c(0, img->blobs[i].data, len);
-		if (crc != le32toh(e->crc))
+		if (crc != le32toh(e->crc)) {
+			free(sorted);
 			return img_fail(img, -EBADMSG,
-					"blob \"%s\" at offset %llu: checksum mismatch",
-					e->name, (unsigned long long)off);
+					"blob %u at offset %llu: checksum mismatch",
+					i, (unsigned long long)off);
+		}
 	}
+	/* Names are unique (the writer refuses a second one): sorted, any
+	 * duplicate is next to its twin. */
+	memcpy(sorted, img->blobs, nr * sizeof(*sorted));
+	qsort(sorted, nr, sizeof(*sorted), blob_name_cmp);
+	for (i = 1; i < nr; i++) {
+		if (!strcmp(sorted[i - 1].name, sorted[i].name)) {
+			err = img_fail(img, -EBADMSG,
+				       "two blobs have the same name (entries at offsets %llu and %llu)",
+				       (unsigned long long)(img->trailer_offset +
+					       (uint64_t)((const uint8_t *)sorted[i - 1].name - img->trailer)),
+				       (unsigned long long)(img->trailer_offset +
+					       (uint64_t)((const uint8_t *)sorted[i].name - img->trailer)));
+			free(sorted);
+			return err;
+		}
+	}
+	free(sorted);
 	img->info.nr_blobs = nr;
 	return 0;
 }
@@ -589,6 +784,9 @@ int wps_image_open(struct wps_ctx *ctx, const char *path, unsigned int flags,
 	img->info.complete = true;
 
 	err = load_regions(img, &sb, table);
+	if (err)
+		goto out;
+	err = check_trailer_shape(img, &ft);
 	if (err)
 		goto out;
 	tsize = img->footer_offset - img->trailer_offset;
@@ -1104,8 +1302,11 @@ static int load_remote(struct wps_image *img, unsigned int r, void *dst,
 int wps_image_load(struct wps_image *img, unsigned int r, void *dst,
 		   struct wps_image_load_stats *st)
 {
+	struct file_src *fsrc = (struct file_src *)img->src;
 	struct loader *ld;
 	struct io_event ev[LOAD_DEPTH * 4];
+	struct stat fst;
+	uint64_t fsize;
 	struct timespec t0, t1;
 	uint64_t verified = 0;  /* blocks [0, verified) checked */
 	unsigned int i;
@@ -1137,18 +1338,19 @@ int wps_image_load(struct wps_image *img, unsigned int r, void *dst,
 	ld->dst = dst;
 	if (st)
 		memset(st, 0, sizeof(*st));
-	ld->fd = open(img->path, O_RDONLY | O_DIRECT | O_CLOEXEC);
+	/* The same file again, with O_DIRECT: it must still be the file
+	 * that was checked at open, not whatever the path names now. */
+	ld->fd = img_open_fd(img, img->path, O_DIRECT, &fsrc->st, &fst, &fsize);
 	if (ld->fd >= 0 && st)
 		st->direct = true;
-	if (ld->fd < 0 && errno == EINVAL) {
+	if (ld->fd == -EINVAL) {
 		wps_log_once(img->ctx, WPS_LOG_WARN, img,
 			     "image %s: filesystem refuses O_DIRECT, reading "
 			     "buffered", img->path);
-		ld->fd = open(img->path, O_RDONLY | O_CLOEXEC);
+		ld->fd = img_open_fd(img, img->path, 0, &fsrc->st, &fst, &fsize);
 	}
 	if (ld->fd < 0) {
-		ret = img_fail(img, -errno, "cannot open for loading: %s",
-			       strerror(errno));
+		ret = ld->fd;
 		goto out;
 	}
 	ret = io_setup(LOAD_DEPTH * LOAD_MAX_IOCB, &ld->aio);

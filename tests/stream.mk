@@ -3,10 +3,12 @@
 check_PROGRAMS += \
 	tests/unit/test_crc32c \
 	tests/unit/test_format \
+	tests/unit/test_hostile \
 	tests/unit/test_writer
 TESTS += \
 	tests/unit/test_crc32c \
 	tests/unit/test_format \
+	tests/unit/test_hostile \
 	tests/unit/test_writer
 
 tests_unit_test_crc32c_SOURCES = tests/unit/test_crc32c.c
@@ -20,3 +22,9 @@ tests_unit_test_format_LDADD = tests/unit/libtestutil.la libwpsnap.la $(CHECK_LI
 tests_unit_test_writer_SOURCES = tests/unit/test_writer.c
 tests_unit_test_writer_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS)
 tests_unit_test_writer_LDADD = tests/unit/libtestutil.la libwpsnap.la $(CHECK_LIBS)
+
+# Hostile images (issue 12): every structural lie refused, nothing crashes,
+# over-reads or hangs. Uses tools/wpsnap for the inspect escaping case.
+tests_unit_test_hostile_SOURCES = tests/unit/test_hostile.c
+tests_unit_test_hostile_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS)
+tests_unit_test_hostile_LDADD = tests/unit/libtestutil.la libwpsnap.la $(CHECK_LIBS)

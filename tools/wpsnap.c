@@ -11,6 +11,7 @@
 #include <getopt.h>
 #include <inttypes.h>
 #include <jansson.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -173,9 +174,39 @@ static int inspect_json(struct wps_ctx *ctx, struct wps_image *img,
 	return 0;
 }
 
+/*
+ * Names come from the image, which may come from anywhere: printed as
+ * they are, they could move the cursor, recolour or retitle the terminal,
+ * or forge lines of this output. Printable ASCII passes; every other byte
+ * (and the backslash, so that the output stays unambiguous) is \xNN.
+ * Returns out, which holds at most 4 * strlen(in) + 1 bytes.
+ */
+static const char *escape_name(const char *in, char *out, size_t len)
+{
+	size_t o = 0;
+
+	if (!in)
+		in = "";
+	for (; *in && o + 5 <= len; in++) {
+		unsigned char c = (unsigned char)*in;
+
+		if (c >= 0x20 && c < 0x7f && c != '\\')
+			out[o++] = (char)c;
+		else
+			o += (size_t)snprintf(out + o, len - o, "\\x%02x", c);
+	}
+	out[o] = '\0';
+	return out;
+}
+
+/* Room for an escaped name: 4 bytes per byte of a blob or region name, or
+ * of a path (a chain's parent names come from blobs too). */
+#define ESC_LEN (4 * PATH_MAX + 1)
+
 static void inspect_text(struct wps_ctx *ctx, struct wps_image *img,
 			 const char *path)
 {
+	char esc[ESC_LEN];
 	const struct wps_image_info *in = wps_image_get_info(img);
 	char uuid[37], when[64];
 	time_t t = in->freeze_realtime_ns / 1000000000;
@@ -201,7 +232,8 @@ static void inspect_text(struct wps_ctx *ctx, struct wps_image *img,
 			printf("chain %-4zu %-11s %s %s\n", k,
 			       k ? "incremental" : "full",
 			       json_string_value(json_object_get(e, "uuid")),
-			       json_string_value(json_object_get(e, "path")));
+			       escape_name(json_string_value(json_object_get(e, "path")),
+					   esc, sizeof(esc)));
 		json_decref(chain);
 	}
 	if (in->remote)
@@ -218,7 +250,8 @@ static void inspect_text(struct wps_ctx *ctx, struct wps_image *img,
 		printf("region %u   0x%" PRIx64 " +%.1f MiB %s page %u%s%s: "
 		       "%" PRIu64 " populated, %" PRIu64 " absent/zero pages\n",
 		       i, r->host_addr, r->size / MiB, backing_name(r->backing),
-		       r->page_size, r->name[0] ? " " : "", r->name,
+		       r->page_size, r->name[0] ? " " : "",
+		       escape_name(r->name, esc, sizeof(esc)),
 		       r->present_blocks, r->nr_blocks - r->present_blocks);
 	}
 	for (i = 0; i < in->nr_blobs; i++) {
@@ -227,7 +260,8 @@ static void inspect_text(struct wps_ctx *ctx, struct wps_image *img,
 		size_t len;
 
 		if (!wps_image_get_blob(img, i, &name, &data, &len))
-			printf("blob       %s (%zu bytes)\n", name, len);
+			printf("blob       %s (%zu bytes)\n",
+			       escape_name(name, esc, sizeof(esc)), len);
 	}
 }
 
