@@ -68,9 +68,19 @@ walk() {
 	total=0 bad=0 missed=0
 	for op in $classes; do
 		max=$(awk -v op="$op" '$2 == op { s += $3 } END { print s + 0 }' "$T/clean-$name")
+		# Bounded for make check on a loaded machine: a class of many
+		# calls (completions) is sampled at about 24 points, one kind
+		# each in turn; FAULTS_FULL=1 walks every call with every kind.
+		step=1 k=0
+		[ "${FAULTS_FULL:-0}" = 1 ] || [ "$max" -le 24 ] || step=$(( (max + 23) / 24 ))
 		n=1
 		while [ "$n" -le "$max" ]; do
-			for err in $(kinds "$op"); do
+			set_kinds=$(kinds "$op")
+			if [ "$step" -gt 1 ]; then
+				k=$((k + 1))
+				set_kinds=$(echo $set_kinds | cut -d' ' -f$(( (k - 1) % $(echo $set_kinds | wc -w) + 1 )))
+			fi
+			for err in $set_kinds; do
 				cleanup
 				run "$op" "$n" "$err" "$@"
 				if ! fired; then missed=$((missed + 1)); continue; fi
@@ -81,7 +91,7 @@ walk() {
 					ko "$name: $op #$n $err: $why"
 				fi
 			done
-			n=$((n + 1))
+			n=$((n + step))
 		done
 	done
 	echo "# $name: $total faults injected ($missed beyond a shorter run), $bad mishandled;" \
@@ -118,7 +128,7 @@ walk checkpoint "submit complete write sync truncate rename" check_driver \
 	"$DRV" checkpoint "$D" "$T/led" 3 $SIZE
 
 # --- (c) eager and lazy restores ------------------------------------
-R="$T/r"; mkdir -p "$R"
+rm -rf "$D"/* "$T/led"/*
 cleanup() { rm -f "$D"/*.wset "$D"/*.tmp "$D"/*lazy-merge*; }
 if "$WG" --size ${SIZE}M --snapshot "$D/r.wpsnap" --ledger "$T/r.ledger" \
 	--warmup 0.1 >"$T/out" 2>&1
@@ -129,6 +139,9 @@ check_restore() {
 	left=$(ls "$D" | grep -v '^r\.wpsnap$\|^r\.wpsnap\.wset$' | tr '\n' ' ')
 	[ -z "$left" ] || { echo "files left: $left"; return; }
 	if [ "$err" = SHORT ]; then
+		# an eager load takes a short O_DIRECT read for a damaged
+		# file (only end of file shortens one): a clean error is right
+		[ "$rc" = 1 ] && grep -q "short read of .*$D\|$D.*short read of" "$T/out" && return
 		[ "$rc" = 0 ] && grep -q "verified\|every block as at the freeze" "$T/out" ||
 			echo "a short transfer was not completed (exit $rc): $(tail -3 "$T/out" | tr '\n' '|')"
 		return
