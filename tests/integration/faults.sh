@@ -158,6 +158,8 @@ check_restore() {
 	fi
 	[ "$rc" = 124 ] && { echo "hung (killed after 120 s)"; return; }
 	[ "$rc" -gt 128 ] && { echo "killed by signal $((rc - 128)): $(tail -3 "$T/out" | tr '\n' '|')"; return; }
+	# 1 is the CLI's failure; anything else (23: LeakSanitizer) is not
+	[ "$rc" = 1 ] || { echo "exit $rc: $(tail -3 "$T/out" | tr '\n' '|')"; return; }
 	names_cause "$err" || echo "no message naming $(errtext "$err") and the file: $(head -3 "$T/out" | tr '\n' '|')"
 }
 walk eager "submit complete read" check_restore \
