@@ -1153,8 +1153,12 @@ static int load_issue(struct loader *ld, struct load_slot *sl)
 	sl->pending = sl->nr;
 	for (i = 0; i < sl->nr; i += ret) {
 		ret = io_submit(ld->aio, sl->nr - i, ptrs + i);
-		if (ret <= 0)
+		if (ret <= 0) {
+			/* Only the reads submitted will complete: the error
+			 * path waits for exactly those. */
+			sl->pending = i;
 			return ret < 0 ? ret : -EIO;
+		}
 	}
 	return 1;
 }
@@ -1388,20 +1392,27 @@ int wps_image_load(struct wps_image *img, unsigned int r, void *dst,
 		}
 		for (i = 0; i < (unsigned int)n; i++) {
 			struct load_slot *sl = ev[i].data;
+			long res = (long)ev[i].res;
 
-			if ((long)ev[i].res != (long)ev[i].obj->u.c.nbytes) {
-				ret = img_fail(img, (long)ev[i].res < 0 ?
-					       (int)ev[i].res : -EIO,
-					       "read of %lu bytes at offset %lld "
-					       "returned %ld",
+			/* Arrived, whatever its result: the error path
+			 * waits only for the reads still in flight. */
+			sl->pending--;
+			if (ret || res == (long)ev[i].obj->u.c.nbytes)
+				continue;
+			if (res < 0)
+				ret = img_fail(img, (int)res, "read of %lu bytes "
+					       "at offset %lld: %s",
 					       ev[i].obj->u.c.nbytes,
 					       ev[i].obj->u.c.offset,
-					       (long)ev[i].res);
-				goto out;
-			}
-			sl->pending--;
+					       strerror((int)-res));
+			else
+				ret = img_fail(img, -EIO, "read of %lu bytes at "
+					       "offset %lld: short read of %ld",
+					       ev[i].obj->u.c.nbytes,
+					       ev[i].obj->u.c.offset, res);
 		}
-		/* Verify completed chunks in address order. */
+		if (ret)
+			goto out;		/* Verify completed chunks in address order. */
 		for (;;) {
 			struct load_slot *low = NULL;
 
@@ -1422,8 +1433,9 @@ int wps_image_load(struct wps_image *img, unsigned int r, void *dst,
 	}
 out:
 	if (ret && ld->aio) {
-		/* Let reads in flight land before the caller's memory goes. */
-		while (ld->busy) {
+		/* Let reads in flight land before the caller's memory goes
+		 * (a slot whose submission failed half-way is not busy). */
+		for (;;) {
 			unsigned int left = 0;
 
 			for (i = 0; i < LOAD_DEPTH; i++)

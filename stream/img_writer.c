@@ -1111,8 +1111,18 @@ int wps_img_writer_commit(struct wps_img_writer *w)
 	w->fd = -1;
 	w->state = ST_COMMITTED;
 	err = fsync_dir(w);
-	if (err)
-		return err; /* published; only its durability is in doubt */
+	if (err) {
+		/* The name may not survive a crash, so the image is not
+		 * durable and the commit fails: then nothing may stay
+		 * under the final name either (a checkpoint that failed
+		 * must not be found beside the full image after it). */
+		if (unlink(w->path) < 0)
+			wps_warn(w->ctx, "image %s: cannot remove after the "
+				 "failed commit: %s", w->path, strerror(errno));
+		__atomic_store_n(&w->error, err, __ATOMIC_RELEASE);
+		w->state = ST_DEAD;
+		return err;
+	}
 	wps_dbg(w->ctx, "image %s: committed, %llu blocks present",
 		w->path, (unsigned long long)present);
 	return 0;
