@@ -17,15 +17,17 @@
 
 #define HDR 32u
 
-static void put32(uint8_t *p, uint32_t v)
+static void fix(uint8_t *file, size_t len)
 {
-	memcpy(p, &v, 4);   /* little-endian host (x86-64) */
+	if (len < HDR)
+		return;
+	fz_put32(file + 24, (uint32_t)crc32(0, file + HDR, (uInt)(len - HDR)));
+	fz_put32(file + 28, (uint32_t)crc32(0, file, 28));
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct wps_ledger *l = NULL;
-	uint8_t *file;
 	char path[64];
 	uint64_t b, sum = 0;
 	int fd;
@@ -33,17 +35,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (!size)
 		return 0;
 	fz_begin();
-	file = malloc(size);
-	if (!file)
-		abort();
-	memcpy(file, data + 1, size - 1);
-	if ((data[0] & FZ_FIX_CRC) && size - 1 >= HDR) {
-		put32(file + 24, (uint32_t)crc32(0, file + HDR, (uInt)(size - 1 - HDR)));
-		put32(file + 28, (uint32_t)crc32(0, file, 28));
-	}
-	fd = fz_memfd(file, size - 1, path, sizeof(path));
-	if (fd < 0)
-		abort();
+	fd = fz_file_memfd(data, size, fix, path, sizeof(path));
 	if (!wps_ledger_read(path, &l)) {
 		if (HDR + l->nr_blocks * 4 != size - 1)
 			abort();    /* the file's size is the ledger's */
@@ -52,7 +44,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		wps_ledger_free(l);
 	}
 	close(fd);
-	free(file);
 	fz_end();
 	return (int)(sum & 0);
 }

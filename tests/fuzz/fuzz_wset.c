@@ -19,9 +19,12 @@
 
 #define HDR 64u
 
-static void put32(uint8_t *p, uint32_t v)
+static void fix(uint8_t *file, size_t len)
 {
-	memcpy(p, &v, 4);   /* little-endian host (x86-64) */
+	if (len < HDR)
+		return;
+	fz_put32(file + 40, wps_crc32c(0, file + HDR, len - HDR));
+	fz_put32(file + 60, wps_crc32c(0, file, 60));
 }
 
 static void use(const struct wps_wset *ws)
@@ -53,30 +56,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	static const uint8_t zero[16];
 	struct wps_wset *ws = NULL;
-	uint8_t *file;
 	char path[64];
 	int fd;
 
 	if (!size)
 		return 0;
 	fz_begin();
-	file = malloc(size);
-	if (!file)
-		abort();
-	memcpy(file, data + 1, size - 1);
-	if ((data[0] & FZ_FIX_CRC) && size - 1 >= HDR) {
-		put32(file + 40, wps_crc32c(0, file + HDR, size - 1 - HDR));
-		put32(file + 60, wps_crc32c(0, file, 60));
-	}
-	fd = fz_memfd(file, size - 1, path, sizeof(path));
-	if (fd < 0)
-		abort();
+	fd = fz_file_memfd(data, size, fix, path, sizeof(path));
 	if (!wps_wset_load(fz_ctx(), path, data[0] & 2 ? zero : NULL, &ws)) {
 		use(ws);
 		wps_wset_free(ws);
 	}
 	close(fd);
-	free(file);
 	fz_end();
 	return 0;
 }

@@ -123,6 +123,29 @@ int fz_memfd(const void *data, size_t len, char *path, size_t plen)
 	return fd;
 }
 
+int fz_file_memfd(const uint8_t *data, size_t size,
+		  void (*fix)(uint8_t *file, size_t len), char *path, size_t plen)
+{
+	uint8_t *f = malloc(size);
+	int fd;
+
+	if (!f)
+		abort();
+	memcpy(f, data + 1, size - 1);
+	if (data[0] & FZ_FIX_CRC)
+		fix(f, size - 1);
+	fd = fz_memfd(f, size - 1, path, plen);
+	free(f);
+	if (fd < 0)
+		abort();
+	return fd;
+}
+
+void fz_put32(uint8_t *p, uint32_t v)
+{
+	memcpy(p, &v, 4);   /* little-endian host (x86-64) */
+}
+
 static uint32_t le32(const uint8_t *p)
 {
 	return p[0] | p[1] << 8 | p[2] << 16 | (uint32_t)p[3] << 24;

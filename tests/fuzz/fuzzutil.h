@@ -39,6 +39,14 @@ const char *fz_dir(void);
 void fz_begin(void);
 void fz_end(void);
 
+/* Ledger and wset inputs are a flags byte and then a file: a memfd holding
+ * the file (size >= 1), passed through fix(file, len) first when the
+ * flags have FZ_FIX_CRC; its path in path. Aborts on failure. */
+int fz_file_memfd(const uint8_t *data, size_t size,
+		  void (*fix)(uint8_t *file, size_t len), char *path, size_t plen);
+/* Store v little-endian at p (checksum fix-ups). */
+void fz_put32(uint8_t *p, uint32_t v);
+
 /* A memfd holding data; its path (/proc/self/fd/N) in path. -1 on error. */
 int fz_memfd(const void *data, size_t len, char *path, size_t plen);
 

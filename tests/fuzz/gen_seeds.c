@@ -25,6 +25,17 @@
 
 static const char *out;
 
+/* A working set of n (region, block, count) ranges. */
+static int wset_of(const uint64_t (*r)[3], unsigned int n, struct wps_wset **ws)
+{
+	unsigned int i;
+	int ret = wps_wset_new(NULL, ws);
+
+	for (i = 0; !ret && i < n; i++)
+		ret = wps_wset_add(*ws, (uint32_t)r[i][0], r[i][1], r[i][2]);
+	return ret;
+}
+
 static void die(const char *what, int err)
 {
 	fprintf(stderr, "gen_seeds: %s: %s\n", what, strerror(-err));
@@ -85,15 +96,12 @@ static void image(const char *path, unsigned int nr, const uint64_t *blocks,
 	if (!ret && blobs) {
 		/* the pages written during the snapshot (docs/FORMAT.md 10.1),
 		 * encoded by the working-set code itself */
+		static const uint64_t rs[][3] = { { 0, 2, 1 }, { 1, 0, 2 } };
 		struct wps_wset *ws = NULL;
 		size_t wlen;
 		void *wbuf;
 
-		ret = wps_wset_new(NULL, &ws);
-		if (!ret)
-			ret = wps_wset_add(ws, 0, 2, 1);
-		if (!ret)
-			ret = wps_wset_add(ws, 1, 0, 2);
+		ret = wset_of(rs, 2, &ws);
 		if (!ret)
 			ret = wps_wset_encode(ws, &wbuf, &wlen);
 		wps_wset_free(ws);
@@ -216,18 +224,13 @@ static void ledgers(void)
 
 static void wsets(void)
 {
-	struct wps_wset *ws;
+	static const uint64_t rs[][3] = { { 0, 2, 2 }, { 1, 0, 1 }, { 0, 100, 7 } };
+	struct wps_wset *ws = NULL;
 	char p[256];
 	int ret;
 
 	snprintf(p, sizeof(p), "%s/x.wset", fz_dir());
-	ret = wps_wset_new(NULL, &ws);
-	if (!ret)
-		ret = wps_wset_add(ws, 0, 2, 2);
-	if (!ret)
-		ret = wps_wset_add(ws, 1, 0, 1);
-	if (!ret)
-		ret = wps_wset_add(ws, 0, 100, 7);
+	ret = wset_of(rs, 3, &ws);
 	if (!ret)
 		ret = wps_wset_save(fz_ctx(), p, ws);
 	wps_wset_free(ws);
