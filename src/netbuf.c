@@ -15,6 +15,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <linux/magic.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <sched.h>
@@ -23,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -64,14 +66,35 @@ int wps_netbuf_open_netns(struct wps_ctx *ctx, const char *name)
 	char path[PATH_MAX];
 	int fd, err;
 
+	struct stat st;
+	struct statfs sf;
+
 	snprintf(path, sizeof(path), strchr(name, '/') ? "%s" : "/run/netns/%s",
 		 name);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd >= 0)
-		return fd;
-	err = errno;
-	wps_err(ctx, "cannot open network namespace %s: %s", path, strerror(err));
-	return -err;
+	/*
+	 * The name comes from a client (wpsnapd runs as root): a FIFO would
+	 * block the open (and the daemon's loop) forever, and a device node
+	 * must not be opened at all. A namespace file is a regular file on
+	 * nsfs: check the type before opening, never block, then the fs.
+	 */
+	if (stat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
+		wps_err(ctx, "%s is not a network namespace (not a namespace "
+			"file)", path);
+		return -EINVAL;
+	}
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+	if (fd < 0) {
+		err = errno;
+		wps_err(ctx, "cannot open network namespace %s: %s", path,
+			strerror(err));
+		return -err;
+	}
+	if (fstatfs(fd, &sf) || sf.f_type != NSFS_MAGIC) {
+		close(fd);
+		wps_err(ctx, "%s is not a network namespace (not on nsfs)", path);
+		return -EINVAL;
+	}
+	return fd;
 }
 
 int nb_nlerr(int nlerr)
