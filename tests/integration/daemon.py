@@ -6,12 +6,12 @@
 # pause timeout, cancel, concurrent guests, VMM disconnect, and SIGKILL of
 # the daemon mid-snapshot (the guest must stay intact and writable).
 # Prints "N passed, N failed"; exit status 1 on any failure.
-import ctypes, mmap, os, random, signal, struct
+import ctypes, json, mmap, os, random, signal, struct
 import subprocess, sys, tempfile, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import wpstest
-from wpstest import (WPSNAPD, GUEST, WPSNAP, Conn, check, err_class, ko, new_uffd, ok,
+from wpstest import (WPSNAPD, GUEST, WPSNAP, Conn, check, err, err_class, ko, new_uffd, ok,
                      procs, start_daemon)
 
 T = tempfile.mkdtemp(prefix="wpsnapd-test.", dir="/var/tmp")
@@ -442,7 +442,9 @@ def restore_tests(S):
 
 def unprivileged_tests():
     """A member of --group who is not root: may connect, may register only
-    its own memory, may not attach to anything."""
+    its own memory, may not attach to anything, may read every guest's
+    state but act on none it did not register, may not quit the daemon nor
+    run a transaction's disk-hook (docs/PROTOCOL.md, "Security model")."""
     if subprocess.run(["sh", "-c", "command -v setpriv"],
                       stdout=subprocess.DEVNULL).returncode:
         print("ok - unprivileged client # SKIP setpriv not installed")
@@ -455,26 +457,82 @@ def unprivileged_tests():
         st = os.stat(S)
         check("--group: socket mode 0660, group nogroup",
               (st.st_mode & 0o777) == 0o660 and st.st_gid == 65534, oct(st.st_mode))
+        root = Conn(S)
+        guest = start_guest(S, "rootvm", duration=120)
+        if not check("a root VMM's guest for the non-root client to try",
+                     wait_registered(root, "rootvm")):
+            return
+        # Each request the non-root client sends, and what it must get:
+        # None = a return; a string = a GenericError whose desc holds it.
+        deny = "permission denied"
+        tries = [
+            ("register", "wps-guest-register", {"guest": "x", "pid": 1, "uffd": "u",
+             "regions": [{"host-addr": 4096, "size": 4096, "memfd": "m"}]},
+             "only its own memory"),
+            ("attach", "wps-guest-attach", {"guest": "y", "pid": 1},
+             "needs root or CAP_SYS_PTRACE"),
+            ("quit", "quit", None, deny + ": quit is for root only"),
+            ("snapshot another's guest", "wps-snapshot-start",
+             {"guest": "rootvm", "path": d + "/stolen.img"}, deny),
+            ("cancel on another's guest", "wps-snapshot-cancel", {"guest": "rootvm"}, deny),
+            ("unregister another's guest", "wps-guest-unregister", {"guest": "rootvm"}, deny),
+            ("set-uffd of another's guest", "wps-guest-set-uffd",
+             {"guest": "rootvm", "uffd": "u"}, deny),
+            ("checkpoints of another's guest", "wps-checkpoint-start",
+             {"guest": "rootvm", "dir": d + "/ck"}, deny),
+            ("stop another's checkpoints", "wps-checkpoint-stop", {"guest": "rootvm"}, deny),
+            ("restore into another's guest", "wps-restore-start",
+             {"guest": "rootvm", "image": d + "/none.img"}, deny),
+            ("transaction on another's guest", "transaction",
+             {"guest": "rootvm", "actions": [{"type": "memory-snapshot",
+                                              "path": d + "/t.img"}]}, deny),
+            ("disk-hook", "transaction",
+             {"guest": "mine", "actions": [{"type": "disk-hook",
+                                            "command": ["/bin/true"]}]},
+             deny + ": actions[0]: disk-hook runs a command as root"),
+            ("query-guests", "query-guests", None, None),
+            ("query-snapshot of another's guest", "query-snapshot", {"guest": "rootvm"}, None),
+        ]
         client = (
-            "import sys; sys.path.insert(0, %r)\n"
+            "import json, sys; sys.path.insert(0, %r)\n"
             "from wpstest import Conn\n"
             "c = Conn(%r)\n"
-            "r = c.cmd('wps-guest-register', {'guest': 'x', 'pid': 1, 'uffd': 'u',"
-            " 'regions': [{'host-addr': 4096, 'size': 4096, 'memfd': 'm'}]})\n"
-            "print('REGISTER', r.get('error', {}).get('desc'))\n"
-            "r = c.cmd('wps-guest-attach', {'guest': 'y', 'pid': 1})\n"
-            "print('ATTACH', r.get('error', {}).get('desc'))\n"
+            "for name, cmd, args in json.loads(sys.argv[1]):\n"
+            "    print(json.dumps([name, c.cmd(cmd, args)]), flush=True)\n"
             % (os.path.dirname(os.path.abspath(__file__)), S))
         r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534",
                             "--clear-groups", "--inh-caps=-all",
-                            sys.executable, "-c", client],
+                            sys.executable, "-c", client,
+                            json.dumps([t[:3] for t in tries])],
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                           timeout=30)
-        check("non-root client in the group: connected", "REGISTER" in r.stdout, r.stdout)
-        check("non-root client may register only its own memory",
-              "only its own memory" in r.stdout, r.stdout)
-        check("non-root client may not attach",
-              "needs root or CAP_SYS_PTRACE" in r.stdout, r.stdout)
+                           timeout=60)
+        got = {}
+        for line in r.stdout.splitlines():
+            try:
+                name, rep = json.loads(line)
+                got[name] = rep
+            except ValueError:
+                pass
+        check("non-root client in the group: connected, every request answered",
+              len(got) == len(tries), r.stdout)
+        for name, _, _, want in tries:
+            rep = got.get(name, {})
+            if want is None:
+                check("non-root client may run %s" % name, "return" in rep, rep)
+            else:
+                check("non-root client may not %s: GenericError naming why" % name,
+                      err_class(rep) == "GenericError" and want in err(rep), rep)
+        check("after the refusals: daemon alive, guest still registered, "
+              "nothing written", p.poll() is None and wait_registered(root, "rootvm", 1)
+              and not os.path.exists(d + "/stolen.img")
+              and not os.path.exists(d + "/t.img"))
+        r = root.cmd("wps-snapshot-start", {"guest": "rootvm", "path": d + "/ok.img"})
+        check("root may still snapshot that guest", "return" in r, r)
+        if "return" in r:
+            snap_done(root, "rootvm")
+        guest.kill()
+        guest.wait()
+        root.close()
         p.terminate()
         p.wait(10)
     finally:
