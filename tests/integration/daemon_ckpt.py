@@ -7,33 +7,22 @@
 # stop mid-series, refusals with the guest untouched, a fresh uffd asked
 # for afterwards, and the guest verifying its own memory at the end (no
 # protection left). Prints "N passed, N failed".
-import os, signal, subprocess, sys, tempfile
+import os, subprocess, sys, tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import wpstest
-from wpstest import GUEST, WPSNAP, Conn, check, err, err_class, ko, procs, start_daemon, wait_for
+from wpstest import (WPSNAP, Conn, check, err, err_class, ko, start_daemon, stop_guest,
+                     uffd_ready, vmm_guest, wait_for)
 
 T = tempfile.mkdtemp(prefix="wpsnapd-ckpt.", dir="/var/tmp")
 
 
-def guest(sock, name, *extra, duration=600):
-    """A guest that serves until the test sends SIGUSR1 (stop_guest): how
-    long the series takes depends on the machine's load, so no fixed
+def guest(sock, name, *extra):
+    """A guest that serves until the test is done with it (stop_guest):
+    how long the series takes depends on the machine's load, so no fixed
     duration may end it under the test's feet."""
-    p = subprocess.Popen([GUEST, "--daemon", sock, "--name", name, "--backing", "memfd",
-                          "--size", "64M", "--threads", "2", "--pattern", "hot",
-                          "--warmup", "0.2", "--duration", str(duration),
-                          "--verify-self"] + list(extra),
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    procs.append(p)
-    return p
-
-
-def uffd_ready(c, name):
-    def ready():
-        g = [g for g in c.cmd("query-guests")["return"] if g["guest"] == name]
-        return bool(g) and g[0]["uffd-ready"]
-    return wait_for(ready, 20)
+    return vmm_guest(sock, name, "--threads", "2", "--pattern", "hot", "--verify-self",
+                     *extra, size="64M")
 
 
 def chain_ok(img, ledger):
@@ -127,10 +116,9 @@ def main():
         ko("checkpoint tests", repr(e))
     if g:
         try:
-            g.send_signal(signal.SIGUSR1)   # done with it: verify and exit
-            out, _ = g.communicate(timeout=120)
+            rc, out = stop_guest(g)   # done with it: verify and exit
             check("the guest ran on, writable and intact (--verify-self)",
-                  g.returncode == 0 and "verify-self" in out, out[-800:])
+                  rc == 0 and "verify-self" in out, out[-800:])
         except subprocess.TimeoutExpired:
             ko("the guest hung (protection leaked or vCPUs left paused)")
         # Its connection closed, so the daemon unregisters it (when it

@@ -13,8 +13,8 @@ import os, socket, subprocess, sys, tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import wpstest
-from wpstest import (GUEST, WPSNAP, Conn, check, err, ko, run, skip, start_daemon,
-                     stop_guest, uffd_ready, vmm_guest, wait_for)
+from wpstest import (GUEST, WPSNAP, Conn, check, ko, run, skip, start_daemon,
+                     stop_guest, uffd_ready, vmm_guest)
 
 T = tempfile.mkdtemp(prefix="wpsnapd-hostile.", dir="/var/tmp")
 OUT_MAX = 4 << 20     # WPSD_OUT_MAX in src/daemon/server.h
