@@ -4,6 +4,8 @@ set -e
 pkgs="build-essential autoconf automake libtool pkg-config libaio-dev
       libnl-3-dev libnl-route-3-dev libnl-nf-3-dev libjansson-dev check
       libnbd-dev xfsprogs python3 nbdkit qemu-utils libnbd-bin iproute2 iptables"
+# .ci/run's loaded run of the suite
+pkgs="$pkgs stress-ng"
 # the VMM that tests/integration/qemu.py snapshots (TCG: no KVM needed)
 pkgs="$pkgs qemu-system-x86"
 missing=

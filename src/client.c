@@ -723,6 +723,25 @@ static uint64_t jget(json_t *o, const char *k)
 	return (uint64_t)json_integer_value(json_object_get(o, k));
 }
 
+/*
+ * The errno a failure event names ("ENOSPC"), as -errno; -EIO when it
+ * names none we know. The caller then gets the real cause (a full disk
+ * is not an I/O error) and can act on it.
+ */
+static int event_errno(json_t *data)
+{
+	const char *name = json_string_value(json_object_get(data, "errno"));
+	const char *e;
+	int i;
+
+	for (i = 1; name && i < 4096; i++) {
+		e = strerrorname_np(i);
+		if (e && !strcmp(e, name))
+			return -i;
+	}
+	return -EIO;
+}
+
 int wps_client_snapshot(struct wps_client *c, const char *guest,
 			const struct wps_client_snap_opts *o,
 			struct wps_client_result *res)
@@ -759,13 +778,14 @@ int wps_client_snapshot(struct wps_client *c, const char *guest,
 	res->populated_bytes = jget(m.data, "populated-bytes");
 	res->image_file_bytes = jget(m.data, "image-file-bytes");
 	res->faults = jget(m.data, "faults");
+	ret = event_errno(m.data);
 	json_decref(m.data);
 	if (!strcmp(res->status, "completed"))
 		return 0;
 	if (!strcmp(res->status, "cancelled"))
 		return -ECANCELED;
 	wps_err(c->ctx, "snapshot of %s failed: %s", guest, res->cause);
-	return -EIO;
+	return ret;
 }
 
 int wps_client_query(struct wps_client *c, const char *guest,

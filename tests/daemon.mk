@@ -8,3 +8,6 @@ EXTRA_DIST += tests/integration/daemon_attach.py tests/integration/wpstest.py
 # wps-checkpoint-*: periodic checkpoints of a VMM's guest through wpsnapd
 TESTS += tests/integration/daemon_ckpt.py
 EXTRA_DIST += tests/integration/daemon_ckpt.py
+# hostile clients, images and disks: every case an error, the daemon serving on
+TESTS += tests/integration/daemon_hostile.py
+EXTRA_DIST += tests/integration/daemon_hostile.py

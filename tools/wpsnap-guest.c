@@ -15,6 +15,7 @@
 #include <getopt.h>
 #include <inttypes.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -69,6 +70,7 @@ static void usage(FILE *f)
 "                       pause/resume requests (backing memfd or hugetlb);\n"
 "                       with --snapshot the snapshot goes through the daemon,\n"
 "                       else serve third-party snapshots for --duration\n"
+"                       (SIGUSR1 ends the serving early, like --duration)\n"
 "                       (--ledger: the ledger of each freeze, written at once)\n"
 "  --name NAME          guest name at the daemon (default guest-PID)\n"
 "  --self-pause         with --daemon --snapshot: pause the vCPUs before the\n"
@@ -624,6 +626,17 @@ static int vmm_write_ledger(struct vmm *v, struct wps_ledger **keep)
 	return ret;
 }
 
+/* Whether SIGUSR1 is pending; consumes it. */
+static bool usr1_pending(void)
+{
+	static const struct timespec zero = { 0, 0 };
+	sigset_t set;
+
+	sigemptyset(&set);
+	sigaddset(&set, SIGUSR1);
+	return sigtimedwait(&set, NULL, &zero) == SIGUSR1;
+}
+
 /* Serve the daemon's requests for secs seconds (it may go away: the
  * guest keeps running regardless). */
 static void vmm_serve(struct vmm *v, struct wps_client *c, double secs)
@@ -633,6 +646,11 @@ static void vmm_serve(struct vmm *v, struct wps_client *c, double secs)
 	bool up = true;
 
 	while ((t = wps_now_ns()) < end) {
+		/* SIGUSR1 (blocked in main, so pending) ends the serving as
+		 * --duration would: a test stops the guest when it is done
+		 * with it instead of guessing how long that takes. */
+		if (usr1_pending())
+			break;
 		pfd = (struct pollfd){ .fd = wps_client_fd(c), .events = POLLIN };
 		if (!up) {
 			sleep_secs((double)(end - t) / 1e9 > 0.05 ? 0.05 :
@@ -836,6 +854,15 @@ int main(int argc, char **argv)
 
 	if (parse_args(argc, argv, &a))
 		return 2;
+	if (a.daemon) {
+		sigset_t usr1;
+
+		/* before any thread: SIGUSR1 then stays pending for
+		 * vmm_serve() instead of killing us */
+		sigemptyset(&usr1);
+		sigaddset(&usr1, SIGUSR1);
+		pthread_sigmask(SIG_BLOCK, &usr1, NULL);
+	}
 	if (a.reserve_huge && a.g.backing == WPS_GUEST_HUGETLB) {
 		ret = wps_hugepool_reserve(&hp, a.g.size);
 		if (ret)

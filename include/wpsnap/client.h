@@ -125,7 +125,8 @@ struct wps_client_result {
 };
 
 /* Start a snapshot of guest; with o->wait, also wait for its end: 0 if
- * the image was published, -ECANCELED, or -EIO with res->cause. */
+ * the image was published, -ECANCELED, or the -errno the failure event
+ * names (-ENOSPC for a full disk; -EIO if it names none) with res->cause. */
 int wps_client_snapshot(struct wps_client *c, const char *guest,
 			const struct wps_client_snap_opts *o,
 			struct wps_client_result *res);

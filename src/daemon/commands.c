@@ -1,9 +1,18 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * The command table. Every way a request can be wrong (not JSON, not an
- * object, unknown command, unknown or mistyped key, unknown guest) ends in
- * one QMP error reply on that connection; nothing here closes a connection
- * or touches another one's state beyond what the command is about.
+ * object, unknown command, unknown or mistyped key, unknown guest, not
+ * allowed) ends in one QMP error reply on that connection; nothing here
+ * closes a connection or touches another one's state beyond what the
+ * command is about.
+ *
+ * Who may run what is one column of the table (docs/PROTOCOL.md,
+ * "Security model"), checked in one place before any handler: a client
+ * that is not root may only read (query-*), manage its own fds, and act on
+ * guests its own connection registered; quit and acting on anybody else's
+ * guest are root's. Handlers add the finer rules that need their
+ * arguments (register only one's own pid, attach needs CAP_SYS_PTRACE,
+ * disk-hook needs root).
  */
 #include "config.h"
 
@@ -19,9 +28,16 @@
 #include "src/daemon/qmp.h"
 #include "src/log.h"
 
+enum wpsd_access {
+	WPSD_ANY,    /* every connected client (the handler may refine) */
+	WPSD_OWN,    /* not root: only a guest its own connection registered */
+	WPSD_ROOT,   /* root only: the daemon itself */
+};
+
 struct wpsd_cmd {
 	const char *name;
 	const struct wpsd_arg *spec;  /* NULL: the handler checks */
+	enum wpsd_access access;
 	void (*fn)(struct wpsd_conn *c, json_t *args, json_t *id,
 		   struct wpsd_reply *r);
 };
@@ -163,11 +179,7 @@ static void cmd_unregister(struct wpsd_conn *c, json_t *args, json_t *id,
 
 	if (!g)
 		return;
-	if (g->owner != c->id && !c->root) {
-		wpsd_reply_err(r, WPSD_GENERIC, "guest '%s' belongs to another "
-			       "connection", g->name);
-		return;
-	}
+	/* another connection's guest: refused by check_access for non-root */
 	if (g->job) {
 		g->doomed = true;   /* removed when the worker is reaped */
 		wpsd_job_cancel(g->job, "the guest was unregistered");
@@ -330,29 +342,29 @@ static void cmd_commands(struct wpsd_conn *c, json_t *args, json_t *id,
 			 struct wpsd_reply *r);
 
 static const struct wpsd_cmd cmds[] = {
-	{ "qmp_capabilities", caps_args, cmd_caps },
-	{ "query-version", no_args, cmd_version },
-	{ "query-commands", no_args, cmd_commands },
-	{ "getfd", fdname_args, cmd_getfd },
-	{ "closefd", fdname_args, cmd_closefd },
-	{ "wps-guest-register", NULL, cmd_register },
-	{ "wps-guest-attach", NULL, cmd_attach },
-	{ "wps-guest-unregister", guest_args, cmd_unregister },
-	{ "wps-guest-set-uffd", setuffd_args, cmd_setuffd },
-	{ "query-guests", no_args, cmd_guests },
-	{ "wps-snapshot-start", NULL, cmd_start },
-	{ "transaction", NULL, cmd_transaction },
-	{ "query-snapshot", guest_args, cmd_query },
-	{ "wps-snapshot-cancel", guest_args, cmd_cancel },
-	{ "wps-checkpoint-start", NULL, cmd_ckpt_start },
-	{ "wps-checkpoint-stop", guest_args, cmd_ckpt_stop },
-	{ "query-checkpoint", guest_args, cmd_query },
-	{ "wps-restore-start", NULL, cmd_restore_start },
-	{ "query-restore", guest_args, cmd_query },
-	{ "wps-vcpus-paused", paused_args, cmd_paused },
-	{ "wps-vcpus-resumed", resumed_args, cmd_resumed },
-	{ "quit", no_args, cmd_quit },
-	{ NULL, NULL, NULL },
+	{ "qmp_capabilities", caps_args, WPSD_ANY, cmd_caps },
+	{ "query-version", no_args, WPSD_ANY, cmd_version },
+	{ "query-commands", no_args, WPSD_ANY, cmd_commands },
+	{ "getfd", fdname_args, WPSD_ANY, cmd_getfd },
+	{ "closefd", fdname_args, WPSD_ANY, cmd_closefd },
+	{ "wps-guest-register", NULL, WPSD_ANY, cmd_register },
+	{ "wps-guest-attach", NULL, WPSD_ANY, cmd_attach },
+	{ "wps-guest-unregister", guest_args, WPSD_OWN, cmd_unregister },
+	{ "wps-guest-set-uffd", setuffd_args, WPSD_OWN, cmd_setuffd },
+	{ "query-guests", no_args, WPSD_ANY, cmd_guests },
+	{ "wps-snapshot-start", NULL, WPSD_OWN, cmd_start },
+	{ "transaction", NULL, WPSD_OWN, cmd_transaction },
+	{ "query-snapshot", guest_args, WPSD_ANY, cmd_query },
+	{ "wps-snapshot-cancel", guest_args, WPSD_OWN, cmd_cancel },
+	{ "wps-checkpoint-start", NULL, WPSD_OWN, cmd_ckpt_start },
+	{ "wps-checkpoint-stop", guest_args, WPSD_OWN, cmd_ckpt_stop },
+	{ "query-checkpoint", guest_args, WPSD_ANY, cmd_query },
+	{ "wps-restore-start", NULL, WPSD_OWN, cmd_restore_start },
+	{ "query-restore", guest_args, WPSD_ANY, cmd_query },
+	{ "wps-vcpus-paused", paused_args, WPSD_ANY, cmd_paused },
+	{ "wps-vcpus-resumed", resumed_args, WPSD_ANY, cmd_resumed },
+	{ "quit", no_args, WPSD_ROOT, cmd_quit },
+	{ NULL, NULL, WPSD_ANY, NULL },
 };
 
 static void cmd_commands(struct wpsd_conn *c, json_t *args, json_t *id,
@@ -406,6 +418,41 @@ static int check_envelope(json_t *req, struct wpsd_reply *r)
 	return 0;
 }
 
+/*
+ * The table's access column, for a client that is not root. A guest that
+ * does not exist passes: the handler says "no guest named". An attached
+ * process belongs to no connection; acting on it is for root or a client
+ * with CAP_SYS_PTRACE (which may read any process's memory anyway).
+ */
+static int check_access(struct wpsd_conn *c, const struct wpsd_cmd *k,
+			json_t *args, struct wpsd_reply *r)
+{
+	struct wpsd_guest *g;
+	const char *name;
+
+	if (c->root || k->access == WPSD_ANY)
+		return 0;
+	if (k->access == WPSD_ROOT) {
+		wpsd_reply_err(r, WPSD_GENERIC, "permission denied: %s is for root "
+			       "only (connection from pid %d, uid %d)", k->name,
+			       (int)c->pid, (int)c->uid);
+		return -EPERM;
+	}
+	name = arg_str(args, "guest");
+	g = name ? wpsd_guest_find(c->d, name) : NULL;
+	if (!g || g->doomed || g->owner == c->id)
+		return 0;
+	if (g->attach && wpsd_peer_can_ptrace(c->pid))
+		return 0;
+	wpsd_reply_err(r, WPSD_GENERIC, "permission denied: guest '%s' %s; a "
+		       "client that is not root may %s only guests its own "
+		       "connection registered (connection from pid %d, uid %d)",
+		       g->name, g->attach ? "is an attached process" :
+		       "belongs to another connection", k->name, (int)c->pid,
+		       (int)c->uid);
+	return -EPERM;
+}
+
 void wpsd_cmd_line(struct wpsd_conn *c, const char *line, size_t len)
 {
 	struct wpsd_reply r = { 0 };
@@ -439,6 +486,8 @@ void wpsd_cmd_line(struct wpsd_conn *c, const char *line, size_t len)
 		goto reply;
 	}
 	if (k->spec && wpsd_args_check(args, k->spec, "arguments", &r))
+		goto reply;
+	if (check_access(c, k, args, &r))
 		goto reply;
 	wps_dbg(c->d->ctx, "connection %u: %s", c->id, name);
 	k->fn(c, args, id, &r);

@@ -439,7 +439,7 @@ fail:
 }
 
 /* Has process pid CAP_SYS_PTRACE in its effective set? (bit 19) */
-static bool peer_can_ptrace(pid_t pid)
+bool wpsd_peer_can_ptrace(pid_t pid)
 {
 	char path[64], line[256];
 	unsigned long long eff;
@@ -536,7 +536,7 @@ int wpsd_guest_attach(struct wpsd_conn *c, json_t *args, struct wpsd_reply *r)
 		return ret;
 	name = json_string_value(json_object_get(args, "guest"));
 	pid = json_integer_value(json_object_get(args, "pid"));
-	if (!c->root && !peer_can_ptrace(c->pid)) {
+	if (!c->root && !wpsd_peer_can_ptrace(c->pid)) {
 		wpsd_reply_err(r, WPSD_GENERIC, "attaching to a process needs root "
 			       "or CAP_SYS_PTRACE (connection from pid %d, uid %d)",
 			       (int)c->pid, (int)c->uid);

@@ -58,6 +58,9 @@ int wpsd_guest_register(struct wpsd_conn *c, json_t *args,
  * CAP_SYS_PTRACE only). Nothing is done to the process until a snapshot. */
 int wpsd_guest_attach(struct wpsd_conn *c, json_t *args,
 		      struct wpsd_reply *r);
+/* Whether process pid has CAP_SYS_PTRACE in its effective set. */
+bool wpsd_peer_can_ptrace(pid_t pid);
+
 /* wps-guest-set-uffd: a fresh userfaultfd after a snapshot spent one. */
 int wpsd_guest_set_uffd(struct wpsd_conn *c, struct wpsd_guest *g,
 			const char *fdname, struct wpsd_reply *r);

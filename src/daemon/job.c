@@ -621,7 +621,7 @@ int wpsd_job_transaction(struct wpsd_conn *c, json_t *args, json_t *id,
 	int ret;
 
 	/* Everything is checked here, with the guest running. */
-	ret = wpsd_txn_parse(args, &t, &margs, r);
+	ret = wpsd_txn_parse(args, c->root, &t, &margs, r);
 	if (ret)
 		return ret;
 	name = json_string_value(json_object_get(args, "guest"));

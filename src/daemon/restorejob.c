@@ -26,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include <wpsnap/image.h>
@@ -139,6 +140,36 @@ static void *restore_main(void *arg)
 	return NULL;
 }
 
+/*
+ * The image is opened on the loop thread: a FIFO (or a device that
+ * blocks) there would stall every connection until someone writes to it.
+ * Refuse anything but a regular file or a block device before opening.
+ * The reader's own checks (O_NONBLOCK, S_ISREG) are the real guard; this
+ * keeps the daemon's loop safe whatever the reader does, and the stat
+ * cannot block.
+ */
+static int image_kind_ok(const char *image, struct wpsd_reply *r)
+{
+	struct stat st;
+
+	if (image[0] != '/')
+		return 0;   /* NBD: opened by the NBD client, never blocking */
+	if (stat(image, &st)) {
+		int ret = -errno;
+
+		wpsd_reply_err(r, WPSD_GENERIC, "image %s: %s", image, strerror(-ret));
+		return ret;
+	}
+	if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) {
+		wpsd_reply_err(r, WPSD_GENERIC, "image %s is not a regular file or "
+			       "a block device (%s)", image, S_ISDIR(st.st_mode) ?
+			       "a directory" : S_ISFIFO(st.st_mode) ? "a FIFO" :
+			       S_ISSOCK(st.st_mode) ? "a socket" : "a character device");
+		return -EINVAL;
+	}
+	return 0;
+}
+
 int wpsd_restore_start(struct wpsd_conn *c, struct wpsd_guest *g, json_t *args,
 		       struct wpsd_reply *r)
 {
@@ -178,6 +209,9 @@ int wpsd_restore_start(struct wpsd_conn *c, struct wpsd_guest *g, json_t *args,
 			       "NBD URI");
 		return -EINVAL;
 	}
+	ret = image_kind_ok(image, r);
+	if (ret)
+		return ret;
 	j = wpsd_job_alloc(c->d, g);
 	if (!j || !(j->rs = calloc(1, sizeof(*j->rs))) || wps_ctx_new(&j->ctx)) {
 		wpsd_reply_err(r, WPSD_GENERIC, "out of memory");

@@ -339,8 +339,8 @@ static int parse_reflink(struct wpsd_txn *t, struct wpsd_txn_action *a,
 	return reflink_probe(a, &sst, what, r);
 }
 
-int wpsd_txn_parse(json_t *args, struct wpsd_txn **out, json_t **mem_args,
-		   struct wpsd_reply *r)
+int wpsd_txn_parse(json_t *args, bool root, struct wpsd_txn **out,
+		   json_t **mem_args, struct wpsd_reply *r)
 {
 	struct wpsd_txn *t;
 	json_t *acts, *o, *m = NULL;
@@ -407,6 +407,15 @@ int wpsd_txn_parse(json_t *args, struct wpsd_txn **out, json_t **mem_args,
 				goto fail;
 		} else if (!strcmp(type, "disk-hook")) {
 			a->type = WPSD_TXN_HOOK;
+			if (!root) {
+				/* the hook runs as root, with any argv: for a
+				 * group member that would be root itself */
+				wpsd_reply_err(r, WPSD_GENERIC, "permission denied: "
+					       "%s: disk-hook runs a command as root and "
+					       "is for root only", what);
+				ret = -EPERM;
+				goto fail;
+			}
 			ret = wpsd_args_check(o, hook_spec, what, r);
 			if (!ret)
 				ret = parse_hook(a, o, what, r);

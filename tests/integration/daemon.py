@@ -6,13 +6,14 @@
 # pause timeout, cancel, concurrent guests, VMM disconnect, and SIGKILL of
 # the daemon mid-snapshot (the guest must stay intact and writable).
 # Prints "N passed, N failed"; exit status 1 on any failure.
-import ctypes, mmap, os, random, signal, struct
+import ctypes, json, mmap, os, random, signal, struct
 import subprocess, sys, tempfile, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import wpstest
-from wpstest import (WPSNAPD, GUEST, WPSNAP, Conn, check, err_class, ko, new_uffd, ok,
-                     procs, skip, start_daemon)
+from wpstest import (WPSNAPD, GUEST, WPSNAP, Conn, check, err, err_class, ko, new_uffd, ok,
+                     procs, run, skip, start_daemon, stop_guest, uffd_ready, vmm_guest,
+                     wait_for)
 
 T = tempfile.mkdtemp(prefix="wpsnapd-test.", dir="/var/tmp")
 
@@ -31,13 +32,6 @@ def expect_error(c, name, execute, args=None, cls="GenericError", fds=(), word=N
     except Exception as e:
         ko(name, e)
     usable(c, name)
-
-def start_guest(sock, name, *extra, size="128M", duration=6):
-    cmd = [GUEST, "--daemon", sock, "--name", name, "--backing", "memfd",
-           "--size", size, "--warmup", "0.2", "--duration", str(duration)] + list(extra)
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    procs.append(p)
-    return p
 
 def wait_registered(c, name, timeout=20):
     end = time.time() + timeout
@@ -196,8 +190,9 @@ def python_vmm_tests(S):
           and e["data"]["token"] == r["return"]["token"], e)
     e = c.event("WPS_SNAPSHOT_FAILED", timeout=10)
     dt = time.time() - t0
+    # not before the 300 ms; how long after depends on the machine's load
     check("pause timeout fails the snapshot", "timed out" in e["data"]["cause"]
-          and 0.25 < dt < 3, (e, dt))
+          and dt > 0.25, (e, dt))
     c.event("WPS_RESUME_REQUEST")
     ok("resume request after the timeout")
     check("no image after a failure", not os.path.exists(img) and
@@ -254,9 +249,9 @@ def python_vmm_tests(S):
     r = c.cmd("wps-guest-register", reg)
     c.close()
     o = Conn(S)
-    time.sleep(0.2)
-    r = o.cmd("query-guests")
-    check("VMM disconnect unregisters its guests", r["return"] == [], r)
+    # the daemon notices the close when it next polls: wait for it
+    check("VMM disconnect unregisters its guests",
+          wait_for(lambda: o.cmd("query-guests")["return"] == [], 30))
     o.close()
     del m
     os.close(mfd)
@@ -264,8 +259,7 @@ def python_vmm_tests(S):
 def guest_tests(S):
     c = Conn(S)
     led = T + "/g1.ledger"
-    g1 = start_guest(S, "g1", "--ledger", led, "--verify-self", "--device-state",
-                     duration=12)
+    g1 = vmm_guest(S, "g1", "--ledger", led, "--verify-self", "--device-state")
     if not check("wpsnap-guest --daemon registers", wait_registered(c, "g1")):
         return
     img = T + "/g1.img"
@@ -291,7 +285,7 @@ def guest_tests(S):
     expect_error(c, "existing image not overwritten", "wps-snapshot-start",
                  {"guest": "g1", "path": img}, word="exists")
     # The uffd was spent; the client library re-arms it on WPS_UFFD_REQUEST.
-    time.sleep(0.3)
+    uffd_ready(c, "g1")
     os.unlink(led)
     r = c.cmd("wps-snapshot-start", {"guest": "g1", "path": img, "overwrite": True})
     check("overwrite (second snapshot, re-armed uffd)", "return" in r, r)
@@ -309,9 +303,8 @@ def guest_tests(S):
           ds == "wpsnap-guest g1 pause 2\n", ds)
 
     # cancel, and two guests at once
-    g2 = start_guest(S, "g2", "--ledger", T + "/g2.ledger", size="256M", duration=10)
-    wait_registered(c, "g2")
-    time.sleep(0.3)
+    g2 = vmm_guest(S, "g2", "--ledger", T + "/g2.ledger", size="256M")
+    uffd_ready(c, "g2")
     r = c.cmd("wps-snapshot-start", {"guest": "g2", "path": T + "/g2c.img"})
     r = c.cmd("wps-snapshot-cancel", {"guest": "g2"})
     check("wps-snapshot-cancel", r.get("return") == {}, r)
@@ -319,7 +312,8 @@ def guest_tests(S):
     check("CANCELLED event; no image left", not os.path.exists(T + "/g2c.img")
           and not os.path.exists(T + "/g2c.img.partial"), e)
     expect_error(c, "cancel with nothing running", "wps-snapshot-cancel", {"guest": "g2"})
-    time.sleep(0.3)   # the re-armed uffd arrives
+    uffd_ready(c, "g1")   # the re-armed uffds arrive
+    uffd_ready(c, "g2")
     for p in (T + "/g1.ledger", T + "/g2.ledger"):
         if os.path.exists(p):
             os.unlink(p)
@@ -338,10 +332,10 @@ def guest_tests(S):
             ko("ledger of g" + n)
     progress = [e for e in c.events if e["event"] == "WPS_SNAPSHOT_PROGRESS"]
     check("progress events", len(progress) > 0, len(progress))
-    out, _ = g1.communicate(timeout=30)
-    check("guest g1 verify-self after serving snapshots", g1.returncode == 0
+    rc, out = stop_guest(g1)
+    check("guest g1 verify-self after serving snapshots", rc == 0
           and "verify-self" in out, out)
-    g2.communicate(timeout=30)
+    stop_guest(g2)
     c.close()
 
 def vmm_triggered_tests(S):
@@ -364,7 +358,7 @@ def kill_tests():
         S = T + "/k%d.sock" % i
         d = start_daemon(S)
         c = Conn(S)
-        g = start_guest(S, "k", "--verify-self", size="256M", duration=3)
+        g = vmm_guest(S, "k", "--verify-self", size="256M")
         if not wait_registered(c, "k"):
             ko("kill %d: guest registered" % i)
             continue
@@ -373,14 +367,18 @@ def kill_tests():
         d.kill()
         d.wait()
         try:
-            out, _ = g.communicate(timeout=30)
+            rc, out = stop_guest(g, 30)
             check("kill %d: guest intact and writable after SIGKILL" % i,
-                  g.returncode == 0 and "verify-self" in out, out)
+                  rc == 0 and "verify-self" in out, out)
         except subprocess.TimeoutExpired:
             g.kill()
             ko("kill %d: guest hung (protection leaked)" % i)
-        check("kill %d: no image published" % i, not os.path.exists(T + "/k%d.img" % i)
-              or verify(T + "/k%d.img" % i, "/dev/null")[0] is False or True)
+        # Whether the copy finished before the kill depends on the load:
+        # either nothing was published, or what was is a whole image.
+        img = T + "/k%d.img" % i
+        v = run([WPSNAP, "verify", img]) if os.path.exists(img) else None
+        check("kill %d: nothing published, or a complete image" % i,
+              v is None or v.returncode == 0, v and v.stdout)
         c.close()
 
 def restore_tests(S):
@@ -500,7 +498,9 @@ def working_set_tests(c, restore, img, e1):
 
 def unprivileged_tests():
     """A member of --group who is not root: may connect, may register only
-    its own memory, may not attach to anything."""
+    its own memory, may not attach to anything, may read every guest's
+    state but act on none it did not register, may not quit the daemon nor
+    run a transaction's disk-hook (docs/PROTOCOL.md, "Security model")."""
     if subprocess.run(["sh", "-c", "command -v setpriv"],
                       stdout=subprocess.DEVNULL).returncode:
         skip("unprivileged client", "setpriv not installed")
@@ -513,26 +513,82 @@ def unprivileged_tests():
         st = os.stat(S)
         check("--group: socket mode 0660, group nogroup",
               (st.st_mode & 0o777) == 0o660 and st.st_gid == 65534, oct(st.st_mode))
+        root = Conn(S)
+        guest = vmm_guest(S, "rootvm")
+        if not check("a root VMM's guest for the non-root client to try",
+                     wait_registered(root, "rootvm")):
+            return
+        # Each request the non-root client sends, and what it must get:
+        # None = a return; a string = a GenericError whose desc holds it.
+        deny = "permission denied"
+        tries = [
+            ("register", "wps-guest-register", {"guest": "x", "pid": 1, "uffd": "u",
+             "regions": [{"host-addr": 4096, "size": 4096, "memfd": "m"}]},
+             "only its own memory"),
+            ("attach", "wps-guest-attach", {"guest": "y", "pid": 1},
+             "needs root or CAP_SYS_PTRACE"),
+            ("quit", "quit", None, deny + ": quit is for root only"),
+            ("snapshot another's guest", "wps-snapshot-start",
+             {"guest": "rootvm", "path": d + "/stolen.img"}, deny),
+            ("cancel on another's guest", "wps-snapshot-cancel", {"guest": "rootvm"}, deny),
+            ("unregister another's guest", "wps-guest-unregister", {"guest": "rootvm"}, deny),
+            ("set-uffd of another's guest", "wps-guest-set-uffd",
+             {"guest": "rootvm", "uffd": "u"}, deny),
+            ("checkpoints of another's guest", "wps-checkpoint-start",
+             {"guest": "rootvm", "dir": d + "/ck"}, deny),
+            ("stop another's checkpoints", "wps-checkpoint-stop", {"guest": "rootvm"}, deny),
+            ("restore into another's guest", "wps-restore-start",
+             {"guest": "rootvm", "image": d + "/none.img"}, deny),
+            ("transaction on another's guest", "transaction",
+             {"guest": "rootvm", "actions": [{"type": "memory-snapshot",
+                                              "path": d + "/t.img"}]}, deny),
+            ("disk-hook", "transaction",
+             {"guest": "mine", "actions": [{"type": "disk-hook",
+                                            "command": ["/bin/true"]}]},
+             deny + ": actions[0]: disk-hook runs a command as root"),
+            ("query-guests", "query-guests", None, None),
+            ("query-snapshot of another's guest", "query-snapshot", {"guest": "rootvm"}, None),
+        ]
         client = (
-            "import sys; sys.path.insert(0, %r)\n"
+            "import json, sys; sys.path.insert(0, %r)\n"
             "from wpstest import Conn\n"
             "c = Conn(%r)\n"
-            "r = c.cmd('wps-guest-register', {'guest': 'x', 'pid': 1, 'uffd': 'u',"
-            " 'regions': [{'host-addr': 4096, 'size': 4096, 'memfd': 'm'}]})\n"
-            "print('REGISTER', r.get('error', {}).get('desc'))\n"
-            "r = c.cmd('wps-guest-attach', {'guest': 'y', 'pid': 1})\n"
-            "print('ATTACH', r.get('error', {}).get('desc'))\n"
+            "for name, cmd, args in json.loads(sys.argv[1]):\n"
+            "    print(json.dumps([name, c.cmd(cmd, args)]), flush=True)\n"
             % (os.path.dirname(os.path.abspath(__file__)), S))
         r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534",
                             "--clear-groups", "--inh-caps=-all",
-                            sys.executable, "-c", client],
+                            sys.executable, "-c", client,
+                            json.dumps([t[:3] for t in tries])],
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                           timeout=30)
-        check("non-root client in the group: connected", "REGISTER" in r.stdout, r.stdout)
-        check("non-root client may register only its own memory",
-              "only its own memory" in r.stdout, r.stdout)
-        check("non-root client may not attach",
-              "needs root or CAP_SYS_PTRACE" in r.stdout, r.stdout)
+                           timeout=60)
+        got = {}
+        for line in r.stdout.splitlines():
+            try:
+                name, rep = json.loads(line)
+                got[name] = rep
+            except ValueError:
+                pass
+        check("non-root client in the group: connected, every request answered",
+              len(got) == len(tries), r.stdout)
+        for name, _, _, want in tries:
+            rep = got.get(name, {})
+            if want is None:
+                check("non-root client may run %s" % name, "return" in rep, rep)
+            else:
+                check("non-root client may not %s: GenericError naming why" % name,
+                      err_class(rep) == "GenericError" and want in err(rep), rep)
+        check("after the refusals: daemon alive, guest still registered, "
+              "nothing written", p.poll() is None and wait_registered(root, "rootvm", 1)
+              and not os.path.exists(d + "/stolen.img")
+              and not os.path.exists(d + "/t.img"))
+        r = root.cmd("wps-snapshot-start", {"guest": "rootvm", "path": d + "/ok.img"})
+        check("root may still snapshot that guest", "return" in r, r)
+        if "return" in r:
+            snap_done(root, "rootvm")
+        guest.kill()
+        guest.wait()
+        root.close()
         p.terminate()
         p.wait(10)
     finally:

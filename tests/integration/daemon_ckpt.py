@@ -7,30 +7,22 @@
 # stop mid-series, refusals with the guest untouched, a fresh uffd asked
 # for afterwards, and the guest verifying its own memory at the end (no
 # protection left). Prints "N passed, N failed".
-import os, subprocess, sys, tempfile, time
+import os, subprocess, sys, tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import wpstest
-from wpstest import GUEST, WPSNAP, Conn, check, err, ko, procs, start_daemon, wait_for
+from wpstest import (WPSNAP, Conn, check, err, err_class, ko, start_daemon, stop_guest,
+                     uffd_ready, vmm_guest, wait_for)
 
 T = tempfile.mkdtemp(prefix="wpsnapd-ckpt.", dir="/var/tmp")
 
 
-def guest(sock, name, *extra, duration=12):
-    p = subprocess.Popen([GUEST, "--daemon", sock, "--name", name, "--backing", "memfd",
-                          "--size", "64M", "--threads", "2", "--pattern", "hot",
-                          "--warmup", "0.2", "--duration", str(duration),
-                          "--verify-self"] + list(extra),
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    procs.append(p)
-    return p
-
-
-def uffd_ready(c, name):
-    def ready():
-        g = [g for g in c.cmd("query-guests")["return"] if g["guest"] == name]
-        return bool(g) and g[0]["uffd-ready"]
-    return wait_for(ready, 20)
+def guest(sock, name, *extra):
+    """A guest that serves until the test is done with it (stop_guest):
+    how long the series takes depends on the machine's load, so no fixed
+    duration may end it under the test's feet."""
+    return vmm_guest(sock, name, "--threads", "2", "--pattern", "hot", "--verify-self",
+                     *extra, size="64M")
 
 
 def chain_ok(img, ledger):
@@ -55,7 +47,7 @@ def series(c, S):
     check("WPS_CHECKPOINT_STOPPED after the count", stopped["data"]["status"] == "stopped"
           and stopped["data"]["checkpoints"] == 5, stopped)
     # the guest's ledger of pause k+1 is checkpoint k's instant
-    wait_for(lambda: os.path.exists(os.path.join(T, "g-5.ledger")), 10)
+    wait_for(lambda: os.path.exists(os.path.join(T, "g-5.ledger")), 60)
     for k in range(5):
         img = os.path.join(d, "g-%06d.wpsnap" % k)
         good, out = chain_ok(img, os.path.join(T, "g-%d.ledger" % (k + 1)))
@@ -124,11 +116,18 @@ def main():
         ko("checkpoint tests", repr(e))
     if g:
         try:
-            out, _ = g.communicate(timeout=60)
+            rc, out = stop_guest(g)   # done with it: verify and exit
             check("the guest ran on, writable and intact (--verify-self)",
-                  g.returncode == 0 and "verify-self" in out, out[-800:])
+                  rc == 0 and "verify-self" in out, out[-800:])
         except subprocess.TimeoutExpired:
             ko("the guest hung (protection leaked or vCPUs left paused)")
+        # Its connection closed, so the daemon unregisters it (when it
+        # notices: wait for that, do not assume it).
+        gone = wait_for(lambda: not [x for x in c.cmd("query-guests")["return"]
+                                     if x["guest"] == "g"], 30)
+        r = c.cmd("query-checkpoint", {"guest": "g"})
+        check("query-checkpoint of a guest that has gone: DeviceNotFound",
+              gone and err_class(r) == "DeviceNotFound" and "no guest named 'g'" in err(r), r)
     c.cmd("quit")
     bad = wpstest.sanitizer_reports(T)
     check("no sanitizer report", not bad, bad)

@@ -2,7 +2,7 @@
 # daemon_attach.py): TAP-style results, a QMP client for wpsnapd, and the
 # small things every daemon test needs. Imported from the test's own
 # directory, so it works in and out of tree.
-import fcntl, json, os, socket, subprocess, sys, time
+import fcntl, json, os, signal, socket, subprocess, sys, time
 
 B = os.environ.get("WPSNAP_BUILDDIR") or os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
 WPSNAPD = os.path.join(B, "tools", "wpsnapd")
@@ -152,6 +152,32 @@ def wait_for(pred, timeout=10):
             return True
         time.sleep(0.02)
     return pred()
+
+
+def vmm_guest(sock, name, *extra, size="128M", duration=600):
+    """wpsnap-guest --daemon: registers memfd RAM under name and serves
+    pause requests until stop_guest() (or duration seconds, a backstop).
+    Tests end it when they are done with it: how long their work takes
+    depends on the machine's load, a fixed duration would not."""
+    p = subprocess.Popen([GUEST, "--daemon", sock, "--name", name, "--backing", "memfd",
+                          "--size", size, "--warmup", "0.2", "--duration", str(duration)]
+                         + list(extra), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         text=True)
+    procs.append(p)
+    return p
+
+
+def stop_guest(p, timeout=120):
+    """End a vmm_guest's serving (SIGUSR1); its exit status and output."""
+    p.send_signal(signal.SIGUSR1)
+    out, _ = p.communicate(timeout=timeout)
+    return p.returncode, out
+
+
+def uffd_ready(c, name, timeout=60):
+    """Wait until guest name is registered with a fresh userfaultfd."""
+    return wait_for(lambda: any(g["guest"] == name and g["uffd-ready"]
+                                for g in c.cmd("query-guests")["return"]), timeout)
 
 
 def start_daemon(sock, *extra):
