@@ -32,6 +32,7 @@
 #include <jansson.h>
 #include <wpsnap/client.h>
 
+#include "base/deadline.h"
 #include "src/log.h"
 
 #define CLIENT_LINE_MAX   (1u << 20)
@@ -417,16 +418,9 @@ int wps_client_start_thread(struct wps_client *c)
 static int wait_for(struct wps_client *c, bool (*pred)(struct wps_client *, void *),
 		    void *arg, int timeout_ms)
 {
-	struct timespec dl;
+	struct timespec dl = wps_deadline_from_ms(timeout_ms < 0 ? 0 : (uint64_t)timeout_ms);
 	int ret = 0;
 
-	clock_gettime(CLOCK_REALTIME, &dl);
-	dl.tv_sec += timeout_ms / 1000;
-	dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-	if (dl.tv_nsec >= 1000000000L) {
-		dl.tv_sec++;
-		dl.tv_nsec -= 1000000000L;
-	}
 	pthread_mutex_lock(&c->lock);
 	while (!pred(c, arg) && !ret) {
 		if (c->dead) {
@@ -437,17 +431,13 @@ static int wait_for(struct wps_client *c, bool (*pred)(struct wps_client *, void
 			else
 				ret = -pthread_cond_timedwait(&c->cond, &c->lock, &dl);
 		} else {
-			struct timespec now;
-			long left;
+			int left = wps_deadline_poll_ms(&dl);
 
 			pthread_mutex_unlock(&c->lock);
-			clock_gettime(CLOCK_REALTIME, &now);
-			left = (long)(dl.tv_sec - now.tv_sec) * 1000 +
-			       (dl.tv_nsec - now.tv_nsec) / 1000000;
-			if (timeout_ms >= 0 && left <= 0)
+			if (timeout_ms >= 0 && !left)
 				ret = -ETIMEDOUT;
 			else
-				ret = read_some(c, timeout_ms < 0 ? 1000 : (int)left);
+				ret = read_some(c, timeout_ms < 0 ? 1000 : left);
 			pthread_mutex_lock(&c->lock);
 		}
 	}
@@ -515,6 +505,7 @@ int wps_client_connect(struct wps_ctx *ctx, const char *path,
 		       struct wps_client **out)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	pthread_condattr_t ca;
 	struct wps_client *c;
 	struct waiter greet = { 0 };
 	char *nl;
@@ -534,7 +525,11 @@ int wps_client_connect(struct wps_ctx *ctx, const char *path,
 	c->stop_efd = -1;
 	pthread_mutex_init(&c->wlock, NULL);
 	pthread_mutex_init(&c->lock, NULL);
-	pthread_cond_init(&c->cond, NULL);
+	/* monotonic: wait_for's deadlines (base/deadline.h) are */
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&c->cond, &ca);
+	pthread_condattr_destroy(&ca);
 	c->done = json_array();
 	c->rbuf = malloc(CLIENT_LINE_MAX);
 	c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);

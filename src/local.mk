@@ -5,4 +5,5 @@ libwpsnap_la_SOURCES += \
 	src/log.h \
 	src/snapshot.c \
 	src/checkpoint.c \
+	src/ckpt_session.c \
 	src/chain.c

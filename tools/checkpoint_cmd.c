@@ -5,7 +5,10 @@
  * ledger at each instant and retention; wpsnap chain: show a chain,
  * restore through it and check it against a ledger, fold it; wpsnap
  * merge: flatten a chain into one full image. Thin shells over
- * <wpsnap/checkpoint.h> and <wpsnap/chain.h>.
+ * <wpsnap/session.h> (the series: interval, netbuf epochs, durability
+ * commit, retention) and <wpsnap/chain.h>; what is the CLI's own is how
+ * the guest pauses (the reference guest, or SIGSTOP/SIGCONT of --pid),
+ * how the series is stopped (SIGINT/SIGTERM) and what it prints.
  */
 #include "config.h"
 
@@ -26,10 +29,12 @@
 #include <wpsnap/attach.h>
 #include <wpsnap/chain.h>
 #include <wpsnap/checkpoint.h>
+#include <wpsnap/netbuf.h>
+#include <wpsnap/session.h>
 
+#include "base/deadline.h"
 #include "tools/checkpoint_cmd.h"
 #include "tools/guest/guest.h"
-#include "tools/netbuf_cmd.h"
 #include "tools/snapshot_cmd.h"
 
 #define MiB (1024.0 * 1024.0)
@@ -56,25 +61,72 @@ static void checkpoint_usage(FILE *f)
 		"content at each instant, for 'wpsnap chain --ledger'.\n");
 }
 
-/* Set by SIGINT/SIGTERM: finish the checkpoint under way, then stop. */
-static volatile sig_atomic_t stop_requested;
-
-static void on_stop(int sig)
-{
-	stop_requested = sig;
-}
-
-/* Output commit: the epoch closes at the checkpoint's instant. */
-struct commit_state {
-	struct nb_driver d;
-	uint64_t epoch;        /* closed at the last instant */
+/*
+ * What the CLI brings to the library's series (src/ckpt_session.c): its
+ * way of being stopped, and its lines and ledgers per checkpoint.
+ */
+struct series {
+	sigset_t stop;             /* SIGINT, SIGTERM: blocked from the start */
+	const char *dir;
+	struct wps_guest *g;       /* --ledger: write the guest's ledger */
+	bool netbuf;               /* print the epoch and commit lines */
 };
 
-static int close_epoch(void *arg, uint64_t seq)
+/*
+ * The wait between checkpoints: the deadline, or SIGINT/SIGTERM. They
+ * stay blocked while a checkpoint runs, so one that arrives then is seen
+ * here, after it: the checkpoint under way is finished and reported
+ * (its image, its epoch's commit), then the series stops.
+ */
+static bool wait_or_signal(void *arg, const struct timespec *deadline)
 {
-	struct commit_state *cs = arg;
+	struct series *se = arg;
 
-	return nbd_freeze(&cs->d, &cs->epoch);
+	for (;;) {
+		struct timespec left = wps_deadline_left(deadline);
+
+		if (sigtimedwait(&se->stop, NULL, &left) > 0)
+			return true;
+		if (errno == EAGAIN)
+			return false;   /* the deadline; EINTR: wait again */
+	}
+}
+
+static int report(void *arg, const struct wps_ckpt_session_report *r)
+{
+	const struct wps_ckpt_stats *st = r->st;
+	struct series *se = arg;
+	struct wps_ledger *l = NULL;
+	char lpath[4096];
+	int ret;
+
+	/* output commit: the lines of `wpsnap netbuf hold` (CLOCK_MONOTONIC
+	 * ns around closing the epoch and releasing it) */
+	if (se->netbuf) {
+		printf("epoch %" PRIu64 " %" PRIu64 " %" PRIu64 "\n", r->epoch,
+		       r->epoch_t0_ns, r->epoch_t1_ns);
+		printf("commit %" PRIu64 " %" PRIu64 " %" PRIu64 "\n", r->epoch,
+		       r->commit_t0_ns, r->commit_t1_ns);
+	}
+	printf("%-4" PRIu64 " %9.3f %9.3f %9.3f %6u %10.1f %10.1f %9.1f\n",
+	       st->seq, st->pause_ns / 1e6, st->scan_ns / 1e6, st->copy_ns / 1e6,
+	       st->rounds, st->dirty_bytes / MiB, st->precopy_bytes / MiB,
+	       st->total_ns / 1e6);
+	if (!se->g)
+		return 0;
+	/* The instant's generations stay recorded (copy on write) until the
+	 * next freeze_pause, which is the next checkpoint's. */
+	wps_guest_pause(se->g);
+	ret = wps_guest_ledger(se->g, &l);
+	wps_guest_resume(se->g);
+	snprintf(lpath, sizeof(lpath), "%s/ckpt-%06" PRIu64 ".ledger", se->dir, r->seq);
+	if (!ret)
+		ret = wps_ledger_write(l, lpath);
+	wps_ledger_free(l);
+	if (ret)
+		fprintf(stderr, "wpsnap checkpoint: ledger %s: %s\n", lpath,
+			strerror(-ret));
+	return ret;
 }
 
 /*
@@ -134,7 +186,7 @@ static int pid_resume(void *arg)
 	return kill(*(pid_t *)arg, SIGCONT) ? -errno : 0;
 }
 
-int wps_checkpoint_cmd_main(struct wps_ctx *ctx, int argc, char **argv)
+int checkpoint_cmd_main(struct wps_ctx *ctx, int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{ "dir", required_argument, NULL, 'd' },
@@ -162,18 +214,23 @@ int wps_checkpoint_cmd_main(struct wps_ctx *ctx, int argc, char **argv)
 	unsigned int nr_ranges = 0;
 	pid_t pid = 0;
 	struct wps_netbuf_opts no = WPS_NETBUF_OPTS_INIT;
-	struct commit_state cs = { .d = { .log = stdout } };
+	struct wps_netbuf *nb = NULL;
 	const char *netns = NULL;
 	struct wps_guest_opts go = {
 		.size = 256ull << 20, .backing = WPS_GUEST_ANON, .threads = 1,
 		.pattern = WPS_GUEST_RANDOM, .populate_pct = 90, .seed = 7,
 	};
 	struct wps_ckpt_opts co = WPS_CKPT_OPTS_INIT;
-	unsigned int count = 5, interval_ms = 200, keep = 0, i;
-	struct wps_ckpt *ck = NULL;
+	struct wps_ckpt_session_opts so = WPS_CKPT_SESSION_OPTS_INIT;
+	struct wps_ckpt_session *s = NULL;
+	struct series se = { 0 };
+	unsigned int keep = 0;
+	uint64_t count = 5;
+	unsigned int interval_ms = 200;
 	struct wps_guest *g = NULL;
 	struct wps_region reg;
 	const char *dir = NULL;
+	sigset_t old_mask;
 	bool ledger = false;
 	double rate_mib = 0;
 	int c, ret, status = 1;
@@ -181,7 +238,7 @@ int wps_checkpoint_cmd_main(struct wps_ctx *ctx, int argc, char **argv)
 	while ((c = getopt_long(argc, argv, "d:n:i:k:s:b:t:p:r:lPoN:S:Q:I:R:h", opts, NULL)) != -1) {
 		switch (c) {
 		case 'd': dir = optarg; break;
-		case 'n': count = (unsigned int)strtoul(optarg, NULL, 0); break;
+		case 'n': count = strtoull(optarg, NULL, 0); break;
 		case 'i': interval_ms = (unsigned int)strtoul(optarg, NULL, 0); break;
 		case 'k': keep = (unsigned int)strtoul(optarg, NULL, 0); break;
 		case 't': go.threads = (unsigned int)strtoul(optarg, NULL, 0); break;
@@ -236,24 +293,37 @@ int wps_checkpoint_cmd_main(struct wps_ctx *ctx, int argc, char **argv)
 		return 1;
 	}
 	setvbuf(stdout, NULL, _IOLBF, 0);
+	/* Blocked before any thread starts (the netbuf's, the guest's, the
+	 * checkpointer's), so that only wait_or_signal receives them. */
+	sigemptyset(&se.stop);
+	sigaddset(&se.stop, SIGINT);
+	sigaddset(&se.stop, SIGTERM);
+	sigprocmask(SIG_BLOCK, &se.stop, &old_mask);
+	se.dir = dir;
+	so.dir = dir;
+	so.first_ms = interval_ms;   /* the guest writes for an interval first */
+	so.interval_ms = interval_ms;
+	so.count = count;
+	so.keep = keep;
+	so.wait = wait_or_signal;
+	so.report = report;
+	so.arg = &se;
 	if (no.ifname) {
 		if (netns) {
 			no.netns_fd = wps_netbuf_open_netns(ctx, netns);
 			if (no.netns_fd < 0)
-				return 1;   /* logged, with the path */
+				goto out;   /* logged, with the path */
 		}
-		ret = wps_netbuf_new(ctx, &no, &cs.d.nb);
+		ret = wps_netbuf_new(ctx, &no, &nb);
 		if (ret) {
 			fprintf(stderr, "wpsnap checkpoint: cannot hold the output "
 				"of %s: %s\n", no.ifname, strerror(-ret));
 			goto out;
 		}
-		co.at_instant = close_epoch;
-		co.instant_arg = &cs;
-		printf("ready %s\n", wps_netbuf_backend_name(wps_netbuf_backend(cs.d.nb)));
+		so.netbuf = nb;
+		se.netbuf = true;
+		printf("ready %s\n", wps_netbuf_backend_name(wps_netbuf_backend(nb)));
 	}
-	signal(SIGINT, on_stop);
-	signal(SIGTERM, on_stop);
 	if (pid) {
 		const struct wps_region *regs;
 		unsigned int nregs;
@@ -279,7 +349,7 @@ int wps_checkpoint_cmd_main(struct wps_ctx *ctx, int argc, char **argv)
 		co.pause_arg = &pid;
 		co.pid = pid;
 		co.uffd = uffd;
-		ret = wps_ckpt_new(ctx, regs, nregs, &co, &ck);
+		ret = wps_ckpt_session_new(ctx, regs, nregs, &co, &so, &s);
 		if (ret) {
 			fprintf(stderr, "wpsnap checkpoint: cannot track process "
 				"%d's writes: %s\n", (int)pid, strerror(-ret));
@@ -300,7 +370,8 @@ int wps_checkpoint_cmd_main(struct wps_ctx *ctx, int argc, char **argv)
 		co.pause = ledger ? wps_guest_freeze_pause : wps_guest_pause;
 		co.resume = wps_guest_resume;
 		co.pause_arg = g;
-		ret = wps_ckpt_new(ctx, &reg, 1, &co, &ck);
+		se.g = ledger ? g : NULL;
+		ret = wps_ckpt_session_new(ctx, &reg, 1, &co, &so, &s);
 		if (ret) {
 			fprintf(stderr, "wpsnap checkpoint: cannot track the guest's "
 				"writes: %s\n", strerror(-ret));
@@ -321,76 +392,25 @@ int wps_checkpoint_cmd_main(struct wps_ctx *ctx, int argc, char **argv)
 	}
 	printf("%-4s %9s %9s %9s %6s %10s %10s %9s\n", "seq", "pause ms",
 	       "walk ms", "copy ms", "rounds", "saved MiB", "precopy", "total ms");
-	for (i = 0; (!count || i < count) && !stop_requested; i++) {
-		struct wps_ckpt_stats st;
-		char path[4096], lpath[4096];
-
-		nanosleep(&(struct timespec){ interval_ms / 1000,
-					      (long)(interval_ms % 1000) * 1000000L },
-			  NULL);
-		snprintf(path, sizeof(path), "%s/ckpt-%06u.wpsnap", dir, i);
-		ret = wps_ckpt_take(ck, path, &st);
-		if (ret) {
-			fprintf(stderr, "wpsnap checkpoint: checkpoint %u failed: "
-				"%s\n", i, strerror(-ret));
-			goto out;
-		}
-		/* durable: the epoch that ended at its instant may go out */
-		if (cs.d.nb) {
-			ret = nbd_durable(&cs.d, cs.epoch);
-			if (ret) {
-				fprintf(stderr, "wpsnap checkpoint: releasing epoch "
-					"%" PRIu64 ": %s\n", cs.epoch, strerror(-ret));
-				goto out;
-			}
-		}
-		printf("%-4" PRIu64 " %9.3f %9.3f %9.3f %6u %10.1f %10.1f %9.1f\n",
-		       st.seq, st.pause_ns / 1e6, st.scan_ns / 1e6, st.copy_ns / 1e6,
-		       st.rounds, st.dirty_bytes / MiB, st.precopy_bytes / MiB,
-		       st.total_ns / 1e6);
-		if (ledger) {
-			struct wps_ledger *l = NULL;
-
-			/* The instant's generations stay recorded (copy on
-			 * write) until the next freeze_pause. */
-			wps_guest_pause(g);
-			ret = wps_guest_ledger(g, &l);
-			wps_guest_resume(g);
-			snprintf(lpath, sizeof(lpath), "%s/ckpt-%06u.ledger", dir, i);
-			if (!ret)
-				ret = wps_ledger_write(l, lpath);
-			wps_ledger_free(l);
-			if (ret) {
-				fprintf(stderr, "wpsnap checkpoint: ledger %s: %s\n",
-					lpath, strerror(-ret));
-				goto out;
-			}
-		}
-		if (keep) {
-			struct wps_chain *chain;
-
-			ret = wps_chain_open(ctx, path, 0, &chain);
-			if (!ret)
-				ret = wps_chain_fold(chain, keep);
-			if (ret) {
-				fprintf(stderr, "wpsnap checkpoint: retention after "
-					"%s: %s\n", path, strerror(-ret));
-				goto out;
-			}
-		}
+	ret = wps_ckpt_session_run(s);
+	if (ret) {
+		/* the step and the file at fault are logged */
+		fprintf(stderr, "wpsnap checkpoint: the series stopped at checkpoint "
+			"%" PRIu64 ": %s\n", wps_ckpt_session_done(s), strerror(-ret));
+		goto out;
 	}
 	status = 0;
 out:
 	if (g)
 		wps_guest_stop(g);
-	wps_ckpt_free(ck);      /* unregisters: no protection left */
+	wps_ckpt_session_free(s);   /* unregisters: no protection left */
 	wps_attach_free(at);    /* let go already; closes the region fds */
 	wps_guest_free(g);
 	/* what the last epochs held is dropped, never released */
-	wps_netbuf_free(cs.d.nb);
-	nbd_release(&cs.d);
+	wps_netbuf_free(nb);
 	if (no.netns_fd >= 0)
 		close(no.netns_fd);
+	sigprocmask(SIG_SETMASK, &old_mask, NULL);
 	return status;
 }
 
@@ -448,7 +468,7 @@ static int chain_verify(struct wps_ctx *ctx, struct wps_chain *chain,
 	return ret ? 1 : 0;
 }
 
-int wps_chain_cmd_main(struct wps_ctx *ctx, int argc, char **argv)
+int chain_cmd_main(struct wps_ctx *ctx, int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{ "ledger", required_argument, NULL, 'l' },
@@ -511,7 +531,7 @@ int wps_chain_cmd_main(struct wps_ctx *ctx, int argc, char **argv)
 	return ret;
 }
 
-int wps_merge_cmd_main(struct wps_ctx *ctx, int argc, char **argv)
+int merge_cmd_main(struct wps_ctx *ctx, int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{ "output", required_argument, NULL, 'o' },

@@ -7,8 +7,9 @@
  *            timer (epoch boundary, simulated checkpoint time, commit),
  *            printing every boundary and commit with its times; the
  *            integration test drives and checks it (tests/integration/
- *            netbuf.py). The checkpoint side is nbd_freeze/nbd_durable:
- *            the real checkpoint loop replaces the timer with two calls.
+ *            netbuf.py). The real series with the same lines is
+ *            `wpsnap checkpoint --netbuf` (the library's checkpoint
+ *            session, src/ckpt_session.c); this timer stands in for it.
  *   bench    one run, two phases on the same traffic: raw (nothing held)
  *            and held; the latency the holding adds per epoch, as a ratio
  *            of the raw latency, and what epoch/commit cost.
@@ -47,6 +48,28 @@
 /* The checkpoint side                                                 */
 /* ------------------------------------------------------------------ */
 
+/*
+ * The simulated checkpoint side of output commit: nbd_freeze() closes the
+ * epoch where a checkpoint's instant would be, nbd_durable() releases it
+ * where the checkpoint would be durable. Both record the call's start and
+ * end (CLOCK_MONOTONIC ns, kept for the bench's per-packet analysis) and,
+ * with a log, print "epoch N T0 T1" / "commit N T0 T1" lines, the same
+ * lines `wpsnap checkpoint --netbuf` prints from the real series.
+ */
+struct nbd_times {
+	uint64_t t0, t1;
+};
+
+struct nb_driver {
+	struct wps_netbuf *nb;       /* NULL: record times only (raw runs) */
+	FILE *log;                   /* NULL: no lines */
+	uint64_t epoch;              /* last closed */
+	uint64_t committed;          /* last committed */
+	struct nbd_times *freeze;    /* [epoch - 1] */
+	struct nbd_times *durable;   /* [epoch - 1] */
+	size_t cap;
+};
+
 static int nbd_grow(struct nb_driver *d, uint64_t epoch)
 {
 	if (epoch <= d->cap)
@@ -67,7 +90,7 @@ static int nbd_grow(struct nb_driver *d, uint64_t epoch)
 	return 0;
 }
 
-int nbd_freeze(struct nb_driver *d, uint64_t *epoch)
+static int nbd_freeze(struct nb_driver *d, uint64_t *epoch)
 {
 	uint64_t t0, t1, e = d->epoch + 1;
 	int ret;
@@ -90,7 +113,7 @@ int nbd_freeze(struct nb_driver *d, uint64_t *epoch)
 	return 0;
 }
 
-int nbd_durable(struct nb_driver *d, uint64_t epoch)
+static int nbd_durable(struct nb_driver *d, uint64_t epoch)
 {
 	uint64_t t0, t1;
 	int ret = 0;
@@ -110,7 +133,7 @@ int nbd_durable(struct nb_driver *d, uint64_t epoch)
 	return 0;
 }
 
-void nbd_release(struct nb_driver *d)
+static void nbd_release(struct nb_driver *d)
 {
 	free(d->freeze);
 	free(d->durable);
@@ -824,7 +847,7 @@ static int cmd_cleanup(struct wps_ctx *ctx, struct cmd_opts *o)
 	return 0;
 }
 
-int wps_netbuf_cmd_main(struct wps_ctx *ctx, int argc, char **argv)
+int netbuf_cmd_main(struct wps_ctx *ctx, int argc, char **argv)
 {
 	struct cmd_opts o;
 	const char *sub;

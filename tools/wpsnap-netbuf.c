@@ -22,7 +22,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	argv[0] = "netbuf";
-	ret = wps_netbuf_cmd_main(ctx, argc, argv);
+	ret = netbuf_cmd_main(ctx, argc, argv);
 	wps_ctx_free(ctx);
 	return ret;
 }

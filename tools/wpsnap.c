@@ -991,13 +991,13 @@ int main(int argc, char **argv)
 	else if (!strcmp(cmd, "snapshot"))
 		ret = wps_snapshot_cmd_main(ctx, argc, argv);
 	else if (!strcmp(cmd, "checkpoint"))
-		ret = wps_checkpoint_cmd_main(ctx, argc, argv);
+		ret = checkpoint_cmd_main(ctx, argc, argv);
 	else if (!strcmp(cmd, "chain"))
-		ret = wps_chain_cmd_main(ctx, argc, argv);
+		ret = chain_cmd_main(ctx, argc, argv);
 	else if (!strcmp(cmd, "merge"))
-		ret = wps_merge_cmd_main(ctx, argc, argv);
+		ret = merge_cmd_main(ctx, argc, argv);
 	else if (!strcmp(cmd, "netbuf"))
-		ret = wps_netbuf_cmd_main(ctx, argc, argv);
+		ret = netbuf_cmd_main(ctx, argc, argv);
 	else if (!strcmp(cmd, "bench"))
 		ret = wps_bench_main(ctx, argc, argv);
 	else {

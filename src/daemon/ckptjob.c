@@ -2,16 +2,19 @@
 /*
  * Periodic checkpoints of a registered guest (wps-checkpoint-start,
  * -stop, query-checkpoint; docs/PROTOCOL.md). The loop prepares the
- * checkpointer (so that a bad directory or a spent uffd is the reply
- * itself), then a worker takes a checkpoint every interval: pre-copy
- * while the guest runs, the VMM's pause handshake for the instant (the
- * same WPS_PAUSE_REQUEST exchange as a snapshot, one per checkpoint),
- * resume, write, fsync. Each durable checkpoint is an event; retention
- * folds old ones. The job ends on wps-checkpoint-stop, after `count`
- * checkpoints, or at the first failure (an event says why); the uffd is
- * then spent and the VMM is asked for a fresh one.
+ * series (so that a bad directory or a spent uffd is the reply itself),
+ * then a worker runs it: the library's checkpoint session
+ * (<wpsnap/session.h>, the same loop as `wpsnap checkpoint`) with the
+ * daemon's parts as its callbacks: the VMM's pause handshake for each
+ * instant (the same WPS_PAUSE_REQUEST exchange as a snapshot, one per
+ * checkpoint), the device state handed with that pause, a wait that the
+ * job's cancel ends, and a WPS_CHECKPOINT event per durable checkpoint.
+ * The job ends on wps-checkpoint-stop, after `count` checkpoints, or at
+ * the first failure (an event says why); the uffd is then spent and the
+ * VMM is asked for a fresh one.
  *
- * Owns: the checkpointer, the events the worker posts for the loop.
+ * Owns: the session, the netbuf it borrows (freed after it), the events
+ * the worker posts for the loop.
  */
 #include "config.h"
 
@@ -25,27 +28,22 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <wpsnap/chain.h>
 #include <wpsnap/checkpoint.h>
 #include <wpsnap/netbuf.h>
+#include <wpsnap/session.h>
 
-#include "src/clock.h"
 #include "src/daemon/job.h"
 #include "src/log.h"
 
 struct wpsd_ckpt {
-	struct wps_ckpt *c;
+	struct wps_ckpt_session *s;
 	char dir[PATH_MAX];
-	unsigned int interval_ms, keep;
-	uint64_t count;          /* 0: until stopped */
+	unsigned int interval_ms;
 	/* Output commit (docs/NETBUF.md): the guest's packets of an epoch
-	 * leave once its checkpoint is durable. NULL: none. Worker only,
-	 * after the start. */
+	 * leave once its checkpoint is durable. NULL: none. The session's
+	 * while it runs; freed once the worker is joined. */
 	struct wps_netbuf *nb;
 	int netns_fd;            /* nb's namespace, open until nb is freed */
-	uint64_t epoch;          /* closed at the last instant */
-	uint64_t epoch_t0, epoch_t1;   /* CLOCK_MONOTONIC around it */
-	struct wpsd_job *job;          /* its job (hooks get the ckpt) */
 	/* under the job's lock */
 	json_t *pending;         /* events for the loop to send */
 	json_t *last;            /* the last checkpoint's figures */
@@ -71,18 +69,6 @@ static const struct wpsd_arg netbuf_spec[] = {
 	{ "backend", WPSD_T_STR, false },
 	{ NULL, 0, false },
 };
-
-/* The checkpoint's instant (inside the pause): the epoch ends here. */
-static int close_epoch(void *arg, uint64_t seq)
-{
-	struct wpsd_ckpt *ck = arg;
-	int ret;
-
-	ck->epoch_t0 = wps_now_ns();
-	ret = wps_netbuf_epoch(ck->nb, &ck->epoch);
-	ck->epoch_t1 = wps_now_ns();
-	return ret;
-}
 
 /* Hold the guest's output as "netbuf" asks: interface, namespace (a name
  * under /run/netns or a path), queue, backend. */
@@ -127,7 +113,7 @@ static int open_netbuf(struct wpsd_job *j, json_t *o, struct wpsd_reply *r)
  */
 static int ckpt_device_state(void *arg, struct wps_ckpt *c, uint64_t seq)
 {
-	struct wpsd_job *j = ((struct wpsd_ckpt *)arg)->job;
+	struct wpsd_job *j = arg;
 	void *buf;
 	size_t len;
 	int ret;
@@ -148,33 +134,27 @@ static void post(struct wpsd_job *j, const char *name, json_t *data)
 	wpsd_notify(j->d);
 }
 
-/* Sleep ms, or less if the job is stopped: true if it was. */
-static bool wait_or_stop(struct wpsd_job *j, unsigned int ms)
+/* The series' wait: until deadline, or less if the job is cancelled
+ * (wps-checkpoint-stop, the VMM gone, shutdown): true if it was. */
+static bool wait_or_cancel(void *arg, const struct timespec *deadline)
 {
-	struct timespec dl;
+	struct wpsd_job *j = arg;
 	bool stop;
 
-	clock_gettime(CLOCK_MONOTONIC, &dl);
-	dl.tv_sec += ms / 1000;
-	dl.tv_nsec += (long)(ms % 1000) * 1000000L;
-	if (dl.tv_nsec >= 1000000000L) {
-		dl.tv_sec++;
-		dl.tv_nsec -= 1000000000L;
-	}
 	pthread_mutex_lock(&j->lock);
 	while (!j->cancelled &&
-	       pthread_cond_timedwait(&j->cond, &j->lock, &dl) != ETIMEDOUT)
+	       pthread_cond_timedwait(&j->cond, &j->lock, deadline) != ETIMEDOUT)
 		;
 	stop = j->cancelled;
 	pthread_mutex_unlock(&j->lock);
 	return stop;
 }
 
-static json_t *figures(struct wpsd_job *j, uint64_t seq, const char *path,
-		       const struct wps_ckpt_stats *st, uint64_t commit_t0)
+static json_t *figures(struct wpsd_job *j, const struct wps_ckpt_session_report *r)
 {
+	const struct wps_ckpt_stats *st = r->st;
 	json_t *f = json_pack("{s:s,s:I,s:s,s:I,s:I,s:I,s:I,s:I,s:i,s:I,s:I,s:I}",
-			 "guest", j->g->name, "seq", (json_int_t)seq, "path", path,
+			 "guest", j->g->name, "seq", (json_int_t)r->seq, "path", r->path,
 			 "pause-ns", (json_int_t)st->pause_ns,
 			 "handshake-ns", (json_int_t)st->handshake_ns,
 			 "walk-ns", (json_int_t)st->scan_ns,
@@ -188,54 +168,38 @@ static json_t *figures(struct wpsd_job *j, uint64_t seq, const char *path,
 	/* output commit: when the epoch closed and when it was released
 	 * (CLOCK_MONOTONIC), so a peer can check no packet left early */
 	if (j->ck->nb && f) {
-		json_object_set_new(f, "epoch", json_integer((json_int_t)j->ck->epoch));
-		json_object_set_new(f, "epoch-t0-ns", json_integer((json_int_t)j->ck->epoch_t0));
-		json_object_set_new(f, "epoch-t1-ns", json_integer((json_int_t)j->ck->epoch_t1));
-		json_object_set_new(f, "commit-t0-ns", json_integer((json_int_t)commit_t0));
+		json_object_set_new(f, "epoch", json_integer((json_int_t)r->epoch));
+		json_object_set_new(f, "epoch-t0-ns", json_integer((json_int_t)r->epoch_t0_ns));
+		json_object_set_new(f, "epoch-t1-ns", json_integer((json_int_t)r->epoch_t1_ns));
+		json_object_set_new(f, "commit-t0-ns", json_integer((json_int_t)r->commit_t0_ns));
 	}
 	return f;
+}
+
+/* Worker: a checkpoint is durable (epoch released, retention done). */
+static int report(void *arg, const struct wps_ckpt_session_report *r)
+{
+	struct wpsd_job *j = arg;
+
+	pthread_mutex_lock(&j->lock);
+	json_decref(j->ck->last);
+	j->ck->last = figures(j, r);
+	j->ck->done = r->seq + 1;
+	pthread_mutex_unlock(&j->lock);
+	post(j, "WPS_CHECKPOINT", figures(j, r));
+	return 0;
 }
 
 static void *ckpt_main(void *arg)
 {
 	struct wpsd_job *j = arg;
 	struct wpsd_ckpt *ck = j->ck;
-	char path[PATH_MAX + 128], cause[sizeof(j->cause)];
-	struct wps_ckpt_stats st;
-	uint64_t seq, commit_t0;
-	int ret = 0;
+	char cause[sizeof(j->cause)];
+	uint64_t seq;
+	int ret;
 
-	for (seq = 0; !ck->count || seq < ck->count; seq++) {
-		if (wait_or_stop(j, seq ? ck->interval_ms : 0))
-			break;
-		snprintf(path, sizeof(path), "%s/%s-%06" PRIu64 ".wpsnap", ck->dir,
-			 j->g->name, seq);
-		ret = wps_ckpt_take(ck->c, path, &st);
-		if (ret)
-			break;
-		/* durable: its epoch's output may leave */
-		commit_t0 = wps_now_ns();
-		if (ck->nb) {
-			ret = wps_netbuf_commit(ck->nb, ck->epoch);
-			if (ret)
-				break;
-		}
-		if (ck->keep) {
-			struct wps_chain *chain;
-
-			ret = wps_chain_open(j->ctx, path, 0, &chain);
-			if (!ret)
-				ret = wps_chain_fold(chain, ck->keep);
-			if (ret)
-				break;
-		}
-		pthread_mutex_lock(&j->lock);
-		json_decref(ck->last);
-		ck->last = figures(j, seq, path, &st, commit_t0);
-		ck->done = seq + 1;
-		pthread_mutex_unlock(&j->lock);
-		post(j, "WPS_CHECKPOINT", figures(j, seq, path, &st, commit_t0));
-	}
+	ret = wps_ckpt_session_run(ck->s);
+	seq = wps_ckpt_session_done(ck->s);   /* the one that failed */
 	pthread_mutex_lock(&j->lock);
 	if (ret && !j->cancelled) {
 		snprintf(cause, sizeof(cause), "%s", j->cause[0] ? j->cause :
@@ -255,6 +219,7 @@ int wpsd_ckpt_start(struct wpsd_conn *c, struct wpsd_guest *g, json_t *args,
 		    struct wpsd_reply *r)
 {
 	struct wps_ckpt_opts co = WPS_CKPT_OPTS_INIT;
+	struct wps_ckpt_session_opts so = WPS_CKPT_SESSION_OPTS_INIT;
 	const char *dir;
 	struct wpsd_job *j;
 	struct stat sb;
@@ -296,15 +261,14 @@ int wpsd_ckpt_start(struct wpsd_conn *c, struct wpsd_guest *g, json_t *args,
 		goto nomem_job;
 	j->ck->pending = json_array();
 	j->ck->netns_fd = -1;
-	j->ck->job = j;
 	snprintf(j->ck->dir, sizeof(j->ck->dir), "%s", dir);
 	v = json_object_get(args, "interval-ms");
 	j->ck->interval_ms = v ? (unsigned int)json_integer_value(v) : 1000;
 	v = json_object_get(args, "count");
-	j->ck->count = v ? (uint64_t)json_integer_value(v) : 0;
+	so.count = v ? (uint64_t)json_integer_value(v) : 0;
 	v = json_object_get(args, "keep");
-	j->ck->keep = v ? (unsigned int)json_integer_value(v) : 0;
-	if (v && !j->ck->keep) {
+	so.keep = v ? (unsigned int)json_integer_value(v) : 0;
+	if (v && !so.keep) {
 		wpsd_reply_err(r, WPSD_GENERIC, "keep must be at least 1");
 		ret = -EINVAL;
 		goto fail;
@@ -329,11 +293,18 @@ int wpsd_ckpt_start(struct wpsd_conn *c, struct wpsd_guest *g, json_t *args,
 		ret = open_netbuf(j, v, r);
 		if (ret)
 			goto fail;
-		co.at_instant = close_epoch;
-		co.instant_arg = j->ck;
 	}
+	/* the first checkpoint at once, then one every interval */
+	so.dir = j->ck->dir;
+	so.prefix = g->name;
+	so.first_ms = 0;
+	so.interval_ms = j->ck->interval_ms;
+	so.netbuf = j->ck->nb;
+	so.wait = wait_or_cancel;
+	so.report = report;
+	so.arg = j;
 	co.before_commit = ckpt_device_state;
-	co.instant_arg = j->ck;
+	co.instant_arg = j;
 	co.pause = wpsd_job_pause;
 	co.resume = wpsd_job_resume;
 	co.pause_arg = j;
@@ -341,7 +312,7 @@ int wpsd_ckpt_start(struct wpsd_conn *c, struct wpsd_guest *g, json_t *args,
 	co.uffd = g->uffd;
 	if (json_is_true(json_object_get(args, "overwrite")))
 		co.flags |= WPS_CKPT_OVERWRITE;
-	ret = wps_ckpt_new(j->ctx, g->r, g->nr, &co, &j->ck->c);
+	ret = wps_ckpt_session_new(j->ctx, g->r, g->nr, &co, &so, &j->ck->s);
 	g->uffd = -1;   /* taken over, even on failure */
 	if (ret) {
 		wpsd_reply_err(r, WPSD_GENERIC, "cannot track the guest's writes: %s",
@@ -439,7 +410,7 @@ void wpsd_ckpt_free(struct wpsd_ckpt *ck)
 {
 	if (!ck)
 		return;
-	wps_ckpt_free(ck->c);
+	wps_ckpt_session_free(ck->s);   /* before the netbuf it borrows */
 	/* what the last epochs held is dropped, never released */
 	wps_netbuf_free(ck->nb);
 	if (ck->netns_fd >= 0)

@@ -31,6 +31,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/deadline.h"
 #include "src/daemon/job.h"
 #include "src/log.h"
 
@@ -100,13 +101,7 @@ static int job_pause(void *arg)
 	 * actions still run here, inside that pause. */
 	if (j->vcpus_paused)
 		return j->txn ? job_txn_commit(j) : 0;
-	clock_gettime(CLOCK_MONOTONIC, &dl);
-	dl.tv_sec += j->pause_timeout_ms / 1000;
-	dl.tv_nsec += (long)(j->pause_timeout_ms % 1000) * 1000000L;
-	if (dl.tv_nsec >= 1000000000L) {
-		dl.tv_sec++;
-		dl.tv_nsec -= 1000000000L;
-	}
+	dl = wps_deadline_from_ms(j->pause_timeout_ms);
 	t0 = wps_now_ns();
 	pthread_mutex_lock(&j->lock);
 	if (j->cancelled) {

@@ -33,6 +33,7 @@
 #include <wpsnap/pager.h>
 #include <wpsnap/wset.h>
 
+#include "base/deadline.h"
 #include "src/daemon/job.h"
 #include "src/log.h"
 
@@ -108,12 +109,7 @@ static void *restore_main(void *arg)
 		ret = wps_pager_stats(j->rs->pg, &st);
 		if (ret || st.full_ns || stop)
 			break;
-		clock_gettime(CLOCK_MONOTONIC, &dl);
-		dl.tv_nsec += 20 * 1000000L;
-		if (dl.tv_nsec >= 1000000000L) {
-			dl.tv_sec++;
-			dl.tv_nsec -= 1000000000L;
-		}
+		dl = wps_deadline_from_ms(20);
 		pthread_mutex_lock(&j->lock);
 		if (!j->cancelled)
 			pthread_cond_timedwait(&j->cond, &j->lock, &dl);

@@ -40,6 +40,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/deadline.h"
 #include "src/clock.h"
 #include "src/daemon/txn.h"
 
@@ -587,7 +588,7 @@ static int hook_run(const struct wpsd_txn *t, unsigned int idx, char *const argv
 		env_guest, env_action, env_phase, NULL,
 	};
 	char tail[HOOK_OUT_KEEP], line[HOOK_OUT_KEEP + 1];
-	uint64_t deadline = wps_now_ns() + (uint64_t)timeout_ms * 1000000ull, now;
+	struct timespec deadline = wps_deadline_from_ms(timeout_ms);
 	int p[2] = { -1, -1 }, pidfd = -1, status, ret = 0, ms;
 	struct pollfd pfd[2];
 	bool exited = false, timed_out = false, stopped = false, eof = false;
@@ -621,8 +622,8 @@ static int hook_run(const struct wpsd_txn *t, unsigned int idx, char *const argv
 		goto reap;
 	}
 	while (!exited) {
-		now = wps_now_ns();
-		if (now >= deadline) {
+		ms = wps_deadline_poll_ms(&deadline);
+		if (!ms) {
 			timed_out = true;
 			break;
 		}
@@ -630,7 +631,6 @@ static int hook_run(const struct wpsd_txn *t, unsigned int idx, char *const argv
 			stopped = true;
 			break;
 		}
-		ms = (int)((deadline - now + 999999) / 1000000);
 		pfd[0] = (struct pollfd){ .fd = pidfd, .events = POLLIN };
 		/* A hook that closed its output early must not make us spin
 		 * on POLLHUP: after EOF only the pidfd is watched. */

@@ -7,12 +7,15 @@
  * against the ledger of each instant, a balloon between checkpoints,
  * merge and retention (and a crash in the middle of either), missing and
  * mismatched parents, and a failed checkpoint: the guest runs on, no
- * image, the next one is full, no protection left after free.
+ * image, the next one is full, no protection left after free. The
+ * series (<wpsnap/session.h>): count, names and retention, a stop from
+ * another thread and from the report, a failing step.
  */
 #include "config.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +25,7 @@
 #include <wpsnap/chain.h>
 #include <wpsnap/checkpoint.h>
 #include <wpsnap/image.h>
+#include <wpsnap/session.h>
 
 #include "tests/unit/testutil.h"
 #include "tools/guest/guest.h"
@@ -544,6 +548,179 @@ START_TEST(failed_take)
 }
 END_TEST
 
+/* ---- the series (<wpsnap/session.h>) on plain memory ---- */
+
+struct series_t {
+	struct wps_ctx *ctx;
+	struct tu_mem m;
+	struct wps_ckpt_session *s;
+	uint64_t reports;
+	int fail_at;          /* report returns -EIO at this seq; -1: never */
+	uint64_t stop_after;  /* report stops the series after this many */
+};
+
+/* Every report: the image, through its chain, is the memory now (the
+ * test writes only here, between checkpoints); then a write for the
+ * next one. */
+static int series_report(void *arg, const struct wps_ckpt_session_report *r)
+{
+	struct series_t *t = arg;
+	char want[512];
+	uint8_t *mem;
+
+	ck_assert_uint_eq(r->seq, t->reports);
+	snprintf(want, sizeof(want), "%s/t-%06u.wpsnap", tu_dir, (unsigned int)r->seq);
+	ck_assert_str_eq(r->path, want);
+	ck_assert_uint_eq(r->epoch, 0);   /* no netbuf */
+	ck_assert_uint_eq(wps_ckpt_session_done(t->s), r->seq + 1);
+	mem = restore(t->ctx, r->path, t->m.size);
+	ck_assert_msg(!memcmp(mem, t->m.p, t->m.size), "checkpoint %u",
+		      (unsigned int)r->seq);
+	munmap(mem, t->m.size);
+	fill(t->m.p, r->seq * 3, 2, (uint8_t)(0x20 + r->seq));
+	t->reports++;
+	if (t->stop_after && t->reports == t->stop_after)
+		wps_ckpt_session_stop(t->s);
+	return (int)r->seq == t->fail_at ? -EIO : 0;
+}
+
+static void series_new(struct series_t *t, struct wps_ckpt_session_opts *so)
+{
+	struct wps_ckpt_opts co = WPS_CKPT_OPTS_INIT;
+	struct wps_region r;
+
+	t->ctx = new_ctx();
+	t->reports = 0;
+	ck_assert_int_eq(tu_mem_new(&t->m, TU_MEMFD, 2ull << 20), 0);
+	fill(t->m.p, 0, 256, 0x11);
+	tu_mem_region(&t->m, &r);
+	co.pause = nop;
+	co.resume = nop;
+	co.flags = WPS_CKPT_OVERWRITE;   /* a second series in one test */
+	so->dir = tu_dir;
+	so->prefix = "t";
+	so->report = series_report;
+	so->arg = t;
+	ck_assert_int_eq(wps_ckpt_session_new(t->ctx, &r, 1, &co, so, &t->s), 0);
+}
+
+static void series_free(struct series_t *t)
+{
+	uint64_t wp = 1;
+
+	wps_ckpt_session_free(t->s);
+	ck_assert_int_eq(tu_count_wp(t->m.p, t->m.size, &wp), 0);
+	ck_assert_uint_eq(wp, 0);   /* no protection left */
+	tu_mem_free(&t->m);
+	wps_ctx_free(t->ctx);
+}
+
+static bool exists(const char *name)
+{
+	char path[512];
+
+	snprintf(path, sizeof(path), "%s/%s", tu_dir, name);
+	return access(path, F_OK) == 0;
+}
+
+/* count and keep: three checkpoints, the oldest folded away */
+START_TEST(session_count_keep)
+{
+	struct wps_ckpt_session_opts so = WPS_CKPT_SESSION_OPTS_INIT;
+	struct series_t t = { .fail_at = -1 };
+
+	so.interval_ms = 1;
+	so.count = 3;
+	so.keep = 2;
+	series_new(&t, &so);
+	ck_assert_int_eq(wps_ckpt_session_run(t.s), 0);
+	ck_assert_uint_eq(t.reports, 3);
+	ck_assert_uint_eq(wps_ckpt_session_done(t.s), 3);
+	ck_assert(!exists("t-000000.wpsnap"));
+	ck_assert(exists("t-000001.wpsnap"));
+	ck_assert(exists("t-000002.wpsnap"));
+	series_free(&t);
+}
+END_TEST
+
+struct stopper {
+	struct series_t *t;
+	pthread_t th;
+};
+
+static void *stop_thread(void *arg)
+{
+	struct stopper *st = arg;
+
+	while (wps_ckpt_session_done(st->t->s) < 1)
+		usleep(1000);
+	wps_ckpt_session_stop(st->t->s);
+	return NULL;
+}
+
+/* A stop ends the session's own wait: with an interval of an hour the
+ * run returns only because the stop woke it (from another thread), and
+ * a stop from the report ends the series before the next checkpoint. */
+START_TEST(session_stop)
+{
+	struct wps_ckpt_session_opts so = WPS_CKPT_SESSION_OPTS_INIT;
+	struct series_t t = { .fail_at = -1 };
+	struct stopper st = { .t = &t };
+
+	so.interval_ms = 3600 * 1000;
+	series_new(&t, &so);
+	ck_assert_int_eq(pthread_create(&st.th, NULL, stop_thread, &st), 0);
+	ck_assert_int_eq(wps_ckpt_session_run(t.s), 0);
+	pthread_join(st.th, NULL);
+	ck_assert_uint_eq(t.reports, 1);
+	series_free(&t);
+
+	so = (struct wps_ckpt_session_opts)WPS_CKPT_SESSION_OPTS_INIT;
+	so.interval_ms = 3600 * 1000;
+	t = (struct series_t){ .fail_at = -1, .stop_after = 1 };
+	series_new(&t, &so);
+	ck_assert_int_eq(wps_ckpt_session_run(t.s), 0);
+	ck_assert_uint_eq(t.reports, 1);
+	ck_assert(!exists("t-000001.wpsnap"));
+	series_free(&t);
+}
+END_TEST
+
+/* A failing step ends the series with its error, logged with the file. */
+START_TEST(session_failure)
+{
+	struct wps_ckpt_session_opts so = WPS_CKPT_SESSION_OPTS_INIT;
+	struct series_t t = { .fail_at = 1 };
+
+	so.interval_ms = 1;
+	so.count = 5;
+	series_new(&t, &so);
+	ck_assert_int_eq(wps_ckpt_session_run(t.s), -EIO);
+	ck_assert_uint_eq(t.reports, 2);
+	ck_assert_uint_eq(wps_ckpt_session_done(t.s), 2);   /* it is durable */
+	ck_assert_msg(tu_logged("t-000001.wpsnap): its report failed"), "%s",
+		      tu_log_text());
+	ck_assert(!exists("t-000002.wpsnap"));
+	series_free(&t);
+
+	/* no directory: refused, logged */
+	t.ctx = new_ctx();
+	so = (struct wps_ckpt_session_opts)WPS_CKPT_SESSION_OPTS_INIT;
+	{
+		struct wps_ckpt_opts co = WPS_CKPT_OPTS_INIT;
+		struct wps_region r = { 0 };
+
+		co.pause = nop;
+		co.resume = nop;
+		ck_assert_int_eq(wps_ckpt_session_new(t.ctx, &r, 1, &co, &so, &t.s),
+				 -EINVAL);
+		ck_assert(t.s == NULL);
+		ck_assert(tu_logged("no directory"));
+	}
+	wps_ctx_free(t.ctx);
+}
+END_TEST
+
 static Suite *suite(void)
 {
 	Suite *s = suite_create("checkpoint");
@@ -561,6 +738,9 @@ static Suite *suite(void)
 	tcase_add_test(tc, fold_and_crashes);
 	tcase_add_test(tc, bad_chains);
 	tcase_add_test(tc, failed_take);
+	tcase_add_test(tc, session_count_keep);
+	tcase_add_test(tc, session_stop);
+	tcase_add_test(tc, session_failure);
 	suite_add_tcase(s, tc);
 	return s;
 }
