@@ -590,14 +590,38 @@ static int parse_phys(struct wps_ctx *ctx, json_t *o, size_t i,
 	return 0;
 }
 
+/* o[key]: an array of min..max elements, each parsed by fn into l
+ * (*count grows as they pass, so a failure frees what was read). */
+static int parse_array(struct wps_ctx *ctx, json_t *o, const char *key,
+		       size_t min, size_t max,
+		       int (*fn)(struct wps_ctx *, json_t *, size_t,
+				 struct wps_qemu_layout *),
+		       struct wps_qemu_layout *l, unsigned int *count)
+{
+	json_t *a = json_object_get(o, key), *e;
+	size_t i;
+
+	if (!json_is_array(a) || json_array_size(a) < min ||
+	    json_array_size(a) > max) {
+		wps_err(ctx, "QEMU layout: %s: not an array of %zu to %zu "
+			"elements", key, min, max);
+		return -EINVAL;
+	}
+	json_array_foreach(a, i, e) {
+		if (fn(ctx, e, i, l))
+			return -EINVAL;
+		(*count)++;
+	}
+	return 0;
+}
+
 int wps_qemu_layout_parse(struct wps_ctx *ctx, const void *data, size_t len,
 			  struct wps_qemu_layout **out)
 {
 	struct wps_qemu_layout *l;
 	char format[64];
 	json_error_t je;
-	json_t *o, *a, *e;
-	size_t i;
+	json_t *o;
 	int err = -EINVAL;
 
 	o = json_loadb(data, len, JSON_REJECT_DUPLICATES, &je);
@@ -623,29 +647,11 @@ int wps_qemu_layout_parse(struct wps_ctx *ctx, const void *data, size_t len,
 			WPS_QEMU_LAYOUT_FORMAT);
 		goto out;
 	}
-	a = json_object_get(o, "blocks");
-	if (!json_is_array(a) || !json_array_size(a) ||
-	    json_array_size(a) > WPS_QEMU_MAX_BLOCKS) {
-		wps_err(ctx, "QEMU layout: blocks: not an array of 1 to %d "
-			"blocks", WPS_QEMU_MAX_BLOCKS);
+	if (parse_array(ctx, o, "blocks", 1, WPS_QEMU_MAX_BLOCKS, parse_block,
+			l, &l->nr_blocks) ||
+	    parse_array(ctx, o, "physmap", 0, WPS_QEMU_MAX_PHYS, parse_phys,
+			l, &l->nr_phys))
 		goto out;
-	}
-	json_array_foreach(a, i, e) {
-		if (parse_block(ctx, e, i, l))
-			goto out;
-		l->nr_blocks++;
-	}
-	a = json_object_get(o, "physmap");
-	if (!json_is_array(a) || json_array_size(a) > WPS_QEMU_MAX_PHYS) {
-		wps_err(ctx, "QEMU layout: physmap: not an array of at most %d "
-			"ranges", WPS_QEMU_MAX_PHYS);
-		goto out;
-	}
-	json_array_foreach(a, i, e) {
-		if (parse_phys(ctx, e, i, l))
-			goto out;
-		l->nr_phys++;
-	}
 	err = 0;
 out:
 	json_decref(o);
