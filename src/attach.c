@@ -106,7 +106,7 @@ static bool starts_with(const char *s, const char *p)
 	return !strncmp(s, p, strlen(p));
 }
 
-enum wps_attach_kind wps_attach_classify(const struct wps_attach_vma *v)
+enum wps_attach_kind wps_attach_classify(const struct wps_maps_vma *v)
 {
 	const char *p = v->path;
 
@@ -129,64 +129,18 @@ enum wps_attach_kind wps_attach_classify(const struct wps_attach_vma *v)
 
 /* /proc/PID/maps, not smaps: smaps walks the page tables for its counters,
  * milliseconds per GiB, and the process is stopped while we read. */
-int wps_attach_read_vmas(struct wps_ctx *ctx, pid_t pid,
-			 struct wps_attach_vma **out, unsigned int *nr)
+static int read_vmas(struct wps_ctx *ctx, pid_t pid, struct wps_maps_vma **out,
+		     unsigned int *nr)
 {
-	struct wps_attach_vma *v = NULL, *cur, *nv;
-	unsigned int n = 0, cap = 0;
-	char path[64], *line = NULL;
-	size_t llen = 0;
-	FILE *f;
-	int ret = 0;
+	char path[64];
+	int ret = wps_maps_read(pid, 0, out, nr);
 
-	snprintf(path, sizeof(path), "/proc/%d/maps", (int)pid);
-	f = fopen(path, "re");
-	if (!f) {
-		ret = -errno;
-		wps_err(ctx, "cannot read %s: %s", path, strerror(errno));
+	if (ret) {
+		wps_err(ctx, "cannot read %s: %s",
+			wps_maps_file(pid, 0, path, sizeof(path)),
+			strerror(-ret));
 		return ret == -ENOENT ? -ESRCH : ret;
 	}
-	while (getline(&line, &llen, f) > 0) {
-		uint64_t start, end, off, ino;
-		char perms[5];
-		int pos = 0;
-
-		if (sscanf(line, "%" SCNx64 "-%" SCNx64 " %4s %" SCNx64
-			   " %*s %" SCNu64 " %n", &start, &end, perms, &off,
-			   &ino, &pos) != 5 || !pos)
-			continue;
-		if (n == cap) {
-			cap = cap ? 2 * cap : 64;
-			nv = realloc(v, cap * sizeof(*v));
-			if (!nv) {
-				ret = -ENOMEM;
-				goto out;
-			}
-			v = nv;
-		}
-		cur = &v[n++];
-		memset(cur, 0, sizeof(*cur));
-		cur->start = start;
-		cur->end = end;
-		cur->offset = off;
-		cur->inode = ino;
-		memcpy(cur->perms, perms, sizeof(perms));
-		snprintf(cur->path, sizeof(cur->path), "%s", line + pos);
-		cur->path[strcspn(cur->path, "\n")] = '\0';
-	}
-	if (ferror(f)) {
-		ret = -EIO;
-		wps_err(ctx, "reading %s failed", path);
-	}
-out:
-	free(line);
-	fclose(f);
-	if (ret) {
-		free(v);
-		return ret;
-	}
-	*out = v;
-	*nr = n;
 	return 0;
 }
 
@@ -194,7 +148,7 @@ out:
  * the pages through it and finds those in the page cache that the
  * process never mapped. Its file system says whether it is shmem (4 KiB
  * units), hugetlbfs (huge units) or neither (*page_size 0). */
-static int open_shared(struct wps_attach *at, const struct wps_attach_vma *v,
+static int open_shared(struct wps_attach *at, const struct wps_maps_vma *v,
 		       int *fd, uint32_t *page_size)
 {
 	struct statfs sfs;
@@ -221,7 +175,7 @@ static int open_shared(struct wps_attach *at, const struct wps_attach_vma *v,
 }
 
 /* Take [start, end) of v; fd (or -1) becomes the region's. */
-static int add_region(struct wps_attach *at, const struct wps_attach_vma *v,
+static int add_region(struct wps_attach *at, const struct wps_maps_vma *v,
 		      uint64_t start, uint64_t end, int fd, uint32_t page_size)
 {
 	struct wps_region *r, *nr_;
@@ -268,7 +222,7 @@ static int add_region(struct wps_attach *at, const struct wps_attach_vma *v,
 }
 
 static int choose_default(struct wps_attach *at,
-			  const struct wps_attach_vma *v, unsigned int n)
+			  const struct wps_maps_vma *v, unsigned int n)
 {
 	uint64_t ram = (uint64_t)sysconf(_SC_PHYS_PAGES) *
 		       (uint64_t)sysconf(_SC_PAGESIZE);
@@ -325,7 +279,7 @@ static int choose_default(struct wps_attach *at,
 /* Each range may span adjacent mappings; every byte must be in one we can
  * take, and a hugetlb piece must be aligned to its huge page. */
 static int choose_ranges(struct wps_attach *at,
-			 const struct wps_attach_vma *v, unsigned int n,
+			 const struct wps_maps_vma *v, unsigned int n,
 			 const struct wps_attach_range *rg, unsigned int nr)
 {
 	unsigned int i, j;
@@ -406,11 +360,11 @@ static int choose_ranges(struct wps_attach *at,
  */
 static int check_unchanged(struct wps_attach *at)
 {
-	struct wps_attach_vma *v;
+	struct wps_maps_vma *v;
 	unsigned int n, i, j;
 	int ret;
 
-	ret = wps_attach_read_vmas(at->ctx, at->pid, &v, &n);
+	ret = read_vmas(at->ctx, at->pid, &v, &n);
 	if (ret)
 		return ret;
 	for (i = 0; i < at->nr_regions; i++) {
@@ -778,7 +732,7 @@ static bool find_insn_in(pid_t pid, uint64_t start, uint64_t end,
  * thread's current rip and put the text back afterwards.
  */
 static int find_syscall_insn(struct wps_attach *at, struct inject *inj,
-			     const struct wps_attach_vma *v, unsigned int n)
+			     const struct wps_maps_vma *v, unsigned int n)
 {
 	unsigned int pass, i;
 	long word;
@@ -824,7 +778,7 @@ static int find_syscall_insn(struct wps_attach *at, struct inject *inj,
  * re-enters its syscall when it gets its registers back.
  */
 static int inject_begin(struct wps_attach *at, struct athread *t,
-			const struct wps_attach_vma *v, unsigned int n,
+			const struct wps_maps_vma *v, unsigned int n,
 			struct inject *inj)
 {
 	struct user_regs_struct *r = &inj->saved;
@@ -1116,7 +1070,7 @@ int wps_attach_new(struct wps_ctx *ctx, pid_t pid,
 		   const struct wps_attach_range *ranges, unsigned int nr,
 		   struct wps_attach **out)
 {
-	struct wps_attach_vma *v = NULL;
+	struct wps_maps_vma *v = NULL;
 	struct wps_attach *at;
 	struct athread *t;
 	struct inject inj;
@@ -1140,7 +1094,7 @@ int wps_attach_new(struct wps_ctx *ctx, pid_t pid,
 		goto fail;
 	at->seized_at_attach = at->nr_th;
 	/* The mappings cannot change while every thread is stopped. */
-	ret = wps_attach_read_vmas(ctx, pid, &v, &nv);
+	ret = read_vmas(ctx, pid, &v, &nv);
 	if (ret)
 		goto fail;
 	ret = nr ? choose_ranges(at, v, nv, ranges, nr) :

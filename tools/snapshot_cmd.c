@@ -5,7 +5,8 @@
  * the options, attach, snapshot, print what the process paid for it. The
  * library has already logged the detail of any failure; this file adds
  * which step failed. --qemu and --physmem (a QEMU's guest RAM, and the
- * guest-physical view of such an image) live in tools/snapshot_qemu.c.
+ * guest-physical view of such an image) are tools/snapshot_qemu.c over
+ * the library's <wpsnap/qemu.h>.
  */
 #include "config.h"
 
@@ -186,16 +187,16 @@ int wps_snapshot_cmd_main(struct wps_ctx *ctx, int argc, char **argv)
 		return 2;
 	}
 	if (qemu && out && optind == argc) {
-		struct wps_qemu_opts qo = {
+		struct cmd_qemu_opts qo = {
 			.qmp_path = qemu, .out = out, .flags = so.flags,
 			.fault_window = (unsigned int)window, .json = json,
 			.no_stop = no_stop,
 		};
 
-		return wps_qemu_snapshot(ctx, &qo);
+		return cmd_snapshot_qemu(ctx, &qo);
 	}
 	if (physmem && out && optind == argc)
-		return wps_qemu_physmem(ctx, physmem, out);
+		return cmd_physmem(ctx, physmem, out);
 	if (!pid || !out || optind != argc) {
 		fprintf(stderr, "wpsnap snapshot: --pid (or --qemu, or "
 			"--physmem) and -o are required\n");

@@ -27,6 +27,7 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
+#include "base/procmaps.h"
 #include "src/daemon/guest.h"
 #include "src/daemon/job.h"
 #include "src/log.h"
@@ -120,35 +121,33 @@ static int check_uffd(int fd, const char *name, struct wpsd_reply *r)
 static int check_mapped(pid_t pid, uint64_t addr, uint64_t size, dev_t dev,
 			ino_t ino, uint64_t off, char *why, size_t whylen)
 {
-	unsigned long long start, end, pgoff, inode;
-	unsigned int maj, mnr;
 	uint64_t at = addr, stop = addr + size;
-	char p[64], line[512];
-	FILE *f;
+	struct wps_maps_vma *v;
+	unsigned int n, i;
+	char p[64];
+	int ret;
 
-	snprintf(p, sizeof(p), "/proc/%d/maps", (int)pid);
-	f = fopen(p, "re");
-	if (!f) {
-		snprintf(why, whylen, "%s: %s", p, strerror(errno));
-		return -errno;
+	ret = wps_maps_read(pid, 0, &v, &n);
+	if (ret) {
+		snprintf(why, whylen, "%s: %s", wps_maps_file(pid, 0, p, sizeof(p)),
+			 strerror(-ret));
+		return ret;
 	}
-	while (at < stop && fgets(line, sizeof(line), f)) {
-		if (sscanf(line, "%llx-%llx %*s %llx %x:%x %llu", &start, &end,
-			   &pgoff, &maj, &mnr, &inode) != 6)
+	for (i = 0; i < n && at < stop; i++) {
+		if (v[i].end <= at || v[i].start > at)
 			continue;
-		if (end <= at || start > at)
-			continue;
-		if (makedev(maj, mnr) != dev || inode != ino ||
-		    pgoff + (at - start) != off + (at - addr)) {
+		if (makedev(v[i].dev_major, v[i].dev_minor) != dev ||
+		    v[i].inode != ino ||
+		    v[i].offset + (at - v[i].start) != off + (at - addr)) {
 			snprintf(why, whylen, "address 0x%" PRIx64 " of process %d "
 				 "is not the memfd at offset %" PRIu64, at,
 				 (int)pid, off + (at - addr));
-			fclose(f);
+			free(v);
 			return -EINVAL;
 		}
-		at = end;
+		at = v[i].end;
 	}
-	fclose(f);
+	free(v);
 	if (at < stop) {
 		snprintf(why, whylen, "address 0x%" PRIx64 " of process %d is not "
 			 "mapped", at, (int)pid);

@@ -1,0 +1,7 @@
+# The QEMU module (<wpsnap/qemu.h>): live snapshots of an unmodified
+# QEMU's guest RAM through its monitor, and the guest-physical view of
+# such an image. The monitor speaks JSON through jansson.
+AM_CPPFLAGS += $(JANSSON_CFLAGS)
+libwpsnap_la_SOURCES += src/qemu.c src/qemu_int.h src/qemu_qmp.c \
+	src/qemu_layout.c
+libwpsnap_la_LIBADD += $(JANSSON_LIBS)

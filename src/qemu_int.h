@@ -1,0 +1,67 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Inside the QEMU module: the QEMU handle shared by the front (qemu.c:
+ * the snapshot, its watchdog, physmem), the discovery and layout blob
+ * (qemu_layout.c) and the monitor kinds (qemu_qmp.c: a QMP Unix socket).
+ * A monitor kind is an ops table, as the netbuf backends are
+ * (src/netbuf_int.h), so another kind (libvirt's
+ * virDomainQemuMonitorCommand) plugs in without touching the rest.
+ */
+#ifndef WPS_QEMU_INT_H
+#define WPS_QEMU_INT_H
+
+#include <jansson.h>
+#include <sys/types.h>
+
+#include <wpsnap/qemu.h>
+
+#define QEMU_PAGE 4096u
+
+struct qemu_mon_ops {
+	const char *name;
+	/*
+	 * Run QMP command cmd; args (NULL: none) is stolen. *ret (optional)
+	 * gets a reference to the "return" value. A command QEMU refuses is
+	 * -EIO with QEMU's text logged; every other error is logged too.
+	 */
+	int (*execute)(struct wps_qemu *q, const char *cmd, json_t *args,
+		       json_t **ret);
+	/* HMP passthrough; *out malloc'ed. */
+	int (*hmp)(struct wps_qemu *q, const char *cmdline, char **out);
+	/* QMP getfd: QEMU holds a copy of fd under name. */
+	int (*send_fd)(struct wps_qemu *q, int fd, const char *name);
+	/* QEMU's pid. */
+	pid_t (*pid)(const struct wps_qemu *q);
+	/*
+	 * A connection on which a forked watchdog (async-signal-safe code
+	 * only) can write a raw QMP `cont` and read its answer if we die;
+	 * -EOPNOTSUPP when this kind has none (the snapshot then refuses to
+	 * QMP-stop the guest).
+	 */
+	int (*watchdog_fd)(const struct wps_qemu *q);
+	/* Close the connection, free priv. */
+	void (*close)(struct wps_qemu *q);
+};
+
+struct wps_qemu {
+	struct wps_ctx *ctx;
+	const struct qemu_mon_ops *ops;
+	void *priv;
+};
+
+/* Monitor kinds: fill q->ops and q->priv. */
+int qemu_qmp_open(struct wps_qemu *q, const char *path);
+
+static inline uint64_t qemu_round_up(uint64_t v, uint64_t a)
+{
+	return (v + a - 1) / a * a;
+}
+
+/* A block's mapping size: max rounded to its page size. */
+static inline uint64_t qemu_block_span(const struct wps_qemu_block *b,
+				       uint64_t len)
+{
+	return qemu_round_up(len, b->page_size ? b->page_size : QEMU_PAGE);
+}
+
+#endif /* WPS_QEMU_INT_H */
