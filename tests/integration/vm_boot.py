@@ -212,6 +212,9 @@ def main(lv, tmp):
             one_instant(lv, tmp, kind, timings)
         for kind in KINDS:
             lv.virsh("undefine", dom(kind))
+    except SystemExit as e:
+        wpstest.ko("main", "terminated (exit %s): cleaning up" % e.code)
+        raise
     finally:
         if wpstest.failed:
             for f in [lv.log] + [lv.qemu_log(dom(k)) for k in KINDS]:
@@ -224,7 +227,7 @@ def main(lv, tmp):
         left = lv.stop()
     check("libvirtd stopped, no process left in its namespace", not left,
           left)
-    alive = [p for p in pids if os.path.exists("/proc/%d" % p)]
+    alive = [p for p in pids if vl.alive(p)]
     check("no QEMU left", not alive, alive)
     check("no mount left on the host", not lv.host_mounts(),
           lv.host_mounts())

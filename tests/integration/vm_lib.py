@@ -27,7 +27,8 @@
 #   stops libvirtd and kills, by pid, whatever is still in the namespace.
 #   SIGTERM to the test runs stop() (through SystemExit); if the test dies
 #   outright, a watchdog process (this file, "watchdog" mode, in a session of
-#   its own) sees its pipe close and kills what is in the namespace.
+#   its own) sees its pipe close, kills what is in the namespace and removes
+#   the temp dir.
 # - Cannot run (not root, no libvirtd, no overlayfs, libvirtd exits): the
 #   caller gets Unavailable with the exact reason and exits 77.
 import json, os, shutil, signal, struct, subprocess, sys, time
@@ -136,18 +137,29 @@ def kill_ns(ns, timeout=10):
         time.sleep(0.05)
 
 
-def _watchdog(ns):
+def alive(pid):
+    """Whether pid is a live process (a zombie waiting for init is not)."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _watchdog(ns, tmp):
     """Block on stdin; "done" ends quietly, EOF without it (the test died)
-    kills the namespace."""
+    kills the namespace and removes the test's temp dir."""
     data = sys.stdin.buffer.read()
     if data.strip() != b"done":
         kill_ns(ns)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 class Libvirtd:
     """A private libvirtd under tmp/lv (see the invariants above)."""
 
     def __init__(self, tmp):
+        self.tmp = tmp
         self.root = os.path.join(tmp, "lv")
         self.sock = os.path.join(self.root, "sock", "libvirt-sock")
         self.uri = "qemu:///system?socket=" + self.sock
@@ -222,7 +234,8 @@ class Libvirtd:
             self.ns = _mnt_ns(self.proc.pid)
             time.sleep(0.005)
         self.watchdog = subprocess.Popen(
-            [sys.executable, os.path.abspath(__file__), "watchdog", self.ns],
+            [sys.executable, os.path.abspath(__file__), "watchdog", self.ns,
+             self.tmp],
             stdin=subprocess.PIPE, start_new_session=True)
         while True:
             if self.proc.poll() is not None:
@@ -440,11 +453,11 @@ def disk_newest(qcow2, tmp):
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "watchdog":
+    if len(sys.argv) == 4 and sys.argv[1] == "watchdog":
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        _watchdog(sys.argv[2])
+        _watchdog(sys.argv[2], sys.argv[3])
         sys.exit(0)
-    print("usage: vm_lib.py watchdog MNT_NS (started by Libvirtd)",
+    print("usage: vm_lib.py watchdog MNT_NS TMPDIR (started by Libvirtd)",
           file=sys.stderr)
     sys.exit(2)
