@@ -119,31 +119,21 @@ struct seq_ram {
 
 void qguest_main(uint32_t magic, const struct mb_info *mb);
 
-static inline void outb(uint16_t port, uint8_t v)
-{
-	__asm__ volatile("outb %0, %1" : : "a"(v), "Nd"(port));
-}
-
-static inline uint8_t inb(uint16_t port)
-{
-	uint8_t v;
-
-	__asm__ volatile("inb %1, %0" : "=a"(v) : "Nd"(port));
-	return v;
-}
-
-static inline void outw(uint16_t port, uint16_t v)
-{
-	__asm__ volatile("outw %0, %1" : : "a"(v), "Nd"(port));
-}
-
-static inline uint16_t inw(uint16_t port)
-{
-	uint16_t v;
-
-	__asm__ volatile("inw %1, %0" : "=a"(v) : "Nd"(port));
-	return v;
-}
+/* Port I/O of one width: outb/inb (uint8_t), outw/inw (uint16_t). The
+ * assembler takes the width from the register the type selects. */
+#define PORT_IO(sfx, type)                                                  \
+	static inline void out##sfx(uint16_t port, type v)                  \
+	{                                                                   \
+		__asm__ volatile("out %0, %1" : : "a"(v), "Nd"(port));      \
+	}                                                                   \
+	static inline type in##sfx(uint16_t port)                           \
+	{                                                                   \
+		type v;                                                     \
+		__asm__ volatile("in %1, %0" : "=a"(v) : "Nd"(port));       \
+		return v;                                                   \
+	}
+PORT_IO(b, uint8_t)
+PORT_IO(w, uint16_t)
 
 static void puts_(const char *s)
 {
