@@ -8,6 +8,11 @@ pkgs="build-essential autoconf automake libtool pkg-config libaio-dev
 pkgs="$pkgs stress-ng"
 # the VMM that tests/integration/qemu.py snapshots (TCG: no KVM needed)
 pkgs="$pkgs qemu-system-x86"
+# libvirt driving that QEMU (tests/integration/vm_boot.py starts a private
+# libvirtd; docs/VM.md). Not libvirt-daemon-system: it would add a system
+# service, polkit and a default NAT network; the test supplies the
+# libvirt-qemu user and its configuration itself.
+pkgs="$pkgs libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients libvirt-dev"
 missing=
 for p in $pkgs; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" ||

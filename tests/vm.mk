@@ -1,0 +1,15 @@
+# VMs through libvirt (issue 14, docs/VM.md): a private libvirtd started by
+# the test (tests/integration/vm_lib.py), qguest domains with a qcow2 disk,
+# shared and private RAM; vm_boot.py proves the ground the VM snapshots
+# stand on (the guest's disk sequence, libvirt's monitor from C, the
+# disk-only snapshot) and skips (77) where libvirtd cannot run.
+TESTS += tests/integration/vm_boot.py
+EXTRA_DIST += tests/integration/vm_boot.py tests/integration/vm_lib.py \
+	docs/VM.md
+if HAVE_LIBVIRT
+check_PROGRAMS += tests/integration/vm_probe
+tests_integration_vm_probe_SOURCES = tests/integration/vm_probe.c
+tests_integration_vm_probe_CFLAGS = $(AM_CFLAGS) $(LIBVIRT_CFLAGS) \
+	$(JANSSON_CFLAGS)
+tests_integration_vm_probe_LDADD = $(LIBVIRT_LIBS) $(JANSSON_LIBS)
+endif
