@@ -48,8 +48,8 @@
 #include <wpsnap/attach.h>
 
 #include "src/attach.h"
-#include "src/clock.h"
-#include "src/log.h"
+#include "base/clock.h"
+#include "base/log.h"
 
 /* The kernel's internal "restart me" codes, seen in rax when a thread is
  * stopped on its way out of an interrupted syscall (include/linux/errno.h). */

@@ -22,7 +22,7 @@
 
 #include <wpsnap/chain.h>
 
-#include "src/log.h"
+#include "base/log.h"
 #include "stream/format.h"
 #include "stream/img_writer.h"
 

@@ -39,9 +39,9 @@
 
 #include <wpsnap/checkpoint.h>
 
-#include "src/bits.h"
-#include "src/clock.h"
-#include "src/log.h"
+#include "base/bits.h"
+#include "base/clock.h"
+#include "base/log.h"
 #include "stream/img_writer.h"
 #include "wp/compat.h"
 #include "wp/dirty.h"

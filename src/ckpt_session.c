@@ -2,7 +2,7 @@
 /*
  * A checkpoint series (<wpsnap/session.h>): the one loop behind
  * `wpsnap checkpoint` (tools/checkpoint_cmd.c) and wpsnapd's
- * wps-checkpoint-start (src/daemon/ckptjob.c).
+ * wps-checkpoint-start (daemon/ckptjob.c).
  *
  * Order of one checkpoint, and why:
  *   1. wait until the deadline (interval from the last report, on the
@@ -42,8 +42,8 @@
 #include <wpsnap/session.h>
 
 #include "base/deadline.h"
-#include "src/clock.h"
-#include "src/log.h"
+#include "base/clock.h"
+#include "base/log.h"
 
 struct wps_ckpt_session {
 	struct wps_ctx *ctx;

@@ -33,7 +33,7 @@
 #include <wpsnap/client.h>
 
 #include "base/deadline.h"
-#include "src/log.h"
+#include "base/log.h"
 
 #define CLIENT_LINE_MAX   (1u << 20)
 #define CLIENT_TIMEOUT_MS 60000    /* a reply, not a snapshot */

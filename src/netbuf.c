@@ -31,8 +31,8 @@
 
 #include <netlink/errno.h>
 
-#include "src/clock.h"
-#include "src/log.h"
+#include "base/clock.h"
+#include "base/log.h"
 #include "src/netbuf_int.h"
 
 const char *wps_netbuf_backend_name(unsigned int backend)

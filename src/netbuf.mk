@@ -10,10 +10,4 @@ src_libwpsnetbuf_la_SOURCES = \
 	src/netbuf_plug.c
 src_libwpsnetbuf_la_CFLAGS = $(AM_CFLAGS) $(NL_CFLAGS) $(NLNF_CFLAGS)
 src_libwpsnetbuf_la_LIBADD = $(NL_LIBS) $(NLNF_LIBS)
-libwpsnap_la_LIBADD += src/libwpsnetbuf.la
-
-# The driver: holds a namespace's output through timed (or, once wired,
-# real) checkpoints, and the bench. Also `wpsnap netbuf` (tools/netbuf_cmd.c).
-bin_PROGRAMS += tools/wpsnap-netbuf
-tools_wpsnap_netbuf_SOURCES = tools/wpsnap-netbuf.c tools/netbuf_cmd.c tools/netbuf_cmd.h
-tools_wpsnap_netbuf_LDADD = libwpsnap.la -lm
+libwpsnap_priv_la_LIBADD += src/libwpsnetbuf.la

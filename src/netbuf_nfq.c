@@ -54,8 +54,8 @@
 #include <netlink/netfilter/queue_msg.h>
 #include <netlink/socket.h>
 
-#include "src/clock.h"
-#include "src/log.h"
+#include "base/clock.h"
+#include "base/log.h"
 #include "src/netbuf_int.h"
 
 /* Messages read per recvmmsg, and room for each: META messages are ~100

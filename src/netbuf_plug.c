@@ -39,7 +39,7 @@
 #include <netlink/route/tc.h>
 #include <netlink/socket.h>
 
-#include "src/log.h"
+#include "base/log.h"
 #include "src/netbuf_int.h"
 
 #define PLUG_MAJOR 0x7770

@@ -63,8 +63,8 @@
 
 #include <wpsnap/pager.h>
 
-#include "src/clock.h"
-#include "src/log.h"
+#include "base/clock.h"
+#include "base/log.h"
 #include "stream/img_reader_int.h"
 #include "wp/compat.h"
 #include "wp/histo.h"

@@ -42,8 +42,8 @@
 
 #include <wpsnap/attach.h>
 
-#include "src/clock.h"
-#include "src/log.h"
+#include "base/clock.h"
+#include "base/log.h"
 #include "src/qemu_int.h"
 
 /* ------------------------------------------------------------------ */

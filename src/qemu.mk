@@ -2,6 +2,6 @@
 # QEMU's guest RAM through its monitor, and the guest-physical view of
 # such an image. The monitor speaks JSON through jansson.
 AM_CPPFLAGS += $(JANSSON_CFLAGS)
-libwpsnap_la_SOURCES += src/qemu.c src/qemu_int.h src/qemu_qmp.c \
+libwpsnap_priv_la_SOURCES += src/qemu.c src/qemu_int.h src/qemu_qmp.c \
 	src/qemu_layout.c
-libwpsnap_la_LIBADD += $(JANSSON_LIBS)
+libwpsnap_priv_la_LIBADD += $(JANSSON_LIBS)

@@ -26,7 +26,7 @@
 #include <string.h>
 
 #include "base/procmaps.h"
-#include "src/log.h"
+#include "base/log.h"
 #include "src/qemu_int.h"
 
 /* ------------------------------------------------------------------ */

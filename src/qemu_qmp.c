@@ -23,8 +23,8 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "src/clock.h"
-#include "src/log.h"
+#include "base/clock.h"
+#include "base/log.h"
 #include "src/qemu_int.h"
 
 #define QMP_TIMEOUT_MS 30000

@@ -18,8 +18,8 @@
 
 #include <wpsnap/wset.h>
 
-#include "src/clock.h"
-#include "src/log.h"
+#include "base/clock.h"
+#include "base/log.h"
 #include "stream/img_writer.h"
 #include "wp/engine.h"
 

@@ -27,7 +27,7 @@
 
 #include <wpsnap/wset.h>
 
-#include "src/log.h"
+#include "base/log.h"
 #include "stream/crc32c.h"
 
 #define WSET_MAGIC "WPSNAPWS"

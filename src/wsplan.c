@@ -24,7 +24,7 @@
 
 #include <wpsnap/wset.h>
 
-#include "src/log.h"
+#include "base/log.h"
 
 struct wps_wset_plan {
 	struct wps_ctx *ctx;

@@ -37,8 +37,8 @@
 /* image.h carries a comment with a nested comment opener. */
 #include <wpsnap/image.h>
 
-#include "src/bits.h"
-#include "src/log.h"
+#include "base/bits.h"
+#include "base/log.h"
 #include "stream/format.h"
 #include "stream/img_reader_int.h"
 #include "stream/nbd_source.h"

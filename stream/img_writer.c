@@ -37,7 +37,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "src/log.h"
+#include "base/log.h"
 #include "stream/format.h"
 #include "stream/img_writer.h"
 

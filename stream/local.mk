@@ -1,6 +1,6 @@
 # owned by the stream module: image format v1, its writer and its reader
 # (the reader's sources: a local file, or an NBD export via libnbd)
-libwpsnap_la_SOURCES += \
+libwpsnap_priv_la_SOURCES += \
 	stream/crc32c.c \
 	stream/crc32c.h \
 	stream/crc32c_table.h \
@@ -8,5 +8,6 @@ libwpsnap_la_SOURCES += \
 	stream/img_writer.c \
 	stream/img_writer.h \
 	stream/img_reader.c \
+	stream/img_reader_int.h \
 	stream/nbd_source.c \
 	stream/nbd_source.h

@@ -32,8 +32,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "src/clock.h"
-#include "src/log.h"
+#include "base/clock.h"
+#include "base/log.h"
 #include "stream/nbd_source.h"
 
 #define NBD_PIECE (512u << 10)      /* bytes per NBD read request */

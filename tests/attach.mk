@@ -3,6 +3,6 @@
 # the end-to-end script.
 check_PROGRAMS += tests/integration/attach_target
 tests_integration_attach_target_SOURCES = tests/integration/attach_target.c
-tests_integration_attach_target_LDADD = libwpsnap.la
+tests_integration_attach_target_LDADD = libwpsnap_priv.la
 TESTS += tests/integration/attach.sh
 EXTRA_DIST += tests/integration/attach.sh

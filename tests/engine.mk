@@ -9,14 +9,14 @@ TESTS += tests/unit/test_engine
 tests_unit_test_engine_SOURCES = tests/unit/test_engine.c
 tests_unit_test_engine_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS)
 tests_unit_test_engine_LDADD = tests/unit/libtestutil.la \
-	tools/guest/libwpsguest.la libwpsnap.la $(CHECK_LIBS)
+	guest/libwpsguest.la libwpsnap_priv.la $(CHECK_LIBS)
 
 check_PROGRAMS += tests/unit/test_snapshot
 TESTS += tests/unit/test_snapshot
 tests_unit_test_snapshot_SOURCES = tests/unit/test_snapshot.c
 tests_unit_test_snapshot_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS)
 tests_unit_test_snapshot_LDADD = tests/unit/libtestutil.la \
-	tools/guest/libwpsguest.la libwpsnap.la $(CHECK_LIBS)
+	guest/libwpsguest.la libwpsnap_priv.la $(CHECK_LIBS)
 
 TESTS += tests/integration/cli.sh
 EXTRA_DIST += tests/integration/cli.sh tests/integration/tap.sh
@@ -27,4 +27,4 @@ tests_unit_test_restore_SOURCES = tests/unit/test_restore.c \
 	tests/unit/snaputil.c tests/unit/snaputil.h
 tests_unit_test_restore_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS)
 tests_unit_test_restore_LDADD = tests/unit/libtestutil.la \
-	tools/guest/libwpsguest.la libwpsnap.la $(CHECK_LIBS)
+	guest/libwpsguest.la libwpsnap_priv.la $(CHECK_LIBS)

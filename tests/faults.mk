@@ -15,7 +15,7 @@ check_PROGRAMS += tests/faultinj/fault_driver
 tests_faultinj_fault_driver_SOURCES = tests/faultinj/fault_driver.c
 tests_faultinj_fault_driver_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS)
 tests_faultinj_fault_driver_LDADD = tests/unit/libtestutil.la \
-	tools/guest/libwpsguest.la libwpsnap.la $(CHECK_LIBS)
+	guest/libwpsguest.la libwpsnap_priv.la $(CHECK_LIBS)
 
 TESTS += tests/integration/faults.sh
 EXTRA_DIST += tests/integration/faults.sh

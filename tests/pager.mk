@@ -5,4 +5,4 @@ tests_unit_test_pager_SOURCES = tests/unit/test_pager.c \
 	tests/unit/snaputil.c tests/unit/snaputil.h
 tests_unit_test_pager_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS)
 tests_unit_test_pager_LDADD = tests/unit/libtestutil.la \
-	tools/guest/libwpsguest.la libwpsnap.la $(CHECK_LIBS)
+	guest/libwpsguest.la libwpsnap_priv.la $(CHECK_LIBS)

@@ -12,12 +12,12 @@ check_PROGRAMS += tests/unit/test_qemu
 TESTS += tests/unit/test_qemu
 tests_unit_test_qemu_SOURCES = tests/unit/test_qemu.c
 tests_unit_test_qemu_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS)
-tests_unit_test_qemu_LDADD = tests/unit/libtestutil.la libwpsnap.la $(CHECK_LIBS)
+tests_unit_test_qemu_LDADD = tests/unit/libtestutil.la libwpsnap_priv.la $(CHECK_LIBS)
 
 # The monitor side against a real QEMU: version and machine type, QMP and
 # HMP passthrough, getfd with SCM_RIGHTS.
 check_PROGRAMS += tests/integration/qemu_monitor
 tests_integration_qemu_monitor_SOURCES = tests/integration/qemu_monitor.c
-tests_integration_qemu_monitor_LDADD = libwpsnap.la
+tests_integration_qemu_monitor_LDADD = libwpsnap_priv.la
 TESTS += tests/integration/qemu_monitor.py
 EXTRA_DIST += tests/integration/qemu_monitor.py

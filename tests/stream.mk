@@ -13,18 +13,18 @@ TESTS += \
 
 tests_unit_test_crc32c_SOURCES = tests/unit/test_crc32c.c
 tests_unit_test_crc32c_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS)
-tests_unit_test_crc32c_LDADD = tests/unit/libtestutil.la libwpsnap.la $(CHECK_LIBS)
+tests_unit_test_crc32c_LDADD = tests/unit/libtestutil.la libwpsnap_priv.la $(CHECK_LIBS)
 
 tests_unit_test_format_SOURCES = tests/unit/test_format.c
 tests_unit_test_format_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS)
-tests_unit_test_format_LDADD = tests/unit/libtestutil.la libwpsnap.la $(CHECK_LIBS)
+tests_unit_test_format_LDADD = tests/unit/libtestutil.la libwpsnap_priv.la $(CHECK_LIBS)
 
 tests_unit_test_writer_SOURCES = tests/unit/test_writer.c
 tests_unit_test_writer_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS)
-tests_unit_test_writer_LDADD = tests/unit/libtestutil.la libwpsnap.la $(CHECK_LIBS)
+tests_unit_test_writer_LDADD = tests/unit/libtestutil.la libwpsnap_priv.la $(CHECK_LIBS)
 
 # Hostile images (issue 12): every structural lie refused, nothing crashes,
 # over-reads or hangs. Uses tools/wpsnap for the inspect escaping case.
 tests_unit_test_hostile_SOURCES = tests/unit/test_hostile.c
 tests_unit_test_hostile_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS)
-tests_unit_test_hostile_LDADD = tests/unit/libtestutil.la libwpsnap.la $(CHECK_LIBS)
+tests_unit_test_hostile_LDADD = tests/unit/libtestutil.la libwpsnap_priv.la $(CHECK_LIBS)

@@ -6,7 +6,7 @@ tests_unit_test_wset_SOURCES = tests/unit/test_wset.c \
 	tests/unit/snaputil.c tests/unit/snaputil.h
 tests_unit_test_wset_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS)
 tests_unit_test_wset_LDADD = tests/unit/libtestutil.la \
-	tools/guest/libwpsguest.la libwpsnap.la $(CHECK_LIBS)
+	guest/libwpsguest.la libwpsnap_priv.la $(CHECK_LIBS)
 
 TESTS += tests/integration/wset.sh
 EXTRA_DIST += tests/integration/wset.sh

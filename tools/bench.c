@@ -39,7 +39,7 @@
 #include "tools/bench_base.h"
 #include "tools/bench_ckpt.h"
 #include "tools/bench_restore.h"
-#include "tools/guest/guest.h"
+#include "guest/guest.h"
 
 #define MiB (1024.0 * 1024.0)
 #define HUGE_2M (UINT64_C(2) << 20)
@@ -63,8 +63,8 @@
 
 struct bench_opts {
 	uint64_t size;
-	enum wps_guest_backing backing;
-	enum wps_guest_pattern pattern;
+	enum rguest_backing backing;
+	enum rguest_pattern pattern;
 	unsigned int threads;
 	unsigned int populate_pct;
 	const char *dir;
@@ -142,7 +142,7 @@ struct bench {
 	struct wps_ctx *ctx;
 	struct bench_opts o;
 	struct bench_baselines base;
-	struct wps_guest *g;        /* owned */
+	struct rguest *g;        /* owned */
 	double guest_rate_before;
 	struct bench_run *runs;     /* o.runs of them, owned */
 	json_t *notes;              /* array of strings, owned */
@@ -218,15 +218,15 @@ static int parse_opts(struct bench_opts *o, int argc, char **argv)
 	int c;
 
 	*o = (struct bench_opts){
-		.size = 2ull << 30, .backing = WPS_GUEST_ANON,
-		.pattern = WPS_GUEST_RANDOM, .threads = 1, .populate_pct = 100,
+		.size = 2ull << 30, .backing = RGUEST_ANON,
+		.pattern = RGUEST_RANDOM, .threads = 1, .populate_pct = 100,
 		.dir = "/var/tmp", .runs = 3, .baselines = true,
 	};
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "h", lopts, NULL)) != -1) {
 		switch (c) {
 		case 's':
-			if (wps_guest_parse_size(optarg, &o->size) || o->size < HUGE_2M) {
+			if (rguest_parse_size(optarg, &o->size) || o->size < HUGE_2M) {
 				fprintf(stderr, "wpsnap bench: bad --size '%s' "
 					"(at least 2M; K/M/G suffixes)\n", optarg);
 				return -EINVAL;
@@ -234,14 +234,14 @@ static int parse_opts(struct bench_opts *o, int argc, char **argv)
 			size_set = true;
 			break;
 		case 'b':
-			if (wps_guest_backing_parse(optarg, &o->backing)) {
+			if (rguest_backing_parse(optarg, &o->backing)) {
 				fprintf(stderr, "wpsnap bench: unknown backing "
 					"'%s' (anon, thp, memfd, hugetlb)\n", optarg);
 				return -EINVAL;
 			}
 			break;
 		case 'p':
-			if (wps_guest_pattern_parse(optarg, &o->pattern)) {
+			if (rguest_pattern_parse(optarg, &o->pattern)) {
 				fprintf(stderr, "wpsnap bench: unknown pattern "
 					"'%s' (idle, random, seq, hot)\n", optarg);
 				return -EINVAL;
@@ -429,7 +429,7 @@ static int check_hugetlb(const struct bench_opts *o)
 
 static void hugetlb_hint(const struct bench_opts *o, int err)
 {
-	if (o->backing == WPS_GUEST_HUGETLB && (err == -ENOSPC || err == -ENOMEM))
+	if (o->backing == RGUEST_HUGETLB && (err == -ENOSPC || err == -ENOMEM))
 		fprintf(stderr, "wpsnap bench: the hugetlb pool is too small; "
 			"reserve %" PRIu64 " more pages with "
 			"'echo N > /proc/sys/vm/nr_hugepages'\n",
@@ -512,16 +512,16 @@ static void *rss_main(void *arg)
 static int rss_start(struct rss_sampler *s, const struct bench *b)
 {
 	const struct bench_opts *o = &b->o;
-	bool anon = o->backing == WPS_GUEST_ANON || o->backing == WPS_GUEST_THP;
+	bool anon = o->backing == RGUEST_ANON || o->backing == RGUEST_THP;
 	int ret;
 
 	memset(s, 0, sizeof(*s));
-	s->guest_mem = wps_guest_mem(b->g);
-	s->guest_len = wps_guest_size(b->g);
+	s->guest_mem = rguest_mem(b->g);
+	s->guest_len = rguest_size(b->g);
 	s->status_fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
 	if (s->status_fd < 0)
 		return -errno;
-	if (anon && o->populate_pct < 100 && o->pattern != WPS_GUEST_IDLE) {
+	if (anon && o->populate_pct < 100 && o->pattern != RGUEST_IDLE) {
 		s->vec = malloc(s->guest_len / 4096);
 		if (!s->vec) {
 			ret = -ENOMEM;
@@ -576,7 +576,7 @@ static int measure_baselines(struct bench *b)
 {
 	const struct bench_opts *o = &b->o;
 	uint64_t mc = o->quick ? 32ull << 20 : MEMCPY_BYTES;
-	const char *bk = wps_guest_backing_name(o->backing);
+	const char *bk = rguest_backing_name(o->backing);
 	struct bench_fork fk;
 	int ret;
 
@@ -619,7 +619,7 @@ static int measure_baselines(struct bench *b)
 			fk.cow_pages);
 	else
 		fprintf(stderr, "bench:   pause %.3f ms\n", fk.pause_ms);
-	if (o->backing == WPS_GUEST_MEMFD || o->backing == WPS_GUEST_HUGETLB)
+	if (o->backing == RGUEST_MEMFD || o->backing == RGUEST_HUGETLB)
 		note(b, "fork_cow_us is null: %s memory is MAP_SHARED, so a "
 		     "forked child shares it and writes after fork() take no "
 		     "copy-on-write fault", bk);
@@ -659,7 +659,7 @@ static int measure_raw_write(struct bench *b, unsigned int idx, double *mib_s)
 static int guest_setup(struct bench *b)
 {
 	const struct bench_opts *o = &b->o;
-	struct wps_guest_opts go = {
+	struct rguest_opts go = {
 		.size = o->size, .backing = o->backing, .threads = o->threads,
 		.pattern = o->pattern, .populate_pct = o->populate_pct,
 		.seed = 1,
@@ -669,30 +669,30 @@ static int guest_setup(struct bench *b)
 
 	fprintf(stderr, "bench: guest: %.0f MiB %s, %u writer thread%s (%s), "
 		"%u%% populated ...\n", o->size / MiB,
-		wps_guest_backing_name(o->backing), o->threads,
-		o->threads == 1 ? "" : "s", wps_guest_pattern_name(o->pattern),
+		rguest_backing_name(o->backing), o->threads,
+		o->threads == 1 ? "" : "s", rguest_pattern_name(o->pattern),
 		o->populate_pct);
-	ret = wps_guest_new(&go, &b->g);
+	ret = rguest_new(&go, &b->g);
 	if (ret) {
 		fprintf(stderr, "wpsnap bench: cannot create the guest (%.0f "
 			"MiB %s): %s\n", o->size / MiB,
-			wps_guest_backing_name(o->backing), strerror(-ret));
+			rguest_backing_name(o->backing), strerror(-ret));
 		hugetlb_hint(o, ret);
 		return ret;
 	}
-	ret = wps_guest_start(b->g);
+	ret = rguest_start(b->g);
 	if (ret) {
 		fprintf(stderr, "wpsnap bench: starting the guest's writers: "
 			"%s\n", strerror(-ret));
 		return ret;
 	}
 	usleep(WARMUP_US);
-	w0 = wps_guest_writes(b->g);
+	w0 = rguest_writes(b->g);
 	usleep(RATE_US);
-	b->guest_rate_before = (wps_guest_writes(b->g) - w0) / (RATE_US / 1e6);
+	b->guest_rate_before = (rguest_writes(b->g) - w0) / (RATE_US / 1e6);
 	fprintf(stderr, "bench:   undisturbed: %.0f writes/s\n",
 		b->guest_rate_before);
-	if (o->pattern == WPS_GUEST_IDLE)
+	if (o->pattern == RGUEST_IDLE)
 		note(b, "pattern idle: the guest does not write, so there are "
 		     "no faults and no write rates");
 	return 0;
@@ -720,25 +720,25 @@ static int measure_stop_copy(struct bench *b)
 /* Bytes of the blocks the guest had written at the freeze instant. */
 static int ledger_populated(struct bench *b, uint64_t *bytes)
 {
-	struct wps_ledger *l = NULL;
+	struct rguest_ledger *l = NULL;
 	uint64_t i, n = 0;
 	int ret, ret2;
 
-	ret = wps_guest_pause(b->g);
+	ret = rguest_pause(b->g);
 	if (ret)
 		return ret;
-	ret = wps_guest_ledger(b->g, &l);
-	ret2 = wps_guest_resume(b->g);
+	ret = rguest_ledger(b->g, &l);
+	ret2 = rguest_resume(b->g);
 	if (ret)
 		return ret;
 	if (ret2) {
-		wps_ledger_free(l);
+		rguest_ledger_free(l);
 		return ret2;
 	}
 	for (i = 0; i < l->nr_blocks; i++)
 		n += l->gen[i] != 0;
-	wps_ledger_free(l);
-	*bytes = n * WPS_GUEST_BLOCK;
+	rguest_ledger_free(l);
+	*bytes = n * RGUEST_BLOCK;
 	return 0;
 }
 
@@ -756,18 +756,18 @@ static int snapshot_run(struct bench *b, unsigned int idx, struct bench_run *r)
 	struct wps_snapshot_opts so = WPS_SNAPSHOT_OPTS_INIT;
 	struct wps_snapshot *snap = NULL;
 	struct wps_snapshot_stats st;
-	struct wps_guest_latency lat;
+	struct rguest_latency lat;
 	struct rss_sampler rs = { .status_fd = -1 };
 	struct wps_region reg;
 	uint64_t w0, w1, growth = 0, pop = 0;
 	int ret, ret2;
 
-	wps_guest_region(b->g, &reg);
+	rguest_region(b->g, &reg);
 	so.path = b->path;
 	so.flags = WPS_SNAP_OVERWRITE |
 		(b->o.freeze_simple ? WPS_SNAP_FREEZE_SIMPLE : 0);
-	so.pause = wps_guest_freeze_pause;
-	so.resume = wps_guest_resume;
+	so.pause = rguest_freeze_pause;
+	so.resume = rguest_resume;
 	so.pause_arg = b->g;
 	so.fault_window = b->o.fault_window;
 
@@ -783,8 +783,8 @@ static int snapshot_run(struct bench *b, unsigned int idx, struct bench_run *r)
 			"in %s: %s\n", idx + 1, b->o.dir, strerror(-ret));
 		goto out;
 	}
-	wps_guest_latency_reset(b->g);
-	w0 = wps_guest_writes(b->g);
+	rguest_latency_reset(b->g);
+	w0 = rguest_writes(b->g);
 	ret = wps_snapshot_freeze(snap);
 	if (ret) {
 		fprintf(stderr, "wpsnap bench: run %u: freeze failed: %s\n",
@@ -792,7 +792,7 @@ static int snapshot_run(struct bench *b, unsigned int idx, struct bench_run *r)
 		goto out;
 	}
 	ret = wps_snapshot_wait(snap);
-	w1 = wps_guest_writes(b->g);
+	w1 = rguest_writes(b->g);
 	if (ret) {
 		fprintf(stderr, "wpsnap bench: run %u: SNAPSHOT FAILED: %s\n",
 			idx + 1, strerror(-ret));
@@ -800,7 +800,7 @@ static int snapshot_run(struct bench *b, unsigned int idx, struct bench_run *r)
 	}
 	ret2 = rss_stop(&rs, &growth);
 	wps_snapshot_stats(snap, &st);
-	wps_guest_latency_get(b->g, &lat);
+	rguest_latency_get(b->g, &lat);
 
 	ret = ledger_populated(b, &pop);
 	if (ret) {
@@ -1026,9 +1026,9 @@ static json_t *build_json(const struct bench *b, const struct bench_summary *s)
 
 	config = json_pack("{s:I, s:s, s:s, s:i, s:i, s:s, s:i, s:i, s:s, "
 			   "s:b, s:b, s:I, s:i}",
-		"size", (json_int_t)wps_guest_size(b->g),
-		"backing", wps_guest_backing_name(b->o.backing),
-		"pattern", wps_guest_pattern_name(b->o.pattern),
+		"size", (json_int_t)rguest_size(b->g),
+		"backing", rguest_backing_name(b->o.backing),
+		"pattern", rguest_pattern_name(b->o.pattern),
 		"threads", (int)b->o.threads,
 		"populate_pct", (int)b->o.populate_pct,
 		"freeze", b->o.freeze_simple ? "simple" : "rounds",
@@ -1093,8 +1093,8 @@ static void print_table(const struct bench *b, const struct bench_summary *s)
 
 	printf("wpsnap bench: %.0f MiB %s, %s writes, %u thread%s, %u%% "
 	       "populated, freeze %s, %u run%s (medians), images in %s%s\n\n",
-	       wps_guest_size(b->g) / MiB, wps_guest_backing_name(b->o.backing),
-	       wps_guest_pattern_name(b->o.pattern), b->o.threads,
+	       rguest_size(b->g) / MiB, rguest_backing_name(b->o.backing),
+	       rguest_pattern_name(b->o.pattern), b->o.threads,
 	       b->o.threads == 1 ? "" : "s", b->o.populate_pct,
 	       b->o.freeze_simple ? "simple" : "rounds", b->o.runs,
 	       b->o.runs == 1 ? "" : "s", b->o.dir,
@@ -1179,7 +1179,7 @@ static int bench_run_all(struct bench *b)
 	ret = check_dir(b);
 	if (ret)
 		return ret;
-	if (b->o.backing == WPS_GUEST_HUGETLB) {
+	if (b->o.backing == RGUEST_HUGETLB) {
 		ret = check_hugetlb(&b->o);
 		if (ret)
 			return ret;
@@ -1241,7 +1241,7 @@ static int bench_run_all(struct bench *b)
 	return fflush(stdout) ? -errno : 0;
 }
 
-int wps_bench_main(struct wps_ctx *ctx, int argc, char **argv)
+int bench_main(struct wps_ctx *ctx, int argc, char **argv)
 {
 	struct bench b = { .ctx = ctx };
 	unsigned int i;
@@ -1285,7 +1285,7 @@ int wps_bench_main(struct wps_ctx *ctx, int argc, char **argv)
 	}
 	ret = bench_run_all(&b);
 out:
-	wps_guest_free(b.g);
+	rguest_free(b.g);
 	free(b.runs);
 	json_decref(b.notes);
 	return ret ? 1 : 0;

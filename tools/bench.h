@@ -1,11 +1,11 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* wpsnap bench: measures snapshots against this machine's own limits. */
-#ifndef WPS_BENCH_H
-#define WPS_BENCH_H
+#ifndef TOOLS_BENCH_H
+#define TOOLS_BENCH_H
 
 #include <wpsnap/wpsnap.h>
 
 /* argv[0] is "bench". Returns the process exit status. */
-int wps_bench_main(struct wps_ctx *ctx, int argc, char **argv);
+int bench_main(struct wps_ctx *ctx, int argc, char **argv);
 
 #endif

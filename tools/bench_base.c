@@ -38,10 +38,10 @@
 /* Buffers of a guest backing                                          */
 /* ------------------------------------------------------------------ */
 
-int bench_buf_map(struct bench_buf *b, enum wps_guest_backing backing,
+int bench_buf_map(struct bench_buf *b, enum rguest_backing backing,
 		  uint64_t size)
 {
-	bool huge = backing == WPS_GUEST_THP || backing == WPS_GUEST_HUGETLB;
+	bool huge = backing == RGUEST_THP || backing == RGUEST_HUGETLB;
 	uint32_t ps = huge ? HUGE_2M : PAGE_4K;
 	unsigned int mfd_flags = MFD_CLOEXEC;
 	uint8_t *a;
@@ -56,11 +56,11 @@ int bench_buf_map(struct bench_buf *b, enum wps_guest_backing backing,
 		return -EINVAL;
 
 	switch (backing) {
-	case WPS_GUEST_ANON:
-	case WPS_GUEST_THP:
+	case RGUEST_ANON:
+	case RGUEST_THP:
 		/* THP wants 2 MiB alignment: over-map by one huge page and
 		 * keep the whole mapping as the owner's (one munmap). */
-		b->map_len = b->len + (backing == WPS_GUEST_THP ? HUGE_2M : 0);
+		b->map_len = b->len + (backing == RGUEST_THP ? HUGE_2M : 0);
 		b->map = mmap(NULL, b->map_len, PROT_READ | PROT_WRITE,
 			      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 		if (b->map == MAP_FAILED) {
@@ -69,17 +69,17 @@ int bench_buf_map(struct bench_buf *b, enum wps_guest_backing backing,
 		}
 		a = (uint8_t *)(((uintptr_t)b->map + ps - 1) & ~((uintptr_t)ps - 1));
 		b->addr = a;
-		if (madvise(a, b->len, backing == WPS_GUEST_THP ?
+		if (madvise(a, b->len, backing == RGUEST_THP ?
 			    MADV_HUGEPAGE : MADV_NOHUGEPAGE) &&
-		    backing == WPS_GUEST_THP) {
+		    backing == RGUEST_THP) {
 			ret = -errno;
 			goto fail;
 		}
 		return 0;
-	case WPS_GUEST_HUGETLB:
+	case RGUEST_HUGETLB:
 		mfd_flags |= MFD_HUGETLB | MFD_HUGE_2MB;
 		/* fall through */
-	case WPS_GUEST_MEMFD:
+	case RGUEST_MEMFD:
 		b->fd = memfd_create("wpsnap-bench", mfd_flags);
 		if (b->fd < 0) {
 			ret = -errno;
@@ -470,10 +470,10 @@ static int uffd_open(int *fd_out)
 	return 0;
 }
 
-int bench_wp_raw(enum wps_guest_backing backing, uint64_t size,
+int bench_wp_raw(enum rguest_backing backing, uint64_t size,
 		 unsigned int pct, double *ms)
 {
-	bool shared = backing == WPS_GUEST_MEMFD || backing == WPS_GUEST_HUGETLB;
+	bool shared = backing == RGUEST_MEMFD || backing == RGUEST_HUGETLB;
 	struct uffdio_api api = { .api = UFFD_API };
 	struct uffdio_register reg = { .mode = UFFDIO_REGISTER_MODE_WP };
 	struct uffdio_writeprotect wp = { .mode = UFFDIO_WRITEPROTECT_MODE_WP };
@@ -582,10 +582,10 @@ out:
 	return ret;
 }
 
-int bench_fork(enum wps_guest_backing backing, uint64_t size,
+int bench_fork(enum rguest_backing backing, uint64_t size,
 	       unsigned int pct, unsigned int nr_pages, struct bench_fork *out)
 {
-	bool shared = backing == WPS_GUEST_MEMFD || backing == WPS_GUEST_HUGETLB;
+	bool shared = backing == RGUEST_MEMFD || backing == RGUEST_HUGETLB;
 	int pfd[2] = { -1, -1 };
 	uint64_t pop_pages, t0, t1;
 	struct bench_buf b;
@@ -653,11 +653,11 @@ int bench_resident(const void *addr, uint64_t len, unsigned char *vec,
 	return 0;
 }
 
-int bench_stop_copy(struct wps_guest *g, const char *dir, double *pause_ms,
+int bench_stop_copy(struct rguest *g, const char *dir, double *pause_ms,
 		    uint64_t *bytes)
 {
-	const uint8_t *mem = wps_guest_mem(g);
-	uint64_t size = wps_guest_size(g), pages = size / PAGE_4K, i, t0, t1;
+	const uint8_t *mem = rguest_mem(g);
+	uint64_t size = rguest_size(g), pages = size / PAGE_4K, i, t0, t1;
 	struct bench_extent *ext = NULL;
 	unsigned char *vec = NULL;
 	uint64_t total = 0;
@@ -676,7 +676,7 @@ int bench_stop_copy(struct wps_guest *g, const char *dir, double *pause_ms,
 		goto out;
 
 	t0 = wps_now_ns();
-	ret = wps_guest_pause(g);
+	ret = rguest_pause(g);
 	if (ret)
 		goto out;
 	/* Save only what is resident, as runs: never-touched RAM is not
@@ -699,7 +699,7 @@ int bench_stop_copy(struct wps_guest *g, const char *dir, double *pause_ms,
 		}
 		ret = bench_aio_write(fd, ext, n);
 	}
-	ret2 = wps_guest_resume(g);
+	ret2 = rguest_resume(g);
 	t1 = wps_now_ns();
 	if (!ret)
 		ret = ret2;

@@ -10,16 +10,16 @@
  * what failed. Each baseline maps its own buffers and unmaps them before
  * it returns, so two baselines never hold memory (or huge pages) at once.
  */
-#ifndef WPS_BENCH_BASE_H
-#define WPS_BENCH_BASE_H
+#ifndef TOOLS_BENCH_BASE_H
+#define TOOLS_BENCH_BASE_H
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <time.h>
 
-#include "src/clock.h"
-#include "tools/guest/guest.h"
+#include "base/clock.h"
+#include "guest/guest.h"
 
 /* The image writer's I/O shape: 1 MiB requests, 16 in flight. */
 #define BENCH_IO_SIZE (1u << 20)
@@ -43,11 +43,11 @@ struct bench_buf {
 	uint64_t map_len;
 	int fd;                 /* memfd, owned; -1 for anonymous memory */
 	uint32_t page_size;
-	enum wps_guest_backing backing;
+	enum rguest_backing backing;
 };
 
 /* -ENOSPC: hugetlb pool too small. */
-int bench_buf_map(struct bench_buf *b, enum wps_guest_backing backing,
+int bench_buf_map(struct bench_buf *b, enum rguest_backing backing,
 		  uint64_t size);
 /* Write non-zero data into the first pct% of b (whole pages). */
 void bench_buf_populate(struct bench_buf *b, unsigned int pct);
@@ -80,7 +80,7 @@ int bench_raw_write(const char *dir, uint64_t bytes, double *mib_s);
 int bench_memcpy(uint64_t bytes, double *mib_s);
 
 /* One UFFDIO_WRITEPROTECT of a populated (pct%) buffer of this backing. */
-int bench_wp_raw(enum wps_guest_backing backing, uint64_t size,
+int bench_wp_raw(enum rguest_backing backing, uint64_t size,
 		 unsigned int pct, double *ms);
 
 struct bench_fork {
@@ -92,7 +92,7 @@ struct bench_fork {
 
 /* fork() with a populated (pct%) buffer of this backing, then time the
  * first write to up to nr_pages random populated pages (the BGSAVE way). */
-int bench_fork(enum wps_guest_backing backing, uint64_t size,
+int bench_fork(enum rguest_backing backing, uint64_t size,
 	       unsigned int pct, unsigned int nr_pages, struct bench_fork *out);
 
 /*
@@ -100,7 +100,7 @@ int bench_fork(enum wps_guest_backing backing, uint64_t size,
  * (mincore), write them to a file in dir with bench_aio_write (fdatasync
  * included), resume. *pause_ms is the whole pause, *bytes what was written.
  */
-int bench_stop_copy(struct wps_guest *g, const char *dir, double *pause_ms,
+int bench_stop_copy(struct rguest *g, const char *dir, double *pause_ms,
 		    uint64_t *bytes);
 
 /* Resident bytes of [addr, addr + len) (mincore); vec holds len / 4096
@@ -108,4 +108,4 @@ int bench_stop_copy(struct wps_guest *g, const char *dir, double *pause_ms,
 int bench_resident(const void *addr, uint64_t len, unsigned char *vec,
 		   uint64_t *bytes);
 
-#endif /* WPS_BENCH_BASE_H */
+#endif /* TOOLS_BENCH_BASE_H */

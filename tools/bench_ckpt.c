@@ -28,7 +28,7 @@
 
 #include <wpsnap/checkpoint.h>
 
-#include "src/clock.h"
+#include "base/clock.h"
 #include "tools/bench_ckpt.h"
 #include "wp/dirty.h"
 
@@ -137,9 +137,9 @@ static int run_rate(struct wps_ctx *ctx, const struct bench_ckpt_opts *o,
 		    const struct raw_costs *rc, double rate, bool precopy,
 		    unsigned int interval_ms, double seconds, struct rate_result *res)
 {
-	struct wps_guest_opts go = {
+	struct rguest_opts go = {
 		.size = o->size, .backing = o->backing, .threads = 1,
-		.pattern = WPS_GUEST_RANDOM, .populate_pct = 100, .seed = 3,
+		.pattern = RGUEST_RANDOM, .populate_pct = 100, .seed = 3,
 		.rate = (uint64_t)(rate * MiB / PAGE) + 1,
 	};
 	struct wps_ckpt_opts co = WPS_CKPT_OPTS_INIT;
@@ -150,7 +150,7 @@ static int run_rate(struct wps_ctx *ctx, const struct bench_ckpt_opts *o,
 	double *work = calloc(cap, sizeof(double));
 	double img = 0, io = 0, dsum = 0, raw;
 	struct wps_ckpt *ck = NULL;
-	struct wps_guest *g = NULL;
+	struct rguest *g = NULL;
 	struct wps_region reg;
 	uint64_t t0 = 0;
 	char path[4096];
@@ -163,19 +163,19 @@ static int run_rate(struct wps_ctx *ctx, const struct bench_ckpt_opts *o,
 		ret = -ENOMEM;
 		goto out;
 	}
-	ret = wps_guest_new(&go, &g);
+	ret = rguest_new(&go, &g);
 	if (ret)
 		goto out;
-	wps_guest_region(g, &reg);
-	co.pause = wps_guest_pause;
-	co.resume = wps_guest_resume;
+	rguest_region(g, &reg);
+	co.pause = rguest_pause;
+	co.resume = rguest_resume;
 	co.pause_arg = g;
 	co.flags = WPS_CKPT_OVERWRITE;
 	if (!precopy)
 		co.precopy_rounds = WPS_CKPT_NO_PRECOPY;
 	ret = wps_ckpt_new(ctx, &reg, 1, &co, &ck);
 	if (!ret)
-		ret = wps_guest_start(g);
+		ret = rguest_start(g);
 	for (i = 0; !ret; i++) {
 		struct wps_ckpt_stats st;
 
@@ -228,9 +228,9 @@ static int run_rate(struct wps_ctx *ctx, const struct bench_ckpt_opts *o,
 	res->pause_vs_raw = res->work_p50_ms / raw;
 out:
 	if (g)
-		wps_guest_stop(g);
+		rguest_stop(g);
 	wps_ckpt_free(ck);
-	wps_guest_free(g);
+	rguest_free(g);
 	for (i = 0; i < 2; i++) {
 		snprintf(path, sizeof(path), "%s/bench-ckpt-%u.wpsnap", o->dir, i);
 		unlink(path);
@@ -279,7 +279,7 @@ int bench_checkpoint(struct wps_ctx *ctx, const struct bench_ckpt_opts *o)
 	if (o->json) {
 		json_t *j = json_pack("{s:s,s:I,s:s}", "bench", "checkpoint",
 				      "size", (json_int_t)o->size, "backing",
-				      wps_guest_backing_name(o->backing));
+				      rguest_backing_name(o->backing));
 		json_t *a = json_array();
 
 		json_object_set_new(j, "raw_walk_ms", num(rc.walk_ms));
@@ -315,7 +315,7 @@ int bench_checkpoint(struct wps_ctx *ctx, const struct bench_ckpt_opts *o)
 	}
 	printf("wpsnap bench --checkpoint: %.0f MiB %s guest, random writes, "
 	       "%u checkpoints every 100 ms per row\n\n", o->size / MiB,
-	       wps_guest_backing_name(o->backing), o->count);
+	       rguest_backing_name(o->backing), o->count);
 	printf("raw costs (this run): PAGEMAP_SCAN walk of the range %.3f ms, "
 	       "memcpy %.0f MiB/s\n", rc.walk_ms, rc.memcpy_mib_s);
 	printf("guest store to a page: untracked %.0f ns, first in an epoch "

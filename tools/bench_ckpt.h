@@ -1,18 +1,18 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* wpsnap bench --checkpoint: periodic checkpoints against raw costs. */
-#ifndef WPS_BENCH_CKPT_H
-#define WPS_BENCH_CKPT_H
+#ifndef TOOLS_BENCH_CKPT_H
+#define TOOLS_BENCH_CKPT_H
 
 #include <stdbool.h>
 #include <stdint.h>
 
 #include <wpsnap/wpsnap.h>
 
-#include "tools/guest/guest.h"
+#include "guest/guest.h"
 
 struct bench_ckpt_opts {
 	uint64_t size;
-	enum wps_guest_backing backing;
+	enum rguest_backing backing;
 	const char *dir;
 	unsigned int count;     /* checkpoints per rate */
 	bool json;

@@ -127,19 +127,19 @@ out:
 static int take_image(struct wps_ctx *ctx, const struct bench_restore_opts *o,
 		      const char *path)
 {
-	struct wps_guest_opts go = { .size = o->size, .backing = o->backing,
-				     .threads = 1, .pattern = WPS_GUEST_IDLE,
+	struct rguest_opts go = { .size = o->size, .backing = o->backing,
+				     .threads = 1, .pattern = RGUEST_IDLE,
 				     .populate_pct = o->populate_pct, .seed = 3 };
 	struct wps_snapshot_opts so = WPS_SNAPSHOT_OPTS_INIT;
 	struct wps_snapshot *s = NULL;
-	struct wps_guest *g = NULL;
+	struct rguest *g = NULL;
 	struct wps_region r;
 	int ret;
 
-	ret = wps_guest_new(&go, &g);
+	ret = rguest_new(&go, &g);
 	if (ret)
 		return ret;
-	wps_guest_region(g, &r);
+	rguest_region(g, &r);
 	so.path = path;
 	so.flags = WPS_SNAP_OVERWRITE;
 	ret = wps_snapshot_new(ctx, &r, 1, &so, &s);
@@ -148,7 +148,7 @@ static int take_image(struct wps_ctx *ctx, const struct bench_restore_opts *o,
 	if (!ret)
 		ret = wps_snapshot_wait(s);
 	wps_snapshot_free(s);
-	wps_guest_free(g);
+	rguest_free(g);
 	return ret;
 }
 
@@ -208,18 +208,18 @@ struct lazy_fig {
 };
 
 static int lazy_run(struct wps_ctx *ctx, struct wps_image *img,
-		    const struct wps_guest_opts *fo, struct lazy_fig *f)
+		    const struct rguest_opts *fo, struct lazy_fig *f)
 {
 	struct wps_pager_opts po = WPS_PAGER_OPTS_INIT;
 	struct wps_pager_stats st;
 	struct wps_pager *pg = NULL;
-	struct wps_guest *g = NULL;
+	struct rguest *g = NULL;
 	struct probe *p = NULL;
 	struct wps_region dst;
 	pthread_t tid;
 	int ret;
 
-	ret = wps_guest_new(fo, &g);
+	ret = rguest_new(fo, &g);
 	if (ret)
 		return ret;
 	p = calloc(1, sizeof(*p));
@@ -227,14 +227,14 @@ static int lazy_run(struct wps_ctx *ctx, struct wps_image *img,
 		ret = -ENOMEM;
 		goto out;
 	}
-	wps_guest_region(g, &dst);
+	rguest_region(g, &dst);
 	ret = wps_pager_new(ctx, img, 0, &dst, &po, &pg);
 	if (!ret)
 		ret = wps_pager_start(pg);
 	if (ret)
 		goto out;
-	p->mem = wps_guest_mem(g);
-	p->nr_blocks = wps_guest_size(g) / WPS_IMG_BLOCK_SIZE;
+	p->mem = rguest_mem(g);
+	p->nr_blocks = rguest_size(g) / WPS_IMG_BLOCK_SIZE;
 	ret = -pthread_create(&tid, NULL, probe_main, p);
 	if (ret)
 		goto out;
@@ -257,7 +257,7 @@ static int lazy_run(struct wps_ctx *ctx, struct wps_image *img,
 out:
 	wps_pager_free(pg);
 	free(p);
-	wps_guest_free(g);
+	rguest_free(g);
 	return ret;
 }
 
@@ -307,28 +307,28 @@ struct ws_fig {
  * plan and recording the fault order of the whole restore through it.
  */
 static int ws_run(struct wps_ctx *ctx, struct wps_image *img,
-		  const struct wps_guest_opts *fo, const struct ws_list *ws,
+		  const struct rguest_opts *fo, const struct ws_list *ws,
 		  struct wps_wset_plan *plan, struct ws_fig *f)
 {
 	struct wps_pager_opts po = WPS_PAGER_OPTS_INIT;
 	struct wps_pager_stats st;
 	struct wps_pager *pg = NULL;
-	struct wps_guest *g = NULL;
+	struct rguest *g = NULL;
 	struct wps_region dst;
 	const uint64_t *mem;
 	uint64_t t0, sum = 0;
 	size_t i, j;
 	int ret;
 
-	ret = wps_guest_new(fo, &g);
+	ret = rguest_new(fo, &g);
 	if (ret)
 		return ret;
-	wps_guest_region(g, &dst);
+	rguest_region(g, &dst);
 	wps_wset_plan_apply(plan, &po);
 	ret = wps_pager_new(ctx, img, 0, &dst, &po, &pg);
 	if (ret)
 		goto out;
-	mem = wps_guest_mem(g);
+	mem = rguest_mem(g);
 	ret = wps_pager_start(pg);
 	if (ret)
 		goto out;
@@ -348,7 +348,7 @@ static int ws_run(struct wps_ctx *ctx, struct wps_image *img,
 		ret = wps_wset_plan_record(plan, pg);
 out:
 	wps_pager_free(pg);
-	wps_guest_free(g);
+	rguest_free(g);
 	return ret;
 }
 
@@ -360,7 +360,7 @@ out:
  * order is the only difference between them.
  */
 static int ws_pair(struct wps_ctx *ctx, struct wps_image *img,
-		   const char *path, const struct wps_guest_opts *fo,
+		   const char *path, const struct rguest_opts *fo,
 		   const struct ws_list *ws, struct ws_fig *a, struct ws_fig *b)
 {
 	struct wps_wset_plan_opts wo = WPS_WSET_PLAN_OPTS_INIT;
@@ -538,13 +538,13 @@ struct remote_figs {
 };
 
 static int remote_runs(struct wps_ctx *ctx, const struct bench_restore_opts *o,
-		       const char *path, const struct wps_guest_opts *fo,
+		       const char *path, const struct rguest_opts *fo,
 		       unsigned int runs, struct remote_figs *rf)
 {
 	struct wps_image_load_stats ls;
 	const struct wps_image_region *ir;
 	struct wps_image *img = NULL;
-	struct wps_guest *g = NULL;
+	struct rguest *g = NULL;
 	char sock[4200], uri[4400];
 	struct lazy_fig lf;
 	struct stat st;
@@ -586,10 +586,10 @@ static int remote_runs(struct wps_ctx *ctx, const struct bench_restore_opts *o,
 			goto out;
 		}
 		rf->copy[i] = nbdcopy_run(uri, (uint64_t)st.st_size);
-		ret = wps_guest_new(fo, &g);
+		ret = rguest_new(fo, &g);
 		if (!ret)
-			ret = wps_image_load(img, 0, wps_guest_mem(g), &ls);
-		wps_guest_free(g);
+			ret = wps_image_load(img, 0, rguest_mem(g), &ls);
+		rguest_free(g);
 		g = NULL;
 		if (ret) {
 			fprintf(stderr, "wpsnap bench --restore: eager restore "
@@ -642,15 +642,15 @@ int bench_restore(struct wps_ctx *ctx, const struct bench_restore_opts *o)
 	double lz_mib[MAX_RUNS], lz_vs_raw[MAX_RUNS];
 	double ws_a[MAX_RUNS], ws_b[MAX_RUNS], ws_ratio[MAX_RUNS];
 	double ws_fa[MAX_RUNS], ws_fb[MAX_RUNS];
-	struct wps_guest_opts fo = { .size = o->size, .backing = o->backing,
-				     .threads = 1, .pattern = WPS_GUEST_IDLE };
+	struct rguest_opts fo = { .size = o->size, .backing = o->backing,
+				     .threads = 1, .pattern = RGUEST_IDLE };
 	struct ws_list wl = { 0 };
 	struct ws_fig wa, wb;
 	struct remote_figs *rf = NULL;
 	struct wps_image_load_stats ls;
 	const struct wps_image_region *ir;
 	struct wps_image *img = NULL;
-	struct wps_guest *g = NULL;
+	struct rguest *g = NULL;
 	struct lazy_fig lf;
 	char path[4096];
 	uint64_t bytes = 0;
@@ -660,7 +660,7 @@ int bench_restore(struct wps_ctx *ctx, const struct bench_restore_opts *o)
 	snprintf(path, sizeof(path), "%s/wpsnap-bench-restore.%d.wpsnap",
 		 o->dir, (int)getpid());
 	fprintf(stderr, "wpsnap bench --restore: snapshot of %.0f MiB %s "
-		"into %s\n", o->size / MiB, wps_guest_backing_name(o->backing),
+		"into %s\n", o->size / MiB, rguest_backing_name(o->backing),
 		path);
 	rf = calloc(1, sizeof(*rf));
 	if (!rf) {
@@ -691,10 +691,10 @@ int bench_restore(struct wps_ctx *ctx, const struct bench_restore_opts *o)
 				"%s\n", path, strerror(-ret));
 			goto out;
 		}
-		ret = wps_guest_new(&fo, &g);
+		ret = rguest_new(&fo, &g);
 		if (!ret)
-			ret = wps_image_load(img, 0, wps_guest_mem(g), &ls);
-		wps_guest_free(g);
+			ret = wps_image_load(img, 0, rguest_mem(g), &ls);
+		rguest_free(g);
 		g = NULL;
 		if (ret) {
 			fprintf(stderr, "wpsnap bench --restore: restore: %s\n",
@@ -738,7 +738,7 @@ int bench_restore(struct wps_ctx *ctx, const struct bench_restore_opts *o)
 			rf->lz_ms[i] = rf->lz_mib[i] = rf->lz_vs_raw[i] = NAN;
 	if (o->json) {
 		json_t *j = json_pack("{s:s, s:I, s:I, s:f, s:f, s:f, s:f, s:i}",
-				      "backing", wps_guest_backing_name(o->backing),
+				      "backing", rguest_backing_name(o->backing),
 				      "size", (json_int_t)o->size,
 				      "restore_bytes", (json_int_t)bytes,
 				      "restore_ms", median(ms, runs),
@@ -781,7 +781,7 @@ int bench_restore(struct wps_ctx *ctx, const struct bench_restore_opts *o)
 		json_decref(j);
 	} else {
 		printf("restore of %.0f MiB (%s), %u runs, medians\n",
-		       bytes / MiB, wps_guest_backing_name(o->backing), runs);
+		       bytes / MiB, rguest_backing_name(o->backing), runs);
 		printf("local image\n");
 		printf("  eager restore  %.1f ms, %.0f MiB/s\n", median(ms, runs),
 		       median(load, runs));

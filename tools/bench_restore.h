@@ -1,18 +1,18 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* wpsnap bench --restore: eager restore against a raw read of the image. */
-#ifndef WPS_BENCH_RESTORE_H
-#define WPS_BENCH_RESTORE_H
+#ifndef TOOLS_BENCH_RESTORE_H
+#define TOOLS_BENCH_RESTORE_H
 
 #include <stdbool.h>
 #include <stdint.h>
 
 #include <wpsnap/wpsnap.h>
 
-#include "tools/guest/guest.h"
+#include "guest/guest.h"
 
 struct bench_restore_opts {
 	uint64_t size;
-	enum wps_guest_backing backing;
+	enum rguest_backing backing;
 	unsigned int populate_pct;
 	const char *dir;
 	unsigned int runs;

@@ -34,7 +34,7 @@
 
 #include "base/deadline.h"
 #include "tools/checkpoint_cmd.h"
-#include "tools/guest/guest.h"
+#include "guest/guest.h"
 #include "tools/snapshot_cmd.h"
 
 #define MiB (1024.0 * 1024.0)
@@ -68,7 +68,7 @@ static void checkpoint_usage(FILE *f)
 struct series {
 	sigset_t stop;             /* SIGINT, SIGTERM: blocked from the start */
 	const char *dir;
-	struct wps_guest *g;       /* --ledger: write the guest's ledger */
+	struct rguest *g;       /* --ledger: write the guest's ledger */
 	bool netbuf;               /* print the epoch and commit lines */
 };
 
@@ -96,7 +96,7 @@ static int report(void *arg, const struct wps_ckpt_session_report *r)
 {
 	const struct wps_ckpt_stats *st = r->st;
 	struct series *se = arg;
-	struct wps_ledger *l = NULL;
+	struct rguest_ledger *l = NULL;
 	char lpath[4096];
 	int ret;
 
@@ -116,13 +116,13 @@ static int report(void *arg, const struct wps_ckpt_session_report *r)
 		return 0;
 	/* The instant's generations stay recorded (copy on write) until the
 	 * next freeze_pause, which is the next checkpoint's. */
-	wps_guest_pause(se->g);
-	ret = wps_guest_ledger(se->g, &l);
-	wps_guest_resume(se->g);
+	rguest_pause(se->g);
+	ret = rguest_ledger(se->g, &l);
+	rguest_resume(se->g);
 	snprintf(lpath, sizeof(lpath), "%s/ckpt-%06" PRIu64 ".ledger", se->dir, r->seq);
 	if (!ret)
-		ret = wps_ledger_write(l, lpath);
-	wps_ledger_free(l);
+		ret = rguest_ledger_write(l, lpath);
+	rguest_ledger_free(l);
 	if (ret)
 		fprintf(stderr, "wpsnap checkpoint: ledger %s: %s\n", lpath,
 			strerror(-ret));
@@ -216,9 +216,9 @@ int checkpoint_cmd_main(struct wps_ctx *ctx, int argc, char **argv)
 	struct wps_netbuf_opts no = WPS_NETBUF_OPTS_INIT;
 	struct wps_netbuf *nb = NULL;
 	const char *netns = NULL;
-	struct wps_guest_opts go = {
-		.size = 256ull << 20, .backing = WPS_GUEST_ANON, .threads = 1,
-		.pattern = WPS_GUEST_RANDOM, .populate_pct = 90, .seed = 7,
+	struct rguest_opts go = {
+		.size = 256ull << 20, .backing = RGUEST_ANON, .threads = 1,
+		.pattern = RGUEST_RANDOM, .populate_pct = 90, .seed = 7,
 	};
 	struct wps_ckpt_opts co = WPS_CKPT_OPTS_INIT;
 	struct wps_ckpt_session_opts so = WPS_CKPT_SESSION_OPTS_INIT;
@@ -227,7 +227,7 @@ int checkpoint_cmd_main(struct wps_ctx *ctx, int argc, char **argv)
 	unsigned int keep = 0;
 	uint64_t count = 5;
 	unsigned int interval_ms = 200;
-	struct wps_guest *g = NULL;
+	struct rguest *g = NULL;
 	struct wps_region reg;
 	const char *dir = NULL;
 	sigset_t old_mask;
@@ -251,7 +251,7 @@ int checkpoint_cmd_main(struct wps_ctx *ctx, int argc, char **argv)
 		case 'Q': no.queue = (uint16_t)strtoul(optarg, NULL, 0); break;
 		case 'I': pid = (pid_t)strtol(optarg, NULL, 10); break;
 		case 'R':
-			if (nr_ranges == 64 || wps_parse_range(optarg, &ranges[nr_ranges])) {
+			if (nr_ranges == 64 || cli_parse_range(optarg, &ranges[nr_ranges])) {
 				fprintf(stderr, "wpsnap checkpoint: bad --range '%s' "
 					"(hex START-END, at most 64)\n", optarg);
 				return 2;
@@ -259,20 +259,20 @@ int checkpoint_cmd_main(struct wps_ctx *ctx, int argc, char **argv)
 			nr_ranges++;
 			break;
 		case 's':
-			if (wps_guest_parse_size(optarg, &go.size)) {
+			if (rguest_parse_size(optarg, &go.size)) {
 				fprintf(stderr, "wpsnap checkpoint: bad size '%s'\n", optarg);
 				return 2;
 			}
 			break;
 		case 'b':
-			if (wps_guest_backing_parse(optarg, &go.backing)) {
+			if (rguest_backing_parse(optarg, &go.backing)) {
 				fprintf(stderr, "wpsnap checkpoint: unknown backing '%s' "
 					"(anon, thp, memfd, hugetlb)\n", optarg);
 				return 2;
 			}
 			break;
 		case 'p':
-			if (wps_guest_pattern_parse(optarg, &go.pattern)) {
+			if (rguest_pattern_parse(optarg, &go.pattern)) {
 				fprintf(stderr, "wpsnap checkpoint: unknown pattern '%s' "
 					"(idle, seq, random, hot)\n", optarg);
 				return 2;
@@ -358,17 +358,17 @@ int checkpoint_cmd_main(struct wps_ctx *ctx, int argc, char **argv)
 		printf("process %d: %u region(s); checkpoint every %u ms\n",
 		       (int)pid, nregs, interval_ms);
 	} else {
-		ret = wps_guest_new(&go, &g);
+		ret = rguest_new(&go, &g);
 		if (ret) {
 			fprintf(stderr, "wpsnap checkpoint: cannot start the "
 				"reference guest: %s\n", strerror(-ret));
 			goto out;
 		}
-		wps_guest_region(g, &reg);
+		rguest_region(g, &reg);
 		/* freeze_pause also marks the ledger's instant: the
 		 * checkpoint's is inside the same pause, every writer parked. */
-		co.pause = ledger ? wps_guest_freeze_pause : wps_guest_pause;
-		co.resume = wps_guest_resume;
+		co.pause = ledger ? rguest_freeze_pause : rguest_pause;
+		co.resume = rguest_resume;
 		co.pause_arg = g;
 		se.g = ledger ? g : NULL;
 		ret = wps_ckpt_session_new(ctx, &reg, 1, &co, &so, &s);
@@ -377,15 +377,15 @@ int checkpoint_cmd_main(struct wps_ctx *ctx, int argc, char **argv)
 				"writes: %s\n", strerror(-ret));
 			goto out;
 		}
-		ret = wps_guest_start(g);
+		ret = rguest_start(g);
 		if (ret) {
 			fprintf(stderr, "wpsnap checkpoint: guest writers: %s\n",
 				strerror(-ret));
 			goto out;
 		}
 		printf("guest: %.0f MiB %s, %u writer(s), %s", go.size / MiB,
-		       wps_guest_backing_name(go.backing), go.threads,
-		       wps_guest_pattern_name(go.pattern));
+		       rguest_backing_name(go.backing), go.threads,
+		       rguest_pattern_name(go.pattern));
 		if (go.rate)
 			printf(" at %.1f MiB/s", rate_mib);
 		printf("; checkpoint every %u ms\n", interval_ms);
@@ -402,10 +402,10 @@ int checkpoint_cmd_main(struct wps_ctx *ctx, int argc, char **argv)
 	status = 0;
 out:
 	if (g)
-		wps_guest_stop(g);
+		rguest_stop(g);
 	wps_ckpt_session_free(s);   /* unregisters: no protection left */
 	wps_attach_free(at);    /* let go already; closes the region fds */
-	wps_guest_free(g);
+	rguest_free(g);
 	/* what the last epochs held is dropped, never released */
 	wps_netbuf_free(nb);
 	if (no.netns_fd >= 0)
@@ -431,13 +431,13 @@ static int chain_verify(struct wps_ctx *ctx, struct wps_chain *chain,
 	const struct wps_image_region *r = wps_image_get_region(
 		wps_chain_image(chain, wps_chain_length(chain) - 1), 0);
 	struct wps_image_load_stats st;
-	struct wps_ledger *l = NULL;
+	struct rguest_ledger *l = NULL;
 	uint64_t bad = 0;
 	char why[256];
 	void *mem;
 	int ret;
 
-	ret = wps_ledger_read(lpath, &l);
+	ret = rguest_ledger_read(lpath, &l);
 	if (ret) {
 		fprintf(stderr, "wpsnap chain: ledger %s: %s\n", lpath, strerror(-ret));
 		return 1;
@@ -447,14 +447,14 @@ static int chain_verify(struct wps_ctx *ctx, struct wps_chain *chain,
 	if (mem == MAP_FAILED) {
 		fprintf(stderr, "wpsnap chain: no memory for %" PRIu64 " bytes\n",
 			r->size);
-		wps_ledger_free(l);
+		rguest_ledger_free(l);
 		return 1;
 	}
 	ret = wps_chain_load(chain, 0, mem, &st);
 	if (ret) {
 		fprintf(stderr, "wpsnap chain: restore failed: %s\n", strerror(-ret));
 	} else {
-		ret = wps_ledger_verify_mem(l, mem, &bad, why, sizeof(why));
+		ret = rguest_ledger_verify_mem(l, mem, &bad, why, sizeof(why));
 		if (ret)
 			fprintf(stderr, "wpsnap chain: block %" PRIu64 " differs "
 				"from the ledger: %s\n", bad, why);
@@ -464,7 +464,7 @@ static int chain_verify(struct wps_ctx *ctx, struct wps_chain *chain,
 			       wps_chain_length(chain), st.bytes / MiB, st.ns / 1e6);
 	}
 	munmap(mem, r->size);
-	wps_ledger_free(l);
+	rguest_ledger_free(l);
 	return ret ? 1 : 0;
 }
 

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* wpsnap checkpoint, chain, merge: periodic checkpoints and their chains
  * (the series itself is the library's, <wpsnap/session.h>). */
-#ifndef WPS_CHECKPOINT_CMD_H
-#define WPS_CHECKPOINT_CMD_H
+#ifndef TOOLS_CHECKPOINT_CMD_H
+#define TOOLS_CHECKPOINT_CMD_H
 
 #include <wpsnap/wpsnap.h>
 

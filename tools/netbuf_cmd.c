@@ -41,7 +41,7 @@
 #include <wpsnap/netbuf.h>
 #include <wpsnap/wpsnap.h>
 
-#include "src/clock.h"
+#include "base/clock.h"
 #include "tools/netbuf_cmd.h"
 
 /* ------------------------------------------------------------------ */

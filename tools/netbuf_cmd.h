@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* wpsnap netbuf: hold a namespace's output through checkpoint epochs;
  * the bench of network output commit. */
-#ifndef WPS_NETBUF_CMD_H
-#define WPS_NETBUF_CMD_H
+#ifndef TOOLS_NETBUF_CMD_H
+#define TOOLS_NETBUF_CMD_H
 
 #include <wpsnap/wpsnap.h>
 

@@ -38,8 +38,8 @@
 #include <wpsnap/wpsnap.h>
 #include <wpsnap/wset.h>
 
-#include "src/clock.h"
-#include "tools/guest/guest.h"
+#include "base/clock.h"
+#include "guest/guest.h"
 #include "tools/restore_lazy.h"
 #include "wp/histo.h"
 
@@ -49,7 +49,7 @@
 #define FAULTED_NS 2000u
 
 struct lazy_reader {
-	const struct wps_ledger *l;
+	const struct rguest_ledger *l;
 	const uint8_t *mem;
 	bool exact;             /* no writers: compare whole blocks */
 	atomic_bool stop;
@@ -66,14 +66,14 @@ struct lazy_reader {
  */
 static bool touch_ok(struct lazy_reader *rd, uint64_t b)
 {
-	const uint8_t *p = rd->mem + b * WPS_GUEST_BLOCK;
+	const uint8_t *p = rd->mem + b * RGUEST_BLOCK;
 	uint32_t want = rd->l->gen[b];
-	uint8_t buf[WPS_GUEST_BLOCK];
+	uint8_t buf[RGUEST_BLOCK];
 	uint64_t w0;
 
 	if (rd->exact) {
 		if (want)
-			wps_guest_block_content(b, want, buf);
+			rguest_block_content(b, want, buf);
 		else
 			memset(buf, 0, sizeof(buf));
 		return !memcmp(p, buf, sizeof(buf));
@@ -238,17 +238,17 @@ int cmd_restore_lazy(struct wps_ctx *ctx, int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 }
 	};
-	struct wps_guest_opts go = { .threads = 1, .pattern = WPS_GUEST_IDLE,
+	struct rguest_opts go = { .threads = 1, .pattern = RGUEST_IDLE,
 				     .seed = 99 };
 	struct wps_pager_opts po = WPS_PAGER_OPTS_INIT;
-	struct wps_hugepool hp = { 0 };
+	struct rguest_hugepool hp = { 0 };
 	const struct wps_image_region *reg;
-	struct wps_ledger *ledger = NULL, *now = NULL;
+	struct rguest_ledger *ledger = NULL, *now = NULL;
 	struct lazy_reader *rd = NULL;
 	struct wps_pager_stats st;
 	struct wps_pager *pg = NULL;
 	struct wps_image *img = NULL;
-	struct wps_guest *g = NULL;
+	struct rguest *g = NULL;
 	struct wps_region dst;
 	struct wps_wset_plan_opts wo = WPS_WSET_PLAN_OPTS_INIT;
 	struct wps_wset_plan_info wi;
@@ -287,42 +287,42 @@ int cmd_restore_lazy(struct wps_ctx *ctx, int argc, char **argv)
 		return 1;
 	}
 	reg = wps_image_get_region(img, region);
-	if (!reg || !wps_guest_backing_of(reg->backing, reg->page_size, &go.backing)) {
+	if (!reg || !rguest_backing_of(reg->backing, reg->page_size, &go.backing)) {
 		fprintf(stderr, "wpsnap restore: %s: no region %u of a backing "
 			"the reference guest can map\n", path, region);
 		goto out;
 	}
 	if (ledger_path) {
-		ret = wps_ledger_read(ledger_path, &ledger);
+		ret = rguest_ledger_read(ledger_path, &ledger);
 		if (ret) {
 			fprintf(stderr, "wpsnap restore: ledger %s: %s\n",
 				ledger_path, strerror(-ret));
 			goto out;
 		}
 	}
-	if (reserve && go.backing == WPS_GUEST_HUGETLB &&
-	    wps_hugepool_reserve(&hp, reg->size)) {
+	if (reserve && go.backing == RGUEST_HUGETLB &&
+	    rguest_hugepool_reserve(&hp, reg->size)) {
 		fprintf(stderr, "wpsnap restore: %s\n", hp.why);
 		goto out;
 	}
 	go.size = reg->size;
 	if (writers) {
 		go.threads = writers;
-		go.pattern = WPS_GUEST_RANDOM;
+		go.pattern = RGUEST_RANDOM;
 	}
-	ret = wps_guest_new(&go, &g);
+	ret = rguest_new(&go, &g);
 	if (ret) {
 		fprintf(stderr, "wpsnap restore: cannot map %.0f MiB of %s "
 			"memory: %s\n", reg->size / MiB,
-			wps_guest_backing_name(go.backing), strerror(-ret));
+			rguest_backing_name(go.backing), strerror(-ret));
 		goto out;
 	}
-	if (ledger && (ret = wps_guest_adopt_ledger(g, ledger))) {
+	if (ledger && (ret = rguest_adopt_ledger(g, ledger))) {
 		fprintf(stderr, "wpsnap restore: ledger %s does not fit region "
 			"%u\n", ledger_path, region);
 		goto out;
 	}
-	wps_guest_region(g, &dst);
+	rguest_region(g, &dst);
 	ret = wps_wset_plan_new(ctx, img, path, uuid, region, &wo, &plan);
 	if (ret) {
 		fprintf(stderr, "wpsnap restore: working set: %s\n",
@@ -346,7 +346,7 @@ int cmd_restore_lazy(struct wps_ctx *ctx, int argc, char **argv)
 			strerror(-ret));
 		goto out;
 	}
-	if (writers && (ret = wps_guest_start(g))) {
+	if (writers && (ret = rguest_start(g))) {
 		fprintf(stderr, "wpsnap restore: writers: %s\n", strerror(-ret));
 		goto out;
 	}
@@ -356,7 +356,7 @@ int cmd_restore_lazy(struct wps_ctx *ctx, int argc, char **argv)
 		if (!rd)
 			goto out;
 		rd->l = ledger;
-		rd->mem = wps_guest_mem(g);
+		rd->mem = rguest_mem(g);
 		rd->exact = !writers;
 		if (pthread_create(&rd->tid, NULL, reader_main, rd)) {
 			fprintf(stderr, "wpsnap restore: reader thread failed\n");
@@ -365,7 +365,7 @@ int cmd_restore_lazy(struct wps_ctx *ctx, int argc, char **argv)
 		reader_running = true;
 	}
 	printf("guest running after %.3f ms (%.0f MiB %s, %u writer(s)%s)\n",
-	       run_ns / 1e6, reg->size / MiB, wps_guest_backing_name(go.backing),
+	       run_ns / 1e6, reg->size / MiB, rguest_backing_name(go.backing),
 	       writers, wps_image_get_info(img)->remote ?
 	       ", image over NBD" : "");
 	if (after_ms)
@@ -383,7 +383,7 @@ int cmd_restore_lazy(struct wps_ctx *ctx, int argc, char **argv)
 		pthread_join(rd->tid, NULL);
 		reader_running = false;
 	}
-	wps_guest_freeze_pause(g);
+	rguest_freeze_pause(g);
 	paused = true;
 	wset_record(plan, pg);
 	printf("faults %llu (%llu zero), handler latency p50 %.1f us p99 %.1f us"
@@ -413,13 +413,13 @@ int cmd_restore_lazy(struct wps_ctx *ctx, int argc, char **argv)
 		}
 		printf("%llu reads during the restore matched the ledger\n",
 		       (unsigned long long)rd->touched);
-		ret = wps_guest_ledger(g, &now);
+		ret = rguest_ledger(g, &now);
 		if (ret) {
 			fprintf(stderr, "wpsnap restore: guest ledger: %s\n",
 				strerror(-ret));
 			goto out;
 		}
-		ret = wps_ledger_verify_mem(now, wps_guest_mem(g), &bad, why,
+		ret = rguest_ledger_verify_mem(now, rguest_mem(g), &bad, why,
 					    sizeof(why));
 		if (ret) {
 			fprintf(stderr, "wpsnap restore: memory differs from the "
@@ -442,14 +442,14 @@ out:
 		pthread_join(rd->tid, NULL);
 	}
 	if (paused)
-		wps_guest_resume(g);
+		rguest_resume(g);
 	wps_pager_free(pg);
 	wps_wset_plan_free(plan);
 	free(rd);
-	wps_ledger_free(now);
-	wps_ledger_free(ledger);
-	wps_guest_free(g);
-	wps_hugepool_release(&hp);
+	rguest_ledger_free(now);
+	rguest_ledger_free(ledger);
+	rguest_free(g);
+	rguest_hugepool_release(&hp);
 	wps_image_close(img);
 	return status;
 }

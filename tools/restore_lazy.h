@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* wpsnap restore --lazy: on-demand restore into the reference guest. */
-#ifndef WPS_TOOLS_RESTORE_LAZY_H
-#define WPS_TOOLS_RESTORE_LAZY_H
+#ifndef TOOLS_TOOLS_RESTORE_LAZY_H
+#define TOOLS_TOOLS_RESTORE_LAZY_H
 
 #include <stdbool.h>
 

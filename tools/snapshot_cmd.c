@@ -66,7 +66,7 @@ static void usage(FILE *f)
 		"  -h, --help             this text\n");
 }
 
-int wps_parse_range(const char *s, struct wps_attach_range *r)
+int cli_parse_range(const char *s, struct wps_attach_range *r)
 {
 	char *end;
 
@@ -87,7 +87,7 @@ static const char *backing_name(uint32_t b)
 	       "memfd" : "hugetlb";
 }
 
-int wps_snapshot_cmd_main(struct wps_ctx *ctx, int argc, char **argv)
+int cmd_snapshot(struct wps_ctx *ctx, int argc, char **argv)
 {
 	static const struct option lopts[] = {
 		{ "pid", required_argument, NULL, 'p' },
@@ -138,7 +138,7 @@ int wps_snapshot_cmd_main(struct wps_ctx *ctx, int argc, char **argv)
 					"ranges\n", MAX_RANGES);
 				return 2;
 			}
-			if (wps_parse_range(optarg, &ranges[nr])) {
+			if (cli_parse_range(optarg, &ranges[nr])) {
 				fprintf(stderr, "wpsnap snapshot: bad range '%s' "
 					"(want START-END in hex)\n", optarg);
 				return 2;

@@ -1,15 +1,15 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* wpsnap snapshot: a live snapshot of an unmodified process. */
-#ifndef WPS_SNAPSHOT_CMD_H
-#define WPS_SNAPSHOT_CMD_H
+#ifndef TOOLS_SNAPSHOT_CMD_H
+#define TOOLS_SNAPSHOT_CMD_H
 
 #include <wpsnap/attach.h>
 #include <wpsnap/wpsnap.h>
 
 /* argv[0] is "snapshot". Returns the process exit status. */
-int wps_snapshot_cmd_main(struct wps_ctx *ctx, int argc, char **argv);
+int cmd_snapshot(struct wps_ctx *ctx, int argc, char **argv);
 
 /* "START-END", hex addresses (as --range takes them): 0 or -EINVAL. */
-int wps_parse_range(const char *s, struct wps_attach_range *r);
+int cli_parse_range(const char *s, struct wps_attach_range *r);
 
 #endif

@@ -24,7 +24,7 @@
 #include <wpsnap/qemu.h>
 #include <wpsnap/wpsnap.h>
 
-#include "src/clock.h"
+#include "base/clock.h"
 #include "tools/snapshot_qemu.h"
 
 #define MiB (1024.0 * 1024.0)

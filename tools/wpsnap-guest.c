@@ -7,7 +7,7 @@
  *
  * This file owns the command line, the messages, and the optional
  * reservation of huge pages (the guest library never changes system
- * settings); everything else is tools/guest and libwpsnap.
+ * settings); everything else is guest/ and libwpsnap.
  */
 #include "config.h"
 
@@ -27,15 +27,15 @@
 #include <wpsnap/image.h>
 #include <wpsnap/wpsnap.h>
 
-#include "src/clock.h"
-#include "tools/guest/guest.h"
+#include "base/clock.h"
+#include "guest/guest.h"
 
 #define PROG "wpsnap-guest"
 #define NR_HUGE "/proc/sys/vm/nr_hugepages"
 #define HUGE_2M (2ull << 20)
 
 struct args {
-	struct wps_guest_opts g;
+	struct rguest_opts g;
 	double warmup, duration;
 	const char *snapshot, *ledger;
 	bool overwrite, reserve_huge;
@@ -155,12 +155,12 @@ static int parse_args(int argc, char **argv, struct args *a)
 		ret = 0;
 		switch (c) {
 		case O_SIZE:
-			ret = wps_guest_parse_size(optarg, &a->g.size);
+			ret = rguest_parse_size(optarg, &a->g.size);
 			if (!ret && !a->g.size)
 				ret = -EINVAL;
 			break;
 		case O_BACKING:
-			ret = wps_guest_backing_parse(optarg, &a->g.backing);
+			ret = rguest_backing_parse(optarg, &a->g.backing);
 			break;
 		case O_THREADS:
 			ret = parse_uint(optarg, 1024, &v);
@@ -169,7 +169,7 @@ static int parse_args(int argc, char **argv, struct args *a)
 			a->g.threads = (unsigned int)v;
 			break;
 		case O_PATTERN:
-			ret = wps_guest_pattern_parse(optarg, &a->g.pattern);
+			ret = rguest_pattern_parse(optarg, &a->g.pattern);
 			break;
 		case O_POPULATE:
 			ret = parse_uint(optarg, 100, &v);
@@ -255,7 +255,7 @@ static int parse_args(int argc, char **argv, struct args *a)
 		return -EINVAL;
 	}
 	if (rate_mib > 0 && a->g.threads)   /* block writes/s per thread */
-		a->g.rate = (uint64_t)(rate_mib * 1048576.0 / WPS_GUEST_BLOCK /
+		a->g.rate = (uint64_t)(rate_mib * 1048576.0 / RGUEST_BLOCK /
 				       a->g.threads) + 1;
 	return 0;
 }
@@ -292,12 +292,12 @@ static const char *fmt_ns(uint64_t ns, char *buf, size_t len)
 /* Modes                                                               */
 /* ------------------------------------------------------------------ */
 
-static void print_latency(struct wps_guest *g)
+static void print_latency(struct rguest *g)
 {
-	struct wps_guest_latency lat;
+	struct rguest_latency lat;
 	char a[32], b[32], c[32];
 
-	wps_guest_latency_get(g, &lat);
+	rguest_latency_get(g, &lat);
 	if (!lat.writes)
 		return;
 	printf("  write latency: p50 %s, p99 %s, max %s; %" PRIu64 " slow (>= 5 us)",
@@ -309,39 +309,39 @@ static void print_latency(struct wps_guest *g)
 	printf("\n");
 }
 
-static int run_rate(struct wps_guest *g, const struct args *a)
+static int run_rate(struct rguest *g, const struct args *a)
 {
 	uint64_t w0, w1, t0, t1;
 	double secs, rate;
 
 	sleep_secs(a->warmup);
-	wps_guest_pause(g);
-	wps_guest_latency_reset(g);
-	w0 = wps_guest_writes(g);
+	rguest_pause(g);
+	rguest_latency_reset(g);
+	w0 = rguest_writes(g);
 	t0 = wps_now_ns();
-	wps_guest_resume(g);
+	rguest_resume(g);
 	sleep_secs(a->duration);
-	wps_guest_pause(g);
+	rguest_pause(g);
 	t1 = wps_now_ns();
-	w1 = wps_guest_writes(g);
+	w1 = rguest_writes(g);
 	secs = (double)(t1 - t0) / 1e9;
 	rate = (double)(w1 - w0) / secs;
 	printf("%s guest, %" PRIu64 " MiB, %u thread(s), pattern %s: %.0f writes/s "
 	       "(%.0f per thread, %.1f MiB/s) over %.2f s\n",
-	       wps_guest_backing_name(a->g.backing), wps_guest_size(g) >> 20,
-	       a->g.threads, wps_guest_pattern_name(a->g.pattern), rate,
+	       rguest_backing_name(a->g.backing), rguest_size(g) >> 20,
+	       a->g.threads, rguest_pattern_name(a->g.pattern), rate,
 	       rate / a->g.threads, rate * 4096 / (1 << 20), secs);
 	print_latency(g);
-	wps_guest_resume(g);
+	rguest_resume(g);
 	return 0;
 }
 
-static int run_snapshot(struct wps_guest *g, const struct args *a)
+static int run_snapshot(struct rguest *g, const struct args *a)
 {
 	struct wps_snapshot_opts so = WPS_SNAPSHOT_OPTS_INIT;
 	struct wps_snapshot_stats st;
 	struct wps_snapshot *snap = NULL;
-	struct wps_ledger *l = NULL;
+	struct rguest_ledger *l = NULL;
 	struct wps_image *img = NULL;
 	struct wps_ctx *ctx = NULL;
 	struct wps_region r;
@@ -355,11 +355,11 @@ static int run_snapshot(struct wps_guest *g, const struct args *a)
 		fprintf(stderr, PROG ": creating the libwpsnap context: %s\n", strerror(-ret));
 		goto out;
 	}
-	wps_guest_region(g, &r);
+	rguest_region(g, &r);
 	so.path = a->snapshot;
 	so.flags = a->overwrite ? WPS_SNAP_OVERWRITE : 0;
-	so.pause = wps_guest_freeze_pause;
-	so.resume = wps_guest_resume;
+	so.pause = rguest_freeze_pause;
+	so.resume = rguest_resume;
 	so.pause_arg = g;
 	ret = wps_snapshot_new(ctx, &r, 1, &so, &snap);
 	if (ret) {
@@ -369,10 +369,10 @@ static int run_snapshot(struct wps_guest *g, const struct args *a)
 	}
 
 	sleep_secs(a->warmup);
-	wps_guest_pause(g);
-	wps_guest_latency_reset(g);
-	writes0 = wps_guest_writes(g);
-	wps_guest_resume(g);
+	rguest_pause(g);
+	rguest_latency_reset(g);
+	writes0 = rguest_writes(g);
+	rguest_resume(g);
 
 	ret = wps_snapshot_freeze(snap);
 	if (ret) {
@@ -388,16 +388,16 @@ static int run_snapshot(struct wps_guest *g, const struct args *a)
 	}
 
 	/* The ledger of the freeze instant, taken now that the copy is done. */
-	wps_guest_pause(g);
+	rguest_pause(g);
 	paused = true;
-	writes1 = wps_guest_writes(g);
-	ret = wps_guest_ledger(g, &l);
+	writes1 = rguest_writes(g);
+	ret = rguest_ledger(g, &l);
 	if (ret) {
 		fprintf(stderr, PROG ": taking the ledger: %s\n", strerror(-ret));
 		goto out;
 	}
 	if (a->ledger) {
-		ret = wps_ledger_write(l, a->ledger);
+		ret = rguest_ledger_write(l, a->ledger);
 		if (ret) {
 			fprintf(stderr, PROG ": writing the ledger %s: %s\n", a->ledger,
 				strerror(-ret));
@@ -407,13 +407,13 @@ static int run_snapshot(struct wps_guest *g, const struct args *a)
 	wps_snapshot_stats(snap, &st);
 	printf("snapshot %s: %" PRIu64 " MiB %s, %u thread(s) %s; guest wrote %"
 	       PRIu64 " blocks during the snapshot\n", a->snapshot,
-	       wps_guest_size(g) >> 20, wps_guest_backing_name(a->g.backing),
-	       a->g.threads, wps_guest_pattern_name(a->g.pattern), writes1 - writes0);
+	       rguest_size(g) >> 20, rguest_backing_name(a->g.backing),
+	       a->g.threads, rguest_pattern_name(a->g.pattern), writes1 - writes0);
 	print_latency(g);
 	/* The verification only reads the image: stop the writers for it. */
-	wps_guest_resume(g);
+	rguest_resume(g);
 	paused = false;
-	wps_guest_stop(g);
+	rguest_stop(g);
 
 	ret = wps_image_open(ctx, a->snapshot, 0, &img);
 	if (ret) {
@@ -421,7 +421,7 @@ static int run_snapshot(struct wps_guest *g, const struct args *a)
 			strerror(-ret));
 		goto out;
 	}
-	ret = wps_ledger_verify_image(l, img, 0, &bad, why, sizeof(why));
+	ret = rguest_ledger_verify_image(l, img, 0, &bad, why, sizeof(why));
 	printf("snapshot %s: pause %s, total %.1f ms, %.1f MiB/s, %" PRIu64
 	       " faults, verify %s\n", a->snapshot, fmt_ns(st.pause_ns, p, sizeof(p)),
 	       (double)st.total_ns / 1e6,
@@ -436,12 +436,12 @@ static int run_snapshot(struct wps_guest *g, const struct args *a)
 			strerror(-ret), why[0] ? ": " : "", why);
 out:
 	if (paused)
-		wps_guest_resume(g);
+		rguest_resume(g);
 	if (img)
 		wps_image_close(img);
 	if (snap)
 		wps_snapshot_free(snap);
-	wps_ledger_free(l);
+	rguest_ledger_free(l);
 	if (ctx)
 		wps_ctx_free(ctx);
 	return ret;
@@ -452,7 +452,7 @@ out:
 /* ------------------------------------------------------------------ */
 
 struct vmm {
-	struct wps_guest *g;
+	struct rguest *g;
 	struct wps_ctx *ctx;
 	const struct args *a;
 	uint64_t t_pause, paused_ns, max_paused_ns;
@@ -469,7 +469,7 @@ static int vmm_pause(void *arg, const char *guest)
 	if (v->paused)
 		return 0;
 	v->t_pause = wps_now_ns();
-	wps_guest_freeze_pause(v->g);   /* marks the instant of the ledger */
+	rguest_freeze_pause(v->g);   /* marks the instant of the ledger */
 	v->paused = true;
 	return 0;
 }
@@ -506,7 +506,7 @@ static int vmm_resume(void *arg, const char *guest)
 	(void)guest;
 	if (!v->paused)
 		return 0;   /* a resume after a pause we never did: harmless */
-	wps_guest_resume(v->g);
+	rguest_resume(v->g);
 	v->paused = false;
 	ns = wps_now_ns() - v->t_pause;
 	v->paused_ns = ns;
@@ -538,16 +538,16 @@ static void vmm_serve(struct vmm *v, struct wps_client *c, double secs);
 
 static int vmm_restore(struct vmm *v, struct wps_client *c, const char *name)
 {
-	struct wps_ledger *l = NULL;
+	struct rguest_ledger *l = NULL;
 	char args[4096 + 256];
 	uint64_t t0, end;
 	int ret;
 
 	if (v->a->restore_ledger) {
-		ret = wps_ledger_read(v->a->restore_ledger, &l);
+		ret = rguest_ledger_read(v->a->restore_ledger, &l);
 		if (!ret)
-			ret = wps_guest_adopt_ledger(v->g, l);
-		wps_ledger_free(l);
+			ret = rguest_adopt_ledger(v->g, l);
+		rguest_ledger_free(l);
 		if (ret) {
 			fprintf(stderr, PROG ": ledger %s: %s\n", v->a->restore_ledger,
 				strerror(-ret));
@@ -564,7 +564,7 @@ static int vmm_restore(struct vmm *v, struct wps_client *c, const char *name)
 			strerror(-ret));
 		return ret;
 	}
-	ret = wps_guest_start(v->g);   /* the vCPUs run at once */
+	ret = rguest_start(v->g);   /* the vCPUs run at once */
 	if (ret)
 		return ret;
 	printf("restore from %s: guest running after %.3f ms\n", v->a->restore,
@@ -585,16 +585,16 @@ static int vmm_restore(struct vmm *v, struct wps_client *c, const char *name)
 
 /* The ledger of the last freeze, written whole under its final name
  * (tmp + rename) so a reader never sees half of it. */
-static int vmm_write_ledger(struct vmm *v, struct wps_ledger **keep)
+static int vmm_write_ledger(struct vmm *v, struct rguest_ledger **keep)
 {
-	struct wps_ledger *l = NULL;
+	struct rguest_ledger *l = NULL;
 	char tmp[4096];
 	int ret;
 
 	v->ledger_due = false;
-	wps_guest_pause(v->g);
-	ret = wps_guest_ledger(v->g, &l);
-	wps_guest_resume(v->g);
+	rguest_pause(v->g);
+	ret = rguest_ledger(v->g, &l);
+	rguest_resume(v->g);
 	if (ret) {
 		fprintf(stderr, PROG ": taking the ledger: %s\n", strerror(-ret));
 		return ret;
@@ -612,7 +612,7 @@ static int vmm_write_ledger(struct vmm *v, struct wps_ledger **keep)
 		else
 			snprintf(name, sizeof(name), "%s", v->a->ledger);
 		snprintf(tmp, sizeof(tmp), "%s.tmp", name);
-		ret = wps_ledger_write(l, tmp);
+		ret = rguest_ledger_write(l, tmp);
 		if (!ret && rename(tmp, name))
 			ret = -errno;
 		if (ret)
@@ -622,7 +622,7 @@ static int vmm_write_ledger(struct vmm *v, struct wps_ledger **keep)
 	if (keep && !ret)
 		*keep = l;
 	else
-		wps_ledger_free(l);
+		rguest_ledger_free(l);
 	return ret;
 }
 
@@ -666,7 +666,7 @@ static void vmm_serve(struct vmm *v, struct wps_client *c, double secs)
 }
 
 static int verify_image(struct wps_ctx *ctx, const char *path,
-			const struct wps_ledger *l)
+			const struct rguest_ledger *l)
 {
 	struct wps_image *img = NULL;
 	uint64_t bad = 0;
@@ -678,7 +678,7 @@ static int verify_image(struct wps_ctx *ctx, const char *path,
 		fprintf(stderr, PROG ": opening the image %s: %s\n", path, strerror(-ret));
 		return ret;
 	}
-	ret = wps_ledger_verify_image(l, img, 0, &bad, why, sizeof(why));
+	ret = rguest_ledger_verify_image(l, img, 0, &bad, why, sizeof(why));
 	if (ret == -EBADMSG)
 		fprintf(stderr, PROG ": %s does not match the ledger: %s\n", path, why);
 	else if (ret)
@@ -688,7 +688,7 @@ static int verify_image(struct wps_ctx *ctx, const char *path,
 	return ret;
 }
 
-static int run_daemon(struct wps_guest *g, const struct args *a)
+static int run_daemon(struct rguest *g, const struct args *a)
 {
 	struct wps_client_ops ops = { .pause = vmm_pause, .resume = vmm_resume,
 				      .event = vmm_event,
@@ -697,7 +697,7 @@ static int run_daemon(struct wps_guest *g, const struct args *a)
 	struct wps_client_result res;
 	struct wps_client_guest cg = { 0 };
 	struct wps_client *c = NULL;
-	struct wps_ledger *l = NULL;
+	struct rguest_ledger *l = NULL;
 	struct vmm v = { .g = g, .a = a };
 	struct wps_region r;
 	char name[64], p1[32], p2[32], p3[32];
@@ -706,7 +706,7 @@ static int run_daemon(struct wps_guest *g, const struct args *a)
 	ret = wps_ctx_new(&v.ctx);
 	if (ret)
 		goto out;
-	wps_guest_region(g, &r);
+	rguest_region(g, &r);
 	if (r.fd < 0) {
 		fprintf(stderr, PROG ": --daemon needs guest RAM in a memfd "
 			"(--backing memfd or hugetlb): wpsnapd cannot read the "
@@ -734,7 +734,7 @@ static int run_daemon(struct wps_guest *g, const struct args *a)
 		goto out;
 	}
 	printf("registered %s: %" PRIu64 " MiB %s with wpsnapd at %s\n", name,
-	       wps_guest_size(g) >> 20, wps_guest_backing_name(a->g.backing),
+	       rguest_size(g) >> 20, rguest_backing_name(a->g.backing),
 	       a->daemon);
 	fflush(stdout);
 
@@ -791,12 +791,12 @@ static int run_daemon(struct wps_guest *g, const struct args *a)
 	       "handshake %s), total %.1f ms\n", a->snapshot,
 	       fmt_ns(v.paused_ns, p1, sizeof(p1)), fmt_ns(res.pause_ns, p2, sizeof(p2)),
 	       fmt_ns(res.handshake_ns, p3, sizeof(p3)), (double)res.total_ns / 1e6);
-	wps_guest_stop(g);
+	rguest_stop(g);
 	ret = verify_image(v.ctx, a->snapshot, l);
 	printf("snapshot %s: verify %s\n", a->snapshot, ret ? "FAILED" : "OK");
 out:
 	wps_client_close(c);
-	wps_ledger_free(l);
+	rguest_ledger_free(l);
 	if (v.ctx)
 		wps_ctx_free(v.ctx);
 	return ret;
@@ -808,34 +808,34 @@ out:
  * protection left behind with nobody reading the uffd would hang here:
  * the caller runs us under a timeout).
  */
-static int verify_self(struct wps_guest *g)
+static int verify_self(struct rguest *g)
 {
-	struct wps_ledger *l = NULL;
-	uint64_t bad = 0, b, n = wps_guest_size(g) / WPS_GUEST_BLOCK;
+	struct rguest_ledger *l = NULL;
+	uint64_t bad = 0, b, n = rguest_size(g) / RGUEST_BLOCK;
 	char why[256] = "";
-	uint8_t *mem = wps_guest_mem(g);
+	uint8_t *mem = rguest_mem(g);
 	int ret;
 
-	wps_guest_freeze_pause(g);
-	ret = wps_guest_ledger(g, &l);
+	rguest_freeze_pause(g);
+	ret = rguest_ledger(g, &l);
 	if (!ret)
-		ret = wps_ledger_verify_mem(l, mem, &bad, why, sizeof(why));
-	wps_guest_resume(g);
-	wps_guest_stop(g);
+		ret = rguest_ledger_verify_mem(l, mem, &bad, why, sizeof(why));
+	rguest_resume(g);
+	rguest_stop(g);
 	if (ret) {
 		fprintf(stderr, PROG ": verify-self: guest RAM does not match its "
 			"ledger: %s\n", why[0] ? why : strerror(-ret));
 		goto out;
 	}
 	for (b = 0; b < n; b++) {
-		volatile uint64_t *w = (volatile uint64_t *)(mem + b * WPS_GUEST_BLOCK);
+		volatile uint64_t *w = (volatile uint64_t *)(mem + b * RGUEST_BLOCK);
 
 		*w = *w;
 	}
 	printf("verify-self: %" PRIu64 " blocks match the ledger; all written "
 	       "once\n", n);
 out:
-	wps_ledger_free(l);
+	rguest_ledger_free(l);
 	return ret;
 }
 
@@ -843,13 +843,13 @@ int main(int argc, char **argv)
 {
 	struct args a = {
 		.g = {
-			.size = 256ull << 20, .backing = WPS_GUEST_ANON, .threads = 2,
-			.pattern = WPS_GUEST_RANDOM, .populate_pct = 100, .seed = 1,
+			.size = 256ull << 20, .backing = RGUEST_ANON, .threads = 2,
+			.pattern = RGUEST_RANDOM, .populate_pct = 100, .seed = 1,
 		},
 		.warmup = 0.5, .duration = 2,
 	};
-	struct wps_hugepool hp = { 0 };
-	struct wps_guest *g = NULL;
+	struct rguest_hugepool hp = { 0 };
+	struct rguest *g = NULL;
 	int ret;
 
 	if (parse_args(argc, argv, &a))
@@ -863,25 +863,25 @@ int main(int argc, char **argv)
 		sigaddset(&usr1, SIGUSR1);
 		pthread_sigmask(SIG_BLOCK, &usr1, NULL);
 	}
-	if (a.reserve_huge && a.g.backing == WPS_GUEST_HUGETLB) {
-		ret = wps_hugepool_reserve(&hp, a.g.size);
+	if (a.reserve_huge && a.g.backing == RGUEST_HUGETLB) {
+		ret = rguest_hugepool_reserve(&hp, a.g.size);
 		if (ret)
 			fprintf(stderr, PROG ": %s\n", hp.why);
 		if (ret)
 			goto out;
 	}
 
-	ret = wps_guest_new(&a.g, &g);
+	ret = rguest_new(&a.g, &g);
 	if (ret) {
 		fprintf(stderr, PROG ": creating a %s guest of %" PRIu64 " bytes: %s\n",
-			wps_guest_backing_name(a.g.backing), a.g.size, strerror(-ret));
+			rguest_backing_name(a.g.backing), a.g.size, strerror(-ret));
 		if (ret == -ENOSPC)
 			fprintf(stderr, PROG ": not enough 2 MiB huge pages in the pool "
 				"(%s); use --reserve-hugepages\n", NR_HUGE);
 		goto out;
 	}
 	/* A restored guest's writers start once its RAM is being paged in. */
-	ret = a.restore ? 0 : wps_guest_start(g);
+	ret = a.restore ? 0 : rguest_start(g);
 	if (ret) {
 		fprintf(stderr, PROG ": starting the writers: %s\n", strerror(-ret));
 		goto out;
@@ -898,7 +898,7 @@ int main(int argc, char **argv)
 	if (!ret && a.verify_self)
 		ret = verify_self(g);
 out:
-	wps_guest_free(g);
-	wps_hugepool_release(&hp);
+	rguest_free(g);
+	rguest_hugepool_release(&hp);
 	return ret ? 1 : 0;
 }

@@ -29,7 +29,7 @@
 #include "tools/checkpoint_cmd.h"
 #include "tools/netbuf_cmd.h"
 #include "tools/snapshot_cmd.h"
-#include "tools/guest/guest.h"
+#include "guest/guest.h"
 
 #define MiB (1024.0 * 1024.0)
 
@@ -447,7 +447,7 @@ static int cmd_verify(struct wps_ctx *ctx, int argc, char **argv)
 		{ 0 }
 	};
 	const char *ledger_path = NULL;
-	struct wps_ledger *ledger = NULL;
+	struct rguest_ledger *ledger = NULL;
 	struct wps_image *img;
 	unsigned int region = 0;
 	uint64_t bad = 0;
@@ -490,18 +490,18 @@ static int cmd_verify(struct wps_ctx *ctx, int argc, char **argv)
 		goto out;
 	}
 	if (ledger_path) {
-		ret = wps_ledger_read(ledger_path, &ledger);
+		ret = rguest_ledger_read(ledger_path, &ledger);
 		if (ret) {
 			fprintf(stderr, "%s verify: ledger %s: %s\n", prog,
 				ledger_path, strerror(-ret));
 			goto out;
 		}
-		ret = wps_ledger_verify_image(ledger, img, region, &bad, why,
+		ret = rguest_ledger_verify_image(ledger, img, region, &bad, why,
 					      sizeof(why));
 		if (ret == -EBADMSG) {
 			fprintf(stderr, "%s verify: %s: region %u differs from "
 				"the ledger at offset %" PRIu64 ": %s\n", prog,
-				argv[optind], region, bad * WPS_GUEST_BLOCK, why);
+				argv[optind], region, bad * RGUEST_BLOCK, why);
 			goto out;
 		} else if (ret) {
 			fprintf(stderr, "%s verify: %s against %s: %s\n", prog,
@@ -512,7 +512,7 @@ static int cmd_verify(struct wps_ctx *ctx, int argc, char **argv)
 	printf("%s: intact%s\n", argv[optind],
 	       ledger ? ", identical to the ledger" : "");
 out:
-	wps_ledger_free(ledger);
+	rguest_ledger_free(ledger);
 	wps_image_close(img);
 	return ret ? 1 : 0;
 }
@@ -530,15 +530,15 @@ static int cmd_restore(struct wps_ctx *ctx, int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 }
 	};
-	struct wps_guest_opts go = { .threads = 1, .pattern = WPS_GUEST_IDLE };
+	struct rguest_opts go = { .threads = 1, .pattern = RGUEST_IDLE };
 	const struct wps_image_info *info;
 	const struct wps_image_region *reg;
 	struct wps_image_load_stats ls;
-	struct wps_hugepool hp = { 0 };
-	struct wps_ledger *ledger = NULL;
+	struct rguest_hugepool hp = { 0 };
+	struct rguest_ledger *ledger = NULL;
 	struct wps_chain *chain = NULL;
 	struct wps_image *img = NULL;
-	struct wps_guest *g = NULL;
+	struct rguest *g = NULL;
 	const char *ledger_path = NULL;
 	unsigned int region = 0;
 	bool reserve = false;
@@ -593,26 +593,26 @@ static int cmd_restore(struct wps_ctx *ctx, int argc, char **argv)
 			argv[optind], region);
 		goto out;
 	}
-	if (!wps_guest_backing_of(reg->backing, reg->page_size, &go.backing)) {
+	if (!rguest_backing_of(reg->backing, reg->page_size, &go.backing)) {
 		fprintf(stderr, "%s restore: region %u has a backing the "
 			"reference guest cannot map\n", prog, region);
 		goto out;
 	}
-	if (reserve && go.backing == WPS_GUEST_HUGETLB &&
-	    wps_hugepool_reserve(&hp, reg->size)) {
+	if (reserve && go.backing == RGUEST_HUGETLB &&
+	    rguest_hugepool_reserve(&hp, reg->size)) {
 		fprintf(stderr, "%s restore: %s\n", prog, hp.why);
 		goto out;
 	}
 	go.size = reg->size;
-	ret = wps_guest_new(&go, &g);
+	ret = rguest_new(&go, &g);
 	if (ret) {
 		fprintf(stderr, "%s restore: cannot map %.0f MiB of %s memory: "
 			"%s\n", prog, reg->size / MiB,
-			wps_guest_backing_name(go.backing), strerror(-ret));
+			rguest_backing_name(go.backing), strerror(-ret));
 		goto out;
 	}
 	/* Eager: the guest does not run before every checksum passed. */
-	ret = wps_chain_load(chain, region, wps_guest_mem(g), &ls);
+	ret = wps_chain_load(chain, region, rguest_mem(g), &ls);
 	if (ret) {
 		fprintf(stderr, "%s restore: loading %s: %s; nothing restored\n",
 			prog, argv[optind], strerror(-ret));
@@ -632,13 +632,13 @@ static int cmd_restore(struct wps_ctx *ctx, int argc, char **argv)
 		printf(", through a chain of %u images", wps_chain_length(chain));
 	printf("\n");
 	if (ledger_path) {
-		ret = wps_ledger_read(ledger_path, &ledger);
+		ret = rguest_ledger_read(ledger_path, &ledger);
 		if (ret) {
 			fprintf(stderr, "%s restore: ledger %s: %s\n", prog,
 				ledger_path, strerror(-ret));
 			goto out;
 		}
-		ret = wps_ledger_verify_mem(ledger, wps_guest_mem(g), &bad, why,
+		ret = rguest_ledger_verify_mem(ledger, rguest_mem(g), &bad, why,
 					    sizeof(why));
 		if (ret) {
 			fprintf(stderr, "%s restore: restored memory differs "
@@ -651,9 +651,9 @@ static int cmd_restore(struct wps_ctx *ctx, int argc, char **argv)
 	}
 	status = 0;
 out:
-	wps_ledger_free(ledger);
-	wps_guest_free(g);
-	wps_hugepool_release(&hp);
+	rguest_ledger_free(ledger);
+	rguest_free(g);
+	rguest_hugepool_release(&hp);
 	wps_chain_close(chain);
 	return status;
 }
@@ -694,10 +694,10 @@ static void *progress_main(void *arg)
 
 /* How much of the guest is still backed by transparent huge pages: a
  * snapshot should not leave them split. */
-static void print_thp(struct wps_guest *g)
+static void print_thp(struct rguest *g)
 {
-	uint64_t start = (uintptr_t)wps_guest_mem(g);
-	uint64_t end = start + wps_guest_size(g), lo, hi, kb = 0, v;
+	uint64_t start = (uintptr_t)rguest_mem(g);
+	uint64_t end = start + rguest_size(g), lo, hi, kb = 0, v;
 	char line[256];
 	bool in = false;
 	FILE *f = fopen("/proc/self/smaps", "re");
@@ -730,17 +730,17 @@ static int cmd_demo(struct wps_ctx *ctx, int argc, char **argv)
 		{ 0 }
 	};
 	unsigned int fault_window = 0, snap_flags = 0;
-	struct wps_guest_opts go = {
-		.size = 384ull << 20, .backing = WPS_GUEST_ANON, .threads = 2,
-		.pattern = WPS_GUEST_RANDOM, .populate_pct = 90, .seed = 1,
+	struct rguest_opts go = {
+		.size = 384ull << 20, .backing = RGUEST_ANON, .threads = 2,
+		.pattern = RGUEST_RANDOM, .populate_pct = 90, .seed = 1,
 	};
 	struct wps_snapshot_opts so = WPS_SNAPSHOT_OPTS_INIT;
 	struct progress_bar pb = { 0 };
 	struct wps_snapshot_stats st;
-	struct wps_guest_latency lat;
-	struct wps_ledger *ledger = NULL;
+	struct rguest_latency lat;
+	struct rguest_ledger *ledger = NULL;
 	struct wps_snapshot *snap = NULL;
-	struct wps_guest *g = NULL;
+	struct rguest *g = NULL;
 	struct wps_image *img = NULL;
 	struct wps_region reg;
 	char dir[256], path[300], lpath[300], why[256];
@@ -765,14 +765,14 @@ static int cmd_demo(struct wps_ctx *ctx, int argc, char **argv)
 			}
 			break;
 		case 's':
-			if (wps_guest_parse_size(optarg, &go.size)) {
+			if (rguest_parse_size(optarg, &go.size)) {
 				fprintf(stderr, "%s demo: bad size '%s'\n",
 					prog, optarg);
 				return 2;
 			}
 			break;
 		case 'b':
-			if (wps_guest_backing_parse(optarg, &go.backing)) {
+			if (rguest_backing_parse(optarg, &go.backing)) {
 				fprintf(stderr, "%s demo: unknown backing '%s' "
 					"(anon, thp, memfd, hugetlb)\n", prog,
 					optarg);
@@ -781,7 +781,7 @@ static int cmd_demo(struct wps_ctx *ctx, int argc, char **argv)
 			break;
 		case 't': go.threads = strtoul(optarg, NULL, 0); break;
 		case 'p':
-			if (wps_guest_pattern_parse(optarg, &go.pattern)) {
+			if (rguest_pattern_parse(optarg, &go.pattern)) {
 				fprintf(stderr, "%s demo: unknown pattern '%s' "
 					"(idle, seq, random, hot)\n", prog,
 					optarg);
@@ -824,35 +824,35 @@ static int cmd_demo(struct wps_ctx *ctx, int argc, char **argv)
 	snprintf(path, sizeof(path), "%s/demo.wpsnap", dir);
 	snprintf(lpath, sizeof(lpath), "%s/demo.ledger", dir);
 
-	ret = wps_guest_new(&go, &g);
+	ret = rguest_new(&go, &g);
 	if (ret) {
 		fprintf(stderr, "%s demo: cannot start the reference guest "
 			"(%s, %.0f MiB): %s\n", prog,
-			wps_guest_backing_name(go.backing), go.size / MiB,
+			rguest_backing_name(go.backing), go.size / MiB,
 			strerror(-ret));
 		goto out;
 	}
 	printf("guest: %.0f MiB %s, %u writer threads (%s), %u%% populated\n",
-	       go.size / MiB, wps_guest_backing_name(go.backing), go.threads,
-	       wps_guest_pattern_name(go.pattern), go.populate_pct);
-	ret = wps_guest_start(g);
+	       go.size / MiB, rguest_backing_name(go.backing), go.threads,
+	       rguest_pattern_name(go.pattern), go.populate_pct);
+	ret = rguest_start(g);
 	if (ret) {
 		fprintf(stderr, "%s demo: starting writers: %s\n", prog,
 			strerror(-ret));
 		goto out;
 	}
 	/* Undisturbed write rate, for comparison with the rate during. */
-	w0 = wps_guest_writes(g);
+	w0 = rguest_writes(g);
 	usleep(300000);
-	before_rate = (wps_guest_writes(g) - w0) / 0.3;
+	before_rate = (rguest_writes(g) - w0) / 0.3;
 
 	print_thp(g);
-	wps_guest_region(g, &reg);
+	rguest_region(g, &reg);
 	so.path = path;
 	so.flags = WPS_SNAP_OVERWRITE | snap_flags;
 	so.fault_window = fault_window;
-	so.pause = wps_guest_freeze_pause;
-	so.resume = wps_guest_resume;
+	so.pause = rguest_freeze_pause;
+	so.resume = rguest_resume;
 	so.pause_arg = g;
 	ret = wps_snapshot_new(ctx, &reg, 1, &so, &snap);
 	if (ret) {
@@ -860,8 +860,8 @@ static int cmd_demo(struct wps_ctx *ctx, int argc, char **argv)
 			strerror(-ret));
 		goto out;
 	}
-	wps_guest_latency_reset(g);
-	w0 = wps_guest_writes(g);
+	rguest_latency_reset(g);
+	w0 = rguest_writes(g);
 	ret = wps_snapshot_freeze(snap);
 	if (ret) {
 		fprintf(stderr, "%s demo: freeze failed: %s\n", prog,
@@ -873,7 +873,7 @@ static int cmd_demo(struct wps_ctx *ctx, int argc, char **argv)
 	if (pb.tty && pthread_create(&pthr, NULL, progress_main, &pb))
 		pb.tty = false;
 	ret = wps_snapshot_wait(snap);
-	w1 = wps_guest_writes(g);
+	w1 = rguest_writes(g);
 	if (pb.tty) {
 		__atomic_store_n(&pb.done, true, __ATOMIC_RELEASE);
 		pthread_join(pthr, NULL);
@@ -884,25 +884,25 @@ static int cmd_demo(struct wps_ctx *ctx, int argc, char **argv)
 		goto out;
 	}
 	wps_snapshot_stats(snap, &st);
-	wps_guest_latency_get(g, &lat);
+	rguest_latency_get(g, &lat);
 
 	/* The ledger is read with the writers parked. */
-	wps_guest_pause(g);
-	ret = wps_guest_ledger(g, &ledger);
-	wps_guest_resume(g);
-	wps_guest_stop(g);
+	rguest_pause(g);
+	ret = rguest_ledger(g, &ledger);
+	rguest_resume(g);
+	rguest_stop(g);
 	if (ret) {
 		fprintf(stderr, "%s demo: reading the ledger: %s\n", prog,
 			strerror(-ret));
 		goto out;
 	}
-	if (keep && (ret = wps_ledger_write(ledger, lpath))) {
+	if (keep && (ret = rguest_ledger_write(ledger, lpath))) {
 		fprintf(stderr, "%s demo: %s: %s\n", prog, lpath, strerror(-ret));
 		goto out;
 	}
 	ret = wps_image_open(ctx, path, 0, &img);
 	if (!ret)
-		ret = wps_ledger_verify_image(ledger, img, 0, &bad, why,
+		ret = rguest_ledger_verify_image(ledger, img, 0, &bad, why,
 					      sizeof(why));
 	if (ret) {
 		fprintf(stderr, "%s demo: VERIFY FAILED for %s: %s%s%s\n", prog,
@@ -942,9 +942,9 @@ static int cmd_demo(struct wps_ctx *ctx, int argc, char **argv)
 	status = 0;
 out:
 	wps_image_close(img);
-	wps_ledger_free(ledger);
+	rguest_ledger_free(ledger);
 	wps_snapshot_free(snap);
-	wps_guest_free(g);
+	rguest_free(g);
 	if (tmp) {
 		unlink(path);
 		unlink(lpath);
@@ -989,7 +989,7 @@ int main(int argc, char **argv)
 	else if (!strcmp(cmd, "restore"))
 		ret = cmd_restore(ctx, argc, argv);
 	else if (!strcmp(cmd, "snapshot"))
-		ret = wps_snapshot_cmd_main(ctx, argc, argv);
+		ret = cmd_snapshot(ctx, argc, argv);
 	else if (!strcmp(cmd, "checkpoint"))
 		ret = checkpoint_cmd_main(ctx, argc, argv);
 	else if (!strcmp(cmd, "chain"))
@@ -999,7 +999,7 @@ int main(int argc, char **argv)
 	else if (!strcmp(cmd, "netbuf"))
 		ret = netbuf_cmd_main(ctx, argc, argv);
 	else if (!strcmp(cmd, "bench"))
-		ret = wps_bench_main(ctx, argc, argv);
+		ret = bench_main(ctx, argc, argv);
 	else {
 		fprintf(stderr, "%s: unknown command '%s'\n\n", prog, cmd);
 		usage_main(stderr);

@@ -36,8 +36,8 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
-#include "src/bits.h"
-#include "src/log.h"
+#include "base/bits.h"
+#include "base/log.h"
 #include "wp/compat.h"
 #include "wp/dirty.h"
 #include "wp/pagemap.h"

@@ -39,8 +39,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "src/clock.h"
-#include "src/log.h"
+#include "base/clock.h"
+#include "base/log.h"
 #include "wp/compat.h"
 #include "wp/engine.h"
 #include "wp/histo.h"

@@ -1,4 +1,4 @@
-libwpsnap_la_SOURCES += \
+libwpsnap_priv_la_SOURCES += \
 	wp/compat.h \
 	wp/uffd.c \
 	wp/uffd.h \

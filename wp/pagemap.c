@@ -13,7 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "src/log.h"
+#include "base/log.h"
 #include "wp/compat.h"
 #include "wp/pagemap.h"
 

@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "src/log.h"
+#include "base/log.h"
 
 static bool is_pow2(uint64_t v)
 {

@@ -14,7 +14,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include "src/log.h"
+#include "base/log.h"
 #include "wp/compat.h"
 #include "wp/uffd.h"
 

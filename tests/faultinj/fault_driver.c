@@ -44,12 +44,12 @@
 #include <wpsnap/wpsnap.h>
 
 #include "tests/unit/testutil.h"
-#include "tools/guest/guest.h"
+#include "guest/guest.h"
 
 struct drv {
 	void (*suspend)(int on);        /* the shim's, when it is loaded */
 	struct wps_ctx *ctx;
-	struct wps_guest *g;
+	struct rguest *g;
 	int first_err;          /* first failure, -errno */
 	char bad[512];          /* first broken invariant */
 };
@@ -97,11 +97,11 @@ static void check_unpublished(struct drv *d, const char *path)
  * Generous bound: only a stall takes that long, a loaded machine not. */
 static void check_running(struct drv *d)
 {
-	uint64_t w0 = wps_guest_writes(d->g);
+	uint64_t w0 = rguest_writes(d->g);
 	int i;
 
 	for (i = 0; i < 6000; i++) {
-		if (wps_guest_writes(d->g) > w0 + 1000)
+		if (rguest_writes(d->g) > w0 + 1000)
 			return;
 		nanosleep(&(struct timespec){ 0, 10000000 }, NULL);
 	}
@@ -111,7 +111,7 @@ static void check_running(struct drv *d)
 static void check_unprotected(struct drv *d, const char *when)
 {
 	uint64_t n = 0;
-	int ret = tu_count_wp(wps_guest_mem(d->g), wps_guest_size(d->g), &n);
+	int ret = tu_count_wp(rguest_mem(d->g), rguest_size(d->g), &n);
 
 	if (ret)
 		bad(d, "pagemap: %s", strerror(-ret));
@@ -122,26 +122,26 @@ static void check_unprotected(struct drv *d, const char *when)
 /* Guest RAM is what the writers wrote, and every block takes a write. */
 static void check_intact(struct drv *d)
 {
-	struct wps_ledger *l = NULL;
-	uint8_t *mem = wps_guest_mem(d->g);
-	uint64_t b, nb = wps_guest_size(d->g) / WPS_GUEST_BLOCK, at = 0;
+	struct rguest_ledger *l = NULL;
+	uint8_t *mem = rguest_mem(d->g);
+	uint64_t b, nb = rguest_size(d->g) / RGUEST_BLOCK, at = 0;
 	char why[256] = "";
 	int ret;
 
-	wps_guest_freeze_pause(d->g);
-	ret = wps_guest_ledger(d->g, &l);
+	rguest_freeze_pause(d->g);
+	ret = rguest_ledger(d->g, &l);
 	if (!ret)
-		ret = wps_ledger_verify_mem(l, mem, &at, why, sizeof(why));
-	wps_guest_resume(d->g);
-	wps_guest_stop(d->g);
-	wps_ledger_free(l);
+		ret = rguest_ledger_verify_mem(l, mem, &at, why, sizeof(why));
+	rguest_resume(d->g);
+	rguest_stop(d->g);
+	rguest_ledger_free(l);
 	if (ret) {
 		bad(d, "guest RAM differs from its ledger: %s",
 		    why[0] ? why : strerror(-ret));
 		return;
 	}
 	for (b = 0; b < nb; b++) {
-		volatile uint64_t *w = (volatile uint64_t *)(mem + b * WPS_GUEST_BLOCK);
+		volatile uint64_t *w = (volatile uint64_t *)(mem + b * RGUEST_BLOCK);
 
 		*w = *w;
 	}
@@ -155,13 +155,13 @@ static void verifying(struct drv *d, bool on)
 }
 
 /* The ledger of the instant just frozen (freeze_pause recorded it). */
-static int instant_ledger(struct drv *d, struct wps_ledger **l)
+static int instant_ledger(struct drv *d, struct rguest_ledger **l)
 {
 	int ret;
 
-	wps_guest_pause(d->g);
-	ret = wps_guest_ledger(d->g, l);
-	wps_guest_resume(d->g);
+	rguest_pause(d->g);
+	ret = rguest_ledger(d->g, l);
+	rguest_resume(d->g);
 	return ret;
 }
 
@@ -169,17 +169,17 @@ static int run_snapshot(struct drv *d, const char *img)
 {
 	struct wps_snapshot_opts so = WPS_SNAPSHOT_OPTS_INIT;
 	struct wps_snapshot *snap = NULL;
-	struct wps_ledger *l = NULL;
+	struct rguest_ledger *l = NULL;
 	struct wps_image *im = NULL;
 	struct wps_region r;
 	char why[256] = "";
 	uint64_t at = 0;
 	int ret;
 
-	wps_guest_region(d->g, &r);
+	rguest_region(d->g, &r);
 	so.path = img;
-	so.pause = wps_guest_freeze_pause;
-	so.resume = wps_guest_resume;
+	so.pause = rguest_freeze_pause;
+	so.resume = rguest_resume;
 	so.pause_arg = d->g;
 	ret = wps_snapshot_new(d->ctx, &r, 1, &so, &snap);
 	if (!ret)
@@ -201,25 +201,25 @@ static int run_snapshot(struct drv *d, const char *img)
 	if (!ret)
 		ret = wps_image_open(d->ctx, img, 0, &im);
 	if (!ret)
-		ret = wps_ledger_verify_image(l, im, 0, &at, why, sizeof(why));
+		ret = rguest_ledger_verify_image(l, im, 0, &at, why, sizeof(why));
 	if (ret)
 		bad(d, "the image %s does not match the ledger: %s", img,
 		    why[0] ? why : strerror(-ret));
 	if (im)
 		wps_image_close(im);
 	verifying(d, false);
-	wps_ledger_free(l);
+	rguest_ledger_free(l);
 	wps_snapshot_free(snap);
 	return 0;
 }
 
 /* Restore path through its chain and compare with l. */
 static void check_chain(struct drv *d, const char *path,
-			const struct wps_ledger *l, bool full)
+			const struct rguest_ledger *l, bool full)
 {
 	struct wps_chain *c = NULL;
 	char why[256] = "";
-	uint64_t at = 0, size = wps_guest_size(d->g);
+	uint64_t at = 0, size = rguest_size(d->g);
 	void *mem;
 	int ret;
 
@@ -237,7 +237,7 @@ static void check_chain(struct drv *d, const char *path,
 	if (!ret)
 		ret = wps_chain_load(c, 0, mem, NULL);
 	if (!ret)
-		ret = wps_ledger_verify_mem(l, mem, &at, why, sizeof(why));
+		ret = rguest_ledger_verify_mem(l, mem, &at, why, sizeof(why));
 	if (ret)
 		bad(d, "%s restored through its chain differs from its ledger: %s",
 		    path, why[0] ? why : strerror(-ret));
@@ -256,9 +256,9 @@ static int run_checkpoints(struct drv *d, const char *dir, const char *ldir,
 	unsigned int i;
 	int ret;
 
-	wps_guest_region(d->g, &r);
-	co.pause = wps_guest_freeze_pause;
-	co.resume = wps_guest_resume;
+	rguest_region(d->g, &r);
+	co.pause = rguest_freeze_pause;
+	co.resume = rguest_resume;
 	co.pause_arg = d->g;
 	ret = wps_ckpt_new(d->ctx, &r, 1, &co, &ck);
 	if (ret) {
@@ -268,7 +268,7 @@ static int run_checkpoints(struct drv *d, const char *dir, const char *ldir,
 	}
 	for (i = 0; i < count || after_failure; i++) {
 		struct wps_ckpt_stats st;
-		struct wps_ledger *l = NULL;
+		struct rguest_ledger *l = NULL;
 		char path[4096], lpath[4096];
 
 		snprintf(path, sizeof(path), "%s/ckpt-%06u.wpsnap", dir, i);
@@ -283,12 +283,12 @@ static int run_checkpoints(struct drv *d, const char *dir, const char *ldir,
 		ret = instant_ledger(d, &l);
 		snprintf(lpath, sizeof(lpath), "%s/ckpt-%06u.ledger", ldir, i);
 		if (!ret)
-			ret = wps_ledger_write(l, lpath);
+			ret = rguest_ledger_write(l, lpath);
 		if (ret)
 			bad(d, "ledger %s: %s", lpath, strerror(-ret));
 		else
 			check_chain(d, path, l, after_failure);
-		wps_ledger_free(l);
+		rguest_ledger_free(l);
 		after_failure = false;
 		if (i > count + 2) {
 			bad(d, "checkpoints keep failing");
@@ -302,9 +302,9 @@ static int run_checkpoints(struct drv *d, const char *dir, const char *ldir,
 
 int main(int argc, char **argv)
 {
-	struct wps_guest_opts go = {
-		.backing = WPS_GUEST_ANON, .threads = 2,
-		.pattern = WPS_GUEST_RANDOM, .populate_pct = 100, .seed = 1,
+	struct rguest_opts go = {
+		.backing = RGUEST_ANON, .threads = 2,
+		.pattern = RGUEST_RANDOM, .populate_pct = 100, .seed = 1,
 	};
 	struct drv d = { 0 };
 	bool snap = argc == 4 && !strcmp(argv[1], "snapshot");
@@ -320,9 +320,9 @@ int main(int argc, char **argv)
 	d.suspend = (void (*)(int))dlsym(RTLD_DEFAULT, "faultinj_suspend");
 	ret = wps_ctx_new(&d.ctx);
 	if (!ret)
-		ret = wps_guest_new(&go, &d.g);
+		ret = rguest_new(&go, &d.g);
 	if (!ret)
-		ret = wps_guest_start(d.g);
+		ret = rguest_start(d.g);
 	if (ret) {
 		fprintf(stderr, "fault_driver: cannot start the guest: %s\n",
 			strerror(-ret));
@@ -347,7 +347,7 @@ int main(int argc, char **argv)
 		printf("guest BAD: %s\n", d.bad);
 	else
 		printf("guest ok: running, unprotected, intact\n");
-	wps_guest_free(d.g);
+	rguest_free(d.g);
 	wps_ctx_free(d.ctx);
 	return d.bad[0] ? 2 : d.first_err ? 1 : 0;
 }

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * Fuzz target: the reference guest's ledger file (tools/guest/ledger.c,
- * wps_ledger_read), which `wpsnap-guest verify` reads from disk. Input:
+ * Fuzz target: the reference guest's ledger file (guest/ledger.c,
+ * rguest_ledger_read), which `wpsnap-guest verify` reads from disk. Input:
  * byte 0 = flags (FZ_FIX_CRC: recompute both CRC-32 fields, so that
  * mutations reach the size checks), then the file.
  */
@@ -12,7 +12,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
-#include "tools/guest/guest.h"
+#include "guest/guest.h"
 #include "tests/fuzz/fuzzutil.h"
 
 #define HDR 32u
@@ -27,7 +27,7 @@ static void fix(uint8_t *file, size_t len)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	struct wps_ledger *l = NULL;
+	struct rguest_ledger *l = NULL;
 	char path[64];
 	uint64_t b, sum = 0;
 	int fd;
@@ -36,12 +36,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	fz_begin();
 	fd = fz_file_memfd(data, size, fix, path, sizeof(path));
-	if (!wps_ledger_read(path, &l)) {
+	if (!rguest_ledger_read(path, &l)) {
 		if (HDR + l->nr_blocks * 4 != size - 1)
 			abort();    /* the file's size is the ledger's */
 		for (b = 0; b < l->nr_blocks; b++)
 			sum += l->gen[b];
-		wps_ledger_free(l);
+		rguest_ledger_free(l);
 	}
 	close(fd);
 	fz_end();

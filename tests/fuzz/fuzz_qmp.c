@@ -2,9 +2,9 @@
 /*
  * Fuzz target: wpsnapd's control protocol up to, not including, side
  * effects. Each input line goes to the daemon's real request parser and
- * dispatcher (src/daemon/commands.c: JSON parse, envelope check, command
+ * dispatcher (daemon/commands.c: JSON parse, envelope check, command
  * lookup, negotiation rule, argument check against the command's spec,
- * then the handler) and its QMP reply helpers (src/daemon/qmp.c).
+ * then the handler) and its QMP reply helpers (daemon/qmp.c).
  *
  * The seam is the link boundary: everything a handler would do to the
  * world (register or attach a guest, start a job, name fds, send bytes)
@@ -24,10 +24,10 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "src/daemon/commands.h"
-#include "src/daemon/guest.h"
-#include "src/daemon/job.h"
-#include "src/daemon/qmp.h"
+#include "daemon/commands.h"
+#include "daemon/guest.h"
+#include "daemon/job.h"
+#include "daemon/qmp.h"
 #include "tests/fuzz/fuzzutil.h"
 
 /* Replies of the current line: exactly one per request. */

@@ -20,8 +20,8 @@
 
 #include "stream/img_writer.h"
 #include "tests/fuzz/fuzzutil.h"
-#include "tools/guest/guest.h"
-#include "tools/guest/guest_int.h"
+#include "guest/guest.h"
+#include "guest/guest_int.h"
 
 static const char *out;
 
@@ -204,19 +204,19 @@ static void file_seed(const char *target, const char *name, const char *path)
 
 static void ledgers(void)
 {
-	struct wps_ledger *l;
+	struct rguest_ledger *l;
 	char p[256];
 	uint64_t b;
 	int ret;
 
 	snprintf(p, sizeof(p), "%s/ledger", fz_dir());
-	ret = wps_ledger_alloc(8, &l);
+	ret = rguest_ledger_alloc(8, &l);
 	if (ret)
 		die("ledger", ret);
 	for (b = 0; b < 8; b++)
 		l->gen[b] = (uint32_t)(b * 3);
-	ret = wps_ledger_write(l, p);
-	wps_ledger_free(l);
+	ret = rguest_ledger_write(l, p);
+	rguest_ledger_free(l);
 	if (ret)
 		die(p, ret);
 	file_seed("ledger", "eight-blocks", p);

@@ -14,9 +14,9 @@ FUZZ_TARGETS = image chain qmp ledger wset netbuf nbd_uri
 # daemon's request parser and QMP helpers (not its server, guests or jobs:
 # fuzz_qmp.c stubs those so that no handler reaches the world).
 # (Headers in these lists are skipped by the compile loop.)
-FUZZ_LIB_SRCS = $(libwpsnap_la_SOURCES) $(src_libwpsnetbuf_la_SOURCES) \
-	tools/guest/guest.c tools/guest/ledger.c tools/guest/hugepool.c \
-	src/daemon/commands.c src/daemon/qmp.c \
+FUZZ_LIB_SRCS = $(libwpsnap_priv_la_SOURCES) $(src_libwpsnetbuf_la_SOURCES) \
+	guest/guest.c guest/ledger.c guest/hugepool.c \
+	daemon/commands.c daemon/qmp.c \
 	tests/fuzz/fuzzutil.c
 
 FUZZ_CFLAGS = -g -O1 -std=gnu11 -fno-omit-frame-pointer \

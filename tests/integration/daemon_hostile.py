@@ -17,7 +17,7 @@ from wpstest import (GUEST, WPSNAP, Conn, check, ko, run, skip, start_daemon,
                      stop_guest, uffd_ready, vmm_guest)
 
 T = tempfile.mkdtemp(prefix="wpsnapd-hostile.", dir="/var/tmp")
-OUT_MAX = 4 << 20     # WPSD_OUT_MAX in src/daemon/server.h
+OUT_MAX = 4 << 20     # WPSD_OUT_MAX in daemon/server.h
 n_good = 0
 
 

@@ -347,7 +347,7 @@ def daemon_case(name):
     (wps-checkpoint-start with "netbuf"): each WPS_CHECKPOINT event says
     when its epoch closed and when it was released."""
     S = os.path.join(T, "wpsnapd.sock")
-    dp = spawn([os.path.join(B, "tools", "wpsnapd"), "--socket", S, "--foreground"],
+    dp = spawn([os.path.join(B, "daemon", "wpsnapd"), "--socket", S, "--foreground"],
                os.path.join(T, "wpsnapd.log"))
     if not wait_file(S):
         return ko(name + ": wpsnapd did not start")

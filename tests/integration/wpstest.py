@@ -5,7 +5,7 @@
 import fcntl, json, os, signal, socket, subprocess, sys, time
 
 B = os.environ.get("WPSNAP_BUILDDIR") or os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
-WPSNAPD = os.path.join(B, "tools", "wpsnapd")
+WPSNAPD = os.path.join(B, "daemon", "wpsnapd")
 GUEST = os.path.join(B, "tools", "wpsnap-guest")
 WPSNAP = os.path.join(B, "tools", "wpsnap")
 USERFAULTFD_IOC_NEW = 0xAA00

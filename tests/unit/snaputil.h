@@ -7,12 +7,12 @@
 
 #include <wpsnap/wpsnap.h>
 
-#include "tools/guest/guest.h"
+#include "guest/guest.h"
 
 /* Snapshot a fresh guest of backing b (size bytes, pct% populated) into
  * path while two writers run from just before the freeze; returns the
  * ledger of the freeze. Asserts on any failure. */
-struct wps_ledger *su_take(struct wps_ctx *ctx, enum wps_guest_backing b,
+struct rguest_ledger *su_take(struct wps_ctx *ctx, enum rguest_backing b,
 			   uint64_t size, unsigned int pct, const char *path);
 
 #endif

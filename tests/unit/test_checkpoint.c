@@ -28,7 +28,7 @@
 #include <wpsnap/session.h>
 
 #include "tests/unit/testutil.h"
-#include "tools/guest/guest.h"
+#include "guest/guest.h"
 #include "wp/dirty.h"
 
 #define PAGE 4096ull
@@ -82,7 +82,7 @@ START_TEST(tracker_oracle)
 {
 	enum tu_backing b = tracker_backings[_i];
 	uint64_t size = 64ull << 20, pages = size / PAGE, p, unit, i;
-	struct wps_hugepool hp = { 0 };
+	struct rguest_hugepool hp = { 0 };
 	uint8_t *oracle = calloc(pages, 1);
 	struct seen s = { calloc(pages, 1), calloc(pages, 1), pages, PAGE };
 	struct wps_dirty *d;
@@ -92,7 +92,7 @@ START_TEST(tracker_oracle)
 	int round, fds;
 	uint64_t seed = 42 + _i, wp = 0;
 
-	if (b == TU_HUGETLB && wps_hugepool_reserve(&hp, size)) {
+	if (b == TU_HUGETLB && rguest_hugepool_reserve(&hp, size)) {
 		tu_skip_note(__func__, "hugetlb: %s", hp.why);
 		goto out_nomem;
 	}
@@ -137,7 +137,7 @@ START_TEST(tracker_oracle)
 	ck_assert_int_eq(tu_count_fds(), fds);
 	tu_mem_free(&m);
 out_nomem:
-	wps_hugepool_release(&hp);
+	rguest_hugepool_release(&hp);
 	free(oracle);
 	free(s.written);
 	free(s.removed);
@@ -207,7 +207,7 @@ static void ckpath(char *buf, size_t len, const char *tag, unsigned int i)
 
 /* Restore the chain ending at path and compare with ledger l. */
 static void check_chain(struct wps_ctx *ctx, const char *path,
-			const struct wps_ledger *l, uint64_t size,
+			const struct rguest_ledger *l, uint64_t size,
 			unsigned int expect_len)
 {
 	struct wps_chain *c;
@@ -222,59 +222,59 @@ static void check_chain(struct wps_ctx *ctx, const char *path,
 		   -1, 0);
 	ck_assert(mem != MAP_FAILED);
 	ck_assert_int_eq(wps_chain_load(c, 0, mem, NULL), 0);
-	ret = wps_ledger_verify_mem(l, mem, &bad, why, sizeof(why));
+	ret = rguest_ledger_verify_mem(l, mem, &bad, why, sizeof(why));
 	ck_assert_msg(ret == 0, "%s: block %llu: %s", path,
 		      (unsigned long long)bad, why);
 	munmap(mem, size);
 	wps_chain_close(c);
 }
 
-static struct wps_ledger *instant_ledger(struct wps_guest *g)
+static struct rguest_ledger *instant_ledger(struct rguest *g)
 {
-	struct wps_ledger *l;
+	struct rguest_ledger *l;
 
-	wps_guest_pause(g);
-	ck_assert_int_eq(wps_guest_ledger(g, &l), 0);
-	wps_guest_resume(g);
+	rguest_pause(g);
+	ck_assert_int_eq(rguest_ledger(g, &l), 0);
+	rguest_resume(g);
 	return l;
 }
 
-static const enum wps_guest_backing chain_backings[] = {
-	WPS_GUEST_ANON, WPS_GUEST_THP, WPS_GUEST_MEMFD, WPS_GUEST_HUGETLB,
+static const enum rguest_backing chain_backings[] = {
+	RGUEST_ANON, RGUEST_THP, RGUEST_MEMFD, RGUEST_HUGETLB,
 };
 
 START_TEST(chain_under_writers)
 {
-	enum wps_guest_backing b = chain_backings[_i];
-	struct wps_guest_opts go = { .size = 64ull << 20, .backing = b,
-				     .threads = 2, .pattern = WPS_GUEST_HOT,
+	enum rguest_backing b = chain_backings[_i];
+	struct rguest_opts go = { .size = 64ull << 20, .backing = b,
+				     .threads = 2, .pattern = RGUEST_HOT,
 				     .populate_pct = 70, .seed = 5 + _i };
 	struct wps_ckpt_opts co = WPS_CKPT_OPTS_INIT;
-	struct wps_ledger *l[5] = { 0 };
-	struct wps_hugepool hp = { 0 };
+	struct rguest_ledger *l[5] = { 0 };
+	struct rguest_hugepool hp = { 0 };
 	struct wps_ctx *ctx = new_ctx();
 	struct wps_ckpt_stats st;
 	struct wps_ckpt *ck;
-	struct wps_guest *g;
+	struct rguest *g;
 	struct wps_region r;
 	char path[512];
 	unsigned int i;
 	uint64_t wp = 0;
 	int fds = tu_count_fds();
 
-	if (b == WPS_GUEST_HUGETLB && wps_hugepool_reserve(&hp, go.size)) {
+	if (b == RGUEST_HUGETLB && rguest_hugepool_reserve(&hp, go.size)) {
 		tu_skip_note(__func__, "hugetlb: %s", hp.why);
 		goto out;
 	}
-	ck_assert_int_eq(wps_guest_new(&go, &g), 0);
-	wps_guest_region(g, &r);
-	co.pause = wps_guest_freeze_pause;
-	co.resume = wps_guest_resume;
+	ck_assert_int_eq(rguest_new(&go, &g), 0);
+	rguest_region(g, &r);
+	co.pause = rguest_freeze_pause;
+	co.resume = rguest_resume;
 	co.pause_arg = g;
-	co.flags = WPS_CKPT_NO_DIRECT * (b == WPS_GUEST_HUGETLB);
+	co.flags = WPS_CKPT_NO_DIRECT * (b == RGUEST_HUGETLB);
 	co.precopy_rounds = _i % 2 ? WPS_CKPT_NO_PRECOPY : 0;
 	ck_assert_int_eq(wps_ckpt_new(ctx, &r, 1, &co, &ck), 0);
-	ck_assert_int_eq(wps_guest_start(g), 0);
+	ck_assert_int_eq(rguest_start(g), 0);
 	for (i = 0; i < 5; i++) {
 		usleep(30000);
 		ckpath(path, sizeof(path), "c", i);
@@ -282,20 +282,20 @@ START_TEST(chain_under_writers)
 		ck_assert_uint_eq(st.seq, i);
 		l[i] = instant_ledger(g);
 	}
-	ck_assert_uint_gt(wps_guest_writes(g), 0);
-	wps_guest_stop(g);
+	ck_assert_uint_gt(rguest_writes(g), 0);
+	rguest_stop(g);
 	wps_ckpt_free(ck);
-	ck_assert_int_eq(tu_count_wp(wps_guest_mem(g), wps_guest_size(g), &wp), 0);
+	ck_assert_int_eq(tu_count_wp(rguest_mem(g), rguest_size(g), &wp), 0);
 	ck_assert_uint_eq(wp, 0);
 	for (i = 0; i < 5; i++) {
 		ckpath(path, sizeof(path), "c", i);
 		check_chain(ctx, path, l[i], go.size, i + 1);
-		wps_ledger_free(l[i]);
+		rguest_ledger_free(l[i]);
 	}
-	wps_guest_free(g);
+	rguest_free(g);
 	ck_assert_int_eq(tu_count_fds(), fds);
 out:
-	wps_hugepool_release(&hp);
+	rguest_hugepool_release(&hp);
 	wps_ctx_free(ctx);
 }
 END_TEST

@@ -19,7 +19,7 @@
 #include <unistd.h>
 
 #include "tests/unit/testutil.h"
-#include "tools/guest/guest.h"
+#include "guest/guest.h"
 #include "wp/compat.h"
 #include "wp/engine.h"
 #include "wp/pagemap.h"
@@ -201,19 +201,19 @@ END_TEST
 START_TEST(hugetlb_random_writers)
 {
 	struct tu_mem mem;
-	struct wps_hugepool hp;
+	struct rguest_hugepool hp;
 
-	if (wps_hugepool_reserve(&hp, 64ull << 21)) {
-		wps_hugepool_release(&hp);
+	if (rguest_hugepool_reserve(&hp, 64ull << 21)) {
+		rguest_hugepool_release(&hp);
 		TU_SKIP("hugetlb: cannot reserve 2 MiB huge pages");
 	}
 	if (tu_mem_new(&mem, TU_HUGETLB, 32 << 20)) {
-		wps_hugepool_release(&hp);
+		rguest_hugepool_release(&hp);
 		TU_SKIP("hugetlb: cannot map huge pages");
 	}
 	run_snapshot(&mem, 2, 100, 0, 0);
 	tu_mem_free(&mem);
-	wps_hugepool_release(&hp);
+	rguest_hugepool_release(&hp);
 }
 END_TEST
 

@@ -29,30 +29,30 @@
 
 #include "tests/unit/snaputil.h"
 #include "tests/unit/testutil.h"
-#include "tools/guest/guest.h"
+#include "guest/guest.h"
 
-static struct wps_guest *fresh(enum wps_guest_backing b, uint64_t size,
+static struct rguest *fresh(enum rguest_backing b, uint64_t size,
 			       unsigned int threads)
 {
-	struct wps_guest_opts go = { .size = size, .backing = b,
+	struct rguest_opts go = { .size = size, .backing = b,
 				     .threads = threads ? threads : 1,
-				     .pattern = threads ? WPS_GUEST_RANDOM
-							: WPS_GUEST_IDLE,
+				     .pattern = threads ? RGUEST_RANDOM
+							: RGUEST_IDLE,
 				     .seed = 11 };
-	struct wps_guest *g;
+	struct rguest *g;
 
-	ck_assert_int_eq(wps_guest_new(&go, &g), 0);
+	ck_assert_int_eq(rguest_new(&go, &g), 0);
 	return g;
 }
 
 static struct wps_pager *pager(struct wps_ctx *ctx, struct wps_image *img,
-			       struct wps_guest *g, bool no_prefetch)
+			       struct rguest *g, bool no_prefetch)
 {
 	struct wps_pager_opts po = WPS_PAGER_OPTS_INIT;
 	struct wps_pager *pg;
 	struct wps_region r;
 
-	wps_guest_region(g, &r);
+	rguest_region(g, &r);
 	po.no_prefetch = no_prefetch;
 	ck_assert_int_eq(wps_pager_new(ctx, img, 0, &r, &po, &pg), 0);
 	ck_assert_int_eq(wps_pager_start(pg), 0);
@@ -60,21 +60,21 @@ static struct wps_pager *pager(struct wps_ctx *ctx, struct wps_image *img,
 }
 
 /* Block b of mem holds what the ledger says (zero for generation 0). */
-static bool block_ok(const struct wps_ledger *l, const uint8_t *mem,
+static bool block_ok(const struct rguest_ledger *l, const uint8_t *mem,
 		     uint64_t b)
 {
-	uint8_t want[WPS_GUEST_BLOCK];
+	uint8_t want[RGUEST_BLOCK];
 
 	if (l->gen[b])
-		wps_guest_block_content(b, l->gen[b], want);
+		rguest_block_content(b, l->gen[b], want);
 	else
 		memset(want, 0, sizeof(want));
-	return !memcmp(mem + b * WPS_GUEST_BLOCK, want, sizeof(want));
+	return !memcmp(mem + b * RGUEST_BLOCK, want, sizeof(want));
 }
 
 /* Touch n random blocks while pages arrive: every one must be right the
  * first time it is seen (the read itself is the fault). */
-static void read_verify(const struct wps_ledger *l, const uint8_t *mem,
+static void read_verify(const struct rguest_ledger *l, const uint8_t *mem,
 			unsigned int n)
 {
 	uint64_t x = 12345, b;
@@ -111,7 +111,7 @@ static void check_present(struct wps_image *img, const uint8_t *mem,
 
 /* Nobody holds a registration on the range any more: a new uffd can
  * register it (EBUSY otherwise). */
-static void check_unregistered(struct wps_guest *g)
+static void check_unregistered(struct rguest *g)
 {
 	struct uffdio_api api = { .api = UFFD_API };
 	struct wps_region r;
@@ -120,7 +120,7 @@ static void check_unregistered(struct wps_guest *g)
 	int fd;
 
 	ck_assert_int_eq(wps_ctx_new(&ctx), 0);
-	wps_guest_region(g, &r);
+	rguest_region(g, &r);
 	fd = (int)syscall(__NR_userfaultfd, O_CLOEXEC);
 	ck_assert_int_ge(fd, 0);
 	if (r.backing == WPS_BACKING_MEMFD)
@@ -136,29 +136,29 @@ static void check_unregistered(struct wps_guest *g)
 	wps_ctx_free(ctx);
 }
 
-static const enum wps_guest_backing backings[] = {
-	WPS_GUEST_ANON, WPS_GUEST_MEMFD, WPS_GUEST_HUGETLB,
+static const enum rguest_backing backings[] = {
+	RGUEST_ANON, RGUEST_MEMFD, RGUEST_HUGETLB,
 };
 
-static bool reserve(enum wps_guest_backing b, struct wps_hugepool *hp,
+static bool reserve(enum rguest_backing b, struct rguest_hugepool *hp,
 		    const char *what)
 {
-	if (b != WPS_GUEST_HUGETLB || !wps_hugepool_reserve(hp, 64ull << 20))
+	if (b != RGUEST_HUGETLB || !rguest_hugepool_reserve(hp, 64ull << 20))
 		return true;
 	tu_skip_note(what, "hugetlb: %s", hp->why);
-	wps_hugepool_release(hp);
+	rguest_hugepool_release(hp);
 	return false;
 }
 
 START_TEST(lazy_round_trip)
 {
-	enum wps_guest_backing b = backings[_i];
-	struct wps_hugepool hp = { 0 };
+	enum rguest_backing b = backings[_i];
+	struct rguest_hugepool hp = { 0 };
 	struct wps_pager_stats st;
 	struct wps_pager *pg;
-	struct wps_ledger *l;
+	struct rguest_ledger *l;
 	struct wps_image *img;
-	struct wps_guest *g;
+	struct rguest *g;
 	struct wps_ctx *ctx;
 	char path[512], why[256] = "";
 	uint64_t bad;
@@ -173,7 +173,7 @@ START_TEST(lazy_round_trip)
 	fds = tu_count_fds();
 	ck_assert_int_eq(wps_image_open(ctx, path, 0, &img), 0);
 	pg = pager(ctx, img, g, false);
-	read_verify(l, wps_guest_mem(g), 3000);
+	read_verify(l, rguest_mem(g), 3000);
 	ck_assert_int_eq(wps_pager_graduate(pg), 0);
 	ck_assert_int_eq(wps_pager_stats(pg, &st), 0);
 	ck_assert(st.graduated);
@@ -182,18 +182,18 @@ START_TEST(lazy_round_trip)
 	ck_assert_uint_gt(st.full_ns, 0);
 	ck_assert_uint_eq(st.data_bytes, st.fault_bytes + st.prefetch_bytes);
 	wps_pager_free(pg);
-	ck_assert_msg(!wps_ledger_verify_mem(l, wps_guest_mem(g), &bad, why,
+	ck_assert_msg(!rguest_ledger_verify_mem(l, rguest_mem(g), &bad, why,
 					     sizeof(why)),
 		      "restored memory differs: %s", why);
-	check_present(img, wps_guest_mem(g), wps_guest_size(g));
+	check_present(img, rguest_mem(g), rguest_size(g));
 	check_unregistered(g);
 	/* Writable everywhere, nothing waits on us. */
-	memset(wps_guest_mem(g), 0x5a, wps_guest_size(g));
+	memset(rguest_mem(g), 0x5a, rguest_size(g));
 	wps_image_close(img);
 	ck_assert_int_eq(tu_count_fds(), fds);
-	wps_guest_free(g);
-	wps_ledger_free(l);
-	wps_hugepool_release(&hp);
+	rguest_free(g);
+	rguest_ledger_free(l);
+	rguest_hugepool_release(&hp);
 	wps_ctx_free(ctx);
 }
 END_TEST
@@ -202,12 +202,12 @@ END_TEST
  * memory must match the guest's own ledger, which starts from the image's. */
 START_TEST(lazy_with_writers)
 {
-	enum wps_guest_backing b = backings[_i];
-	struct wps_hugepool hp = { 0 };
-	struct wps_ledger *l, *now;
+	enum rguest_backing b = backings[_i];
+	struct rguest_hugepool hp = { 0 };
+	struct rguest_ledger *l, *now;
 	struct wps_image *img;
 	struct wps_pager *pg;
-	struct wps_guest *g;
+	struct rguest *g;
 	struct wps_ctx *ctx;
 	char path[512], why[256] = "";
 	uint64_t bad;
@@ -218,26 +218,26 @@ START_TEST(lazy_with_writers)
 	snprintf(path, sizeof(path), "%s/img", tu_dir);
 	l = su_take(ctx, b, 32 << 20, 70, path);
 	g = fresh(b, 32 << 20, 2);
-	ck_assert_int_eq(wps_guest_adopt_ledger(g, l), 0);
+	ck_assert_int_eq(rguest_adopt_ledger(g, l), 0);
 	ck_assert_int_eq(wps_image_open(ctx, path, 0, &img), 0);
 	pg = pager(ctx, img, g, false);
-	ck_assert_int_eq(wps_guest_start(g), 0);
+	ck_assert_int_eq(rguest_start(g), 0);
 	usleep(100 * 1000);
 	ck_assert_int_eq(wps_pager_graduate(pg), 0);
 	usleep(50 * 1000);
 	wps_pager_free(pg);
-	ck_assert_int_eq(wps_guest_freeze_pause(g), 0);
-	ck_assert_int_eq(wps_guest_ledger(g, &now), 0);
-	ck_assert_msg(!wps_ledger_verify_mem(now, wps_guest_mem(g), &bad, why,
+	ck_assert_int_eq(rguest_freeze_pause(g), 0);
+	ck_assert_int_eq(rguest_ledger(g, &now), 0);
+	ck_assert_msg(!rguest_ledger_verify_mem(now, rguest_mem(g), &bad, why,
 					     sizeof(why)),
 		      "memory differs from the guest's ledger: %s", why);
-	ck_assert_uint_gt(wps_guest_writes(g), 0);
-	wps_guest_resume(g);
-	wps_ledger_free(now);
+	ck_assert_uint_gt(rguest_writes(g), 0);
+	rguest_resume(g);
+	rguest_ledger_free(now);
 	wps_image_close(img);
-	wps_guest_free(g);
-	wps_ledger_free(l);
-	wps_hugepool_release(&hp);
+	rguest_free(g);
+	rguest_ledger_free(l);
+	rguest_hugepool_release(&hp);
 	wps_ctx_free(ctx);
 }
 END_TEST
@@ -248,9 +248,9 @@ START_TEST(absent_and_removed)
 {
 	struct wps_pager_stats st;
 	struct wps_pager *pg;
-	struct wps_ledger *l;
+	struct rguest_ledger *l;
 	struct wps_image *img;
-	struct wps_guest *g;
+	struct rguest *g;
 	struct wps_ctx *ctx;
 	uint8_t *mem, zero[4096] = { 0 };
 	uint64_t b, start, count, holes = 0;
@@ -258,9 +258,9 @@ START_TEST(absent_and_removed)
 
 	ck_assert_int_eq(wps_ctx_new(&ctx), 0);
 	snprintf(path, sizeof(path), "%s/img", tu_dir);
-	l = su_take(ctx, WPS_GUEST_ANON, 16 << 20, 30, path);
-	g = fresh(WPS_GUEST_ANON, 16 << 20, 0);
-	mem = wps_guest_mem(g);
+	l = su_take(ctx, RGUEST_ANON, 16 << 20, 30, path);
+	g = fresh(RGUEST_ANON, 16 << 20, 0);
+	mem = rguest_mem(g);
 	ck_assert_int_eq(wps_image_open(ctx, path, 0, &img), 0);
 	pg = pager(ctx, img, g, true);
 	for (b = 0; b < l->nr_blocks && holes < 200; b++) {
@@ -284,8 +284,8 @@ START_TEST(absent_and_removed)
 		if (b != start)
 			ck_assert(block_ok(l, mem, b));
 	wps_image_close(img);
-	wps_guest_free(g);
-	wps_ledger_free(l);
+	rguest_free(g);
+	rguest_ledger_free(l);
 	wps_ctx_free(ctx);
 }
 END_TEST
@@ -313,9 +313,9 @@ START_TEST(damaged_never_delivered)
 	struct reader rd = { 0 };
 	struct wps_pager_stats st;
 	struct wps_pager *pg;
-	struct wps_ledger *l;
+	struct rguest_ledger *l;
 	struct wps_image *img;
-	struct wps_guest *g;
+	struct rguest *g;
 	struct wps_ctx *ctx;
 	pthread_t tid;
 	char path[512];
@@ -326,7 +326,7 @@ START_TEST(damaged_never_delivered)
 	ck_assert_int_eq(wps_ctx_new(&ctx), 0);
 	wps_ctx_set_log_fn(ctx, tu_log_capture, NULL);
 	snprintf(path, sizeof(path), "%s/img", tu_dir);
-	l = su_take(ctx, WPS_GUEST_ANON, 16 << 20, 100, path);
+	l = su_take(ctx, RGUEST_ANON, 16 << 20, 100, path);
 	ck_assert_int_eq(wps_image_open(ctx, path, 0, &img), 0);
 	ck_assert_int_eq(wps_image_next_extent(img, 0, 1000, &start, &count), 0);
 	wps_image_close(img);
@@ -339,19 +339,19 @@ START_TEST(damaged_never_delivered)
 	ck_assert_int_eq(pwrite(fd, &byte, 1, (off_t)off), 1);
 	close(fd);
 
-	g = fresh(WPS_GUEST_ANON, 16 << 20, 0);
+	g = fresh(RGUEST_ANON, 16 << 20, 0);
 	ck_assert_int_eq(wps_image_open(ctx, path, 0, &img), 0);
 	tu_log_reset();
 	pg = pager(ctx, img, g, false);
 	ck_assert_int_eq(pipe(p), 0);
-	rd.page = (uint8_t *)wps_guest_mem(g) + blk * 4096;
+	rd.page = (uint8_t *)rguest_mem(g) + blk * 4096;
 	rd.pipe_w = p[1];
 	ck_assert_int_eq(pthread_create(&tid, NULL, reader_main, &rd), 0);
 	usleep(300 * 1000);
 	ck_assert_msg(!atomic_load(&rd.done), "damaged page was delivered");
 	/* Everything else is served. */
-	ck_assert(block_ok(l, wps_guest_mem(g), 0));
-	ck_assert(block_ok(l, wps_guest_mem(g), l->nr_blocks - 1));
+	ck_assert(block_ok(l, rguest_mem(g), 0));
+	ck_assert(block_ok(l, rguest_mem(g), l->nr_blocks - 1));
 	ck_assert_int_eq(wps_pager_graduate(pg), -EBADMSG);
 	ck_assert_int_eq(wps_pager_stats(pg, &st), -EBADMSG);
 	ck_assert_uint_eq(st.bad_offset, (2u << 20) + blk / 16 * 16 * 4096);
@@ -365,8 +365,8 @@ START_TEST(damaged_never_delivered)
 	close(p[0]);
 	close(p[1]);
 	wps_image_close(img);
-	wps_guest_free(g);
-	wps_ledger_free(l);
+	rguest_free(g);
+	rguest_ledger_free(l);
 	wps_ctx_free(ctx);
 }
 END_TEST

@@ -20,36 +20,36 @@
 
 #include "tests/unit/snaputil.h"
 #include "tests/unit/testutil.h"
-#include "tools/guest/guest.h"
+#include "guest/guest.h"
 
-static struct wps_guest *fresh(enum wps_guest_backing b, uint64_t size)
+static struct rguest *fresh(enum rguest_backing b, uint64_t size)
 {
-	struct wps_guest_opts go = { .size = size, .backing = b, .threads = 1,
-				     .pattern = WPS_GUEST_IDLE };
-	struct wps_guest *g;
+	struct rguest_opts go = { .size = size, .backing = b, .threads = 1,
+				     .pattern = RGUEST_IDLE };
+	struct rguest *g;
 
-	ck_assert_int_eq(wps_guest_new(&go, &g), 0);
+	ck_assert_int_eq(rguest_new(&go, &g), 0);
 	return g;
 }
 
-static const enum wps_guest_backing backings[] = {
-	WPS_GUEST_ANON, WPS_GUEST_MEMFD, WPS_GUEST_HUGETLB,
+static const enum rguest_backing backings[] = {
+	RGUEST_ANON, RGUEST_MEMFD, RGUEST_HUGETLB,
 };
 
 START_TEST(round_trip)
 {
-	enum wps_guest_backing b = backings[_i];
-	struct wps_hugepool hp = { 0 };
+	enum rguest_backing b = backings[_i];
+	struct rguest_hugepool hp = { 0 };
 	struct wps_image_load_stats ls;
-	struct wps_ledger *l;
+	struct rguest_ledger *l;
 	struct wps_image *img;
-	struct wps_guest *g;
+	struct rguest *g;
 	struct wps_ctx *ctx;
 	char path[512], why[256] = "";
 	uint64_t bad;
 
-	if (b == WPS_GUEST_HUGETLB && wps_hugepool_reserve(&hp, 64ull << 20)) {
-		wps_hugepool_release(&hp);
+	if (b == RGUEST_HUGETLB && rguest_hugepool_reserve(&hp, 64ull << 20)) {
+		rguest_hugepool_release(&hp);
 		TU_SKIP("hugetlb: %s", hp.why);
 	}
 	ck_assert_int_eq(wps_ctx_new(&ctx), 0);
@@ -57,15 +57,15 @@ START_TEST(round_trip)
 	l = su_take(ctx, b, 32 << 20, 60, path);
 	g = fresh(b, 32 << 20);
 	ck_assert_int_eq(wps_image_open(ctx, path, 0, &img), 0);
-	ck_assert_int_eq(wps_image_load(img, 0, wps_guest_mem(g), &ls), 0);
+	ck_assert_int_eq(wps_image_load(img, 0, rguest_mem(g), &ls), 0);
 	ck_assert_uint_eq(ls.bytes, wps_image_get_region(img, 0)->present_blocks * 4096);
-	ck_assert_msg(!wps_ledger_verify_mem(l, wps_guest_mem(g), &bad, why,
+	ck_assert_msg(!rguest_ledger_verify_mem(l, rguest_mem(g), &bad, why,
 					     sizeof(why)),
 		      "restored memory differs: %s", why);
 	wps_image_close(img);
-	wps_guest_free(g);
-	wps_ledger_free(l);
-	wps_hugepool_release(&hp);
+	rguest_free(g);
+	rguest_ledger_free(l);
+	rguest_hugepool_release(&hp);
 	wps_ctx_free(ctx);
 }
 END_TEST
@@ -75,9 +75,9 @@ END_TEST
 START_TEST(holes_stay_holes)
 {
 	const struct wps_image_region *ir;
-	struct wps_ledger *l;
+	struct rguest_ledger *l;
 	struct wps_image *img;
-	struct wps_guest *g;
+	struct rguest *g;
 	struct wps_ctx *ctx;
 	char path[512];
 	unsigned char *vec;
@@ -85,14 +85,14 @@ START_TEST(holes_stay_holes)
 
 	ck_assert_int_eq(wps_ctx_new(&ctx), 0);
 	snprintf(path, sizeof(path), "%s/img", tu_dir);
-	l = su_take(ctx, WPS_GUEST_ANON, 16 << 20, 30, path);
-	g = fresh(WPS_GUEST_ANON, 16 << 20);
+	l = su_take(ctx, RGUEST_ANON, 16 << 20, 30, path);
+	g = fresh(RGUEST_ANON, 16 << 20);
 	ck_assert_int_eq(wps_image_open(ctx, path, 0, &img), 0);
-	ck_assert_int_eq(wps_image_load(img, 0, wps_guest_mem(g), NULL), 0);
+	ck_assert_int_eq(wps_image_load(img, 0, rguest_mem(g), NULL), 0);
 	ir = wps_image_get_region(img, 0);
 	ck_assert_uint_lt(ir->present_blocks, ir->nr_blocks);
 	vec = malloc(nb);
-	ck_assert_int_eq(mincore(wps_guest_mem(g), 16 << 20, vec), 0);
+	ck_assert_int_eq(mincore(rguest_mem(g), 16 << 20, vec), 0);
 	for (b = 0; b < nb; b++) {
 		if (wps_image_block_present(img, 0, b))
 			continue;
@@ -103,8 +103,8 @@ START_TEST(holes_stay_holes)
 	ck_assert_uint_eq(resident_holes, 0);
 	free(vec);
 	wps_image_close(img);
-	wps_guest_free(g);
-	wps_ledger_free(l);
+	rguest_free(g);
+	rguest_ledger_free(l);
 	wps_ctx_free(ctx);
 }
 END_TEST
@@ -112,8 +112,8 @@ END_TEST
 START_TEST(damaged_block_refused)
 {
 	struct wps_image *img;
-	struct wps_ledger *l;
-	struct wps_guest *g;
+	struct rguest_ledger *l;
+	struct rguest *g;
 	struct wps_ctx *ctx;
 	char path[512];
 	uint64_t start, count, off;
@@ -123,7 +123,7 @@ START_TEST(damaged_block_refused)
 	ck_assert_int_eq(wps_ctx_new(&ctx), 0);
 	wps_ctx_set_log_fn(ctx, tu_log_capture, NULL);
 	snprintf(path, sizeof(path), "%s/img", tu_dir);
-	l = su_take(ctx, WPS_GUEST_ANON, 16 << 20, 100, path);
+	l = su_take(ctx, RGUEST_ANON, 16 << 20, 100, path);
 	/* Flip a byte inside the 100th present block. */
 	ck_assert_int_eq(wps_image_open(ctx, path, 0, &img), 0);
 	ck_assert_int_eq(wps_image_next_extent(img, 0, 100, &start, &count), 0);
@@ -136,16 +136,16 @@ START_TEST(damaged_block_refused)
 	byte ^= 0xff;
 	ck_assert_int_eq(pwrite(fd, &byte, 1, off), 1);
 	close(fd);
-	g = fresh(WPS_GUEST_ANON, 16 << 20);
+	g = fresh(RGUEST_ANON, 16 << 20);
 	ck_assert_int_eq(wps_image_open(ctx, path, 0, &img), 0);
 	tu_log_reset();
-	ck_assert_int_eq(wps_image_load(img, 0, wps_guest_mem(g), NULL), -EBADMSG);
+	ck_assert_int_eq(wps_image_load(img, 0, rguest_mem(g), NULL), -EBADMSG);
 	ck_assert_msg(tu_logged("checksum mismatch"), "log: %s", tu_log_text());
 	ck_assert_msg(tu_logged(path), "log does not name the file: %s",
 		      tu_log_text());
 	wps_image_close(img);
-	wps_guest_free(g);
-	wps_ledger_free(l);
+	rguest_free(g);
+	rguest_ledger_free(l);
 	wps_ctx_free(ctx);
 }
 END_TEST

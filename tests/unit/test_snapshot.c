@@ -27,7 +27,7 @@
 
 #include "tests/unit/testutil.h"
 #include "wp/compat.h"
-#include "tools/guest/guest.h"
+#include "guest/guest.h"
 
 static bool exists(const char *path)
 {
@@ -36,32 +36,32 @@ static bool exists(const char *path)
 	return stat(path, &st) == 0;
 }
 
-static struct wps_guest *guest_new(enum wps_guest_backing b, uint64_t size,
+static struct rguest *guest_new(enum rguest_backing b, uint64_t size,
 				   unsigned int threads,
-				   enum wps_guest_pattern pat, unsigned int pct)
+				   enum rguest_pattern pat, unsigned int pct)
 {
-	struct wps_guest_opts o = { .size = size, .backing = b,
+	struct rguest_opts o = { .size = size, .backing = b,
 				    .threads = threads, .pattern = pat,
 				    .populate_pct = pct, .seed = 42 };
-	struct wps_guest *g = NULL;
+	struct rguest *g = NULL;
 
-	ck_assert_int_eq(wps_guest_new(&o, &g), 0);
+	ck_assert_int_eq(rguest_new(&o, &g), 0);
 	return g;
 }
 
-static struct wps_guest *guest(enum wps_guest_backing b, uint64_t size,
+static struct rguest *guest(enum rguest_backing b, uint64_t size,
 			       unsigned int threads,
-			       enum wps_guest_pattern pat, unsigned int pct)
+			       enum rguest_pattern pat, unsigned int pct)
 {
-	struct wps_guest *g = guest_new(b, size, threads, pat, pct);
+	struct rguest *g = guest_new(b, size, threads, pat, pct);
 
-	ck_assert_int_eq(wps_guest_start(g), 0);
+	ck_assert_int_eq(rguest_start(g), 0);
 	return g;
 }
 
 /* start: start the guest's writers just before the freeze (the guest was
  * made with guest_new), so that little is written before the instant. */
-static int snapshot_ex(struct wps_ctx *ctx, struct wps_guest *g,
+static int snapshot_ex(struct wps_ctx *ctx, struct rguest *g,
 		       const char *path, struct wps_snapshot_stats *st,
 		       bool cancel, bool start)
 {
@@ -70,16 +70,16 @@ static int snapshot_ex(struct wps_ctx *ctx, struct wps_guest *g,
 	struct wps_region r;
 	int ret;
 
-	wps_guest_region(g, &r);
+	rguest_region(g, &r);
 	so.path = path;
-	so.pause = wps_guest_freeze_pause;
-	so.resume = wps_guest_resume;
+	so.pause = rguest_freeze_pause;
+	so.resume = rguest_resume;
 	so.pause_arg = g;
 	ret = wps_snapshot_new(ctx, &r, 1, &so, &s);
 	if (ret)
 		return ret;
 	if (start)
-		ck_assert_int_eq(wps_guest_start(g), 0);
+		ck_assert_int_eq(rguest_start(g), 0);
 	ret = wps_snapshot_freeze(s);
 	if (!ret && cancel)
 		wps_snapshot_cancel(s);
@@ -91,7 +91,7 @@ static int snapshot_ex(struct wps_ctx *ctx, struct wps_guest *g,
 	return ret;
 }
 
-static int snapshot(struct wps_ctx *ctx, struct wps_guest *g, const char *path,
+static int snapshot(struct wps_ctx *ctx, struct rguest *g, const char *path,
 		    struct wps_snapshot_stats *st, bool cancel)
 {
 	return snapshot_ex(ctx, g, path, st, cancel, false);
@@ -100,36 +100,36 @@ static int snapshot(struct wps_ctx *ctx, struct wps_guest *g, const char *path,
 
 /* Verify the image against the ledger; returns how many blocks were
  * unpopulated at the instant but are written now (first touched after). */
-static uint64_t check_image(struct wps_ctx *ctx, struct wps_guest *g,
+static uint64_t check_image(struct wps_ctx *ctx, struct rguest *g,
 			    const char *path)
 {
-	struct wps_ledger *l;
+	struct rguest_ledger *l;
 	struct wps_image *img;
-	const uint8_t *mem = wps_guest_mem(g);
+	const uint8_t *mem = rguest_mem(g);
 	uint64_t bad = 0, b, fresh = 0;
 	char why[256] = "";
 	static const uint8_t zero[4096];
 
-	ck_assert_int_eq(wps_guest_pause(g), 0);
-	ck_assert_int_eq(wps_guest_ledger(g, &l), 0);
+	ck_assert_int_eq(rguest_pause(g), 0);
+	ck_assert_int_eq(rguest_ledger(g, &l), 0);
 	for (b = 0; b < l->nr_blocks; b++)
 		if (!l->gen[b] && memcmp(mem + b * 4096, zero, 4096))
 			fresh++;
-	ck_assert_int_eq(wps_guest_resume(g), 0);
+	ck_assert_int_eq(rguest_resume(g), 0);
 	ck_assert_int_eq(wps_image_open(ctx, path, 0, &img), 0);
-	ck_assert_msg(!wps_ledger_verify_image(l, img, 0, &bad, why, sizeof(why)),
+	ck_assert_msg(!rguest_ledger_verify_image(l, img, 0, &bad, why, sizeof(why)),
 		      "image differs from the freeze instant: %s", why);
 	ck_assert_int_eq(wps_image_verify(img, &bad), 0);
 	wps_image_close(img);
-	wps_ledger_free(l);
+	rguest_ledger_free(l);
 	return fresh;
 }
 
-static void backing_test(enum wps_guest_backing b, uint64_t size)
+static void backing_test(enum rguest_backing b, uint64_t size)
 {
 	struct wps_snapshot_stats st;
 	struct wps_ctx *ctx;
-	struct wps_guest *g;
+	struct rguest *g;
 	char path[512];
 	uint64_t fresh, wp;
 
@@ -137,7 +137,7 @@ static void backing_test(enum wps_guest_backing b, uint64_t size)
 	snprintf(path, sizeof(path), "%s/img", tu_dir);
 	/* Writers start right before the freeze: with a warm-up they would
 	 * have touched every block before the instant, and none is fresh. */
-	g = guest_new(b, size, 2, WPS_GUEST_RANDOM, 60);
+	g = guest_new(b, size, 2, RGUEST_RANDOM, 60);
 	ck_assert_int_eq(snapshot_ex(ctx, g, path, &st, false, true), 0);
 	ck_assert(exists(path));
 	/* The guest kept writing through the whole copy. */
@@ -147,40 +147,40 @@ static void backing_test(enum wps_guest_backing b, uint64_t size)
 	/* 40% of the guest was never populated before the freeze and the
 	 * writers touch it afterwards: those blocks must read as zero. */
 	ck_assert_uint_gt(fresh, 0);
-	ck_assert_int_eq(tu_count_wp(wps_guest_mem(g), wps_guest_size(g), &wp), 0);
+	ck_assert_int_eq(tu_count_wp(rguest_mem(g), rguest_size(g), &wp), 0);
 	ck_assert_uint_eq(wp, 0);
-	wps_guest_free(g);
+	rguest_free(g);
 	wps_ctx_free(ctx);
 }
 
 START_TEST(anon_live)
 {
-	backing_test(WPS_GUEST_ANON, 64 << 20);
+	backing_test(RGUEST_ANON, 64 << 20);
 }
 END_TEST
 
 START_TEST(thp_live)
 {
-	backing_test(WPS_GUEST_THP, 64 << 20);
+	backing_test(RGUEST_THP, 64 << 20);
 }
 END_TEST
 
 START_TEST(memfd_live)
 {
-	backing_test(WPS_GUEST_MEMFD, 64 << 20);
+	backing_test(RGUEST_MEMFD, 64 << 20);
 }
 END_TEST
 
 START_TEST(hugetlb_live)
 {
-	struct wps_hugepool hp;
+	struct rguest_hugepool hp;
 
-	if (wps_hugepool_reserve(&hp, 40ull << 21)) {
-		wps_hugepool_release(&hp);
+	if (rguest_hugepool_reserve(&hp, 40ull << 21)) {
+		rguest_hugepool_release(&hp);
 		TU_SKIP("the kernel refused to reserve 2 MiB huge pages");
 	}
-	backing_test(WPS_GUEST_HUGETLB, 64 << 20);
-	wps_hugepool_release(&hp);
+	backing_test(RGUEST_HUGETLB, 64 << 20);
+	rguest_hugepool_release(&hp);
 }
 END_TEST
 
@@ -189,12 +189,12 @@ START_TEST(empty_guest)
 	const struct wps_image_info *in;
 	struct wps_ctx *ctx;
 	struct wps_image *img;
-	struct wps_guest *g;
+	struct rguest *g;
 	char path[512];
 
 	ck_assert_int_eq(wps_ctx_new(&ctx), 0);
 	snprintf(path, sizeof(path), "%s/img", tu_dir);
-	g = guest(WPS_GUEST_ANON, 16 << 20, 1, WPS_GUEST_IDLE, 0);
+	g = guest(RGUEST_ANON, 16 << 20, 1, RGUEST_IDLE, 0);
 	ck_assert_int_eq(snapshot(ctx, g, path, NULL, false), 0);
 	check_image(ctx, g, path);
 	ck_assert_int_eq(wps_image_open(ctx, path, 0, &img), 0);
@@ -202,7 +202,7 @@ START_TEST(empty_guest)
 	ck_assert_uint_eq(in->present_blocks, 0);
 	ck_assert_uint_eq(in->data_bytes, 0);
 	wps_image_close(img);
-	wps_guest_free(g);
+	rguest_free(g);
 	wps_ctx_free(ctx);
 }
 END_TEST
@@ -212,12 +212,12 @@ START_TEST(one_page_guest)
 	const struct wps_image_region *r;
 	struct wps_ctx *ctx;
 	struct wps_image *img;
-	struct wps_guest *g;
+	struct rguest *g;
 	char path[512];
 
 	ck_assert_int_eq(wps_ctx_new(&ctx), 0);
 	snprintf(path, sizeof(path), "%s/img", tu_dir);
-	g = guest(WPS_GUEST_ANON, 4096, 1, WPS_GUEST_SEQ, 100);
+	g = guest(RGUEST_ANON, 4096, 1, RGUEST_SEQ, 100);
 	ck_assert_int_eq(snapshot(ctx, g, path, NULL, false), 0);
 	check_image(ctx, g, path);
 	ck_assert_int_eq(wps_image_open(ctx, path, 0, &img), 0);
@@ -225,7 +225,7 @@ START_TEST(one_page_guest)
 	ck_assert_uint_eq(r->nr_blocks, 1);
 	ck_assert_uint_eq(r->present_blocks, 1);
 	wps_image_close(img);
-	wps_guest_free(g);
+	rguest_free(g);
 	wps_ctx_free(ctx);
 }
 END_TEST
@@ -233,7 +233,7 @@ END_TEST
 START_TEST(cancel_leaves_nothing)
 {
 	struct wps_ctx *ctx;
-	struct wps_guest *g;
+	struct rguest *g;
 	char path[512], partial[600];
 	uint64_t wp, w0;
 	int i;
@@ -242,25 +242,25 @@ START_TEST(cancel_leaves_nothing)
 	snprintf(path, sizeof(path), "%s/img", tu_dir);
 	snprintf(partial, sizeof(partial), "%s.partial", path);
 	for (i = 0; i < 5; i++) {
-		g = guest(i % 2 ? WPS_GUEST_MEMFD : WPS_GUEST_ANON, 128 << 20,
-			  2, WPS_GUEST_RANDOM, 100);
+		g = guest(i % 2 ? RGUEST_MEMFD : RGUEST_ANON, 128 << 20,
+			  2, RGUEST_RANDOM, 100);
 		ck_assert_int_eq(snapshot(ctx, g, path, NULL, true),
 				 -ECANCELED);
 		ck_assert(!exists(path));
 		ck_assert(!exists(partial));
-		ck_assert_int_eq(tu_count_wp(wps_guest_mem(g),
-					     wps_guest_size(g), &wp), 0);
+		ck_assert_int_eq(tu_count_wp(rguest_mem(g),
+					     rguest_size(g), &wp), 0);
 		ck_assert_uint_eq(wp, 0);
 		/* The writers go on, and the whole memory is writable:
 		 * a leaked protection would block here forever (alarm). */
-		w0 = wps_guest_writes(g);
+		w0 = rguest_writes(g);
 		usleep(20000);
-		ck_assert_uint_gt(wps_guest_writes(g), w0);
-		wps_guest_stop(g);
+		ck_assert_uint_gt(rguest_writes(g), w0);
+		rguest_stop(g);
 		alarm(20);
-		memset(wps_guest_mem(g), 0x5a, wps_guest_size(g));
+		memset(rguest_mem(g), 0x5a, rguest_size(g));
 		alarm(0);
-		wps_guest_free(g);
+		rguest_free(g);
 	}
 	wps_ctx_free(ctx);
 }
@@ -269,14 +269,14 @@ END_TEST
 START_TEST(fifty_in_a_row)
 {
 	struct wps_ctx *ctx;
-	struct wps_guest *g;
+	struct rguest *g;
 	char path[512];
 	int fds0, i;
 	size_t heap0 = 0, heap1 = 0;
 
 	ck_assert_int_eq(wps_ctx_new(&ctx), 0);
 	snprintf(path, sizeof(path), "%s/img", tu_dir);
-	g = guest(WPS_GUEST_ANON, 8 << 20, 2, WPS_GUEST_RANDOM, 100);
+	g = guest(RGUEST_ANON, 8 << 20, 2, RGUEST_RANDOM, 100);
 	/* One run first, so lazily allocated libc state is not counted. */
 	ck_assert_int_eq(snapshot(ctx, g, path, NULL, false), 0);
 	unlink(path);
@@ -295,7 +295,7 @@ START_TEST(fifty_in_a_row)
 		ck_assert_msg(heap1 <= heap0 + 64 * 1024,
 			      "heap grew from %zu to %zu over 50 snapshots",
 			      heap0, heap1);
-	wps_guest_free(g);
+	rguest_free(g);
 	wps_ctx_free(ctx);
 }
 END_TEST
@@ -305,7 +305,7 @@ START_TEST(existing_image_refused)
 	struct wps_snapshot_opts so = WPS_SNAPSHOT_OPTS_INIT;
 	struct wps_snapshot *s = NULL;
 	struct wps_ctx *ctx;
-	struct wps_guest *g;
+	struct rguest *g;
 	struct wps_region r;
 	char path[512];
 	FILE *f;
@@ -317,8 +317,8 @@ START_TEST(existing_image_refused)
 	ck_assert_ptr_nonnull(f);
 	fputs("precious", f);
 	fclose(f);
-	g = guest(WPS_GUEST_ANON, 4 << 20, 1, WPS_GUEST_IDLE, 100);
-	wps_guest_region(g, &r);
+	g = guest(RGUEST_ANON, 4 << 20, 1, RGUEST_IDLE, 100);
+	rguest_region(g, &r);
 	so.path = path;
 	ck_assert_int_eq(wps_snapshot_new(ctx, &r, 1, &so, &s), -EEXIST);
 	ck_assert_ptr_null(s);
@@ -327,7 +327,7 @@ START_TEST(existing_image_refused)
 	ck_assert_int_eq(wps_snapshot_new(ctx, &r, 1, &so, &s), -EINVAL);
 	so.path = NULL;
 	ck_assert_int_eq(wps_snapshot_new(ctx, &r, 1, &so, &s), -EINVAL);
-	wps_guest_free(g);
+	rguest_free(g);
 	wps_ctx_free(ctx);
 }
 END_TEST
@@ -335,7 +335,7 @@ END_TEST
 START_TEST(enospc_fails_cleanly)
 {
 	struct wps_ctx *ctx;
-	struct wps_guest *g;
+	struct rguest *g;
 	char mnt[512], path[600], partial[700];
 	uint64_t wp;
 	int ret;
@@ -348,14 +348,14 @@ START_TEST(enospc_fails_cleanly)
 	wps_ctx_set_log_level(ctx, 0);
 	snprintf(path, sizeof(path), "%s/img", mnt);
 	snprintf(partial, sizeof(partial), "%s.partial", path);
-	g = guest(WPS_GUEST_ANON, 32 << 20, 2, WPS_GUEST_RANDOM, 100);
+	g = guest(RGUEST_ANON, 32 << 20, 2, RGUEST_RANDOM, 100);
 	ret = snapshot(ctx, g, path, NULL, false);
 	ck_assert_int_eq(ret, -ENOSPC);
 	ck_assert(!exists(path));
 	ck_assert(!exists(partial));
-	ck_assert_int_eq(tu_count_wp(wps_guest_mem(g), wps_guest_size(g), &wp), 0);
+	ck_assert_int_eq(tu_count_wp(rguest_mem(g), rguest_size(g), &wp), 0);
 	ck_assert_uint_eq(wp, 0);
-	wps_guest_free(g);
+	rguest_free(g);
 	umount(mnt);
 	wps_ctx_free(ctx);
 }
@@ -368,61 +368,61 @@ END_TEST
  * window off. Small guests, two writer threads at full speed.
  */
 static const struct {
-	enum wps_guest_backing b;
-	enum wps_guest_pattern p;
+	enum rguest_backing b;
+	enum rguest_pattern p;
 	unsigned int flags, window;
 } matrix[] = {
-	{ WPS_GUEST_ANON, WPS_GUEST_SEQ, 0, 0 },
-	{ WPS_GUEST_ANON, WPS_GUEST_HOT, 0, 0 },
-	{ WPS_GUEST_ANON, WPS_GUEST_RANDOM, WPS_SNAP_FREEZE_SIMPLE, 0 },
-	{ WPS_GUEST_ANON, WPS_GUEST_SEQ, 0, 1 },
-	{ WPS_GUEST_ANON, WPS_GUEST_HOT, 0, 64 },
-	{ WPS_GUEST_THP, WPS_GUEST_SEQ, 0, 0 },
-	{ WPS_GUEST_THP, WPS_GUEST_HOT, WPS_SNAP_FREEZE_SIMPLE, 0 },
-	{ WPS_GUEST_MEMFD, WPS_GUEST_SEQ, 0, 0 },
-	{ WPS_GUEST_MEMFD, WPS_GUEST_HOT, 0, 0 },
-	{ WPS_GUEST_MEMFD, WPS_GUEST_RANDOM, WPS_SNAP_FREEZE_SIMPLE, 1 },
-	{ WPS_GUEST_HUGETLB, WPS_GUEST_SEQ, 0, 0 },
-	{ WPS_GUEST_HUGETLB, WPS_GUEST_HOT, WPS_SNAP_FREEZE_SIMPLE, 0 },
+	{ RGUEST_ANON, RGUEST_SEQ, 0, 0 },
+	{ RGUEST_ANON, RGUEST_HOT, 0, 0 },
+	{ RGUEST_ANON, RGUEST_RANDOM, WPS_SNAP_FREEZE_SIMPLE, 0 },
+	{ RGUEST_ANON, RGUEST_SEQ, 0, 1 },
+	{ RGUEST_ANON, RGUEST_HOT, 0, 64 },
+	{ RGUEST_THP, RGUEST_SEQ, 0, 0 },
+	{ RGUEST_THP, RGUEST_HOT, WPS_SNAP_FREEZE_SIMPLE, 0 },
+	{ RGUEST_MEMFD, RGUEST_SEQ, 0, 0 },
+	{ RGUEST_MEMFD, RGUEST_HOT, 0, 0 },
+	{ RGUEST_MEMFD, RGUEST_RANDOM, WPS_SNAP_FREEZE_SIMPLE, 1 },
+	{ RGUEST_HUGETLB, RGUEST_SEQ, 0, 0 },
+	{ RGUEST_HUGETLB, RGUEST_HOT, WPS_SNAP_FREEZE_SIMPLE, 0 },
 };
 
 START_TEST(pattern_matrix)
 {
 	struct wps_snapshot_opts so = WPS_SNAPSHOT_OPTS_INIT;
-	struct wps_hugepool hp = { 0 };
+	struct rguest_hugepool hp = { 0 };
 	struct wps_snapshot *s;
 	struct wps_ctx *ctx;
-	struct wps_guest *g;
+	struct rguest *g;
 	struct wps_region r;
 	char path[512];
 	uint64_t wp;
 
-	if (matrix[_i].b == WPS_GUEST_HUGETLB &&
-	    wps_hugepool_reserve(&hp, 32ull << 20)) {
-		wps_hugepool_release(&hp);
+	if (matrix[_i].b == RGUEST_HUGETLB &&
+	    rguest_hugepool_reserve(&hp, 32ull << 20)) {
+		rguest_hugepool_release(&hp);
 		TU_SKIP("[%d] hugetlb: %s", _i, hp.why);
 	}
 	ck_assert_int_eq(wps_ctx_new(&ctx), 0);
 	snprintf(path, sizeof(path), "%s/img", tu_dir);
 	g = guest_new(matrix[_i].b, 32 << 20, 2, matrix[_i].p, 70);
-	wps_guest_region(g, &r);
+	rguest_region(g, &r);
 	so.path = path;
 	so.flags = matrix[_i].flags;
 	so.fault_window = matrix[_i].window;
-	so.pause = wps_guest_freeze_pause;
-	so.resume = wps_guest_resume;
+	so.pause = rguest_freeze_pause;
+	so.resume = rguest_resume;
 	so.pause_arg = g;
 	ck_assert_int_eq(wps_snapshot_new(ctx, &r, 1, &so, &s), 0);
-	ck_assert_int_eq(wps_guest_start(g), 0);
+	ck_assert_int_eq(rguest_start(g), 0);
 	usleep(5000);
 	ck_assert_int_eq(wps_snapshot_freeze(s), 0);
 	ck_assert_int_eq(wps_snapshot_wait(s), 0);
 	wps_snapshot_free(s);
 	check_image(ctx, g, path);
-	ck_assert_int_eq(tu_count_wp(wps_guest_mem(g), wps_guest_size(g), &wp), 0);
+	ck_assert_int_eq(tu_count_wp(rguest_mem(g), rguest_size(g), &wp), 0);
 	ck_assert_uint_eq(wp, 0);
-	wps_guest_free(g);
-	wps_hugepool_release(&hp);
+	rguest_free(g);
+	rguest_hugepool_release(&hp);
 	wps_ctx_free(ctx);
 }
 END_TEST

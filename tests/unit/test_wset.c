@@ -27,7 +27,7 @@
 
 #include "tests/unit/snaputil.h"
 #include "tests/unit/testutil.h"
-#include "tools/guest/guest.h"
+#include "guest/guest.h"
 
 static const uint8_t uuid_a[16] = { 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,
 				    13, 14, 15, 16 };
@@ -237,19 +237,19 @@ END_TEST
  */
 START_TEST(written_blob_is_written_after_freeze)
 {
-	struct wps_guest_opts go = { .size = 64 << 20, .backing = WPS_GUEST_ANON,
-				     .threads = 2, .pattern = WPS_GUEST_RANDOM,
+	struct rguest_opts go = { .size = 64 << 20, .backing = RGUEST_ANON,
+				     .threads = 2, .pattern = RGUEST_RANDOM,
 				     .populate_pct = 100, .seed = 5,
 				     /* few blocks change after the freeze, so a
 				      * wrong record cannot pass by luck */
 				     .rate = 1000 };
 	struct wps_snapshot_opts so = WPS_SNAPSHOT_OPTS_INIT;
 	struct wps_snapshot_stats sst;
-	struct wps_ledger *at, *after;
+	struct rguest_ledger *at, *after;
 	struct wps_snapshot *s;
 	struct wps_image *img;
 	struct wps_wset *ws;
-	struct wps_guest *g;
+	struct rguest *g;
 	struct wps_region r;
 	struct wps_ctx *ctx;
 	uint64_t b, n = 0, changed = 0;
@@ -258,23 +258,23 @@ START_TEST(written_blob_is_written_after_freeze)
 
 	ck_assert_int_eq(wps_ctx_new(&ctx), 0);
 	path_of(p, sizeof(p), "w.wpsnap");
-	ck_assert_int_eq(wps_guest_new(&go, &g), 0);
-	wps_guest_region(g, &r);
+	ck_assert_int_eq(rguest_new(&go, &g), 0);
+	rguest_region(g, &r);
 	so.path = p;
-	so.pause = wps_guest_freeze_pause;
-	so.resume = wps_guest_resume;
+	so.pause = rguest_freeze_pause;
+	so.resume = rguest_resume;
 	so.pause_arg = g;
 	ck_assert_int_eq(wps_snapshot_new(ctx, &r, 1, &so, &s), 0);
-	ck_assert_int_eq(wps_guest_start(g), 0);
+	ck_assert_int_eq(rguest_start(g), 0);
 	ck_assert_int_eq(wps_snapshot_freeze(s), 0);
 	ck_assert_int_eq(wps_snapshot_wait(s), 0);
 	wps_snapshot_stats(s, &sst);
 	wps_snapshot_free(s);
 	/* Generations at the instant, then now (a second instant). */
-	ck_assert_int_eq(wps_guest_pause(g), 0);
-	ck_assert_int_eq(wps_guest_ledger(g, &at), 0);
-	ck_assert_int_eq(wps_guest_freeze_pause(g), 0);
-	ck_assert_int_eq(wps_guest_ledger(g, &after), 0);
+	ck_assert_int_eq(rguest_pause(g), 0);
+	ck_assert_int_eq(rguest_ledger(g, &at), 0);
+	ck_assert_int_eq(rguest_freeze_pause(g), 0);
+	ck_assert_int_eq(rguest_ledger(g, &after), 0);
 	for (b = 0; b < at->nr_blocks; b++)
 		changed += at->gen[b] != after->gen[b];
 
@@ -306,11 +306,11 @@ START_TEST(written_blob_is_written_after_freeze)
 	       (unsigned long long)changed, (unsigned long long)sst.faults);
 	wps_wset_free(ws);
 	wps_image_close(img);
-	wps_guest_resume(g);
-	wps_guest_resume(g);
-	wps_ledger_free(at);
-	wps_ledger_free(after);
-	wps_guest_free(g);
+	rguest_resume(g);
+	rguest_resume(g);
+	rguest_ledger_free(at);
+	rguest_ledger_free(after);
+	rguest_free(g);
 	wps_ctx_free(ctx);
 }
 END_TEST
@@ -321,16 +321,16 @@ END_TEST
 #define RUN 4u              /* blocks per working-set run, one window */
 #define NR_RUNS 150u
 
-static bool block_ok(const struct wps_ledger *l, const uint8_t *mem,
+static bool block_ok(const struct rguest_ledger *l, const uint8_t *mem,
 		     uint64_t b)
 {
-	uint8_t want[WPS_GUEST_BLOCK];
+	uint8_t want[RGUEST_BLOCK];
 
 	if (l->gen[b])
-		wps_guest_block_content(b, l->gen[b], want);
+		rguest_block_content(b, l->gen[b], want);
 	else
 		memset(want, 0, sizeof(want));
-	return !memcmp(mem + b * WPS_GUEST_BLOCK, want, sizeof(want));
+	return !memcmp(mem + b * RGUEST_BLOCK, want, sizeof(want));
 }
 
 /* Run starts: NR_RUNS distinct 64 KiB windows, RUN blocks at a random
@@ -351,7 +351,7 @@ again:
 	}
 }
 
-static void touch_verify(const struct wps_ledger *l, const uint8_t *mem,
+static void touch_verify(const struct rguest_ledger *l, const uint8_t *mem,
 			 const uint64_t *start)
 {
 	unsigned int i, k;
@@ -381,10 +381,10 @@ START_TEST(second_restore_prefetches_the_record_first)
 	struct wps_pager_range *order, *first = NULL;
 	struct wps_pager_stats st;
 	struct wps_wset *rec, *back;
-	struct wps_ledger *l;
+	struct rguest_ledger *l;
 	struct wps_image *img;
 	struct wps_pager *pg;
-	struct wps_guest *g;
+	struct rguest *g;
 	struct wps_region r;
 	struct wps_ctx *ctx;
 	uint64_t start[NR_RUNS], faults1, total, ws_res, other, bad, t0;
@@ -395,7 +395,7 @@ START_TEST(second_restore_prefetches_the_record_first)
 
 	ck_assert_int_eq(wps_ctx_new(&ctx), 0);
 	path_of(p, sizeof(p), "r.wpsnap");
-	l = su_take(ctx, WPS_GUEST_ANON, SIZE, 100, p);
+	l = su_take(ctx, RGUEST_ANON, SIZE, 100, p);
 	ck_assert_int_eq(wps_image_open(ctx, p, 0, &img), 0);
 	ck_assert_int_eq(wps_wset_path(p, wp, sizeof(wp)), 0);
 	pick(l->nr_blocks, start);
@@ -403,13 +403,13 @@ START_TEST(second_restore_prefetches_the_record_first)
 	ck_assert_ptr_nonnull(vec);
 
 	/* Restore 1: faults only, so the record is exactly the touches. */
-	ck_assert_int_eq(wps_guest_new(&(struct wps_guest_opts){
-		.size = SIZE, .backing = WPS_GUEST_ANON, .threads = 1 }, &g), 0);
-	wps_guest_region(g, &r);
+	ck_assert_int_eq(rguest_new(&(struct rguest_opts){
+		.size = SIZE, .backing = RGUEST_ANON, .threads = 1 }, &g), 0);
+	rguest_region(g, &r);
 	po.no_prefetch = 1;
 	ck_assert_int_eq(wps_pager_new(ctx, img, 0, &r, &po, &pg), 0);
 	ck_assert_int_eq(wps_pager_start(pg), 0);
-	touch_verify(l, wps_guest_mem(g), start);
+	touch_verify(l, rguest_mem(g), start);
 	ck_assert_int_eq(wps_pager_stats(pg, &st), 0);
 	faults1 = st.faults;
 	ck_assert_uint_eq(faults1, NR_RUNS);
@@ -426,19 +426,19 @@ START_TEST(second_restore_prefetches_the_record_first)
 	free(order);
 	ck_assert_int_eq(wps_pager_graduate(pg), 0);
 	wps_pager_free(pg);
-	ck_assert(!wps_ledger_verify_mem(l, wps_guest_mem(g), &bad, why,
+	ck_assert(!rguest_ledger_verify_mem(l, rguest_mem(g), &bad, why,
 					 sizeof(why)));
-	wps_guest_free(g);
+	rguest_free(g);
 
 	/* Restore 2: the record from the file, prefetched first. */
 	ck_assert_int_eq(wps_wset_load(ctx, wp, wps_image_get_info(img)->uuid,
 				       &back), 0);
 	ck_assert_int_eq(wps_wset_pager_ranges(back, 0, &first, &nr_first), 0);
 	ck_assert_uint_eq(nr_first, NR_RUNS);
-	ck_assert_int_eq(wps_guest_new(&(struct wps_guest_opts){
-		.size = SIZE, .backing = WPS_GUEST_ANON, .threads = 1 }, &g), 0);
-	wps_guest_region(g, &r);
-	mem = wps_guest_mem(g);
+	ck_assert_int_eq(rguest_new(&(struct rguest_opts){
+		.size = SIZE, .backing = RGUEST_ANON, .threads = 1 }, &g), 0);
+	rguest_region(g, &r);
+	mem = rguest_mem(g);
 	po.no_prefetch = 0;
 	po.first = first;
 	po.nr_first = nr_first;
@@ -476,15 +476,15 @@ START_TEST(second_restore_prefetches_the_record_first)
 	       (unsigned long long)st.faults, (unsigned long long)faults1,
 	       (unsigned long long)other);
 	wps_pager_free(pg);
-	ck_assert_msg(!wps_ledger_verify_mem(l, mem, &bad, why, sizeof(why)),
+	ck_assert_msg(!rguest_ledger_verify_mem(l, mem, &bad, why, sizeof(why)),
 		      "restored memory differs: %s", why);
-	wps_guest_free(g);
+	rguest_free(g);
 	free(first);
 	free(vec);
 	wps_wset_free(back);
 	wps_wset_free(rec);
 	wps_image_close(img);
-	wps_ledger_free(l);
+	rguest_ledger_free(l);
 	wps_ctx_free(ctx);
 }
 END_TEST

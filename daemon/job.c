@@ -32,8 +32,8 @@
 #include <unistd.h>
 
 #include "base/deadline.h"
-#include "src/daemon/job.h"
-#include "src/log.h"
+#include "daemon/job.h"
+#include "base/log.h"
 
 static void job_log(void *arg, int level, const char *msg)
 {

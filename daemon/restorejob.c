@@ -34,8 +34,8 @@
 #include <wpsnap/wset.h>
 
 #include "base/deadline.h"
-#include "src/daemon/job.h"
-#include "src/log.h"
+#include "daemon/job.h"
+#include "base/log.h"
 
 struct wpsd_restore {
 	struct wps_image *img;

@@ -18,8 +18,8 @@
 
 #include <jansson.h>
 
-#include "src/daemon/qmp.h"
-#include "src/daemon/server.h"
+#include "daemon/qmp.h"
+#include "daemon/server.h"
 
 #define WPSD_TXN_ACTIONS_MAX  32
 #define WPSD_HOOK_ARGS_MAX    256

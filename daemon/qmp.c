@@ -14,7 +14,7 @@
 
 #include <wpsnap/wpsnap.h>
 
-#include "src/daemon/qmp.h"
+#include "daemon/qmp.h"
 
 void wpsd_reply_err(struct wpsd_reply *r, const char *cls, const char *fmt, ...)
 {

@@ -24,8 +24,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "tools/guest/guest.h"
-#include "tools/guest/guest_int.h"
+#include "guest/guest.h"
+#include "guest/guest_int.h"
 
 #define LEDGER_MAGIC "WPSLEDG1"
 #define LEDGER_VERSION 1u
@@ -33,9 +33,9 @@
 #define IO_CHUNK (64u << 10)          /* ledger file I/O */
 #define VERIFY_CHUNK (4u << 20)       /* image reads */
 
-int wps_ledger_alloc(uint64_t nr_blocks, struct wps_ledger **out)
+int rguest_ledger_alloc(uint64_t nr_blocks, struct rguest_ledger **out)
 {
-	struct wps_ledger *l;
+	struct rguest_ledger *l;
 
 	if (nr_blocks > SIZE_MAX / sizeof(uint32_t))
 		return -EINVAL;
@@ -52,7 +52,7 @@ int wps_ledger_alloc(uint64_t nr_blocks, struct wps_ledger **out)
 	return 0;
 }
 
-void wps_ledger_free(struct wps_ledger *l)
+void rguest_ledger_free(struct rguest_ledger *l)
 {
 	if (!l)
 		return;
@@ -170,7 +170,7 @@ static uint64_t get_le64(const uint8_t *p)
 
 /* The array converted to little endian, IO_CHUNK bytes at a time; either
  * fed to the checksum (fd < 0) or written. */
-static int ledger_stream(const struct wps_ledger *l, struct crc32 *c, int fd,
+static int ledger_stream(const struct rguest_ledger *l, struct crc32 *c, int fd,
 			 uint32_t *chunk)
 {
 	uint64_t b = 0, n, i;
@@ -196,7 +196,7 @@ static int ledger_stream(const struct wps_ledger *l, struct crc32 *c, int fd,
 
 /* Written to "<path>.tmp" and renamed over path: a reader never sees a
  * half-written ledger. */
-int wps_ledger_write(const struct wps_ledger *l, const char *path)
+int rguest_ledger_write(const struct rguest_ledger *l, const char *path)
 {
 	uint8_t hdr[LEDGER_HDR] = { 0 };
 	struct crc32 c;
@@ -215,7 +215,7 @@ int wps_ledger_write(const struct wps_ledger *l, const char *path)
 	ledger_stream(l, &c, -1, chunk);
 	memcpy(hdr, LEDGER_MAGIC, 8);
 	put_le32(hdr + 8, LEDGER_VERSION);
-	put_le32(hdr + 12, WPS_GUEST_BLOCK);
+	put_le32(hdr + 12, RGUEST_BLOCK);
 	put_le64(hdr + 16, l->nr_blocks);
 	put_le32(hdr + 24, crc32_final(&c));
 	crc32_init(&c);
@@ -245,10 +245,10 @@ out:
 	return ret;
 }
 
-int wps_ledger_read(const char *path, struct wps_ledger **out)
+int rguest_ledger_read(const char *path, struct rguest_ledger **out)
 {
 	uint8_t hdr[LEDGER_HDR];
-	struct wps_ledger *l = NULL;
+	struct rguest_ledger *l = NULL;
 	struct crc32 c;
 	struct stat st;
 	uint64_t nr, b;
@@ -274,7 +274,7 @@ int wps_ledger_read(const char *path, struct wps_ledger **out)
 		ret = -EBADMSG;
 		goto out;
 	}
-	if (get_le32(hdr + 12) != WPS_GUEST_BLOCK) {
+	if (get_le32(hdr + 12) != RGUEST_BLOCK) {
 		ret = -EPROTO;
 		goto out;
 	}
@@ -284,7 +284,7 @@ int wps_ledger_read(const char *path, struct wps_ledger **out)
 		ret = -EBADMSG;   /* truncated, or trailing bytes */
 		goto out;
 	}
-	ret = wps_ledger_alloc(nr, &l);
+	ret = rguest_ledger_alloc(nr, &l);
 	if (ret)
 		goto out;
 	ret = read_full(fd, l->gen, nr * 4);
@@ -301,7 +301,7 @@ int wps_ledger_read(const char *path, struct wps_ledger **out)
 	*out = l;
 	l = NULL;
 out:
-	wps_ledger_free(l);
+	rguest_ledger_free(l);
 	close(fd);
 	return ret;
 }
@@ -315,7 +315,7 @@ static bool block_is_zero(const void *blk)
 	const uint64_t *w = blk;
 	unsigned int i;
 
-	for (i = 0; i < WPS_GUEST_WORDS; i++)
+	for (i = 0; i < RGUEST_WORDS; i++)
 		if (w[i])
 			return false;
 	return true;
@@ -332,9 +332,9 @@ static bool block_matches(const void *blk, uint64_t b, uint32_t g)
 		return block_is_zero(blk);
 	if (le64toh(w[0]) != (b << 32 | g))
 		return false;
-	m = wps_guest_mix(b, g);
-	for (i = 1; i < WPS_GUEST_WORDS; i++) {
-		k += WPS_GUEST_STEP;
+	m = rguest_mix(b, g);
+	for (i = 1; i < RGUEST_WORDS; i++) {
+		k += RGUEST_STEP;
 		if (le64toh(w[i]) != (m ^ k))
 			return false;
 	}
@@ -373,13 +373,13 @@ static void describe(uint64_t b, uint32_t want, const void *blk, char *why,
 	snprintf(why, whylen, "block %" PRIu64 ": expected %s, found %s", b, exp, found);
 }
 
-static int check_blocks(const struct wps_ledger *l, uint64_t first,
+static int check_blocks(const struct rguest_ledger *l, uint64_t first,
 			const uint8_t *p, uint64_t n, uint64_t *bad_block,
 			char *why, size_t whylen)
 {
 	uint64_t i;
 
-	for (i = 0; i < n; i++, p += WPS_GUEST_BLOCK) {
+	for (i = 0; i < n; i++, p += RGUEST_BLOCK) {
 		if (block_matches(p, first + i, l->gen[first + i]))
 			continue;
 		if (bad_block)
@@ -390,7 +390,7 @@ static int check_blocks(const struct wps_ledger *l, uint64_t first,
 	return 0;
 }
 
-int wps_ledger_verify_mem(const struct wps_ledger *l, const void *mem,
+int rguest_ledger_verify_mem(const struct rguest_ledger *l, const void *mem,
 			  uint64_t *bad_block, char *why, size_t whylen)
 {
 	if (why && whylen)
@@ -398,12 +398,12 @@ int wps_ledger_verify_mem(const struct wps_ledger *l, const void *mem,
 	return check_blocks(l, 0, mem, l->nr_blocks, bad_block, why, whylen);
 }
 
-int wps_ledger_verify_image(const struct wps_ledger *l, struct wps_image *img,
+int rguest_ledger_verify_image(const struct rguest_ledger *l, struct wps_image *img,
 			    unsigned int r, uint64_t *bad_block, char *why,
 			    size_t whylen)
 {
 	const struct wps_image_region *ir;
-	uint64_t size = l->nr_blocks * WPS_GUEST_BLOCK, off, len;
+	uint64_t size = l->nr_blocks * RGUEST_BLOCK, off, len;
 	void *buf = NULL;
 	int ret;
 
@@ -435,8 +435,8 @@ int wps_ledger_verify_image(const struct wps_ledger *l, struct wps_image *img,
 					 ": %s", r, off, strerror(-ret));
 			goto out;
 		}
-		ret = check_blocks(l, off / WPS_GUEST_BLOCK, buf,
-				   len / WPS_GUEST_BLOCK, bad_block, why, whylen);
+		ret = check_blocks(l, off / RGUEST_BLOCK, buf,
+				   len / RGUEST_BLOCK, bad_block, why, whylen);
 		if (ret)
 			goto out;
 	}

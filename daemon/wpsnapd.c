@@ -7,7 +7,7 @@
  *
  * This file owns the command line, the daemonisation (a pipe tells the
  * parent the socket is ready, so "wpsnapd && use it" works), and the log
- * sink; src/daemon/ is the daemon proper.
+ * sink; daemon/ is the daemon proper.
  */
 #include "config.h"
 
@@ -22,7 +22,7 @@
 
 #include <wpsnap/wpsnap.h>
 
-#include "src/daemon/server.h"
+#include "daemon/server.h"
 
 #define PROG "wpsnapd"
 #define DEFAULT_SOCKET "/run/wpsnap/wpsnapd.sock"

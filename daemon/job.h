@@ -17,10 +17,10 @@
 #include <jansson.h>
 #include <wpsnap/wpsnap.h>
 
-#include "src/daemon/guest.h"
-#include "src/daemon/qmp.h"
-#include "src/daemon/server.h"
-#include "src/daemon/txn.h"
+#include "daemon/guest.h"
+#include "daemon/qmp.h"
+#include "daemon/server.h"
+#include "daemon/txn.h"
 
 struct wpsd_ckpt;
 struct wpsd_restore;

@@ -8,7 +8,7 @@
 
 #include <stddef.h>
 
-#include "src/daemon/server.h"
+#include "daemon/server.h"
 
 void wpsd_cmd_line(struct wpsd_conn *c, const char *line, size_t len);
 

@@ -28,9 +28,9 @@
 #include <unistd.h>
 
 #include "base/procmaps.h"
-#include "src/daemon/guest.h"
-#include "src/daemon/job.h"
-#include "src/log.h"
+#include "daemon/guest.h"
+#include "daemon/job.h"
+#include "base/log.h"
 
 struct wpsd_guest *wpsd_guest_find(struct wpsd *d, const char *name)
 {

@@ -16,7 +16,7 @@
 #include <jansson.h>
 #include <wpsnap/wpsnap.h>
 
-#include "src/clock.h"   /* wps_now_ns(): the loop's clock */
+#include "base/clock.h"   /* wps_now_ns(): the loop's clock */
 
 #define WPSD_LINE_MAX   (64u << 10)  /* one request line, without '\n' */
 #define WPSD_OUT_MAX    (4u << 20)   /* queued output before we drop a peer */

@@ -16,8 +16,8 @@
 #include <wpsnap/attach.h>
 #include <wpsnap/wpsnap.h>
 
-#include "src/daemon/qmp.h"
-#include "src/daemon/server.h"
+#include "daemon/qmp.h"
+#include "daemon/server.h"
 
 #define WPSD_REGIONS_MAX 64
 #define WPSD_BLOB_NAME "device-state"

@@ -32,8 +32,8 @@
 #include <wpsnap/netbuf.h>
 #include <wpsnap/session.h>
 
-#include "src/daemon/job.h"
-#include "src/log.h"
+#include "daemon/job.h"
+#include "base/log.h"
 
 struct wpsd_ckpt {
 	struct wps_ckpt_session *s;

@@ -32,12 +32,12 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "src/daemon/commands.h"
-#include "src/daemon/guest.h"
-#include "src/daemon/job.h"
-#include "src/daemon/qmp.h"
-#include "src/daemon/server.h"
-#include "src/log.h"
+#include "daemon/commands.h"
+#include "daemon/guest.h"
+#include "daemon/job.h"
+#include "daemon/qmp.h"
+#include "daemon/server.h"
+#include "base/log.h"
 
 #define READ_CHUNK (64u << 10)
 

@@ -14,7 +14,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "src/log.h"
+#include "base/log.h"
 
 #define WPS_ONCE_KEYS 32
 

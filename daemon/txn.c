@@ -41,8 +41,8 @@
 #include <unistd.h>
 
 #include "base/deadline.h"
-#include "src/clock.h"
-#include "src/daemon/txn.h"
+#include "base/clock.h"
+#include "daemon/txn.h"
 
 #define HOOK_OUT_KEEP 160     /* tail of a hook's output kept for the cause */
 #define HOOK_POLL_MS  50      /* how often a waiting hook checks for cancel */

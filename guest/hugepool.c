@@ -11,7 +11,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "tools/guest/guest.h"
+#include "guest/guest.h"
 
 #define NR_HUGE "/proc/sys/vm/nr_hugepages"
 #define FREE_HUGE "/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages"
@@ -43,7 +43,7 @@ static int write_long(const char *path, long v)
 	return ret;
 }
 
-int wps_hugepool_reserve(struct wps_hugepool *hp, uint64_t bytes)
+int rguest_hugepool_reserve(struct rguest_hugepool *hp, uint64_t bytes)
 {
 	long need = (long)((bytes + (2u << 20) - 1) / (2u << 20)), nr, fr, got;
 	int ret;
@@ -78,7 +78,7 @@ int wps_hugepool_reserve(struct wps_hugepool *hp, uint64_t bytes)
 	return 0;
 }
 
-void wps_hugepool_release(struct wps_hugepool *hp)
+void rguest_hugepool_release(struct rguest_hugepool *hp)
 {
 	long nr;
 

@@ -5,7 +5,7 @@
  * around the freeze, the copy-on-write record of the generation every
  * block had at the marked instant, and the writers' own latency histogram.
  *
- * Everything lives in struct wps_guest; nothing here prints. The ledger
+ * Everything lives in struct rguest; nothing here prints. The ledger
  * file and the comparison of memory or images against a ledger live in
  * ledger.c.
  *
@@ -41,16 +41,16 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "src/clock.h"
-#include "tools/guest/guest.h"
-#include "tools/guest/guest_int.h"
+#include "base/clock.h"
+#include "guest/guest.h"
+#include "guest/guest_int.h"
 
 #define HUGE_2M (2u << 20)
 
 /* Populate in runs: 256 KiB for small pages, one huge page otherwise, so
  * that an unpopulated run never shares a (huge) page with a written one. */
 #define RUN_BLOCKS_SMALL 64u
-#define RUN_BLOCKS_HUGE (HUGE_2M / WPS_GUEST_BLOCK)
+#define RUN_BLOCKS_HUGE (HUGE_2M / RGUEST_BLOCK)
 
 /* ctl word bits: the one word writers check before every write. */
 #define CTL_PAUSE 1u
@@ -72,8 +72,8 @@
 
 /* One vCPU. Cache-line aligned: the counters are written on every block
  * write and must not share a line with another writer's. */
-struct wps_guest_writer {
-	struct wps_guest *g;
+struct rguest_writer {
+	struct rguest *g;
 	pthread_t tid;
 	unsigned int idx;
 	uint64_t first, count;  /* own partition of blocks */
@@ -85,13 +85,13 @@ struct wps_guest_writer {
 	uint64_t slow;
 	uint64_t max_ns;
 	uint64_t hist[HIST_BUCKETS];
-	/* populate: runs selected at creation (borrowed from wps_guest_new) */
+	/* populate: runs selected at creation (borrowed from rguest_new) */
 	const uint8_t *sel;
 	unsigned int run_blocks;
 } __attribute__((aligned(64)));
 
-struct wps_guest {
-	struct wps_guest_opts opts;
+struct rguest {
+	struct rguest_opts opts;
 	uint8_t *mem;           /* guest RAM, mem .. mem + size, owned */
 	uint64_t size;
 	uint64_t nr_blocks;
@@ -101,7 +101,7 @@ struct wps_guest {
 	uint32_t *gen;          /* current generation per block */
 	uint64_t *snap;         /* epoch << 32 | generation at the instant */
 
-	struct wps_guest_writer *w;  /* opts.threads of them */
+	struct rguest_writer *w;  /* opts.threads of them */
 	unsigned int nthreads;
 
 	pthread_mutex_t ctl_lock;    /* serialises the controller side */
@@ -138,53 +138,53 @@ static inline void cpu_relax(void)
 /* ------------------------------------------------------------------ */
 
 static const char *const backing_names[] = {
-	[WPS_GUEST_ANON] = "anon",
-	[WPS_GUEST_THP] = "thp",
-	[WPS_GUEST_MEMFD] = "memfd",
-	[WPS_GUEST_HUGETLB] = "hugetlb",
+	[RGUEST_ANON] = "anon",
+	[RGUEST_THP] = "thp",
+	[RGUEST_MEMFD] = "memfd",
+	[RGUEST_HUGETLB] = "hugetlb",
 };
 
 static const char *const pattern_names[] = {
-	[WPS_GUEST_IDLE] = "idle",
-	[WPS_GUEST_SEQ] = "seq",
-	[WPS_GUEST_RANDOM] = "random",
-	[WPS_GUEST_HOT] = "hot",
+	[RGUEST_IDLE] = "idle",
+	[RGUEST_SEQ] = "seq",
+	[RGUEST_RANDOM] = "random",
+	[RGUEST_HOT] = "hot",
 };
 
-int wps_guest_backing_parse(const char *s, enum wps_guest_backing *out)
+int rguest_backing_parse(const char *s, enum rguest_backing *out)
 {
 	unsigned int i;
 
 	for (i = 0; s && i < sizeof(backing_names) / sizeof(backing_names[0]); i++) {
 		if (!strcmp(s, backing_names[i])) {
-			*out = (enum wps_guest_backing)i;
+			*out = (enum rguest_backing)i;
 			return 0;
 		}
 	}
 	return -EINVAL;
 }
 
-int wps_guest_pattern_parse(const char *s, enum wps_guest_pattern *out)
+int rguest_pattern_parse(const char *s, enum rguest_pattern *out)
 {
 	unsigned int i;
 
 	for (i = 0; s && i < sizeof(pattern_names) / sizeof(pattern_names[0]); i++) {
 		if (!strcmp(s, pattern_names[i])) {
-			*out = (enum wps_guest_pattern)i;
+			*out = (enum rguest_pattern)i;
 			return 0;
 		}
 	}
 	return -EINVAL;
 }
 
-const char *wps_guest_backing_name(enum wps_guest_backing b)
+const char *rguest_backing_name(enum rguest_backing b)
 {
 	if ((unsigned int)b >= sizeof(backing_names) / sizeof(backing_names[0]))
 		return "?";
 	return backing_names[b];
 }
 
-const char *wps_guest_pattern_name(enum wps_guest_pattern p)
+const char *rguest_pattern_name(enum rguest_pattern p)
 {
 	if ((unsigned int)p >= sizeof(pattern_names) / sizeof(pattern_names[0]))
 		return "?";
@@ -198,7 +198,7 @@ const char *wps_guest_pattern_name(enum wps_guest_pattern p)
 /* splitmix64's finaliser over a mix of (b, g): every (block, generation)
  * pair gets an unrelated 64-bit pattern, so a stale or misplaced block
  * cannot pass for the expected one. */
-uint64_t wps_guest_mix(uint64_t b, uint32_t g)
+uint64_t rguest_mix(uint64_t b, uint32_t g)
 {
 	uint64_t z = b * GOLDEN + g + 0x632BE59BD9B4E019ull;
 
@@ -207,10 +207,10 @@ uint64_t wps_guest_mix(uint64_t b, uint32_t g)
 	return z ^ (z >> 31);
 }
 
-void wps_guest_block_content(uint64_t b, uint32_t g, void *buf)
+void rguest_block_content(uint64_t b, uint32_t g, void *buf)
 {
 	if (!g) {
-		memset(buf, 0, WPS_GUEST_BLOCK);
+		memset(buf, 0, RGUEST_BLOCK);
 		return;
 	}
 	guest_fill_block(buf, b, g);
@@ -254,7 +254,7 @@ static inline void relaxed_inc(uint64_t *p)
 	__atomic_store_n(p, __atomic_load_n(p, __ATOMIC_RELAXED) + 1, __ATOMIC_RELAXED);
 }
 
-static inline void account(struct wps_guest_writer *w, uint64_t ns)
+static inline void account(struct rguest_writer *w, uint64_t ns)
 {
 	relaxed_inc(&w->hist[hist_index(ns)]);
 	if (ns >= SLOW_NS)
@@ -269,12 +269,12 @@ static inline void account(struct wps_guest_writer *w, uint64_t ns)
  * counter is owned by its writer and reset with plain relaxed stores).
  * Call it while paused for exact numbers.
  */
-void wps_guest_latency_reset(struct wps_guest *g)
+void rguest_latency_reset(struct rguest *g)
 {
 	unsigned int t, i;
 
 	for (t = 0; t < g->nthreads; t++) {
-		struct wps_guest_writer *w = &g->w[t];
+		struct rguest_writer *w = &g->w[t];
 
 		for (i = 0; i < HIST_BUCKETS; i++)
 			__atomic_store_n(&w->hist[i], 0, __ATOMIC_RELAXED);
@@ -312,14 +312,14 @@ static uint64_t pct_rank(uint64_t n, unsigned int pct)
  * histogram sums. Percentiles are bucket midpoints (at most 1/16 off),
  * clamped to the exact max.
  */
-void wps_guest_latency_get(struct wps_guest *g, struct wps_guest_latency *lat)
+void rguest_latency_get(struct rguest *g, struct rguest_latency *lat)
 {
 	uint64_t h[HIST_BUCKETS] = { 0 };
 	uint64_t n = 0, slow = 0, max = 0, above = 0;
 	unsigned int t, i, sb;
 
 	for (t = 0; t < g->nthreads; t++) {
-		struct wps_guest_writer *w = &g->w[t];
+		struct rguest_writer *w = &g->w[t];
 		uint64_t m;
 
 		for (i = 0; i < HIST_BUCKETS; i++)
@@ -370,7 +370,7 @@ void wps_guest_latency_get(struct wps_guest *g, struct wps_guest_latency *lat)
 		lat->slow_p99_ns = max;
 }
 
-uint64_t wps_guest_writes(const struct wps_guest *g)
+uint64_t rguest_writes(const struct rguest *g)
 {
 	uint64_t n = 0;
 	unsigned int t;
@@ -401,18 +401,18 @@ static inline uint64_t below(uint64_t *s, uint64_t n)
 	return (uint64_t)(((unsigned __int128)xorshift(s) * n) >> 64);
 }
 
-static inline uint64_t next_block(struct wps_guest_writer *w,
-				  enum wps_guest_pattern p)
+static inline uint64_t next_block(struct rguest_writer *w,
+				  enum rguest_pattern p)
 {
 	uint64_t b;
 
 	switch (p) {
-	case WPS_GUEST_SEQ:
+	case RGUEST_SEQ:
 		b = w->pos;
 		if (++w->pos == w->count)
 			w->pos = 0;
 		return w->first + b;
-	case WPS_GUEST_HOT:
+	case RGUEST_HOT:
 		/* 90% into the hot set, 10% anywhere in the partition */
 		if (below(&w->rng, 10) != 0)
 			return w->hot_first + below(&w->rng, w->hot_count);
@@ -424,7 +424,7 @@ static inline uint64_t next_block(struct wps_guest_writer *w,
 
 /* One guest write: bump the generation (saving the instant's value
  * first, once per epoch) and then store the block's new content. */
-static inline void write_block(struct wps_guest *g, uint64_t b)
+static inline void write_block(struct rguest *g, uint64_t b)
 {
 	uint32_t epoch = atomic_load_explicit(&g->epoch, memory_order_relaxed);
 	uint32_t gen = g->gen[b];
@@ -434,11 +434,11 @@ static inline void write_block(struct wps_guest *g, uint64_t b)
 	if (++gen == 0)
 		gen = 1;    /* after 2^32 writes; generation 0 means "zero" */
 	g->gen[b] = gen;
-	guest_fill_block(g->mem + b * WPS_GUEST_BLOCK, b, gen);
+	guest_fill_block(g->mem + b * RGUEST_BLOCK, b, gen);
 }
 
 /* Park between two writes until the pause is lifted. true: stop. */
-static bool writer_park(struct wps_guest *g)
+static bool writer_park(struct rguest *g)
 {
 	uint32_t c, n;
 	unsigned int i;
@@ -478,7 +478,7 @@ static bool writer_park(struct wps_guest *g)
  * writes, and never sleeps more than 100 us at once so that a pause
  * request is seen promptly. true: not yet.
  */
-static bool not_due(struct wps_guest *g, uint64_t *due)
+static bool not_due(struct rguest *g, uint64_t *due)
 {
 	uint64_t now = wps_now_ns(), d;
 
@@ -495,9 +495,9 @@ static bool not_due(struct wps_guest *g, uint64_t *due)
 
 static void *writer_main(void *arg)
 {
-	struct wps_guest_writer *w = arg;
-	struct wps_guest *g = w->g;
-	enum wps_guest_pattern p = g->opts.pattern;
+	struct rguest_writer *w = arg;
+	struct rguest *g = w->g;
+	enum rguest_pattern p = g->opts.pattern;
 	uint64_t b, t0, due = wps_now_ns();
 
 	for (;;) {
@@ -516,7 +516,7 @@ static void *writer_main(void *arg)
 	return NULL;
 }
 
-int wps_guest_start(struct wps_guest *g)
+int rguest_start(struct rguest *g)
 {
 	unsigned int t;
 	int ret = 0;
@@ -527,7 +527,7 @@ int wps_guest_start(struct wps_guest *g)
 		goto out;
 	}
 	g->started = true;
-	if (g->opts.pattern == WPS_GUEST_IDLE)
+	if (g->opts.pattern == RGUEST_IDLE)
 		goto out;   /* idle vCPUs never write: no thread needed */
 
 	/* Publish the count before any writer can park and compare to it. */
@@ -555,7 +555,7 @@ out:
 	return ret;
 }
 
-void wps_guest_stop(struct wps_guest *g)
+void rguest_stop(struct rguest *g)
 {
 	unsigned int t;
 
@@ -577,7 +577,7 @@ void wps_guest_stop(struct wps_guest *g)
 /* Pause / resume                                                      */
 /* ------------------------------------------------------------------ */
 
-static void pause_locked(struct wps_guest *g)
+static void pause_locked(struct rguest *g)
 {
 	uint32_t n = g->nrunning, v;
 	uint64_t deadline = 0;
@@ -605,7 +605,7 @@ static void pause_locked(struct wps_guest *g)
 	}
 }
 
-static void resume_locked(struct wps_guest *g)
+static void resume_locked(struct rguest *g)
 {
 	if (!g->depth || --g->depth)
 		return;
@@ -623,9 +623,9 @@ static void resume_locked(struct wps_guest *g)
  * rather than failed: libwpsnap treats a failing resume() as a broken
  * guest, and there is nothing to undo.
  */
-int wps_guest_pause(void *guest)
+int rguest_pause(void *guest)
 {
-	struct wps_guest *g = guest;
+	struct rguest *g = guest;
 
 	pthread_mutex_lock(&g->ctl_lock);
 	pause_locked(g);
@@ -633,9 +633,9 @@ int wps_guest_pause(void *guest)
 	return 0;
 }
 
-int wps_guest_resume(void *guest)
+int rguest_resume(void *guest)
 {
-	struct wps_guest *g = guest;
+	struct rguest *g = guest;
 
 	pthread_mutex_lock(&g->ctl_lock);
 	resume_locked(g);
@@ -645,9 +645,9 @@ int wps_guest_resume(void *guest)
 
 /* Pause and mark the instant: a new epoch, while every writer is parked,
  * so each block's first write from here on saves its generation. */
-int wps_guest_freeze_pause(void *guest)
+int rguest_freeze_pause(void *guest)
 {
-	struct wps_guest *g = guest;
+	struct rguest *g = guest;
 	uint32_t e;
 
 	pthread_mutex_lock(&g->ctl_lock);
@@ -671,9 +671,9 @@ int wps_guest_freeze_pause(void *guest)
  * Must be called while paused or stopped: gen[] and snap[] are read
  * without any lock against the writers.
  */
-int wps_guest_ledger(struct wps_guest *g, struct wps_ledger **out)
+int rguest_ledger(struct rguest *g, struct rguest_ledger **out)
 {
-	struct wps_ledger *l = NULL;
+	struct rguest_ledger *l = NULL;
 	uint32_t e;
 	uint64_t b, s;
 	int ret;
@@ -684,7 +684,7 @@ int wps_guest_ledger(struct wps_guest *g, struct wps_ledger **out)
 		ret = -EINVAL;
 		goto out;
 	}
-	ret = wps_ledger_alloc(g->nr_blocks, &l);
+	ret = rguest_ledger_alloc(g->nr_blocks, &l);
 	if (ret)
 		goto out;
 	for (b = 0; b < g->nr_blocks; b++) {
@@ -701,7 +701,7 @@ out:
 /* Guest RAM                                                           */
 /* ------------------------------------------------------------------ */
 
-static int map_anon(struct wps_guest *g, bool thp)
+static int map_anon(struct rguest *g, bool thp)
 {
 	size_t len = g->size, extra = thp ? HUGE_2M : 0;
 	uint8_t *p, *a;
@@ -727,7 +727,7 @@ static int map_anon(struct wps_guest *g, bool thp)
 	return 0;
 }
 
-static int map_memfd(struct wps_guest *g, bool huge)
+static int map_memfd(struct rguest *g, bool huge)
 {
 	unsigned int flags = MFD_CLOEXEC | (huge ? MFD_HUGETLB | MFD_HUGE_2MB : 0);
 	void *p;
@@ -748,15 +748,15 @@ static int map_memfd(struct wps_guest *g, bool huge)
 
 static void *populate_main(void *arg)
 {
-	struct wps_guest_writer *w = arg;
-	struct wps_guest *g = w->g;
+	struct rguest_writer *w = arg;
+	struct rguest *g = w->g;
 	uint64_t b;
 
 	for (b = w->first; b < w->first + w->count; b++) {
 		if (!w->sel[b / w->run_blocks])
 			continue;
 		g->gen[b] = 1;
-		guest_fill_block(g->mem + b * WPS_GUEST_BLOCK, b, 1);
+		guest_fill_block(g->mem + b * RGUEST_BLOCK, b, 1);
 	}
 	return NULL;
 }
@@ -766,10 +766,10 @@ static void *populate_main(void *arg)
  * shuffle so the share is exact and spread over the whole range; leave
  * the rest untouched (no page at all). One thread per partition.
  */
-static int populate(struct wps_guest *g)
+static int populate(struct rguest *g)
 {
-	unsigned int run_blocks = g->page_size > WPS_GUEST_BLOCK ||
-		g->opts.backing == WPS_GUEST_THP ? RUN_BLOCKS_HUGE : RUN_BLOCKS_SMALL;
+	unsigned int run_blocks = g->page_size > RGUEST_BLOCK ||
+		g->opts.backing == RGUEST_THP ? RUN_BLOCKS_HUGE : RUN_BLOCKS_SMALL;
 	uint64_t nr_runs = (g->nr_blocks + run_blocks - 1) / run_blocks;
 	uint64_t k = (nr_runs * g->opts.populate_pct + 50) / 100, i, j, rng;
 	uint64_t *perm = NULL;
@@ -790,7 +790,7 @@ static int populate(struct wps_guest *g)
 			goto out;
 		for (i = 0; i < nr_runs; i++)
 			perm[i] = i;
-		rng = wps_guest_mix(g->opts.seed, 0x9090) | 1;
+		rng = rguest_mix(g->opts.seed, 0x9090) | 1;
 		for (i = 0; i < k; i++) {   /* partial Fisher-Yates */
 			uint64_t tmp;
 
@@ -821,7 +821,7 @@ out:
 	return ret;
 }
 
-static void guest_destroy(struct wps_guest *g)
+static void guest_destroy(struct rguest *g)
 {
 	if (g->mem)
 		munmap(g->mem, g->size);
@@ -834,20 +834,20 @@ static void guest_destroy(struct wps_guest *g)
 	free(g);
 }
 
-int wps_guest_new(const struct wps_guest_opts *opts, struct wps_guest **out)
+int rguest_new(const struct rguest_opts *opts, struct rguest **out)
 {
-	struct wps_guest *g;
+	struct rguest *g;
 	uint64_t align;
 	unsigned int t;
 	int ret;
 
 	if (!opts->size || !opts->threads || opts->populate_pct > 100 ||
-	    (unsigned int)opts->backing > WPS_GUEST_HUGETLB ||
-	    (unsigned int)opts->pattern > WPS_GUEST_HOT)
+	    (unsigned int)opts->backing > RGUEST_HUGETLB ||
+	    (unsigned int)opts->pattern > RGUEST_HOT)
 		return -EINVAL;
-	align = opts->backing == WPS_GUEST_HUGETLB ? HUGE_2M : WPS_GUEST_BLOCK;
+	align = opts->backing == RGUEST_HUGETLB ? HUGE_2M : RGUEST_BLOCK;
 	if (opts->size > UINT64_MAX - align ||
-	    (opts->size + align - 1) / WPS_GUEST_BLOCK > UINT32_MAX)
+	    (opts->size + align - 1) / RGUEST_BLOCK > UINT32_MAX)
 		return -EINVAL;   /* w[0] holds the block number in 32 bits */
 
 	g = calloc(1, sizeof(*g));
@@ -856,8 +856,8 @@ int wps_guest_new(const struct wps_guest_opts *opts, struct wps_guest **out)
 	g->opts = *opts;
 	g->fd = -1;
 	g->size = (opts->size + align - 1) & ~(align - 1);
-	g->nr_blocks = g->size / WPS_GUEST_BLOCK;
-	g->page_size = opts->backing == WPS_GUEST_HUGETLB ? HUGE_2M : WPS_GUEST_BLOCK;
+	g->nr_blocks = g->size / RGUEST_BLOCK;
+	g->page_size = opts->backing == RGUEST_HUGETLB ? HUGE_2M : RGUEST_BLOCK;
 	g->nthreads = opts->threads;
 	pthread_mutex_init(&g->ctl_lock, NULL);
 	if (g->nthreads > g->nr_blocks) {
@@ -874,30 +874,30 @@ int wps_guest_new(const struct wps_guest_opts *opts, struct wps_guest **out)
 	memset(g->w, 0, g->nthreads * sizeof(*g->w));
 
 	for (t = 0; t < g->nthreads; t++) {
-		struct wps_guest_writer *w = &g->w[t];
+		struct rguest_writer *w = &g->w[t];
 		uint64_t hot_span;
 
 		w->g = g;
 		w->idx = t;
 		w->first = g->nr_blocks * t / g->nthreads;
 		w->count = g->nr_blocks * (t + 1) / g->nthreads - w->first;
-		w->rng = wps_guest_mix(opts->seed, t + 1) | 1;
+		w->rng = rguest_mix(opts->seed, t + 1) | 1;
 		w->hot_count = w->count / 16 ? w->count / 16 : 1;
 		hot_span = w->count - w->hot_count + 1;
-		w->hot_first = w->first + wps_guest_mix(opts->seed ^ 0x407, t) % hot_span;
+		w->hot_first = w->first + rguest_mix(opts->seed ^ 0x407, t) % hot_span;
 	}
 
 	switch (opts->backing) {
-	case WPS_GUEST_ANON:
+	case RGUEST_ANON:
 		ret = map_anon(g, false);
 		break;
-	case WPS_GUEST_THP:
+	case RGUEST_THP:
 		ret = map_anon(g, true);
 		break;
-	case WPS_GUEST_MEMFD:
+	case RGUEST_MEMFD:
 		ret = map_memfd(g, false);
 		break;
-	case WPS_GUEST_HUGETLB:
+	case RGUEST_HUGETLB:
 		ret = map_memfd(g, true);
 		break;
 	}
@@ -914,25 +914,25 @@ fail:
 	return ret;
 }
 
-void wps_guest_free(struct wps_guest *g)
+void rguest_free(struct rguest *g)
 {
 	if (!g)
 		return;
-	wps_guest_stop(g);
+	rguest_stop(g);
 	guest_destroy(g);
 }
 
-void wps_guest_region(const struct wps_guest *g, struct wps_region *r)
+void rguest_region(const struct rguest *g, struct wps_region *r)
 {
 	memset(r, 0, sizeof(*r));
 	r->host_addr = (uint64_t)(uintptr_t)g->mem;
 	r->size = g->size;
 	r->page_size = g->page_size;
 	switch (g->opts.backing) {
-	case WPS_GUEST_MEMFD:
+	case RGUEST_MEMFD:
 		r->backing = WPS_BACKING_MEMFD;
 		break;
-	case WPS_GUEST_HUGETLB:
+	case RGUEST_HUGETLB:
 		r->backing = WPS_BACKING_HUGETLB;
 		break;
 	default:
@@ -944,12 +944,12 @@ void wps_guest_region(const struct wps_guest *g, struct wps_region *r)
 	r->name = "guest";
 }
 
-void *wps_guest_mem(const struct wps_guest *g)
+void *rguest_mem(const struct rguest *g)
 {
 	return g->mem;
 }
 
-uint64_t wps_guest_size(const struct wps_guest *g)
+uint64_t rguest_size(const struct rguest *g)
 {
 	return g->size;
 }
@@ -964,7 +964,7 @@ uint64_t wps_guest_size(const struct wps_guest *g)
  * controller). snap[] needs no change: its tags belong to older epochs
  * and the next freeze_pause starts a new one.
  */
-int wps_guest_adopt_ledger(struct wps_guest *g, const struct wps_ledger *l)
+int rguest_adopt_ledger(struct rguest *g, const struct rguest_ledger *l)
 {
 	if (l->nr_blocks != g->nr_blocks)
 		return -EINVAL;
@@ -974,20 +974,20 @@ int wps_guest_adopt_ledger(struct wps_guest *g, const struct wps_ledger *l)
 	return 0;
 }
 
-bool wps_guest_backing_of(uint32_t backing, uint32_t page_size,
-			  enum wps_guest_backing *out)
+bool rguest_backing_of(uint32_t backing, uint32_t page_size,
+			  enum rguest_backing *out)
 {
 	switch (backing) {
-	case WPS_BACKING_ANON: *out = WPS_GUEST_ANON; return true;
-	case WPS_BACKING_MEMFD: *out = WPS_GUEST_MEMFD; return true;
+	case WPS_BACKING_ANON: *out = RGUEST_ANON; return true;
+	case WPS_BACKING_MEMFD: *out = RGUEST_MEMFD; return true;
 	case WPS_BACKING_HUGETLB:
-		*out = WPS_GUEST_HUGETLB;
+		*out = RGUEST_HUGETLB;
 		return page_size == (2u << 20);
 	default: return false;
 	}
 }
 
-int wps_guest_parse_size(const char *s, uint64_t *out)
+int rguest_parse_size(const char *s, uint64_t *out)
 {
 	const char *p = s;
 	unsigned int dots = 0;

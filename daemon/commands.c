@@ -22,11 +22,11 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "src/daemon/commands.h"
-#include "src/daemon/guest.h"
-#include "src/daemon/job.h"
-#include "src/daemon/qmp.h"
-#include "src/log.h"
+#include "daemon/commands.h"
+#include "daemon/guest.h"
+#include "daemon/job.h"
+#include "daemon/qmp.h"
+#include "base/log.h"
 
 enum wpsd_access {
 	WPSD_ANY,    /* every connected client (the handler may refine) */
