@@ -20,7 +20,7 @@ T=$(mktemp -d /var/tmp/wpsnap-faults.XXXXXX)
 trap 'rm -rf "$T"' EXIT
 # The shim comes before the sanitizer runtime in the load order; it only
 # forwards calls, so ASan's check of that order is moot.
-ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0"
+ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0:handle_sigbus=0"
 export ASAN_OPTIONS
 SIZE=4          # MiB of guest RAM: small enough to walk every I/O
 D="$T/img"      # the only directory the shim counts in
