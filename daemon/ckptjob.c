@@ -32,7 +32,7 @@
 #include <wpsnap/netbuf.h>
 #include <wpsnap/session.h>
 
-#include "daemon/job.h"
+#include "daemon/ckptjob.h"
 #include "base/log.h"
 
 struct wpsd_ckpt {
@@ -49,6 +49,11 @@ struct wpsd_ckpt {
 	json_t *last;            /* the last checkpoint's figures */
 	uint64_t done;
 };
+
+static struct wpsd_ckpt *ckpt_of(struct wpsd_job *j)
+{
+	return j->priv;
+}
 
 static const struct wpsd_arg ckpt_spec[] = {
 	{ "guest", WPSD_T_STR, true },
@@ -74,6 +79,7 @@ static const struct wpsd_arg netbuf_spec[] = {
  * under /run/netns or a path), queue, backend. */
 static int open_netbuf(struct wpsd_job *j, json_t *o, struct wpsd_reply *r)
 {
+	struct wpsd_ckpt *ck = ckpt_of(j);
 	struct wps_netbuf_opts no = WPS_NETBUF_OPTS_INIT;
 	const char *ns = json_string_value(json_object_get(o, "netns"));
 	const char *be = json_string_value(json_object_get(o, "backend"));
@@ -96,8 +102,8 @@ static int open_netbuf(struct wpsd_job *j, json_t *o, struct wpsd_reply *r)
 			return no.netns_fd;
 		}
 	}
-	j->ck->netns_fd = no.netns_fd;   /* the rules are removed there */
-	ret = wps_netbuf_new(j->ctx, &no, &j->ck->nb);
+	ck->netns_fd = no.netns_fd;   /* the rules are removed there */
+	ret = wps_netbuf_new(j->ctx, &no, &ck->nb);
 	if (ret)
 		wpsd_reply_err(r, WPSD_GENERIC, "netbuf: cannot hold the output of "
 			       "%s: %s", no.ifname, j->cause[0] ? j->cause :
@@ -128,7 +134,7 @@ static int ckpt_device_state(void *arg, struct wps_ckpt *c, uint64_t seq)
 static void post(struct wpsd_job *j, const char *name, json_t *data)
 {
 	pthread_mutex_lock(&j->lock);
-	json_array_append_new(j->ck->pending, json_pack("{s:s,s:o}", "event", name,
+	json_array_append_new(ckpt_of(j)->pending, json_pack("{s:s,s:o}", "event", name,
 							"data", data));
 	pthread_mutex_unlock(&j->lock);
 	wpsd_notify(j->d);
@@ -167,7 +173,7 @@ static json_t *figures(struct wpsd_job *j, const struct wps_ckpt_session_report 
 
 	/* output commit: when the epoch closed and when it was released
 	 * (CLOCK_MONOTONIC), so a peer can check no packet left early */
-	if (j->ck->nb && f) {
+	if (ckpt_of(j)->nb && f) {
 		json_object_set_new(f, "epoch", json_integer((json_int_t)r->epoch));
 		json_object_set_new(f, "epoch-t0-ns", json_integer((json_int_t)r->epoch_t0_ns));
 		json_object_set_new(f, "epoch-t1-ns", json_integer((json_int_t)r->epoch_t1_ns));
@@ -180,11 +186,12 @@ static json_t *figures(struct wpsd_job *j, const struct wps_ckpt_session_report 
 static int report(void *arg, const struct wps_ckpt_session_report *r)
 {
 	struct wpsd_job *j = arg;
+	struct wpsd_ckpt *ck = ckpt_of(j);
 
 	pthread_mutex_lock(&j->lock);
-	json_decref(j->ck->last);
-	j->ck->last = figures(j, r);
-	j->ck->done = r->seq + 1;
+	json_decref(ck->last);
+	ck->last = figures(j, r);
+	ck->done = r->seq + 1;
 	pthread_mutex_unlock(&j->lock);
 	post(j, "WPS_CHECKPOINT", figures(j, r));
 	return 0;
@@ -193,7 +200,7 @@ static int report(void *arg, const struct wps_ckpt_session_report *r)
 static void *ckpt_main(void *arg)
 {
 	struct wpsd_job *j = arg;
-	struct wpsd_ckpt *ck = j->ck;
+	struct wpsd_ckpt *ck = ckpt_of(j);
 	char cause[sizeof(j->cause)];
 	uint64_t seq;
 	int ret;
@@ -220,6 +227,7 @@ int wpsd_ckpt_start(struct wpsd_conn *c, struct wpsd_guest *g, json_t *args,
 {
 	struct wps_ckpt_opts co = WPS_CKPT_OPTS_INIT;
 	struct wps_ckpt_session_opts so = WPS_CKPT_SESSION_OPTS_INIT;
+	struct wpsd_ckpt *ck;
 	const char *dir;
 	struct wpsd_job *j;
 	struct stat sb;
@@ -237,8 +245,7 @@ int wpsd_ckpt_start(struct wpsd_conn *c, struct wpsd_guest *g, json_t *args,
 	}
 	if (g->job) {
 		wpsd_reply_err(r, WPSD_GENERIC, "guest '%s' already has a %s running",
-			       g->name, g->job->ck ? "checkpoint series" :
-			       g->job->txn ? "transaction" : "snapshot");
+			       g->name, g->job->ops->name);
 		return -EBUSY;
 	}
 	if (g->uffd < 0) {
@@ -253,17 +260,18 @@ int wpsd_ckpt_start(struct wpsd_conn *c, struct wpsd_guest *g, json_t *args,
 			       "by absolute path: %s", dir);
 		return -EINVAL;
 	}
-	j = wpsd_job_alloc(c->d, g);
+	j = wpsd_job_alloc(c->d, g, &wpsd_ckpt_ops);
 	if (!j)
 		goto nomem;
-	j->ck = calloc(1, sizeof(*j->ck));
-	if (!j->ck)
+	ck = calloc(1, sizeof(*ck));
+	j->priv = ck;
+	if (!ck)
 		goto nomem_job;
-	j->ck->pending = json_array();
-	j->ck->netns_fd = -1;
-	snprintf(j->ck->dir, sizeof(j->ck->dir), "%s", dir);
+	ck->pending = json_array();
+	ck->netns_fd = -1;
+	snprintf(ck->dir, sizeof(ck->dir), "%s", dir);
 	v = json_object_get(args, "interval-ms");
-	j->ck->interval_ms = v ? (unsigned int)json_integer_value(v) : 1000;
+	ck->interval_ms = v ? (unsigned int)json_integer_value(v) : 1000;
 	v = json_object_get(args, "count");
 	so.count = v ? (uint64_t)json_integer_value(v) : 0;
 	v = json_object_get(args, "keep");
@@ -295,11 +303,11 @@ int wpsd_ckpt_start(struct wpsd_conn *c, struct wpsd_guest *g, json_t *args,
 			goto fail;
 	}
 	/* the first checkpoint at once, then one every interval */
-	so.dir = j->ck->dir;
+	so.dir = ck->dir;
 	so.prefix = g->name;
 	so.first_ms = 0;
-	so.interval_ms = j->ck->interval_ms;
-	so.netbuf = j->ck->nb;
+	so.interval_ms = ck->interval_ms;
+	so.netbuf = ck->nb;
 	so.wait = wait_or_cancel;
 	so.report = report;
 	so.arg = j;
@@ -312,7 +320,7 @@ int wpsd_ckpt_start(struct wpsd_conn *c, struct wpsd_guest *g, json_t *args,
 	co.uffd = g->uffd;
 	if (json_is_true(json_object_get(args, "overwrite")))
 		co.flags |= WPS_CKPT_OVERWRITE;
-	ret = wps_ckpt_session_new(j->ctx, g->r, g->nr, &co, &so, &j->ck->s);
+	ret = wps_ckpt_session_new(j->ctx, g->r, g->nr, &co, &so, &ck->s);
 	g->uffd = -1;   /* taken over, even on failure */
 	if (ret) {
 		wpsd_reply_err(r, WPSD_GENERIC, "cannot track the guest's writes: %s",
@@ -326,7 +334,7 @@ int wpsd_ckpt_start(struct wpsd_conn *c, struct wpsd_guest *g, json_t *args,
 	if (ret)
 		goto fail;
 	wps_info(c->d->ctx, "guest %s: checkpoints to %s every %u ms (token %"
-		 PRIu64 ")", g->name, dir, j->ck->interval_ms, j->token);
+		 PRIu64 ")", g->name, dir, ck->interval_ms, j->token);
 	return 0;
 nomem_job:
 	ret = -ENOMEM;
@@ -339,28 +347,31 @@ nomem:
 	return -ENOMEM;
 }
 
-json_t *wpsd_ckpt_query(struct wpsd_job *j)
+static json_t *ckpt_query(struct wpsd_job *j)
 {
+	struct wpsd_ckpt *ck = ckpt_of(j);
 	json_t *q;
 
 	pthread_mutex_lock(&j->lock);
 	q = json_pack("{s:s,s:s,s:s,s:I,s:I,s:i,s:O?}", "guest", j->g->name,
 		      "status", j->pausing ? "pausing" : "checkpointing",
-		      "dir", j->ck->dir, "token", (json_int_t)j->token,
-		      "checkpoints", (json_int_t)j->ck->done,
-		      "interval-ms", (int)j->ck->interval_ms, "last", j->ck->last);
+		      "dir", ck->dir, "token", (json_int_t)j->token,
+		      "checkpoints", (json_int_t)ck->done,
+		      "interval-ms", (int)ck->interval_ms, "last", ck->last);
 	pthread_mutex_unlock(&j->lock);
 	return q;
 }
 
-void wpsd_ckpt_poll(struct wpsd_job *j)
+/* Loop: the events the worker posted. */
+static void ckpt_poll(struct wpsd_job *j)
 {
+	struct wpsd_ckpt *ck = ckpt_of(j);
 	json_t *ev, *e;
 	size_t i;
 
 	pthread_mutex_lock(&j->lock);
-	ev = j->ck->pending;
-	j->ck->pending = json_array();
+	ev = ck->pending;
+	ck->pending = json_array();
 	pthread_mutex_unlock(&j->lock);
 	json_array_foreach(ev, i, e)
 		wpsd_broadcast(j->d, json_string_value(json_object_get(e, "event")),
@@ -368,34 +379,35 @@ void wpsd_ckpt_poll(struct wpsd_job *j)
 	json_decref(ev);
 }
 
-void wpsd_ckpt_reaped(struct wpsd_job *j, bool tell)
+static void ckpt_reaped(struct wpsd_job *j, bool tell)
 {
+	struct wpsd_ckpt *ck = ckpt_of(j);
 	struct wpsd_guest *g = j->g;
 	struct wpsd_conn *owner;
 	json_t *s;
 
 	if (tell)
-		wpsd_ckpt_poll(j);   /* what the worker posted last */
+		ckpt_poll(j);   /* what the worker posted last */
 	/* The worker is joined: let go of the output before saying "stopped"
 	 * (what the last epochs held is dropped, never released). */
-	wps_netbuf_free(j->ck->nb);
-	j->ck->nb = NULL;
-	if (j->ck->netns_fd >= 0)
-		close(j->ck->netns_fd);
-	j->ck->netns_fd = -1;
+	wps_netbuf_free(ck->nb);
+	ck->nb = NULL;
+	if (ck->netns_fd >= 0)
+		close(ck->netns_fd);
+	ck->netns_fd = -1;
 	s = json_pack("{s:s,s:s,s:s,s:I,s:I}", "guest", g->name, "status",
-		      j->result ? "failed" : "stopped", "dir", j->ck->dir,
+		      j->result ? "failed" : "stopped", "dir", ck->dir,
 		      "token", (json_int_t)j->token, "checkpoints",
-		      (json_int_t)j->ck->done);
+		      (json_int_t)ck->done);
 	if (j->result)
 		json_object_set_new(s, "cause", json_string(j->cause[0] ? j->cause :
 					strerror(-j->result)));
 	else if (j->cause[0])
 		json_object_set_new(s, "cause", json_string(j->cause));
-	if (j->ck->last)
-		json_object_set(s, "last", j->ck->last);
+	if (ck->last)
+		json_object_set(s, "last", ck->last);
 	wps_info(j->d->ctx, "guest %s: checkpoints %s after %" PRIu64, g->name,
-		 j->result ? "failed" : "stopped", j->ck->done);
+		 j->result ? "failed" : "stopped", ck->done);
 	if (tell)
 		wpsd_broadcast(j->d, "WPS_CHECKPOINT_STOPPED", json_deep_copy(s));
 	json_decref(g->last);
@@ -406,8 +418,10 @@ void wpsd_ckpt_reaped(struct wpsd_job *j, bool tell)
 				json_pack("{s:s}", "guest", g->name));
 }
 
-void wpsd_ckpt_free(struct wpsd_ckpt *ck)
+static void ckpt_free(struct wpsd_job *j)
 {
+	struct wpsd_ckpt *ck = ckpt_of(j);
+
 	if (!ck)
 		return;
 	wps_ckpt_session_free(ck->s);   /* before the netbuf it borrows */
@@ -419,3 +433,21 @@ void wpsd_ckpt_free(struct wpsd_ckpt *ck)
 	json_decref(ck->last);
 	free(ck);
 }
+
+static const char *ckpt_status(struct wpsd_job *j)
+{
+	return "checkpointing";
+}
+
+/* The series' pauses are the snapshot's handshake (wpsd_job_pause); the
+ * VMM may hand each one's device state. Cancelled by wps-checkpoint-stop
+ * as well as by wps-snapshot-cancel. */
+const struct wpsd_job_ops wpsd_ckpt_ops = {
+	.name = "checkpoint series",
+	.device_state = true,
+	.status = ckpt_status,
+	.query = ckpt_query,
+	.poll = ckpt_poll,
+	.reaped = ckpt_reaped,
+	.free = ckpt_free,
+};

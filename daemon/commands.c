@@ -22,9 +22,11 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "daemon/ckptjob.h"
 #include "daemon/commands.h"
 #include "daemon/guest.h"
 #include "daemon/job.h"
+#include "daemon/restorejob.h"
 #include "daemon/qmp.h"
 #include "base/log.h"
 
@@ -257,11 +259,9 @@ static void cmd_cancel(struct wpsd_conn *c, json_t *args, json_t *id,
 			       g->name);
 		return;
 	}
-	if (g->job->rs) {
-		/* the pages not yet restored would be poisoned under it */
-		wpsd_reply_err(r, WPSD_GENERIC, "guest '%s' is being restored: a "
-			       "restore cannot be cancelled under a running guest; "
-			       "stop the guest and unregister it", g->name);
+	if (g->job->ops->no_cancel) {   /* a restore, say */
+		wpsd_reply_err(r, WPSD_GENERIC, "guest '%s' %s", g->name,
+			       g->job->ops->no_cancel);
 		return;
 	}
 	wpsd_job_cancel(g->job, "cancelled by wps-snapshot-cancel");
@@ -298,7 +298,7 @@ static void cmd_ckpt_stop(struct wpsd_conn *c, json_t *args, json_t *id,
 
 	if (!g)
 		return;
-	if (!g->job || !g->job->ck) {
+	if (!g->job || g->job->ops != &wpsd_ckpt_ops) {
 		wpsd_reply_err(r, WPSD_GENERIC, "guest '%s' has no checkpoints running",
 			       g->name);
 		return;

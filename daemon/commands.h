@@ -2,6 +2,8 @@
 /*
  * wpsnapd's commands: parse one request line, check the envelope and the
  * arguments, run the handler, send the reply (or leave it deferred).
+ * Above the server: it answers through server.h, and the server reaches
+ * it only through the wpsd_line_fn that wpsnapd.c's main hands it.
  */
 #ifndef WPSD_COMMANDS_H
 #define WPSD_COMMANDS_H

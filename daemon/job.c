@@ -19,7 +19,14 @@
  * resume request goes out at once, and the worker rolls the performed
  * disk actions back before the (deferred) error reply.
  *
- * Owns: the job, its worker thread, its wps_ctx, wps_snapshot and txn.
+ * The job itself is kind-neutral: alloc/free, the worker's launch, the
+ * pause handshake, the VMM's ack, polling, progress, reaping and
+ * shutdown go through j->ops (job.h) and never name another kind. The
+ * snapshot kind (and the transaction riding on it) lives here too, below
+ * its ops tables; the other kinds live in their own files.
+ *
+ * Owns: the job, its worker thread, its wps_ctx; for the snapshot kind
+ * its wps_snapshot, attach and txn.
  */
 #include "config.h"
 
@@ -100,7 +107,7 @@ static int job_pause(void *arg)
 	/* The caller paused already: no request; a transaction's disk
 	 * actions still run here, inside that pause. */
 	if (j->vcpus_paused)
-		return j->txn ? job_txn_commit(j) : 0;
+		return j->ops->paused ? j->ops->paused(j) : 0;
 	dl = wps_deadline_from_ms(j->pause_timeout_ms);
 	t0 = wps_now_ns();
 	pthread_mutex_lock(&j->lock);
@@ -133,8 +140,8 @@ static int job_pause(void *arg)
 	}
 	j->pausing = false;
 	pthread_mutex_unlock(&j->lock);
-	if (!ret && j->txn)
-		ret = job_txn_commit(j);
+	if (!ret && j->ops->paused)
+		ret = j->ops->paused(j);
 	/* A VMM that paused late (or half-way) must not stay paused; after a
 	 * failed disk action it resumes now, the rollback needs no pause. */
 	if (ret) {
@@ -389,14 +396,10 @@ static void job_free(struct wpsd_job *j)
 {
 	if (j->ds_fd >= 0)
 		close(j->ds_fd);
-	wpsd_ckpt_free(j->ck);
-	wpsd_restore_free(j->rs);
-	if (j->snap)
-		wps_snapshot_free(j->snap);
-	wps_attach_free(j->at);   /* after its snapshot; let go already */
+	if (j->ops->free)
+		j->ops->free(j);   /* may still log through j->ctx */
 	if (j->ctx)
 		wps_ctx_free(j->ctx);
-	wpsd_txn_free(j->txn);
 	json_decref(j->reply_id);
 	pthread_cond_destroy(&j->cond);
 	pthread_mutex_destroy(&j->lock);
@@ -408,13 +411,15 @@ void wpsd_job_free(struct wpsd_job *j)
 	job_free(j);
 }
 
-struct wpsd_job *wpsd_job_alloc(struct wpsd *d, struct wpsd_guest *g)
+struct wpsd_job *wpsd_job_alloc(struct wpsd *d, struct wpsd_guest *g,
+				const struct wpsd_job_ops *ops)
 {
 	struct wpsd_job *j = calloc(1, sizeof(*j));
 	pthread_condattr_t ca;
 
 	if (!j)
 		return NULL;
+	j->ops = ops;
 	j->d = d;
 	j->g = g;
 	pthread_mutex_init(&j->lock, NULL);
@@ -427,6 +432,223 @@ struct wpsd_job *wpsd_job_alloc(struct wpsd *d, struct wpsd_guest *g)
 	j->ds_fd = -1;
 	return j;
 }
+
+/* ---- the snapshot kind, and the transaction riding on it ---- */
+
+static const char *snap_status(struct wpsd_job *j)
+{
+	struct wps_snapshot *snap;
+	struct wps_progress p;
+	bool in_txn;
+
+	pthread_mutex_lock(&j->lock);
+	in_txn = j->in_txn;
+	pthread_mutex_unlock(&j->lock);
+	if (in_txn || !j->mem)
+		return "transaction";
+	snap = job_snap(j);
+	if (!snap)
+		return "attaching";
+	wps_snapshot_progress(snap, &p);
+	switch (p.phase) {
+	case WPS_PHASE_NEW: return "setup";
+	case WPS_PHASE_FREEZING: return "freezing";
+	case WPS_PHASE_COPYING: return "active";
+	case WPS_PHASE_PUBLISHING: return "publishing";
+	case WPS_PHASE_DONE: return "completed";
+	case WPS_PHASE_FAILED: return "failed";
+	case WPS_PHASE_CANCELLED: return "cancelled";
+	}
+	return "active";
+}
+
+static json_t *snap_query(struct wpsd_job *j)
+{
+	struct wps_snapshot *snap = job_snap(j);
+	struct wps_progress p;
+
+	if (!snap)
+		return json_pack("{s:s,s:s,s:I}", "guest", j->g->name, "status",
+				 wpsd_job_status(j), "token", (json_int_t)j->token);
+	wps_snapshot_progress(snap, &p);
+	return json_pack("{s:s,s:s,s:s,s:I,s:I,s:I,s:I,s:I,s:I}",
+			 "guest", j->g->name, "status", wpsd_job_status(j),
+			 "path", j->path, "token", (json_int_t)j->token,
+			 "bytes-done", (json_int_t)p.bytes_done,
+			 "bytes-total", (json_int_t)p.bytes_total,
+			 "pages-done", (json_int_t)(p.bytes_done / 4096),
+			 "pages-total", (json_int_t)(p.bytes_total / 4096),
+			 "faults", (json_int_t)p.faults);
+}
+
+static void snap_cancel(struct wpsd_job *j)
+{
+	struct wps_snapshot *snap = job_snap(j);
+
+	if (snap)
+		wps_snapshot_cancel(snap);
+}
+
+static json_t *summary(struct wpsd_job *j, const char *status)
+{
+	const struct wps_snapshot_stats *st = &j->st;
+	json_t *s;
+
+	s = json_pack("{s:s,s:s,s:s,s:I}", "guest", j->g->name, "status", status,
+		      "path", j->path, "token", (json_int_t)j->token);
+	if (!strcmp(status, "completed")) {
+		json_t *f = json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}",
+			"pause-ns", (json_int_t)st->pause_ns,
+			"handshake-ns", (json_int_t)j->handshake_ns,
+			"protect-ns", (json_int_t)st->protect_ns,
+			"total-ns", (json_int_t)st->total_ns,
+			"populated-bytes", (json_int_t)st->populated_bytes,
+			"saved-bytes", (json_int_t)st->saved_bytes,
+			"image-data-bytes", (json_int_t)st->image_data_bytes,
+			"image-file-bytes", (json_int_t)st->image_file_bytes,
+			"faults", (json_int_t)st->faults,
+			"faults-copied", (json_int_t)st->faults_copied,
+			"fault-p50-ns", (json_int_t)st->fault_p50_ns,
+			"fault-p99-ns", (json_int_t)st->fault_p99_ns,
+			"fault-max-ns", (json_int_t)st->fault_max_ns);
+		json_object_update(s, f);
+		json_decref(f);
+	} else if (!strcmp(status, "failed")) {
+		json_object_set_new(s, "cause", json_string(j->cause[0] ? j->cause :
+					strerror(-j->result)));
+		json_object_set_new(s, "errno", json_string(strerrorname_np(-j->result) ?
+					strerrorname_np(-j->result) : "?"));
+	} else if (j->cause[0]) {
+		json_object_set_new(s, "cause", json_string(j->cause));
+	}
+	return s;
+}
+
+static void snap_reaped(struct wpsd_job *j, bool tell)
+{
+	struct wpsd_guest *g = j->g;
+	struct wpsd *d = j->d;
+	const char *status;
+	json_t *s;
+
+	if (!j->mem) {
+		/* Memory-less transaction: its reply said it all. */
+		if (j->result)
+			wps_warn(d->ctx, "guest %s: transaction (token %" PRIu64 ") "
+				 "failed: %s", g->name, j->token, j->cause);
+		else
+			wps_info(d->ctx, "guest %s: transaction (token %" PRIu64 ") "
+				 "done", g->name, j->token);
+		return;
+	}
+	status = !j->result ? "completed" :
+		 j->result == -ECANCELED ? "cancelled" : "failed";
+	s = summary(j, status);
+	if (j->result && j->result != -ECANCELED)
+		wps_warn(d->ctx, "guest %s: snapshot %s failed: %s", g->name, j->path,
+			 json_string_value(json_object_get(s, "cause")));
+	else
+		wps_info(d->ctx, "guest %s: snapshot %s %s", g->name, j->path, status);
+	json_decref(g->last);
+	g->last = s;
+	if (tell)
+		wpsd_broadcast(d, !j->result ? "WPS_SNAPSHOT_COMPLETED" :
+			       j->result == -ECANCELED ? "WPS_SNAPSHOT_CANCELLED" :
+			       "WPS_SNAPSHOT_FAILED", json_deep_copy(s));
+}
+
+/* The deferred reply once frozen. The worker wrote the txn's figures
+ * before it posted post_frozen under the lock, so they are visible. */
+static json_t *job_frozen_return(struct wpsd_job *j)
+{
+	json_t *ret = json_pack("{s:I}", "token", (json_int_t)j->token);
+	uint64_t hs;
+
+	if (!j->txn)
+		return ret;
+	pthread_mutex_lock(&j->lock);
+	hs = j->handshake_ns;
+	pthread_mutex_unlock(&j->lock);
+	json_object_set_new(ret, "handshake-ns", json_integer((json_int_t)hs));
+	json_object_set_new(ret, "disk-ns", json_integer((json_int_t)j->txn->disk_ns));
+	json_object_set_new(ret, "sync-ns", json_integer((json_int_t)j->txn->sync_ns));
+	json_object_set_new(ret, "actions", wpsd_txn_result(j->txn));
+	return ret;
+}
+
+/* Frozen: WPS_SNAPSHOT_FROZEN and the deferred reply, success or not. */
+static void snap_poll(struct wpsd_job *j)
+{
+	struct wpsd *d = j->d;
+	struct wpsd_conn *rc;
+	char cause[512];
+	bool frozen;
+	int fret;
+
+	pthread_mutex_lock(&j->lock);
+	frozen = j->post_frozen;
+	j->post_frozen = false;
+	fret = j->freeze_ret;
+	snprintf(cause, sizeof(cause), "%s", j->cause);
+	pthread_mutex_unlock(&j->lock);
+	if (!frozen)
+		return;
+	if (!fret && j->mem)
+		wpsd_broadcast(d, "WPS_SNAPSHOT_FROZEN",
+			       json_pack("{s:s,s:s,s:I}", "guest", j->g->name,
+					 "path", j->path, "token",
+					 (json_int_t)j->token));
+	rc = j->reply_conn ? wpsd_conn_by_id(d, j->reply_conn) : NULL;
+	if (rc && !fret)
+		wpsd_send(rc, wpsd_return(job_frozen_return(j), j->reply_id));
+	else if (rc)
+		wpsd_send(rc, wpsd_error(WPSD_GENERIC, cause[0] ? cause :
+				strerror(-fret), j->reply_id));
+	j->reply_conn = 0;
+}
+
+/* While copying or publishing (an attach not yet done has nothing). */
+static void snap_progress(struct wpsd_job *j, uint64_t now)
+{
+	struct wps_snapshot *snap = job_snap(j);
+	struct wps_progress p;
+
+	if (!snap)
+		return;
+	j->last_progress_ns = now;
+	wps_snapshot_progress(snap, &p);
+	if (p.phase != WPS_PHASE_COPYING && p.phase != WPS_PHASE_PUBLISHING)
+		return;
+	wpsd_broadcast(j->d, "WPS_SNAPSHOT_PROGRESS", snap_query(j));
+}
+
+static void snap_free(struct wpsd_job *j)
+{
+	if (j->snap)
+		wps_snapshot_free(j->snap);
+	wps_attach_free(j->at);   /* after its snapshot; let go already */
+	wpsd_txn_free(j->txn);
+}
+
+/* The transaction rides on the snapshot: the same hooks, plus its disk
+ * actions inside the pause (a device state goes with memory: j->mem). */
+#define SNAP_HOOKS \
+	.status = snap_status, .query = snap_query, .cancel = snap_cancel, \
+	.poll = snap_poll, .progress = snap_progress, .reaped = snap_reaped, \
+	.free = snap_free
+
+static const struct wpsd_job_ops snap_ops = {
+	.name = "snapshot",
+	SNAP_HOOKS,
+};
+
+static const struct wpsd_job_ops txn_ops = {
+	.name = "transaction",
+	.paused = job_txn_commit,
+	SNAP_HOOKS,
+};
+
+/* ---- starting a snapshot or a transaction ---- */
 
 static const struct wpsd_arg start_spec[] = {
 	{ "guest", WPSD_T_STR, true },
@@ -464,8 +686,7 @@ static int job_start(struct wpsd_conn *c, struct wpsd_guest *g, json_t *args,
 	}
 	if (g->job) {
 		wpsd_reply_err(r, WPSD_GENERIC, "guest '%s' already has a %s running",
-			       g->name, g->job->ck ? "checkpoint series" :
-			       g->job->txn ? "transaction" : "snapshot");
+			       g->name, g->job->ops->name);
 		ret = -EBUSY;
 		goto fail_txn;
 	}
@@ -497,7 +718,7 @@ static int job_start(struct wpsd_conn *c, struct wpsd_guest *g, json_t *args,
 		ret = -EINVAL;
 		goto fail_txn;
 	}
-	j = wpsd_job_alloc(d, g);
+	j = wpsd_job_alloc(d, g, txn ? &txn_ops : &snap_ops);
 	if (!j) {
 		wpsd_reply_err(r, WPSD_GENERIC, "out of memory");
 		ret = -ENOMEM;
@@ -641,19 +862,18 @@ out:
 	return ret;
 }
 
+/* ---- every kind: cancel, ack, status, reap, poll ---- */
+
 void wpsd_job_cancel(struct wpsd_job *j, const char *why)
 {
-	struct wps_snapshot *snap;
-
 	pthread_mutex_lock(&j->lock);
 	if (!j->cause[0] && why)
 		snprintf(j->cause, sizeof(j->cause), "%s", why);
 	j->cancelled = true;
 	pthread_cond_broadcast(&j->cond);
 	pthread_mutex_unlock(&j->lock);
-	snap = job_snap(j);
-	if (snap)
-		wps_snapshot_cancel(snap);
+	if (j->ops->cancel)
+		j->ops->cancel(j);
 }
 
 int wpsd_job_ack(struct wpsd_conn *c, uint64_t token, bool resumed,
@@ -684,7 +904,7 @@ int wpsd_job_ack(struct wpsd_conn *c, uint64_t token, bool resumed,
 		return 0;
 	}
 	if (ds_name) {
-		if (!j->mem && !j->ck) {
+		if (!j->mem && !j->ops->device_state) {
 			wpsd_reply_err(r, WPSD_GENERIC, "device-state goes with a "
 				       "memory snapshot's or a checkpoint's pause");
 			return -EINVAL;
@@ -729,94 +949,19 @@ int wpsd_job_ack(struct wpsd_conn *c, uint64_t token, bool resumed,
 
 const char *wpsd_job_status(struct wpsd_job *j)
 {
-	struct wps_snapshot *snap;
-	struct wps_progress p;
-	bool pausing, in_txn;
+	bool pausing;
 
 	pthread_mutex_lock(&j->lock);
 	pausing = j->pausing;
-	in_txn = j->in_txn;
 	pthread_mutex_unlock(&j->lock);
 	if (pausing)
 		return "pausing";
-	if (j->ck)
-		return "checkpointing";
-	if (j->rs)
-		return "restoring";
-	if (in_txn || !j->mem)
-		return "transaction";
-	snap = job_snap(j);
-	if (!snap)
-		return "attaching";
-	wps_snapshot_progress(snap, &p);
-	switch (p.phase) {
-	case WPS_PHASE_NEW: return "setup";
-	case WPS_PHASE_FREEZING: return "freezing";
-	case WPS_PHASE_COPYING: return "active";
-	case WPS_PHASE_PUBLISHING: return "publishing";
-	case WPS_PHASE_DONE: return "completed";
-	case WPS_PHASE_FAILED: return "failed";
-	case WPS_PHASE_CANCELLED: return "cancelled";
-	}
-	return "active";
+	return j->ops->status(j);
 }
 
 json_t *wpsd_job_query(struct wpsd_job *j)
 {
-	struct wps_snapshot *snap = job_snap(j);
-	struct wps_progress p;
-
-	if (j->ck)
-		return wpsd_ckpt_query(j);
-	if (j->rs)
-		return wpsd_restore_query(j);
-	if (!snap)
-		return json_pack("{s:s,s:s,s:I}", "guest", j->g->name, "status",
-				 wpsd_job_status(j), "token", (json_int_t)j->token);
-	wps_snapshot_progress(snap, &p);
-	return json_pack("{s:s,s:s,s:s,s:I,s:I,s:I,s:I,s:I,s:I}",
-			 "guest", j->g->name, "status", wpsd_job_status(j),
-			 "path", j->path, "token", (json_int_t)j->token,
-			 "bytes-done", (json_int_t)p.bytes_done,
-			 "bytes-total", (json_int_t)p.bytes_total,
-			 "pages-done", (json_int_t)(p.bytes_done / 4096),
-			 "pages-total", (json_int_t)(p.bytes_total / 4096),
-			 "faults", (json_int_t)p.faults);
-}
-
-static json_t *summary(struct wpsd_job *j, const char *status)
-{
-	const struct wps_snapshot_stats *st = &j->st;
-	json_t *s;
-
-	s = json_pack("{s:s,s:s,s:s,s:I}", "guest", j->g->name, "status", status,
-		      "path", j->path, "token", (json_int_t)j->token);
-	if (!strcmp(status, "completed")) {
-		json_t *f = json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}",
-			"pause-ns", (json_int_t)st->pause_ns,
-			"handshake-ns", (json_int_t)j->handshake_ns,
-			"protect-ns", (json_int_t)st->protect_ns,
-			"total-ns", (json_int_t)st->total_ns,
-			"populated-bytes", (json_int_t)st->populated_bytes,
-			"saved-bytes", (json_int_t)st->saved_bytes,
-			"image-data-bytes", (json_int_t)st->image_data_bytes,
-			"image-file-bytes", (json_int_t)st->image_file_bytes,
-			"faults", (json_int_t)st->faults,
-			"faults-copied", (json_int_t)st->faults_copied,
-			"fault-p50-ns", (json_int_t)st->fault_p50_ns,
-			"fault-p99-ns", (json_int_t)st->fault_p99_ns,
-			"fault-max-ns", (json_int_t)st->fault_max_ns);
-		json_object_update(s, f);
-		json_decref(f);
-	} else if (!strcmp(status, "failed")) {
-		json_object_set_new(s, "cause", json_string(j->cause[0] ? j->cause :
-					strerror(-j->result)));
-		json_object_set_new(s, "errno", json_string(strerrorname_np(-j->result) ?
-					strerrorname_np(-j->result) : "?"));
-	} else if (j->cause[0]) {
-		json_object_set_new(s, "cause", json_string(j->cause));
-	}
-	return s;
+	return j->ops->query(j);
 }
 
 /* The worker has finished: join it, tell everyone, release the job. */
@@ -825,52 +970,14 @@ static void job_reap(struct wpsd_job *j, bool tell)
 	struct wpsd_guest *g = j->g;
 	struct wpsd *d = j->d;
 	struct wpsd_conn *owner;
-	const char *status;
-	json_t *s;
 
 	pthread_join(j->th, NULL);
-	if (j->ck || j->rs) {
-		if (j->ck)
-			wpsd_ckpt_reaped(j, tell);
-		else
-			wpsd_restore_reaped(j, tell);
-		g->job = NULL;
-		job_free(j);
-		if (g->doomed)
-			wpsd_guest_remove(g);
-		return;
-	}
-	if (!j->mem) {
-		/* Memory-less transaction: its reply said it all. */
-		if (j->result)
-			wps_warn(d->ctx, "guest %s: transaction (token %" PRIu64 ") "
-				 "failed: %s", g->name, j->token, j->cause);
-		else
-			wps_info(d->ctx, "guest %s: transaction (token %" PRIu64 ") "
-				 "done", g->name, j->token);
-		g->job = NULL;
-		job_free(j);
-		if (g->doomed)
-			wpsd_guest_remove(g);
-		return;
-	}
-	status = !j->result ? "completed" :
-		 j->result == -ECANCELED ? "cancelled" : "failed";
-	s = summary(j, status);
-	if (j->result && j->result != -ECANCELED)
-		wps_warn(d->ctx, "guest %s: snapshot %s failed: %s", g->name, j->path,
-			 json_string_value(json_object_get(s, "cause")));
-	else
-		wps_info(d->ctx, "guest %s: snapshot %s %s", g->name, j->path, status);
-	json_decref(g->last);
-	g->last = s;
-	if (tell)
-		wpsd_broadcast(d, !j->result ? "WPS_SNAPSHOT_COMPLETED" :
-			       j->result == -ECANCELED ? "WPS_SNAPSHOT_CANCELLED" :
-			       "WPS_SNAPSHOT_FAILED", json_deep_copy(s));
+	j->ops->reaped(j, tell);
 	g->job = NULL;
 	job_free(j);
-	/* The uffd went through UFFDIO_API: no second snapshot can use it. */
+	/* The uffd went through UFFDIO_API: no second snapshot can use it.
+	 * (Only a memory snapshot leaves it so: a checkpoint series and a
+	 * restore take theirs, and a fresh one is checked unused.) */
 	if (g->uffd >= 0 && wpsd_uffd_negotiated(g->uffd) == 1) {
 		close(g->uffd);
 		g->uffd = -1;
@@ -883,44 +990,19 @@ static void job_reap(struct wpsd_job *j, bool tell)
 		wpsd_guest_remove(g);
 }
 
-/* The deferred reply once frozen. The worker wrote the txn's figures
- * before it posted post_frozen under the lock, so they are visible. */
-static json_t *job_frozen_return(struct wpsd_job *j)
-{
-	json_t *ret = json_pack("{s:I}", "token", (json_int_t)j->token);
-	uint64_t hs;
-
-	if (!j->txn)
-		return ret;
-	pthread_mutex_lock(&j->lock);
-	hs = j->handshake_ns;
-	pthread_mutex_unlock(&j->lock);
-	json_object_set_new(ret, "handshake-ns", json_integer((json_int_t)hs));
-	json_object_set_new(ret, "disk-ns", json_integer((json_int_t)j->txn->disk_ns));
-	json_object_set_new(ret, "sync-ns", json_integer((json_int_t)j->txn->sync_ns));
-	json_object_set_new(ret, "actions", wpsd_txn_result(j->txn));
-	return ret;
-}
-
 static void job_poll_one(struct wpsd_job *j)
 {
-	bool pause, resume, frozen, done;
-	struct wpsd_conn *owner, *rc;
-	struct wpsd *d = j->d;
-	char cause[512];
-	int fret;
+	bool pause, resume, done;
+	struct wpsd_conn *owner;
 
 	pthread_mutex_lock(&j->lock);
 	pause = j->post_pause;
 	resume = j->post_resume;
-	frozen = j->post_frozen;
 	done = j->post_done;
-	j->post_pause = j->post_resume = j->post_frozen = false;
-	fret = j->freeze_ret;
-	snprintf(cause, sizeof(cause), "%s", j->cause);
+	j->post_pause = j->post_resume = false;
 	pthread_mutex_unlock(&j->lock);
 
-	owner = wpsd_conn_by_id(d, j->g->owner);
+	owner = wpsd_conn_by_id(j->d, j->g->owner);
 	if (pause && owner)
 		wpsd_send_event(owner, "WPS_PAUSE_REQUEST",
 				json_pack("{s:s,s:I}", "guest", j->g->name,
@@ -931,22 +1013,9 @@ static void job_poll_one(struct wpsd_job *j)
 		wpsd_send_event(owner, "WPS_RESUME_REQUEST",
 				json_pack("{s:s,s:I}", "guest", j->g->name,
 					  "token", (json_int_t)j->token));
-	if (frozen) {
-		if (!fret && j->mem)
-			wpsd_broadcast(d, "WPS_SNAPSHOT_FROZEN",
-				       json_pack("{s:s,s:s,s:I}", "guest", j->g->name,
-						 "path", j->path, "token",
-						 (json_int_t)j->token));
-		rc = j->reply_conn ? wpsd_conn_by_id(d, j->reply_conn) : NULL;
-		if (rc && !fret)
-			wpsd_send(rc, wpsd_return(job_frozen_return(j), j->reply_id));
-		else if (rc)
-			wpsd_send(rc, wpsd_error(WPSD_GENERIC, cause[0] ? cause :
-					strerror(-fret), j->reply_id));
-		j->reply_conn = 0;
-	}
-	if (j->ck)
-		wpsd_ckpt_poll(j);
+	/* the kind's events; a worker that is done posted them all before */
+	if (j->ops->poll)
+		j->ops->poll(j);
 	if (done)
 		job_reap(j, true);
 }
@@ -965,23 +1034,12 @@ void wpsd_jobs_poll(struct wpsd *d)
 void wpsd_jobs_progress(struct wpsd *d)
 {
 	uint64_t now = wps_now_ns();
-	struct wps_snapshot *snap;
-	struct wps_progress p;
 	struct wpsd_guest *g;
 
-	for (g = d->guests; g; g = g->next) {
-		if (!g->job || now - g->job->last_progress_ns <
-			       WPSD_PROGRESS_MS * 1000000ull)
-			continue;
-		snap = job_snap(g->job);
-		if (!snap)
-			continue;
-		g->job->last_progress_ns = now;
-		wps_snapshot_progress(snap, &p);
-		if (p.phase != WPS_PHASE_COPYING && p.phase != WPS_PHASE_PUBLISHING)
-			continue;
-		wpsd_broadcast(d, "WPS_SNAPSHOT_PROGRESS", wpsd_job_query(g->job));
-	}
+	for (g = d->guests; g; g = g->next)
+		if (g->job && g->job->ops->progress &&
+		    now - g->job->last_progress_ns >= WPSD_PROGRESS_MS * 1000000ull)
+			g->job->ops->progress(g->job, now);
 }
 
 bool wpsd_jobs_active(const struct wpsd *d)

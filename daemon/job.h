@@ -1,10 +1,17 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * Snapshot jobs: one worker thread per running snapshot (freeze, then
- * wait), and the pause handshake with the guest's VMM. The worker never
- * touches a socket: it posts what the loop should send (flags under the
- * job's lock, then an eventfd kick) and waits on a condition variable for
- * the VMM's answer, with a timeout.
+ * Jobs: one worker thread per running job of a guest, and the pause
+ * handshake with the guest's VMM. The worker never touches a socket: it
+ * posts what the loop should send (flags under the job's lock, then an
+ * eventfd kick) and waits on a condition variable for the VMM's answer,
+ * with a timeout.
+ *
+ * What a job does is its kind, an ops table (struct wpsd_job_ops) that
+ * the kind's file owns: snapshot and transaction (job.c), checkpoint
+ * series (ckptjob.c, ckptjob.h), lazy restore (restorejob.c,
+ * restorejob.h). The calls go one way: a kind file uses the helpers
+ * below, and job.c reaches a kind only through j->ops, never by name, so
+ * a new kind is a new file and a table, not another branch here.
  */
 #ifndef WPSD_JOB_H
 #define WPSD_JOB_H
@@ -22,12 +29,47 @@
 #include "daemon/server.h"
 #include "daemon/txn.h"
 
-struct wpsd_ckpt;
-struct wpsd_restore;
-
 #define WPSD_PAUSE_TIMEOUT_MS 2000
 
+struct wpsd_job;
+
+/*
+ * A kind of job. All hooks run on the loop thread except paused (the
+ * worker's, inside the pause). NULL hooks mean "nothing to do".
+ */
+struct wpsd_job_ops {
+	/* what the guest is busy with: "already has a <name> running" */
+	const char *name;
+	/* why wps-snapshot-cancel refuses it, after "guest 'NAME' "; NULL:
+	 * it can be cancelled */
+	const char *no_cancel;
+	/* the VMM may hand device state with its pause ack */
+	bool device_state;
+	/* Worker, the guest paused (the VMM answered or the caller had
+	 * paused): work that must see that instant; an error fails the
+	 * pause and the guest is resumed at once. */
+	int (*paused)(struct wpsd_job *j);
+	/* query-guests' word while no pause is pending */
+	const char *(*status)(struct wpsd_job *j);
+	/* query-snapshot and friends: a new reference */
+	json_t *(*query)(struct wpsd_job *j);
+	/* after the job is marked cancelled (and its waits woken) */
+	void (*cancel)(struct wpsd_job *j);
+	/* send what the worker posted besides pause/resume */
+	void (*poll)(struct wpsd_job *j);
+	/* progress events; the kind updates j->last_progress_ns when it
+	 * sends (called when WPSD_PROGRESS_MS have passed since) */
+	void (*progress)(struct wpsd_job *j, uint64_t now);
+	/* Worker joined: the final events (tell: send them), g->last. The
+	 * job is freed next. */
+	void (*reaped)(struct wpsd_job *j, bool tell);
+	/* the kind's own state (j->priv, snapshot fields), before j->ctx */
+	void (*free)(struct wpsd_job *j);
+};
+
 struct wpsd_job {
+	const struct wpsd_job_ops *ops;
+	void *priv;                     /* owned by the kind (ops->free) */
 	struct wpsd *d;
 	struct wpsd_guest *g;
 	struct wps_ctx *ctx;            /* own: captures the first error */
@@ -40,8 +82,6 @@ struct wpsd_job {
 	struct wps_attach *at;          /* owned: attached process, or NULL */
 	struct wps_snapshot_opts so;    /* for the worker's attach */
 	struct wpsd_txn *txn;           /* owned; NULL: plain snapshot */
-	struct wpsd_ckpt *ck;           /* owned; periodic checkpoints */
-	struct wpsd_restore *rs;        /* owned; lazy restore */
 	pthread_t th;
 	bool th_started;
 	char path[PATH_MAX];
@@ -89,10 +129,11 @@ void wpsd_jobs_progress(struct wpsd *d);
 void wpsd_jobs_shutdown(struct wpsd *d);
 bool wpsd_jobs_active(const struct wpsd *d);
 
-/* For other kinds of jobs (ckptjob.c): a job of guest g with its lock,
- * condition, token and default pause timeout; its pause handshake as
- * library callbacks (arg: the job); freeing (worker joined). */
-struct wpsd_job *wpsd_job_alloc(struct wpsd *d, struct wpsd_guest *g);
+/* For the kinds: a job of guest g and kind ops with its lock, condition,
+ * token and default pause timeout; its pause handshake as library
+ * callbacks (arg: the job); freeing (worker joined). */
+struct wpsd_job *wpsd_job_alloc(struct wpsd *d, struct wpsd_guest *g,
+				const struct wpsd_job_ops *ops);
 /* Route j->ctx's log through the daemon's, keeping the first error as
  * the job's cause. */
 void wpsd_job_set_log(struct wpsd_job *j);
@@ -108,21 +149,7 @@ int wpsd_job_pause(void *arg);
 int wpsd_job_resume(void *arg);
 void wpsd_job_free(struct wpsd_job *j);
 
-/* Periodic checkpoints (ckptjob.c). */
-int wpsd_ckpt_start(struct wpsd_conn *c, struct wpsd_guest *g, json_t *args,
-		    struct wpsd_reply *r);
-json_t *wpsd_ckpt_query(struct wpsd_job *j);
-void wpsd_ckpt_poll(struct wpsd_job *j);       /* loop: send its events */
-void wpsd_ckpt_reaped(struct wpsd_job *j, bool tell);
-void wpsd_ckpt_free(struct wpsd_ckpt *ck);
-
-/* Lazy restore into a registered guest (restorejob.c). */
-int wpsd_restore_start(struct wpsd_conn *c, struct wpsd_guest *g, json_t *args,
-		       struct wpsd_reply *r);
-json_t *wpsd_restore_query(struct wpsd_job *j);
-void wpsd_restore_reaped(struct wpsd_job *j, bool tell);
-void wpsd_restore_free(struct wpsd_restore *rs);
-
+/* Dispatched to the kind ("pausing" while a pause is pending). */
 const char *wpsd_job_status(struct wpsd_job *j);
 json_t *wpsd_job_query(struct wpsd_job *j);
 

@@ -7,7 +7,8 @@ daemon_wpsnapd_SOURCES = daemon/wpsnapd.c \
 	daemon/qmp.c daemon/qmp.h \
 	daemon/commands.c daemon/commands.h \
 	daemon/guest.c daemon/guest.h \
-	daemon/job.c daemon/job.h daemon/ckptjob.c daemon/restorejob.c \
+	daemon/job.c daemon/job.h daemon/ckptjob.c daemon/ckptjob.h \
+	daemon/restorejob.c daemon/restorejob.h \
 	daemon/txn.c daemon/txn.h
 daemon_wpsnapd_LDADD = libwpsnap_priv.la $(JANSSON_LIBS)
 EXTRA_DIST += docs/PROTOCOL.md

@@ -34,7 +34,7 @@
 #include <wpsnap/wset.h>
 
 #include "base/deadline.h"
-#include "daemon/job.h"
+#include "daemon/restorejob.h"
 #include "base/log.h"
 
 struct wpsd_restore {
@@ -43,6 +43,14 @@ struct wpsd_restore {
 	struct wps_wset_plan *plan;
 	char image[PATH_MAX];
 };
+
+static struct wpsd_restore *restore_of(struct wpsd_job *j)
+{
+	return j->priv;
+}
+
+/* defined at the end, with the hooks it names */
+static const struct wpsd_job_ops restore_ops;
 
 static const struct wpsd_arg restore_spec[] = {
 	{ "guest", WPSD_T_STR, true },
@@ -77,10 +85,11 @@ static json_t *wset_figures(const struct wps_wset_plan *plan, bool final)
 static json_t *restore_figures(struct wpsd_job *j, const struct wps_pager_stats *st,
 			       bool final)
 {
+	struct wpsd_restore *rs = restore_of(j);
 	json_t *q;
 
 	q = json_pack("{s:s,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}",
-			 "guest", j->g->name, "image", j->rs->image,
+			 "guest", j->g->name, "image", rs->image,
 			 "token", (json_int_t)j->token,
 			 "faults", (json_int_t)st->faults,
 			 "fault-p50-ns", (json_int_t)st->fault_p50_ns,
@@ -91,7 +100,7 @@ static json_t *restore_figures(struct wpsd_job *j, const struct wps_pager_stats 
 			 "full-ns", (json_int_t)st->full_ns,
 			 "graduate-ns", (json_int_t)st->graduate_ns,
 			 "first-bytes", (json_int_t)st->first_bytes);
-	json_object_set_new(q, "working-set", wset_figures(j->rs->plan, final));
+	json_object_set_new(q, "working-set", wset_figures(rs->plan, final));
 	return q;
 }
 
@@ -100,13 +109,14 @@ static json_t *restore_figures(struct wpsd_job *j, const struct wps_pager_stats 
 static void *restore_main(void *arg)
 {
 	struct wpsd_job *j = arg;
+	struct wpsd_restore *rs = restore_of(j);
 	struct wps_pager_stats st;
 	struct timespec dl;
 	bool stop = false;
 	int ret;
 
 	for (;;) {
-		ret = wps_pager_stats(j->rs->pg, &st);
+		ret = wps_pager_stats(rs->pg, &st);
 		if (ret || st.full_ns || stop)
 			break;
 		dl = wps_deadline_from_ms(20);
@@ -118,12 +128,12 @@ static void *restore_main(void *arg)
 	}
 	/* Graduation populates what prefetch has not (or all, without it). */
 	if (!ret && !stop)
-		ret = wps_pager_graduate(j->rs->pg);
+		ret = wps_pager_graduate(rs->pg);
 	/* For the next restore of this image; a failure (logged) costs
 	 * only the hint, not this restore. */
 	if (!ret && !stop)
-		wps_wset_plan_record(j->rs->plan, j->rs->pg);
-	wps_pager_stats(j->rs->pg, &st);
+		wps_wset_plan_record(rs->plan, rs->pg);
+	wps_pager_stats(rs->pg, &st);
 	pthread_mutex_lock(&j->lock);
 	if (ret && !j->cause[0])
 		snprintf(j->cause, sizeof(j->cause), "%s%s", strerror(-ret),
@@ -173,6 +183,7 @@ int wpsd_restore_start(struct wpsd_conn *c, struct wpsd_guest *g, json_t *args,
 	struct wps_pager_opts po = WPS_PAGER_OPTS_INIT;
 	const struct wps_image_region *ir;
 	static const uint8_t none[16];
+	struct wpsd_restore *rs;
 	const char *image;
 	struct wpsd_job *j;
 	int ret;
@@ -208,40 +219,40 @@ int wpsd_restore_start(struct wpsd_conn *c, struct wpsd_guest *g, json_t *args,
 	ret = image_kind_ok(image, r);
 	if (ret)
 		return ret;
-	j = wpsd_job_alloc(c->d, g);
-	if (!j || !(j->rs = calloc(1, sizeof(*j->rs))) || wps_ctx_new(&j->ctx)) {
+	j = wpsd_job_alloc(c->d, g, &restore_ops);
+	if (!j || !(rs = j->priv = calloc(1, sizeof(*rs))) || wps_ctx_new(&j->ctx)) {
 		wpsd_reply_err(r, WPSD_GENERIC, "out of memory");
 		ret = -ENOMEM;
 		goto fail;
 	}
-	snprintf(j->rs->image, sizeof(j->rs->image), "%s", image);
+	snprintf(rs->image, sizeof(rs->image), "%s", image);
 	wps_ctx_set_log_level(j->ctx, wps_ctx_get_log_level(c->d->ctx));
 	wpsd_job_set_log(j);
-	ret = wps_image_open(j->ctx, image, 0, &j->rs->img);
+	ret = wps_image_open(j->ctx, image, 0, &rs->img);
 	if (ret) {
 		wpsd_reply_err(r, WPSD_GENERIC, "%s", j->cause[0] ? j->cause :
 			       strerror(-ret));
 		goto fail;
 	}
-	if (memcmp(wps_image_get_info(j->rs->img)->parent_uuid, none, 16)) {
+	if (memcmp(wps_image_get_info(rs->img)->parent_uuid, none, 16)) {
 		wpsd_reply_err(r, WPSD_GENERIC, "%s is an incremental checkpoint: "
 			       "flatten its chain first (wpsnap merge)", image);
 		ret = -EINVAL;
 		goto fail;
 	}
-	ir = wps_image_get_region(j->rs->img, 0);
-	if (wps_image_get_info(j->rs->img)->nr_regions != 1 || ir->size != g->r[0].size) {
+	ir = wps_image_get_region(rs->img, 0);
+	if (wps_image_get_info(rs->img)->nr_regions != 1 || ir->size != g->r[0].size) {
 		wpsd_reply_err(r, WPSD_GENERIC, "%s does not fit guest '%s': it has "
 			       "%u region(s), the first of %" PRIu64 " bytes; the guest "
 			       "has one of %" PRIu64, image, g->name,
-			       wps_image_get_info(j->rs->img)->nr_regions, ir->size,
+			       wps_image_get_info(rs->img)->nr_regions, ir->size,
 			       g->r[0].size);
 		ret = -EINVAL;
 		goto fail;
 	}
 	wo.off = json_is_false(json_object_get(args, "working-set"));
-	ret = wps_wset_plan_new(j->ctx, j->rs->img, image, NULL, 0, &wo,
-				&j->rs->plan);
+	ret = wps_wset_plan_new(j->ctx, rs->img, image, NULL, 0, &wo,
+				&rs->plan);
 	if (ret) {
 		wpsd_reply_err(r, WPSD_GENERIC, "lazy restore: working set: %s",
 			       strerror(-ret));
@@ -252,14 +263,14 @@ int wpsd_restore_start(struct wpsd_conn *c, struct wpsd_guest *g, json_t *args,
 	pthread_mutex_lock(&j->lock);
 	j->cause[0] = 0;
 	pthread_mutex_unlock(&j->lock);
-	wps_wset_plan_apply(j->rs->plan, &po);
+	wps_wset_plan_apply(rs->plan, &po);
 	po.uffd = g->uffd;
 	po.pid = g->pid;
 	po.no_prefetch = json_is_false(json_object_get(args, "prefetch"));
-	ret = wps_pager_new(j->ctx, j->rs->img, 0, &g->r[0], &po, &j->rs->pg);
+	ret = wps_pager_new(j->ctx, rs->img, 0, &g->r[0], &po, &rs->pg);
 	g->uffd = -1;   /* the pager has it, in every case */
 	if (!ret)
-		ret = wps_pager_start(j->rs->pg);
+		ret = wps_pager_start(rs->pg);
 	if (ret) {
 		wpsd_reply_err(r, WPSD_GENERIC, "lazy restore: %s", j->cause[0] ?
 			       j->cause : strerror(-ret));
@@ -277,25 +288,25 @@ fail:
 	return ret;
 }
 
-json_t *wpsd_restore_query(struct wpsd_job *j)
+static json_t *restore_query(struct wpsd_job *j)
 {
 	struct wps_pager_stats st;
 	json_t *q;
 
-	wps_pager_stats(j->rs->pg, &st);
+	wps_pager_stats(restore_of(j)->pg, &st);
 	q = restore_figures(j, &st, false);
 	json_object_set_new(q, "status", json_string(st.error ? "failed" :
 				st.full_ns ? "graduating" : "restoring"));
 	return q;
 }
 
-void wpsd_restore_reaped(struct wpsd_job *j, bool tell)
+static void restore_reaped(struct wpsd_job *j, bool tell)
 {
 	struct wpsd_guest *g = j->g;
 	struct wps_pager_stats st;
 	json_t *s;
 
-	wps_pager_stats(j->rs->pg, &st);
+	wps_pager_stats(restore_of(j)->pg, &st);
 	s = restore_figures(j, &st, true);
 	json_object_set_new(s, "status", json_string(!j->result ? "completed" :
 				j->result == -ECANCELED ? "cancelled" : "failed"));
@@ -313,8 +324,10 @@ void wpsd_restore_reaped(struct wpsd_job *j, bool tell)
 	g->last = s;
 }
 
-void wpsd_restore_free(struct wpsd_restore *rs)
+static void restore_free(struct wpsd_job *j)
 {
+	struct wpsd_restore *rs = restore_of(j);
+
 	if (!rs)
 		return;
 	/* before the image it reads from; poisons what it never delivered */
@@ -323,3 +336,20 @@ void wpsd_restore_free(struct wpsd_restore *rs)
 	wps_image_close(rs->img);
 	free(rs);
 }
+
+static const char *restore_status(struct wpsd_job *j)
+{
+	return "restoring";
+}
+
+/* No pause, no events until it ends; never cancelled by a client: the
+ * pages not yet restored would be poisoned under the running guest. */
+static const struct wpsd_job_ops restore_ops = {
+	.name = "lazy restore",
+	.no_cancel = "is being restored: a restore cannot be cancelled under a "
+		     "running guest; stop the guest and unregister it",
+	.status = restore_status,
+	.query = restore_query,
+	.reaped = restore_reaped,
+	.free = restore_free,
+};

@@ -8,7 +8,9 @@
  * Framing: one JSON object per line, at most WPSD_LINE_MAX bytes; a longer
  * line earns an error reply and is skipped up to its newline, so the
  * connection stays in step. File descriptors come as SCM_RIGHTS on any
- * byte and wait, in order, for the getfd that names them.
+ * byte and wait, in order, for the getfd that names them. Each complete
+ * line goes to d->line (commands.c's handler, set by wpsnapd.c): the
+ * server is below the protocol and never calls into it by name.
  *
  * Owns: the listening socket and its path, the signalfd, the eventfd, the
  * connections (their sockets, buffers, received fds).
@@ -32,7 +34,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "daemon/commands.h"
 #include "daemon/guest.h"
 #include "daemon/job.h"
 #include "daemon/qmp.h"
@@ -309,7 +310,7 @@ static void conn_lines(struct wpsd_conn *c)
 			wpsd_send(c, wpsd_error(WPSD_GENERIC, "message exceeds the "
 				  "limit of 65536 bytes per line; discarded", NULL));
 		} else if (strspn(line, " \t\r") < len) {
-			wpsd_cmd_line(c, line, len);
+			c->d->line(c, line, len);
 		}
 		left -= len + 1;
 		line = nl + 1;
@@ -466,6 +467,7 @@ int wpsd_init(struct wpsd *d, struct wps_ctx *ctx, const struct wpsd_opts *o)
 
 	memset(d, 0, sizeof(*d));
 	d->ctx = ctx;
+	d->line = o->line;
 	d->lfd = d->sigfd = d->efd = -1;
 	if (o->group) {
 		if (getgrnam_r(o->group, &gr, gbuf, sizeof(gbuf), &grp) || !grp) {

@@ -4,6 +4,12 @@
  * poll() loop and the client connections (line framing, SCM_RIGHTS, output
  * queues). Everything here runs on the loop thread only; snapshot workers
  * talk to it through job.h (flags under a lock plus an eventfd).
+ *
+ * The server does not know the protocol: it frames lines and hands each
+ * one to the handler its creator names in wpsd_opts (wpsnapd.c's main
+ * names commands.c's wpsd_cmd_line). So the calls go one way: commands.c
+ * uses this header (send, events, fds), server.c never includes
+ * commands.h.
  */
 #ifndef WPSD_SERVER_H
 #define WPSD_SERVER_H
@@ -26,6 +32,11 @@
 #define WPSD_PROGRESS_MS 250         /* progress events at most this often */
 
 struct wpsd_guest;
+struct wpsd_conn;
+
+/* One complete request line of c (without '\n', not blank, at most
+ * WPSD_LINE_MAX bytes). It answers through wpsd_send. */
+typedef void (*wpsd_line_fn)(struct wpsd_conn *c, const char *line, size_t len);
 
 struct wpsd_namedfd {
 	char name[WPSD_NAME_MAX + 1];
@@ -57,6 +68,7 @@ struct wpsd_conn {
 struct wpsd_opts {
 	const char *socket_path;
 	const char *group;               /* NULL: root only, socket 0600 */
+	wpsd_line_fn line;               /* required: the request handler */
 };
 
 struct wpsd {
@@ -67,6 +79,7 @@ struct wpsd {
 	int lfd;                         /* listening socket, owned */
 	int sigfd;                       /* signalfd for SIGTERM/SIGINT, owned */
 	int efd;                         /* eventfd: workers -> loop, owned */
+	wpsd_line_fn line;               /* from wpsd_opts */
 	struct wpsd_conn *conns;
 	struct wpsd_guest *guests;
 	unsigned int next_conn_id;

@@ -7,7 +7,9 @@
  *
  * This file owns the command line, the daemonisation (a pipe tells the
  * parent the socket is ready, so "wpsnapd && use it" works), and the log
- * sink; daemon/ is the daemon proper.
+ * sink; daemon/ is the daemon proper. It also joins the server to the
+ * protocol: the server (server.c) frames request lines and passes each to
+ * the handler named here (commands.c), so neither calls the other back.
  */
 #include "config.h"
 
@@ -22,6 +24,7 @@
 
 #include <wpsnap/wpsnap.h>
 
+#include "daemon/commands.h"
 #include "daemon/server.h"
 
 #define PROG "wpsnapd"
@@ -105,7 +108,8 @@ int main(int argc, char **argv)
 		{ "help", no_argument, NULL, O_HELP },
 		{ NULL, 0, NULL, 0 },
 	};
-	struct wpsd_opts o = { .socket_path = DEFAULT_SOCKET };
+	struct wpsd_opts o = { .socket_path = DEFAULT_SOCKET,
+			       .line = wpsd_cmd_line };
 	struct wps_ctx *ctx = NULL;
 	struct wpsd d;
 	bool fg = false, inited = false;
