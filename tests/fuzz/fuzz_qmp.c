@@ -113,7 +113,6 @@ void wpsd_guest_remove(struct wpsd_guest *g)
 	abort();
 }
 
-
 json_t *wpsd_guest_info(const struct wpsd_guest *g)
 {
 	return json_pack("{s:s}", "guest", g->name);
