@@ -8,6 +8,7 @@ daemon_wpsnapd_SOURCES = daemon/wpsnapd.c \
 	daemon/commands.c daemon/commands.h \
 	daemon/guest.c daemon/guest.h \
 	daemon/job.c daemon/job.h daemon/ckptjob.c daemon/restorejob.c \
-	daemon/txn.c daemon/txn.h
+	daemon/txn.c daemon/txn.h \
+	daemon/access.c daemon/access.h
 daemon_wpsnapd_LDADD = libwpsnap_priv.la $(JANSSON_LIBS)
 EXTRA_DIST += docs/PROTOCOL.md
