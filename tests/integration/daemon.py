@@ -6,7 +6,7 @@
 # pause timeout, cancel, concurrent guests, VMM disconnect, and SIGKILL of
 # the daemon mid-snapshot (the guest must stay intact and writable).
 # Prints "N passed, N failed"; exit status 1 on any failure.
-import ctypes, json, mmap, os, random, signal, struct
+import json, os, random, signal, struct
 import subprocess, sys, tempfile, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -158,12 +158,7 @@ def python_vmm_tests(S):
     """A VMM written here: registers its own memfd, never answers pauses."""
     size = 4 << 20
     c = Conn(S)
-    mfd = os.memfd_create("test-guest")
-    os.ftruncate(mfd, size)
-    m = mmap.mmap(mfd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
-    addr = ctypes.addressof(ctypes.c_char.from_buffer(m))
-    for i in range(0, size, 4096):
-        m[i] = 1
+    mfd, m, addr = wpstest.memfd_ram("test-guest", size)
     u = new_uffd()
     c.cmd("getfd", {"fdname": "u"}, fds=[u])
     os.close(u)
@@ -503,22 +498,17 @@ def working_set_tests(c, restore, img, e1):
 # over a fresh uffd when the last one was spent, and prints
 # [name, reply, end event or None] per request.
 NONROOT_VMM = r"""
-import ctypes, fcntl, json, mmap, os, sys
+import json, os, sys
 sys.path.insert(0, sys.argv[1])
-from wpstest import Conn, USERFAULTFD_IOC_NEW
+from wpstest import Conn, memfd_ram, new_uffd
 S, dev, tries = sys.argv[2], int(sys.argv[3]), json.loads(sys.argv[4])
 size = 4 << 20
 def give_uffd(c, name):
-    u = fcntl.ioctl(dev, USERFAULTFD_IOC_NEW, os.O_CLOEXEC)
+    u = new_uffd(dev)
     c.cmd("getfd", {"fdname": name}, fds=[u])
     os.close(u)
 c = Conn(S)
-mfd = os.memfd_create("nonroot-guest")
-os.ftruncate(mfd, size)
-m = mmap.mmap(mfd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
-addr = ctypes.addressof(ctypes.c_char.from_buffer(m))
-for i in range(0, size, 4096):
-    m[i] = i // 4096 % 251
+mfd, m, addr = memfd_ram("nonroot-guest", size, lambda p: p % 251)
 give_uffd(c, "u")
 c.cmd("getfd", {"fdname": "mem"}, fds=[mfd])
 r = c.cmd("wps-guest-register", {"guest": "mine", "pid": os.getpid(), "uffd": "u",
