@@ -32,6 +32,7 @@
 #include <wpsnap/netbuf.h>
 #include <wpsnap/session.h>
 
+#include "daemon/access.h"
 #include "daemon/ckptjob.h"
 #include "base/log.h"
 
@@ -77,7 +78,8 @@ static const struct wpsd_arg netbuf_spec[] = {
 
 /* Hold the guest's output as "netbuf" asks: interface, namespace (a name
  * under /run/netns or a path), queue, backend. */
-static int open_netbuf(struct wpsd_job *j, json_t *o, struct wpsd_reply *r)
+static int open_netbuf(struct wpsd_conn *c, struct wpsd_job *j, json_t *o,
+		       struct wpsd_reply *r)
 {
 	struct wpsd_ckpt *ck = ckpt_of(j);
 	struct wps_netbuf_opts no = WPS_NETBUF_OPTS_INIT;
@@ -96,6 +98,9 @@ static int open_netbuf(struct wpsd_job *j, json_t *o, struct wpsd_reply *r)
 		return -EINVAL;
 	}
 	if (ns) {
+		ret = wpsd_access_path(c, WPSD_ACCESS_NETNS, ns, false, r);
+		if (ret)
+			return ret;
 		no.netns_fd = wps_netbuf_open_netns(j->ctx, ns);
 		if (no.netns_fd < 0) {
 			wpsd_reply_err(r, WPSD_GENERIC, "netbuf: %s", j->cause);
@@ -260,6 +265,9 @@ int wpsd_ckpt_start(struct wpsd_conn *c, struct wpsd_guest *g, json_t *args,
 			       "by absolute path: %s", dir);
 		return -EINVAL;
 	}
+	ret = wpsd_access_path(c, WPSD_ACCESS_DIR, dir, false, r);
+	if (ret)
+		return ret;
 	j = wpsd_job_alloc(c->d, g, &wpsd_ckpt_ops);
 	if (!j)
 		goto nomem;
@@ -298,7 +306,7 @@ int wpsd_ckpt_start(struct wpsd_conn *c, struct wpsd_guest *g, json_t *args,
 	wpsd_job_set_log(j);
 	v = json_object_get(args, "netbuf");
 	if (v) {
-		ret = open_netbuf(j, v, r);
+		ret = open_netbuf(c, j, v, r);
 		if (ret)
 			goto fail;
 	}

@@ -39,6 +39,7 @@
 #include <unistd.h>
 
 #include "base/deadline.h"
+#include "daemon/access.h"
 #include "daemon/job.h"
 #include "base/log.h"
 
@@ -718,6 +719,9 @@ static int job_start(struct wpsd_conn *c, struct wpsd_guest *g, json_t *args,
 		ret = -EINVAL;
 		goto fail_txn;
 	}
+	if (mem && (ret = wpsd_access_path(c, WPSD_ACCESS_IMAGE, path,
+			json_is_true(json_object_get(args, "overwrite")), r)))
+		goto fail_txn;
 	j = wpsd_job_alloc(d, g, txn ? &txn_ops : &snap_ops);
 	if (!j) {
 		wpsd_reply_err(r, WPSD_GENERIC, "out of memory");
@@ -837,7 +841,7 @@ int wpsd_job_transaction(struct wpsd_conn *c, json_t *args, json_t *id,
 	int ret;
 
 	/* Everything is checked here, with the guest running. */
-	ret = wpsd_txn_parse(args, c->root, &t, &margs, r);
+	ret = wpsd_txn_parse(c, args, &t, &margs, r);
 	if (ret)
 		return ret;
 	name = json_string_value(json_object_get(args, "guest"));

@@ -34,6 +34,7 @@
 #include <wpsnap/wset.h>
 
 #include "base/deadline.h"
+#include "daemon/access.h"
 #include "daemon/restorejob.h"
 #include "base/log.h"
 
@@ -176,6 +177,27 @@ static int image_kind_ok(const char *image, struct wpsd_reply *r)
 	return 0;
 }
 
+/*
+ * The working-set file beside the image is read, and written after
+ * graduation, as root: a client that is not root gets only what it could
+ * do itself. Not being able to is no reason to refuse the restore: an
+ * unreadable file means no working set, an unwritable one no new record.
+ */
+static void wset_access(struct wpsd_conn *c, const char *image,
+			struct wps_wset_plan_opts *wo)
+{
+	char p[PATH_MAX + 8];
+	int ret;
+
+	if (wps_wset_path(image, p, sizeof(p)))
+		return;
+	ret = wpsd_access_path(c, WPSD_ACCESS_READ, p, false, NULL);
+	if (ret && ret != -ENOENT)
+		wo->off = true;
+	if (wpsd_access_path(c, WPSD_ACCESS_CREATE, p, true, NULL))
+		wo->no_save = true;
+}
+
 int wpsd_restore_start(struct wpsd_conn *c, struct wpsd_guest *g, json_t *args,
 		       struct wpsd_reply *r)
 {
@@ -216,6 +238,11 @@ int wpsd_restore_start(struct wpsd_conn *c, struct wpsd_guest *g, json_t *args,
 			       "NBD URI");
 		return -EINVAL;
 	}
+	/* before anything looks at it as root (image_kind_ok's stat) */
+	ret = wpsd_access_path(c, image[0] == '/' ? WPSD_ACCESS_READ :
+			       WPSD_ACCESS_NBD, image, false, r);
+	if (ret)
+		return ret;
 	ret = image_kind_ok(image, r);
 	if (ret)
 		return ret;
@@ -251,6 +278,8 @@ int wpsd_restore_start(struct wpsd_conn *c, struct wpsd_guest *g, json_t *args,
 		goto fail;
 	}
 	wo.off = json_is_false(json_object_get(args, "working-set"));
+	if (!wo.off && image[0] == '/')
+		wset_access(c, image, &wo);
 	ret = wps_wset_plan_new(j->ctx, rs->img, image, NULL, 0, &wo,
 				&rs->plan);
 	if (ret) {

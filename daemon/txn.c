@@ -42,6 +42,7 @@
 
 #include "base/deadline.h"
 #include "base/clock.h"
+#include "daemon/access.h"
 #include "daemon/txn.h"
 
 #define HOOK_OUT_KEEP 160     /* tail of a hook's output kept for the cause */
@@ -268,8 +269,9 @@ static int reflink_probe(const struct wpsd_txn_action *a, const struct stat *sst
 	return ret;
 }
 
-static int parse_reflink(struct wpsd_txn *t, struct wpsd_txn_action *a,
-			 json_t *o, const char *what, struct wpsd_reply *r)
+static int parse_reflink(struct wpsd_conn *c, struct wpsd_txn *t,
+			 struct wpsd_txn_action *a, json_t *o, const char *what,
+			 struct wpsd_reply *r)
 {
 	const char *src = json_string_value(json_object_get(o, "source"));
 	const char *dst = json_string_value(json_object_get(o, "target"));
@@ -307,6 +309,12 @@ static int parse_reflink(struct wpsd_txn *t, struct wpsd_txn_action *a,
 			       what, dst);
 		return -EINVAL;
 	}
+	/* a client that is not root: only what it could read and create */
+	err = wpsd_access_check(c, (const struct wpsd_access[]){
+		{ WPSD_ACCESS_READ, src, false }, { WPSD_ACCESS_CREATE, dst, false } },
+		2, r);
+	if (err)
+		return err;
 	a->src_fd = open(src, O_RDONLY | O_CLOEXEC | O_NOCTTY);
 	if (a->src_fd < 0) {
 		err = errno;
@@ -340,7 +348,7 @@ static int parse_reflink(struct wpsd_txn *t, struct wpsd_txn_action *a,
 	return reflink_probe(a, &sst, what, r);
 }
 
-int wpsd_txn_parse(json_t *args, bool root, struct wpsd_txn **out,
+int wpsd_txn_parse(struct wpsd_conn *c, json_t *args, struct wpsd_txn **out,
 		   json_t **mem_args, struct wpsd_reply *r)
 {
 	struct wpsd_txn *t;
@@ -403,12 +411,12 @@ int wpsd_txn_parse(json_t *args, bool root, struct wpsd_txn **out,
 			a->type = WPSD_TXN_REFLINK;
 			ret = wpsd_args_check(o, reflink_spec, what, r);
 			if (!ret)
-				ret = parse_reflink(t, a, o, what, r);
+				ret = parse_reflink(c, t, a, o, what, r);
 			if (ret)
 				goto fail;
 		} else if (!strcmp(type, "disk-hook")) {
 			a->type = WPSD_TXN_HOOK;
-			if (!root) {
+			if (!c->root) {
 				/* the hook runs as root, with any argv: for a
 				 * group member that would be root itself */
 				wpsd_reply_err(r, WPSD_GENERIC, "permission denied: "

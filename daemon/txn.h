@@ -64,9 +64,10 @@ typedef bool (*wpsd_txn_stop_fn)(void *arg);
  * reflink support) so that most errors never pause the guest. On success
  * *out owns the opened sources, and *mem_args (if there is a memory
  * action; else NULL) holds wps-snapshot-start style arguments for it.
- * root: the client is root; only root may run disk-hook commands.
+ * c: the client; only root may run disk-hook commands, and the paths of
+ * a client that is not root pass daemon/access.h.
  */
-int wpsd_txn_parse(json_t *args, bool root, struct wpsd_txn **out,
+int wpsd_txn_parse(struct wpsd_conn *c, json_t *args, struct wpsd_txn **out,
 		   json_t **mem_args, struct wpsd_reply *r);
 
 /* Worker, guest running, before the pause: write back the reflink

@@ -1338,7 +1338,9 @@ static int setup_buffers(struct wps_img_writer *w,
 
 static int open_partial(struct wps_img_writer *w)
 {
-	int oflags = O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC;
+	/* O_NOFOLLOW: a symlink planted as "<path>.partial" is never
+	 * written through (wpsnapd creates images as root). */
+	int oflags = O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC;
 	struct stat st;
 
 	if (!(w->flags & WPS_IMGW_OVERWRITE)) {

@@ -10,7 +10,7 @@ EXTRA_DIST += tests/integration/qemu.py tests/integration/qemu_lib.py \
 # layout blob's writer and validating parser.
 check_PROGRAMS += tests/unit/test_qemu
 TESTS += tests/unit/test_qemu
-tests_unit_test_qemu_SOURCES = tests/unit/test_qemu.c
+tests_unit_test_qemu_SOURCES = tests/unit/test_qemu.c tests/unit/qemu_sample.h
 tests_unit_test_qemu_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS)
 tests_unit_test_qemu_LDADD = tests/unit/libtestutil.la libwpsnap_priv.la $(CHECK_LIBS)
 

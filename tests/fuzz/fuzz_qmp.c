@@ -87,8 +87,8 @@ int wpsd_guest_attach(struct wpsd_conn *c, json_t *args, struct wpsd_reply *r)
 	return refuse(r, "attach");
 }
 
-/* Privilege of a group member over an attached guest: never, here (the
- * real check reads /proc; a stub keeps the target free of side effects). */
+/* The permission table asks it of a client that is not root: no /proc
+ * reads from the harness, and the answer that grants least. */
 bool wpsd_peer_can_ptrace(pid_t pid)
 {
 	return false;

@@ -10,18 +10,24 @@
  */
 #include "config.h"
 
+#include <endian.h>
 #include <fcntl.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include <wpsnap/image.h>
+#include <wpsnap/qemu.h>
 #include <wpsnap/wset.h>
 
+#include "stream/format.h"
 #include "stream/img_writer.h"
 #include "tests/fuzz/fuzzutil.h"
 #include "guest/guest.h"
 #include "guest/guest_int.h"
+#include "tests/unit/qemu_sample.h"
 
 static const char *out;
 
@@ -185,6 +191,153 @@ static void images(void)
 	unlink(p2);
 }
 
+/*
+ * Hostile images for the image target: the structural lies of
+ * tests/unit/test_hostile.c, each applied to a fresh valid image by the
+ * real writer. The seeds keep the FZ_FIX_CRC flag, so the fuzzer's first
+ * run of each gets past the checksums to the lie; that the reader refuses
+ * every one (checksums fixed) is checked here, or no seed is written.
+ */
+static void hostile_nr_blobs(int fd, struct wps_img_super *sb,
+			     struct wps_img_footer *ft)
+{
+	(void)fd; (void)sb;
+	ft->nr_blobs = htole32(1);   /* it has 3 */
+}
+
+static void hostile_blob_table_8(int fd, struct wps_img_super *sb,
+				 struct wps_img_footer *ft)
+{
+	(void)fd; (void)sb;
+	ft->blob_table_offset = htole64(le64toh(ft->blob_table_offset) + 8);
+}
+
+/* blob entry 1 takes blob entry 0's name (or, with huge, a length that
+ * wraps) */
+static void blob_ent(int fd, const struct wps_img_footer *ft, bool huge)
+{
+	struct wps_img_blob_ent be[2];
+	off_t at = (off_t)le64toh(ft->blob_table_offset);
+
+	if (pread(fd, be, sizeof(be), at) != (ssize_t)sizeof(be))
+		die("blob table", -5);
+	if (huge)
+		be[1].length = htole64(UINT64_MAX - 4);
+	else
+		memcpy(be[1].name, be[0].name, sizeof(be[1].name));
+	if (pwrite(fd, be, sizeof(be), at) != (ssize_t)sizeof(be))
+		die("blob table", -5);
+}
+
+static void hostile_dup_names(int fd, struct wps_img_super *sb,
+			      struct wps_img_footer *ft)
+{
+	(void)sb;
+	blob_ent(fd, ft, false);
+}
+
+static void hostile_blob_huge(int fd, struct wps_img_super *sb,
+			      struct wps_img_footer *ft)
+{
+	(void)sb;
+	blob_ent(fd, ft, true);
+}
+
+static void hostile_page_3000(int fd, struct wps_img_super *sb,
+			      struct wps_img_footer *ft)
+{
+	struct wps_img_region_ent re;
+
+	(void)sb; (void)ft;
+	if (pread(fd, &re, sizeof(re), 4096) != (ssize_t)sizeof(re))
+		die("region table", -5);
+	re.page_size = htole32(3000);
+	if (pwrite(fd, &re, sizeof(re), 4096) != (ssize_t)sizeof(re))
+		die("region table", -5);
+}
+
+/* The footer (and the file's end) where the blob table must start, less
+ * a block: the checksum table then runs into it (issue 12, item 2). */
+static void hostile_footer_early(int fd, struct wps_img_super *sb,
+				 struct wps_img_footer *ft)
+{
+	uint64_t foff = le64toh(ft->blob_table_offset) - 4096;
+
+	sb->footer_offset = htole64(foff);
+	ft->footer_offset = htole64(foff);
+	ft->trailer_size = htole64(foff - le64toh(ft->trailer_offset));
+	ft->nr_blobs = 0;
+	ft->blob_table_offset = htole64(foff);
+	if (ftruncate(fd, (off_t)(foff + sizeof(*ft))))
+		die("ftruncate", -5);
+}
+
+static void hostile(void)
+{
+	static const char *const blobs[] = { "device-state", "{\"cpu\":0}",
+		"note", "hello", NULL };
+	static const struct {
+		const char *name;
+		void (*lie)(int fd, struct wps_img_super *sb, struct wps_img_footer *ft);
+	} m[] = {
+		{ "hostile-nr-blobs", hostile_nr_blobs },
+		{ "hostile-blob-table-plus-8", hostile_blob_table_8 },
+		{ "hostile-duplicate-blob-names", hostile_dup_names },
+		{ "hostile-blob-length-wraps", hostile_blob_huge },
+		{ "hostile-page-size-3000", hostile_page_3000 },
+		{ "hostile-footer-before-blob-table", hostile_footer_early },
+	};
+	const uint64_t blocks[] = { 4 };
+	struct wps_img_super sb;
+	struct wps_img_footer ft;
+	struct wps_image *img;
+	uint8_t u[16], *enc;
+	size_t len, i;
+	char p[256];
+	off_t foff;
+	int fd;
+
+	snprintf(p, sizeof(p), "%s/hostile", fz_dir());
+	for (i = 0; i < sizeof(m) / sizeof(m[0]); i++) {
+		image(p, 1, blocks, NULL, NULL, blobs, u);
+		fd = open(p, O_RDWR | O_CLOEXEC);
+		if (fd < 0 || pread(fd, &sb, sizeof(sb), 0) != (ssize_t)sizeof(sb))
+			die(p, -5);
+		foff = (off_t)le64toh(sb.footer_offset);
+		if (pread(fd, &ft, sizeof(ft), foff) != (ssize_t)sizeof(ft))
+			die(p, -5);
+		m[i].lie(fd, &sb, &ft);
+		if (pwrite(fd, &sb, sizeof(sb), 0) != (ssize_t)sizeof(sb) ||
+		    pwrite(fd, &ft, sizeof(ft), (off_t)le64toh(sb.footer_offset)) !=
+		    (ssize_t)sizeof(ft))
+			die(p, -5);
+		if (fz_sparse_encode(fd, FZ_FIX_CRC, &enc, &len))
+			die(p, -5);
+		fz_image_fix_crc(fd);     /* what the fuzzer's run will see */
+		close(fd);
+		if (!wps_image_open(fz_ctx(), p, 0, &img)) {
+			fprintf(stderr, "gen_seeds: %s opens: not hostile\n", m[i].name);
+			exit(1);
+		}
+		save("image", m[i].name, enc, len);
+		free(enc);
+	}
+	unlink(p);
+}
+
+/* The layout of tests/unit/test_qemu.c's round trip, as the writer
+ * formats it. */
+static void qemu_layouts(void)
+{
+	char *json;
+	int ret = wps_qemu_layout_format(fz_ctx(), &sample, &json);
+
+	if (ret)
+		die("qemu layout", ret);
+	save("qemu_layout", "pc-sample", json, strlen(json));
+	free(json);
+}
+
 static void file_seed(const char *target, const char *name, const char *path)
 {
 	uint8_t buf[65536];
@@ -247,6 +400,8 @@ int main(int argc, char **argv)
 	}
 	out = argv[1];
 	images();
+	hostile();
+	qemu_layouts();
 	ledgers();
 	wsets();
 	return 0;

@@ -8,7 +8,7 @@
 # are distributed so that a tarball can fuzz too.
 # `tests/fuzz/run.sh SECONDS` runs them (CI: .ci/run).
 
-FUZZ_TARGETS = image chain qmp ledger wset netbuf nbd_uri
+FUZZ_TARGETS = image chain qmp ledger wset netbuf nbd_uri qemu_layout
 
 # The library, the netbuf backends, the reference guest's ledger, and the
 # daemon's request parser and QMP helpers (not its server, guests or jobs:
@@ -30,7 +30,7 @@ EXTRA_DIST += tests/fuzz/local.mk tests/fuzz/run.sh tests/fuzz/fuzzutil.h \
 	tests/fuzz/fuzzutil.c tests/fuzz/gen_seeds.c tests/fuzz/corpus \
 	tests/fuzz/fuzz_image.c tests/fuzz/fuzz_chain.c tests/fuzz/fuzz_qmp.c \
 	tests/fuzz/fuzz_ledger.c tests/fuzz/fuzz_wset.c tests/fuzz/fuzz_netbuf.c \
-	tests/fuzz/fuzz_nbd_uri.c
+	tests/fuzz/fuzz_nbd_uri.c tests/fuzz/fuzz_qemu_layout.c
 
 .PHONY: fuzz fuzz-check-cc fuzz-seeds fuzz-clean
 
@@ -67,7 +67,7 @@ fuzz-seeds: fuzz-check-cc tests/fuzz/libfuzzwps.a
 	$(FUZZ_CC) $(FUZZ_CPPFLAGS) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link \
 		$(srcdir)/tests/fuzz/gen_seeds.c tests/fuzz/libfuzzwps.a $(FUZZ_LIBS) \
 		-o tests/fuzz/gen_seeds
-	for t in image chain ledger wset; do $(MKDIR_P) $(srcdir)/tests/fuzz/corpus/$$t; done
+	for t in image chain ledger wset qemu_layout; do $(MKDIR_P) $(srcdir)/tests/fuzz/corpus/$$t; done
 	ASAN_OPTIONS=detect_leaks=1 tests/fuzz/gen_seeds $(srcdir)/tests/fuzz/corpus
 
 fuzz-clean:

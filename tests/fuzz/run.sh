@@ -12,13 +12,13 @@ set -uo pipefail
 total=${1:?usage: run.sh SECONDS_TOTAL}
 src=$(cd "$(dirname "$0")" && pwd)
 build=${WPSNAP_BUILDDIR:-$src/../..}/tests/fuzz
-targets=${FUZZ_TARGETS:-image chain qmp ledger wset netbuf nbd_uri}
+targets=${FUZZ_TARGETS:-image chain qmp ledger wset netbuf nbd_uri qemu_layout}
 
 # -max_len per target: image inputs are sparse descriptions (fuzzutil.h)
 max_len() {
 	case $1 in
 	image) echo 16384 ;; chain) echo 49152 ;; qmp) echo 8192 ;;
-	ledger|wset) echo 4096 ;; *) echo 512 ;;
+	ledger|wset|qemu_layout) echo 4096 ;; *) echo 512 ;;
 	esac
 }
 
@@ -33,7 +33,7 @@ trap 'rm -rf "$work"' EXIT
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:symbolize=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 failed=0
-printf '%-8s %6s %10s %9s %7s %7s %s\n' target secs execs execs/s cov ft result
+printf '%-11s %6s %10s %9s %7s %7s %s\n' target secs execs execs/s cov ft result
 for t in $targets; do
 	mkdir -p "$work/$t/corpus" "$work/$t/art"
 	cp -r "$src/corpus/$t/." "$work/$t/corpus/" 2>/dev/null
@@ -48,7 +48,7 @@ for t in $targets; do
 	cov=$(sed -n 's/.* cov: \([0-9]*\).*/\1/p' <<<"$last")
 	ft=$(sed -n 's/.* ft: \([0-9]*\).*/\1/p' <<<"$last")
 	if [ "$rc" -eq 0 ]; then res=ok; else res="FAILED (exit $rc)"; failed=1; fi
-	printf '%-8s %6s %10s %9s %7s %7s %s\n' "$t" "$share" "${execs:-?}" \
+	printf '%-11s %6s %10s %9s %7s %7s %s\n' "$t" "$share" "${execs:-?}" \
 		"${eps:-?}" "${cov:-?}" "${ft:-?}" "$res"
 	if [ "$rc" -ne 0 ]; then
 		keep=/tmp/wpsfuzz-$t-$(date +%s)

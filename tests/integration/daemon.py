@@ -6,7 +6,7 @@
 # pause timeout, cancel, concurrent guests, VMM disconnect, and SIGKILL of
 # the daemon mid-snapshot (the guest must stay intact and writable).
 # Prints "N passed, N failed"; exit status 1 on any failure.
-import ctypes, json, mmap, os, random, signal, struct
+import json, os, random, signal, struct
 import subprocess, sys, tempfile, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -158,12 +158,7 @@ def python_vmm_tests(S):
     """A VMM written here: registers its own memfd, never answers pauses."""
     size = 4 << 20
     c = Conn(S)
-    mfd = os.memfd_create("test-guest")
-    os.ftruncate(mfd, size)
-    m = mmap.mmap(mfd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
-    addr = ctypes.addressof(ctypes.c_char.from_buffer(m))
-    for i in range(0, size, 4096):
-        m[i] = 1
+    mfd, m, addr = wpstest.memfd_ram("test-guest", size)
     u = new_uffd()
     c.cmd("getfd", {"fdname": "u"}, fds=[u])
     os.close(u)
@@ -496,6 +491,149 @@ def working_set_tests(c, restore, img, e1):
           open(wpath, "rb").read() == before, (ws, out))
 
 
+# The non-root VMM of unprivileged_path_tests: registers its own memfd
+# (its uffd from the /dev/userfaultfd fd it inherits: opening the device
+# is root's, the ioctl binds the uffd to the caller's mm), then sends each
+# request, drives a snapshot or restore that started to its end, hands
+# over a fresh uffd when the last one was spent, and prints
+# [name, reply, end event or None] per request.
+NONROOT_VMM = r"""
+import json, os, sys
+sys.path.insert(0, sys.argv[1])
+from wpstest import Conn, memfd_ram, new_uffd
+S, dev, tries = sys.argv[2], int(sys.argv[3]), json.loads(sys.argv[4])
+size = 4 << 20
+def give_uffd(c, name):
+    u = new_uffd(dev)
+    c.cmd("getfd", {"fdname": name}, fds=[u])
+    os.close(u)
+c = Conn(S)
+mfd, m, addr = memfd_ram("nonroot-guest", size, lambda p: p % 251)
+give_uffd(c, "u")
+c.cmd("getfd", {"fdname": "mem"}, fds=[mfd])
+r = c.cmd("wps-guest-register", {"guest": "mine", "pid": os.getpid(), "uffd": "u",
+          "regions": [{"host-addr": addr, "size": size, "memfd": "mem"}]})
+print(json.dumps(["register", r, None]), flush=True)
+for name, cmd, args in tries:
+    r = c.cmd(cmd, args)
+    end = None
+    if "return" in r and cmd == "wps-snapshot-start":
+        e = c.event("WPS_PAUSE_REQUEST", timeout=120)
+        c.cmd("wps-vcpus-paused", {"token": e["data"]["token"]})
+        e = c.event("WPS_RESUME_REQUEST", timeout=120)
+        c.cmd("wps-vcpus-resumed", {"token": e["data"]["token"]})
+        end = c.event("WPS_SNAPSHOT_*", timeout=120)
+    elif "return" in r and cmd == "wps-restore-start":
+        end = c.event("WPS_RESTORE_COMPLETED", timeout=120)
+    g = [g for g in c.cmd("query-guests")["return"] if g["guest"] == "mine"]
+    if g and not g[0]["uffd-ready"]:
+        give_uffd(c, "u2")
+        c.cmd("wps-guest-set-uffd", {"guest": "mine", "uffd": "u2"})
+    print(json.dumps([name, r, end]), flush=True)
+"""
+
+
+def unprivileged_path_tests(S, d):
+    """Paths a group member names are checked with its own credentials
+    (daemon/access.c): it may not snapshot into a root-only directory,
+    restore from a root-only file, replace a root-owned image, write
+    through a planted symlink, read a root-only file as a reflink source,
+    nor checkpoint into a root-only directory; and it may do each of these
+    in a directory it owns."""
+    own, ronly = d + "/own", d + "/rootonly"
+    os.mkdir(own, 0o700)
+    os.chown(own, 65534, 65534)
+    os.mkdir(ronly, 0o700)
+    rimg = own + "/root.img"            # root's image in the member's dir
+    with open(rimg, "wb") as f:
+        f.write(b"root's image")
+    secret = d + "/secret"              # 0600 root, in a 0755 directory
+    with open(secret, "wb") as f:
+        f.write(b"root only")
+    os.chmod(secret, 0o600)
+    mine = own + "/b.img"               # the member's own file, replaced
+    with open(mine, "wb") as f:
+        f.write(b"member's file")
+    os.chown(mine, 65534, 65534)
+    os.symlink(ronly + "/planted", own + "/link.img")
+    os.symlink(ronly + "/planted2", own + "/p.img.partial")
+    deny = "permission denied: "
+    tries = [
+        ("snapshot into its own directory", "wps-snapshot-start",
+         {"guest": "mine", "path": own + "/a.img"}, None),
+        ("snapshot into a root-only directory", "wps-snapshot-start",
+         {"guest": "mine", "path": ronly + "/x.img"},
+         deny + ronly + ": no write and search access"),
+        ("overwrite a root-owned image", "wps-snapshot-start",
+         {"guest": "mine", "path": rimg, "overwrite": True},
+         deny + rimg + ": exists and would be replaced: no write access"),
+        ("create through a symlink planted as the image", "wps-snapshot-start",
+         {"guest": "mine", "path": own + "/link.img", "overwrite": True},
+         deny + own + "/link.img: is a symbolic link"),
+        ("create through a symlink planted as the partial file", "wps-snapshot-start",
+         {"guest": "mine", "path": own + "/p.img"},
+         deny + own + "/p.img.partial: is a symbolic link"),
+        ("replace its own file", "wps-snapshot-start",
+         {"guest": "mine", "path": mine, "overwrite": True}, None),
+        ("checkpoint into a root-only directory", "wps-checkpoint-start",
+         {"guest": "mine", "dir": ronly}, deny + ronly + ": no write and search"),
+        ("reflink a root-only source", "transaction",
+         {"guest": "mine", "actions": [{"type": "disk-reflink", "source": secret,
+                                        "target": own + "/copy"}]},
+         deny + secret + ": no read access"),
+        ("restore from a root-only (0600) file", "wps-restore-start",
+         {"guest": "mine", "image": d + "/secret.img"},
+         deny + d + "/secret.img: no read access"),
+        ("restore from its own image", "wps-restore-start",
+         {"guest": "mine", "image": own + "/a.img"}, None),
+    ]
+    dev = os.open("/dev/userfaultfd", os.O_RDWR | os.O_CLOEXEC)
+    os.set_inheritable(dev, True)
+    try:
+        # secret.img: a valid image (root's copy of the member's), 0600
+        child = subprocess.Popen(
+            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+             "--inh-caps=-all", sys.executable, "-c", NONROOT_VMM,
+             os.path.dirname(os.path.abspath(__file__)), S, str(dev),
+             json.dumps([t[:3] for t in tries])],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            pass_fds=[dev])
+        got, out = {}, []
+        for line in child.stdout:
+            out.append(line)
+            try:
+                name, rep, end = json.loads(line)
+            except ValueError:
+                continue
+            got[name] = (rep, end)
+            if name == "snapshot into its own directory" and end:
+                subprocess.run(["cp", own + "/a.img", d + "/secret.img"])
+                os.chmod(d + "/secret.img", 0o600)
+        child.wait(180)
+    finally:
+        os.close(dev)
+    check("non-root VMM registered its own guest",
+          got.get("register", ({}, None))[0].get("return") == {}, "".join(out))
+    for name, cmd, _, want in tries:
+        rep, end = got.get(name, ({}, None))
+        if want is None:
+            done = "WPS_SNAPSHOT_COMPLETED" if cmd == "wps-snapshot-start" \
+                else "WPS_RESTORE_COMPLETED"
+            check("non-root client may %s" % name, "return" in rep and end and
+                  end["event"] == done, (rep, end))
+        else:
+            check("non-root client may not %s: %s..." % (name, want),
+                  err_class(rep) == "GenericError" and err(rep).startswith(want)
+                  and "uid 65534" in err(rep), rep)
+    v = run([WPSNAP, "verify", own + "/a.img"])
+    v2 = run([WPSNAP, "verify", mine])
+    check("its own image verifies; nothing appeared where it may not write",
+          v.returncode == 0 and v2.returncode == 0 and os.listdir(ronly) == [] and
+          open(rimg, "rb").read() == b"root's image" and
+          os.path.islink(own + "/link.img") and os.path.islink(own + "/p.img.partial")
+          and not os.path.exists(own + "/copy"), (v.stdout, os.listdir(ronly)))
+
+
 def unprivileged_tests():
     """A member of --group who is not root: may connect, may register only
     its own memory, may not attach to anything, may read every guest's
@@ -586,6 +724,7 @@ def unprivileged_tests():
         check("root may still snapshot that guest", "return" in r, r)
         if "return" in r:
             snap_done(root, "rootvm")
+        unprivileged_path_tests(S, d)
         guest.kill()
         guest.wait()
         root.close()

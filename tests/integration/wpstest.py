@@ -2,7 +2,7 @@
 # daemon_attach.py): TAP-style results, a QMP client for wpsnapd, and the
 # small things every daemon test needs. Imported from the test's own
 # directory, so it works in and out of tree.
-import fcntl, json, os, signal, socket, subprocess, sys, time
+import ctypes, fcntl, json, mmap, os, signal, socket, subprocess, sys, time
 
 B = os.environ.get("WPSNAP_BUILDDIR") or os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
 WPSNAPD = os.path.join(B, "daemon", "wpsnapd")
@@ -132,12 +132,30 @@ def err(r):
     return r.get("error", {}).get("desc", "")
 
 
-def new_uffd():
+def new_uffd(dev=None):
+    """A fresh userfaultfd of this process. dev: an open /dev/userfaultfd
+    (a process that may not open the device itself inherits one: the
+    uffd belongs to whoever issues the ioctl)."""
+    if dev is not None:
+        return fcntl.ioctl(dev, USERFAULTFD_IOC_NEW, os.O_CLOEXEC)
     dev = os.open("/dev/userfaultfd", os.O_RDWR | os.O_CLOEXEC)
     try:
         return fcntl.ioctl(dev, USERFAULTFD_IOC_NEW, os.O_CLOEXEC)
     finally:
         os.close(dev)
+
+
+def memfd_ram(name, size, byte=lambda page: 1):
+    """Guest RAM as a VMM has it: a memfd of size bytes mapped shared,
+    every page touched (its first byte = byte(page index)). Returns
+    (memfd, mapping, host address)."""
+    mfd = os.memfd_create(name)
+    os.ftruncate(mfd, size)
+    m = mmap.mmap(mfd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+    addr = ctypes.addressof(ctypes.c_char.from_buffer(m))
+    for i in range(0, size, 4096):
+        m[i] = byte(i // 4096)
+    return mfd, m, addr
 
 
 def run(cmd, **kw):
