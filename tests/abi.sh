@@ -16,20 +16,21 @@ done
 [ -z "$undeclared" ] && ok "every exported symbol is in a public header ($(echo "$exported" | wc -w) symbols)" ||
 	{ echo "# exported but in no public header:$undeclared"; ko "every exported symbol is in a public header"; }
 
+# not_exported NAMES...: those of NAMES the library does not export
+not_exported() {
+	for s in "$@"; do
+		echo "$exported" | grep -qx -- "$s" || printf ' %s' "$s"
+	done
+}
+
 listed=$(sed -n 's/^[[:space:]]*\(wps_[A-Za-z0-9_]*\);.*/\1/p' "$S/libwpsnap.sym" | sort -u)
-missing=
-for s in $listed; do
-	echo "$exported" | grep -qx -- "$s" || missing="$missing $s"
-done
+missing=$(not_exported $listed)
 [ -z "$missing" ] && ok "every symbol of libwpsnap.sym is exported" ||
 	{ echo "# listed but not exported:$missing"; ko "every symbol of libwpsnap.sym is exported"; }
 
 # and the other way: every function a public header declares is exported
 declared=$(cat "$S"/include/wpsnap/*.h | tr '\n' ' ' | grep -o '\bwps_[a-z0-9_]*[[:space:]]*(' | sed 's/[[:space:](]//g' | sort -u)
-absent=
-for s in $declared; do
-	echo "$exported" | grep -qx -- "$s" || absent="$absent $s"
-done
+absent=$(not_exported $declared)
 [ -z "$absent" ] && ok "every function of the public headers is exported" ||
 	{ echo "# declared but not exported:$absent"; ko "every function of the public headers is exported"; }
 tap_end
