@@ -148,10 +148,14 @@ sigbus_said() {
 	grep "$(errtext "$1")" "$T/out" | grep -q "not delivered\|graduation failed" ||
 		echo "SIGBUS without a word: $(tail -3 "$T/out" | tr '\n' '|')"
 }
+# A restore leaves nothing beside the image but its working-set file.
+nothing_left() {
+	left=$(ls "$D" | grep -v '^r\.wpsnap$\|^r\.wpsnap\.wset$' | tr '\n' ' ')
+	[ -z "$left" ] || { echo "files left: $left"; return 1; }
+}
 check_restore() {
 	op=$1 n=$2 err=$3
-	left=$(ls "$D" | grep -v '^r\.wpsnap$\|^r\.wpsnap\.wset$' | tr '\n' ' ')
-	[ -z "$left" ] || { echo "files left: $left"; return; }
+	nothing_left || return
 	if [ "$err" = SHORT ]; then
 		# an eager load takes a short O_DIRECT read for a damaged
 		# file (only end of file shortens one): a clean error is right
@@ -187,8 +191,7 @@ walk lazy "read write sync rename" check_restore \
 # restore must fail with it, naming the export, and leave nothing behind.
 check_nbd() {
 	op=$1 n=$2 err=$3
-	left=$(ls "$D" | grep -v '^r\.wpsnap$\|^r\.wpsnap\.wset$' | tr '\n' ' ')
-	[ -z "$left" ] || { echo "files left: $left"; return; }
+	nothing_left || return
 	[ "$rc" = 124 ] && { echo "hung (killed after 120 s)"; return; }
 	[ "$rc" = 135 ] && { sigbus_said "$err"; return; }
 	[ "$rc" = 1 ] || { echo "exit $rc, expected 1: $(tail -3 "$T/out" | tr '\n' '|')"; return; }
