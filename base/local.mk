@@ -1,7 +1,7 @@
 # base/: the ground floor. Helpers every floor above may use (the library,
 # the daemon, the tools): the context and its logging, the monotonic clock,
-# deadlines, bitmap runs, the /proc/PID/maps reader. They depend on libc
-# alone and on nothing in src/, wp/ or stream/.
+# deadlines, bitmap runs, the /proc/PID/maps reader, running a helper
+# program. They depend on libc alone and on nothing in src/, wp/ or stream/.
 libwpsnap_priv_la_SOURCES += \
 	base/bits.h \
 	base/clock.h \
@@ -9,4 +9,6 @@ libwpsnap_priv_la_SOURCES += \
 	base/deadline.h \
 	base/log.h \
 	base/procmaps.c \
-	base/procmaps.h
+	base/procmaps.h \
+	base/spawn.c \
+	base/spawn.h

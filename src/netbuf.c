@@ -25,7 +25,6 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -33,6 +32,7 @@
 
 #include "base/clock.h"
 #include "base/log.h"
+#include "base/spawn.h"
 #include "src/netbuf_int.h"
 
 const char *wps_netbuf_backend_name(unsigned int backend)
@@ -161,115 +161,34 @@ void nb_netns_leave(struct wps_netbuf *nb, int saved)
 	close(saved);
 }
 
-/* argv[0] as an absolute path, looked up in PATH by the parent: the child
- * of a threaded process should only make async-signal-safe calls. */
-static int find_program(const char *name, char *path, size_t len)
-{
-	const char *env = getenv("PATH");
-	const char *p;
-
-	if (strchr(name, '/')) {
-		snprintf(path, len, "%s", name);
-		return access(path, X_OK) == 0 ? 0 : -errno;
-	}
-	if (!env || !*env)
-		env = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-	for (p = env; *p;) {
-		const char *end = strchrnul(p, ':');
-		int n = (int)(end - p);
-
-		if (n > 0 && (size_t)snprintf(path, len, "%.*s/%s", n, p, name) < len &&
-		    access(path, X_OK) == 0)
-			return 0;
-		p = *end ? end + 1 : end;
-	}
-	return -ENOENT;
-}
-
 int nb_run(struct wps_netbuf *nb, char *const argv[], bool quiet)
 {
-	char path[4096], out[1024], cmd[512];
-	int pfd[2], status, ret, n;
-	size_t used = 0, c = 0;
-	pid_t pid;
+	struct wps_spawn_result r;
+	int ret = wps_spawn_run(argv, nb->opts.netns_fd, &r);
 
-	for (int i = 0; argv[i] && c < sizeof(cmd) - 1; i++)
-		c += (size_t)snprintf(cmd + c, sizeof(cmd) - c, "%s%s", i ? " " : "", argv[i]);
-	ret = find_program(argv[0], path, sizeof(path));
-	if (ret < 0) {
+	if (ret == -ENOENT) {
 		wps_err(nb->ctx, "netbuf: cannot run %s: not found in PATH (Debian package %s)",
 			argv[0], strstr(argv[0], "tables") ? "iptables" : "iproute2");
 		return ret;
 	}
-	if (pipe2(pfd, O_CLOEXEC) < 0) {
-		ret = -errno;
-		wps_err(nb->ctx, "netbuf: pipe for %s: %s", argv[0], strerror(errno));
+	if (ret < 0) {
+		wps_err(nb->ctx, "netbuf: cannot run %s: %s", r.cmd, strerror(-ret));
 		return ret;
 	}
-	pid = fork();
-	if (pid < 0) {
-		ret = -errno;
-		wps_err(nb->ctx, "netbuf: cannot fork to run %s: %s", cmd, strerror(errno));
-		close(pfd[0]);
-		close(pfd[1]);
-		return ret;
-	}
-	if (pid == 0) {
-		int devnull = open("/dev/null", O_RDONLY);
-
-		if (devnull >= 0)
-			dup2(devnull, 0);
-		dup2(pfd[1], 1);
-		dup2(pfd[1], 2);
-		if (nb->opts.netns_fd >= 0 && setns(nb->opts.netns_fd, CLONE_NEWNET) < 0)
-			_exit(126);
-		execv(path, argv);
-		_exit(127);
-	}
-	close(pfd[1]);
-	while (used < sizeof(out) - 1) {
-		n = (int)read(pfd[0], out + used, sizeof(out) - 1 - used);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			break;
-		used += (size_t)n;
-	}
-	out[used] = 0;
-	/* drain the rest so the child never blocks on a full pipe */
-	for (;;) {
-		char scratch[256];
-
-		n = (int)read(pfd[0], scratch, sizeof(scratch));
-		if (n > 0 || (n < 0 && errno == EINTR))
-			continue;
-		break;
-	}
-	close(pfd[0]);
-	while (waitpid(pid, &status, 0) < 0) {
-		if (errno != EINTR) {
-			ret = -errno;
-			wps_err(nb->ctx, "netbuf: waitpid for %s: %s", cmd, strerror(errno));
-			return ret;
-		}
-	}
-	while (used && (out[used - 1] == '\n' || out[used - 1] == ' '))
-		out[--used] = 0;
-	if (WIFSIGNALED(status)) {
-		wps_err(nb->ctx, "netbuf: '%s' killed by signal %d", cmd, WTERMSIG(status));
+	if (r.signal) {
+		wps_err(nb->ctx, "netbuf: '%s' killed by signal %d", r.cmd, r.signal);
 		return -EINTR;
 	}
-	ret = WEXITSTATUS(status);
-	if (ret == 126) {
-		wps_err(nb->ctx, "netbuf: '%s': cannot enter the network namespace", cmd);
+	if (r.status == 126) {
+		wps_err(nb->ctx, "netbuf: '%s': cannot enter the network namespace", r.cmd);
 		return -EPERM;
 	}
-	if (ret && !quiet)
-		wps_err(nb->ctx, "netbuf: '%s' failed (exit %d): %s", cmd, ret,
-			used ? out : "(no output)");
-	else if (ret == 0)
-		wps_dbg(nb->ctx, "netbuf: ran '%s'", cmd);
-	return ret;
+	if (r.status && !quiet)
+		wps_err(nb->ctx, "netbuf: '%s' failed (exit %d): %s", r.cmd, r.status,
+			r.out[0] ? r.out : "(no output)");
+	else if (r.status == 0)
+		wps_dbg(nb->ctx, "netbuf: ran '%s'", r.cmd);
+	return r.status;
 }
 
 static int copy_opts(struct wps_ctx *ctx, struct wps_netbuf *nb,
