@@ -140,7 +140,8 @@ static void close_all_but(int a, int b)
 
 /* The child: async-signal-safe calls only (we forked a process that may
  * have other threads: the caller's, a sanitizer runtime's). */
-static __attribute__((noreturn)) void watchdog_run(int qfd, int rfd)
+static __attribute__((noreturn)) void watchdog_run(int qfd, int rfd,
+						    char *const *argv)
 {
 	static const char cont[] =
 		"{\"execute\":\"cont\",\"id\":\"wps-watchdog\"}\n";
@@ -174,6 +175,11 @@ static __attribute__((noreturn)) void watchdog_run(int qfd, int rfd)
 	}
 	if (state != WD_STOPPING)
 		_exit(0);
+	if (argv) {
+		/* The caller's resume action (it paused the guest its way) */
+		execv(argv[0], argv);
+		_exit(127);
+	}
 	if (write(qfd, cont, sizeof(cont) - 1) != (ssize_t)(sizeof(cont) - 1))
 		_exit(1);
 	/* Wait for QEMU's answer (10 s at most), so QEMU has acted on it
@@ -203,7 +209,8 @@ static __attribute__((noreturn)) void watchdog_run(int qfd, int rfd)
 	_exit(1);
 }
 
-static int watchdog_start(struct watchdog *w, int qfd)
+/* Resume with a raw QMP cont on qfd, or by running argv when not NULL. */
+static int watchdog_start(struct watchdog *w, int qfd, char *const *argv)
 {
 	int p[2];
 
@@ -221,7 +228,7 @@ static int watchdog_start(struct watchdog *w, int qfd)
 	}
 	if (!w->pid) {
 		close(p[1]);
-		watchdog_run(qfd, p[0]);
+		watchdog_run(qfd, p[0], argv);
 	}
 	close(p[0]);
 	w->fd = p[1];
@@ -268,6 +275,7 @@ static void kill_point(const char *name)
 
 struct run {
 	struct wps_qemu *q;
+	const struct wps_qemu_opts *o;
 	struct watchdog wd;
 	bool stopped;
 	uint64_t t_stop, t_stopped, t_thawed, t_cont;
@@ -279,7 +287,8 @@ static int guest_stop(struct run *r)
 
 	watchdog_tell(&r->wd, WD_STOPPING);
 	r->t_stop = wps_now_ns();
-	err = r->q->ops->execute(r->q, "stop", NULL, NULL);
+	err = r->o->pause ? r->o->pause(r->o->pause_arg) :
+	      r->q->ops->execute(r->q, "stop", NULL, NULL);
 	r->t_stopped = wps_now_ns();
 	/* On an error the guest may still have stopped: cont it anyway. */
 	r->stopped = true;
@@ -292,7 +301,8 @@ static int guest_cont(struct run *r)
 
 	if (!r->stopped)
 		return 0;
-	err = r->q->ops->execute(r->q, "cont", NULL, NULL);
+	err = r->o->pause ? r->o->resume(r->o->pause_arg) :
+	      r->q->ops->execute(r->q, "cont", NULL, NULL);
 	r->t_cont = wps_now_ns();
 	if (!err) {
 		r->stopped = false;
@@ -360,12 +370,16 @@ static void fill_report(const struct run *r, const struct wps_qemu_opts *o,
 	unsigned int i;
 
 	rep->pid = r->q->ops->pid(r->q);
-	rep->paused_by_us = rep->was_running && !o->no_stop;
-	rep->pause_ns = !rep->was_running ? 0 : o->no_stop ?
+	/* With the caller's pause, stop_ns and cont_ns are its pause() and
+	 * resume(), and they run even for a guest that was paused. */
+	rep->paused_by_us = rep->was_running && (o->pause || !o->no_stop);
+	rep->pause_ns = !rep->was_running ? 0 : o->no_stop && !o->pause ?
 			rep->attach.freeze_stop_ns : r->t_cont - r->t_stop;
-	rep->stop_ns = rep->paused_by_us ? r->t_stopped - r->t_stop : 0;
+	rep->stop_ns = rep->paused_by_us || o->pause ?
+		       r->t_stopped - r->t_stop : 0;
 	rep->freeze_ns = r->t_thawed - r->t_stopped;
-	rep->cont_ns = rep->paused_by_us ? r->t_cont - r->t_thawed : 0;
+	rep->cont_ns = rep->paused_by_us || o->pause ?
+		       r->t_cont - r->t_thawed : 0;
 	rep->ram_bytes = 0;
 	for (i = 0; i < l->nr_blocks; i++)
 		if (l->blocks[i].snap)
@@ -381,7 +395,7 @@ int wps_qemu_snapshot(struct wps_qemu *q, const struct wps_qemu_layout *l,
 	struct wps_attach_range ranges[WPS_QEMU_MAX_BLOCKS];
 	struct wps_snapshot *snap = NULL;
 	struct wps_attach *at = NULL;
-	struct run r = { .q = q, .wd = { .pid = -1, .fd = -1 } };
+	struct run r = { .q = q, .o = o, .wd = { .pid = -1, .fd = -1 } };
 	pid_t pid = q->ops->pid(q);
 	unsigned int nr = 0, i;
 	char *blob = NULL;
@@ -405,8 +419,16 @@ int wps_qemu_snapshot(struct wps_qemu *q, const struct wps_qemu_layout *l,
 		return err;
 	/* Before anything is held: the watchdog must not inherit the uffd,
 	 * which would keep the guest protected after our death. */
-	qfd = q->ops->watchdog_fd(q);
-	err = qfd < 0 ? qfd : watchdog_start(&r.wd, qfd);
+	if (o->pause && (!o->resume || !o->resume_argv ||
+			 !o->resume_argv[0] || o->resume_argv[0][0] != '/')) {
+		wps_err(q->ctx, "a snapshot with its own pause needs resume() "
+			"and an absolute resume_argv");
+		err = -EINVAL;
+		goto out;
+	}
+	qfd = o->pause ? -1 : q->ops->watchdog_fd(q);
+	err = o->pause ? watchdog_start(&r.wd, -1, o->resume_argv) :
+	      qfd < 0 ? qfd : watchdog_start(&r.wd, qfd, NULL);
 	if (err == -EOPNOTSUPP && (o->no_stop || !rep->was_running))
 		err = 0;        /* nothing we would have to undo */
 	else if (err) {
@@ -425,7 +447,7 @@ int wps_qemu_snapshot(struct wps_qemu *q, const struct wps_qemu_layout *l,
 	so.path = o->out;
 	so.flags = o->flags;
 	so.fault_window = o->fault_window;
-	if (rep->was_running && !o->no_stop) {
+	if (o->pause || (rep->was_running && !o->no_stop)) {
 		so.pause = qemu_pause;
 		so.resume = qemu_resume;
 		so.pause_arg = &r;
@@ -457,6 +479,17 @@ int wps_qemu_snapshot(struct wps_qemu *q, const struct wps_qemu_layout *l,
 	err = guest_cont(&r);   /* a cont that failed in the freeze */
 	if (err)
 		goto out;
+	for (i = 0; i < o->nr_blobs; i++) {
+		if (!o->blobs[i].name)
+			continue;
+		err = wps_snapshot_add_blob(snap, o->blobs[i].name,
+					    o->blobs[i].data, o->blobs[i].len);
+		if (err) {
+			wps_err(q->ctx, "recording blob %s: %s",
+				o->blobs[i].name, strerror(-err));
+			goto out;
+		}
+	}
 	if (o->frozen)
 		o->frozen(o->frozen_arg);
 	err = wait_copy(snap);

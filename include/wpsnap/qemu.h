@@ -166,6 +166,12 @@ int wps_qemu_physmem(struct wps_ctx *ctx, struct wps_image *img,
 /* The snapshot                                                        */
 /* ------------------------------------------------------------------ */
 
+struct wps_qemu_blob {
+	const char *name;
+	const void *data;
+	size_t len;
+};
+
 struct wps_qemu_opts {
 	const char *out;        /* the image */
 	unsigned int flags;     /* WPS_SNAP_* */
@@ -178,6 +184,27 @@ struct wps_qemu_opts {
 	 * itself may let it run from here). */
 	void (*frozen)(void *arg);
 	void *frozen_arg;
+	/*
+	 * Optional: the caller's own pause around the freeze instead of QMP
+	 * stop/cont, run whether or not the guest was running (a VM
+	 * snapshot suspends the domain through libvirt, snapshots its disks
+	 * and saves its device state there). pause() runs right before the
+	 * freeze stops QEMU's threads, resume() right after they are let go;
+	 * an error from pause() fails the snapshot, and resume() runs then
+	 * too. resume_argv (required with pause) is what the watchdog runs
+	 * with execv if this process dies between the two: argv[0] an
+	 * absolute path, e.g. {"/usr/bin/virsh", "-c", URI, "resume", DOM}.
+	 */
+	int (*pause)(void *arg);
+	int (*resume)(void *arg);
+	void *pause_arg;
+	char *const *resume_argv;
+	/* Optional: more blobs for the image (besides the layout). They are
+	 * read after the freeze, so pause() may fill them in (a VM's device
+	 * state is saved while it is paused). A blob with no name is
+	 * skipped. */
+	const struct wps_qemu_blob *blobs;
+	unsigned int nr_blobs;
 };
 
 struct wps_qemu_report {
