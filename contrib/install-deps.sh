@@ -12,7 +12,7 @@ pkgs="$pkgs qemu-system-x86"
 # libvirtd; docs/VM.md). Not libvirt-daemon-system: it would add a system
 # service, polkit and a default NAT network; the test supplies the
 # libvirt-qemu user and its configuration itself.
-pkgs="$pkgs libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients libvirt-dev"
+pkgs="$pkgs libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients libvirt-dev libxml2-dev"
 missing=
 for p in $pkgs; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" ||

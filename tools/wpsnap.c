@@ -29,6 +29,7 @@
 #include "tools/checkpoint_cmd.h"
 #include "tools/netbuf_cmd.h"
 #include "tools/snapshot_cmd.h"
+#include "tools/vm_cmd.h"
 #include "guest/guest.h"
 
 #define MiB (1024.0 * 1024.0)
@@ -52,6 +53,7 @@ static void usage_main(FILE *f)
 		"  merge     flatten a checkpoint chain into one full image\n"
 		"  netbuf    hold a network interface's output through epochs (bench)\n"
 		"  bench     measure snapshots against this machine's limits\n"
+		"  vm        snapshot and restore a libvirt VM: disk, memory, devices\n"
 		"  version   print the version\n\n"
 		"'wpsnap COMMAND --help' describes each command.\n");
 }
@@ -1000,6 +1002,8 @@ int main(int argc, char **argv)
 		ret = netbuf_cmd_main(ctx, argc, argv);
 	else if (!strcmp(cmd, "bench"))
 		ret = bench_main(ctx, argc, argv);
+	else if (!strcmp(cmd, "vm"))
+		ret = vm_cmd_main(ctx, argc, argv);
 	else {
 		fprintf(stderr, "%s: unknown command '%s'\n\n", prog, cmd);
 		usage_main(stderr);

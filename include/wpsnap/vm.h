@@ -1,0 +1,118 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * libwpsnap: snapshots of a libvirt/QEMU VM, disk, memory and device
+ * state of one instant, and their restore (docs/VM.md).
+ *
+ *	struct wps_vm_snapshot_opts o = { .domain = "vm1", .dir = "/snap/1" };
+ *	wps_vm_snapshot(ctx, &o, &report);
+ *
+ *	struct wps_vm_restore_opts r = { .dir = "/snap/1", .name = "vm1-copy" };
+ *	wps_vm_restore(ctx, &r, &rreport);
+ *
+ * A snapshot directory holds memory.wps (the guest RAM, with the QEMU
+ * layout and device-state blobs), domain.xml (the domain as it was) and
+ * vm.json (what the snapshot froze: QEMU version and machine type, each
+ * disk's frozen image and the overlay the running domain went on with).
+ * It is built as DIR.partial and renamed to DIR once complete.
+ *
+ * The domain is reached through libvirt (root, the QEMU driver). Built
+ * without libvirt, every function here is -ENOTSUP and says so.
+ * Every function returns 0 or -errno with the reason logged.
+ */
+#ifndef WPSNAP_VM_H
+#define WPSNAP_VM_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <wpsnap/wpsnap.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define WPS_VM_MEMORY "memory.wps"
+#define WPS_VM_DOMAIN_XML "domain.xml"
+#define WPS_VM_META "vm.json"
+#define WPS_VM_META_FORMAT "wpsnap-vm-1"
+/* The image blob with QEMU's device state (a QEMU migration stream of
+ * the devices only, as xen-save-devices-state writes it). */
+#define WPS_VM_DEVICES_BLOB "qemu-devices"
+
+struct wps_vm_snapshot_opts {
+	const char *uri;        /* libvirt connection; NULL: libvirt's default */
+	const char *domain;     /* name or UUID */
+	const char *dir;        /* the snapshot directory: must not exist */
+	unsigned int flags;     /* WPS_SNAP_* for the memory image */
+};
+
+struct wps_vm_report {
+	pid_t pid;              /* QEMU's */
+	bool was_running;
+	uint64_t pause_ns;      /* the guest's one pause: suspend to resume */
+	uint64_t suspend_ns;    /* its parts: libvirt suspend, */
+	uint64_t devices_ns;    /* device state, */
+	uint64_t disks_ns;      /* disk-only snapshot of every disk, */
+	uint64_t freeze_ns;     /* the RAM freeze, */
+	uint64_t resume_ns;     /* libvirt resume */
+	uint64_t prepare_ns;    /* before the pause: attach, discovery */
+	uint64_t total_ns;      /* call to published directory */
+	uint64_t devices_bytes;
+	uint64_t ram_bytes;     /* of the RAM blocks saved */
+	unsigned int nr_disks;  /* disks snapshotted */
+	struct wps_snapshot_stats stats;
+};
+
+/*
+ * Snapshot a running (or paused) domain into o->dir. The guest pauses
+ * once: libvirt suspend, device state, a disk-only atomic snapshot of
+ * every writable disk (each gets a qcow2 overlay beside it; the old
+ * image is now frozen), the RAM freeze, libvirt resume; the RAM streams
+ * while it runs. A paused domain stays paused. Whatever fails, and if
+ * this process dies, the domain runs again (a watchdog runs `virsh
+ * resume`), unprotected, and nothing is published under o->dir.
+ * Errors: -ENOENT domain not found, -ESRCH not running, -EEXIST o->dir
+ * (or DIR.partial) exists, -ECONNREFUSED no libvirt, -ENOTSUP built
+ * without libvirt, and those of wps_qemu_snapshot().
+ */
+int wps_vm_snapshot(struct wps_ctx *ctx, const struct wps_vm_snapshot_opts *o,
+		    struct wps_vm_report *report);
+
+struct wps_vm_restore_opts {
+	const char *uri;        /* NULL: libvirt's default */
+	const char *dir;        /* a snapshot directory */
+	/* The new domain's name (it gets a new UUID); NULL: the snapshot's
+	 * own name and UUID, refused while that domain runs. */
+	const char *name;
+	bool paused;            /* leave it paused at the snapshot's instant */
+};
+
+struct wps_vm_restore_report {
+	pid_t pid;              /* the new QEMU's */
+	uint64_t start_ns;      /* domain created (QEMU up, incoming) */
+	uint64_t fill_ns;       /* RAM written into it */
+	uint64_t devices_ns;    /* device state loaded */
+	uint64_t total_ns;      /* call to running (or paused) */
+	uint64_t ram_bytes;
+	unsigned int nr_disks;  /* new overlays on the frozen images */
+};
+
+/*
+ * Start a domain from a snapshot directory: the domain XML with the
+ * name (and UUID) asked for, each disk a new qcow2 overlay on the frozen
+ * image (beside it: NAME-TARGET.wps-ID.qcow2), QEMU started paused with
+ * a deferred incoming migration, the RAM written into it, the device
+ * state loaded, then resumed: the guest continues from the snapshot's
+ * instant. The snapshot must come from the same QEMU version and
+ * machine type (-EPROTO otherwise, with both named). On failure the new
+ * domain is destroyed and its overlays removed.
+ */
+int wps_vm_restore(struct wps_ctx *ctx, const struct wps_vm_restore_opts *o,
+		   struct wps_vm_restore_report *report);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* WPSNAP_VM_H */

@@ -1,0 +1,29 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Inside the library: the libvirt monitor kind of the QEMU module
+ * (src/qemu_libvirt.c), for the VM module (src/vm*.c). Built only with
+ * libvirt (HAVE_LIBVIRT); the domain is a virDomainPtr, passed as void *
+ * so that this header needs no libvirt header.
+ */
+#ifndef WPS_QEMU_LIBVIRT_H
+#define WPS_QEMU_LIBVIRT_H
+
+#include <sys/types.h>
+
+#include <wpsnap/qemu.h>
+
+/* A QEMU handle on the domain's QEMU through libvirt's monitor. The
+ * handle holds a reference to the domain; the caller keeps the
+ * connection open until wps_qemu_close(). -ESRCH: no QEMU process of
+ * this domain (not running), -ENOTUNIQ: two. */
+int qemu_libvirt_handle(struct wps_ctx *ctx, void *domain,
+			struct wps_qemu **out);
+
+/* The QEMU process whose command line has `-uuid uuid`. */
+int qemu_libvirt_find_pid(struct wps_ctx *ctx, const char *name,
+			  const char *uuid, pid_t *out);
+
+/* libvirt's last error message on this thread, never NULL. */
+const char *qemu_libvirt_error(void);
+
+#endif /* WPS_QEMU_LIBVIRT_H */

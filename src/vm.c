@@ -1,0 +1,534 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * The snapshot of a libvirt/QEMU VM (<wpsnap/vm.h>, docs/VM.md): disk,
+ * memory and device state of one instant.
+ *
+ * Everything that takes time happens before the pause: libvirt
+ * connection, the domain's XML and disks, attaching to QEMU and finding
+ * its RAM (the QEMU module, through libvirt's monitor: qemu_libvirt.c),
+ * the image's files. The pause is the QEMU module's freeze with our own
+ * pause and resume around it (struct wps_qemu_opts.pause):
+ *
+ *	libvirt suspend -> device state -> disk-only atomic snapshot
+ *	-> RAM freeze (write-protect) -> libvirt resume
+ *
+ * and the RAM streams afterwards while the guest runs. Suspend and
+ * resume go through libvirt so that its view of the domain stays right
+ * (a QMP stop behind its back would leave it saying "running").
+ *
+ * Device state: QMP xen-save-devices-state writes the devices alone
+ * (no RAM) to a file; QEMU may not be able to open our paths (another
+ * user, a sandbox), so the "file" is /dev/fdset/N: an fd of a memfd of
+ * ours, write-only (QEMU's fdset matches the access mode), handed over
+ * with add-fd. It becomes a blob of the memory image.
+ *
+ * Invariants: the domain is never left paused by us: a failed step
+ * resumes it, and if this process dies between suspend and resume the
+ * QEMU module's watchdog runs `virsh -c URI resume UUID`. Nothing is
+ * published under DIR unless everything is in it: the directory is
+ * built as DIR.partial and renamed, then its parent synced.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <jansson.h>
+#include <libvirt/libvirt-qemu.h>
+
+#include <wpsnap/qemu.h>
+#include <wpsnap/vm.h>
+
+#include "base/clock.h"
+#include "base/log.h"
+#include "base/spawn.h"
+#include "src/qemu_libvirt.h"
+#include "src/vm_int.h"
+
+struct vmsnap {
+	struct wps_ctx *ctx;
+	const struct wps_vm_snapshot_opts *o;
+	virConnectPtr conn;
+	virDomainPtr dom;
+	struct wps_qemu *q;
+	struct wps_qemu_layout *layout;
+	struct vm_meta m;
+	char *xml;
+	char partial[PATH_MAX];
+	bool suspended, disks_done;
+	void *devices;
+	size_t devices_len;
+	struct wps_qemu_blob blob;
+	uint64_t t_pause, t_suspended, t_devices, t_disks, t_resume, t_resumed;
+};
+
+/* ------------------------------------------------------------------ */
+/* Inside the pause                                                    */
+/* ------------------------------------------------------------------ */
+
+/* add-fd of fd into a new fdset: its id. */
+static int add_fd(struct vmsnap *s, int fd, long long *id)
+{
+	static const char cmd[] =
+		"{\"execute\":\"add-fd\",\"arguments\":{\"opaque\":\"wpsnap\"}}";
+	char *res = NULL;
+	json_t *r;
+
+	if (virDomainQemuMonitorCommandWithFiles(s->dom, cmd, 1, &fd, NULL,
+						 NULL, &res, 0) < 0) {
+		wps_err(s->ctx, "domain %s: QMP add-fd: %s", s->m.domain,
+			qemu_libvirt_error());
+		return -EIO;
+	}
+	r = json_loads(res, 0, NULL);
+	free(res);
+	*id = json_integer_value(json_object_get(json_object_get(r, "return"),
+						 "fdset-id"));
+	if (!json_is_integer(json_object_get(json_object_get(r, "return"),
+					     "fdset-id"))) {
+		wps_err(s->ctx, "domain %s: QMP add-fd: no fdset-id in the "
+			"answer", s->m.domain);
+		json_decref(r);
+		return -EPROTO;
+	}
+	json_decref(r);
+	return 0;
+}
+
+static int save_devices(struct vmsnap *s)
+{
+	char path[64], args[128];
+	int mfd = memfd_create("wpsnap-devices", MFD_CLOEXEC), wfd = -1, err;
+	long long id = -1;
+	struct stat st;
+
+	if (mfd < 0) {
+		err = -errno;
+		wps_err(s->ctx, "memfd for the device state: %s", strerror(-err));
+		return err;
+	}
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", mfd);
+	wfd = open(path, O_WRONLY | O_CLOEXEC);
+	if (wfd < 0) {
+		err = -errno;
+		wps_err(s->ctx, "%s: %s", path, strerror(-err));
+		goto out;
+	}
+	err = add_fd(s, wfd, &id);
+	if (err)
+		goto out;
+	snprintf(args, sizeof(args),
+		 "{\"filename\":\"/dev/fdset/%lld\",\"live\":false}", id);
+	err = wps_qemu_execute(s->q, "xen-save-devices-state", args, NULL);
+	snprintf(args, sizeof(args), "{\"fdset-id\":%lld}", id);
+	if (wps_qemu_execute(s->q, "remove-fd", args, NULL))
+		wps_warn(s->ctx, "domain %s: fdset %lld stays in QEMU",
+			 s->m.domain, id);
+	if (err) {
+		wps_err(s->ctx, "domain %s: saving the device state failed",
+			s->m.domain);
+		goto out;
+	}
+	if (fstat(mfd, &st) || st.st_size <= 0) {
+		wps_err(s->ctx, "domain %s: QEMU saved no device state",
+			s->m.domain);
+		err = -EIO;
+		goto out;
+	}
+	s->devices = malloc((size_t)st.st_size);
+	if (!s->devices) {
+		err = -ENOMEM;
+		goto out;
+	}
+	if (pread(mfd, s->devices, (size_t)st.st_size, 0) != st.st_size) {
+		err = -EIO;
+		wps_err(s->ctx, "reading back the device state: short read");
+		goto out;
+	}
+	s->devices_len = (size_t)st.st_size;
+	s->blob.name = WPS_VM_DEVICES_BLOB;
+	s->blob.data = s->devices;
+	s->blob.len = s->devices_len;
+out:
+	if (wfd >= 0)
+		close(wfd);
+	close(mfd);
+	return err;
+}
+
+static int snapshot_disks(struct vmsnap *s)
+{
+	const unsigned int flags = VIR_DOMAIN_SNAPSHOT_CREATE_DISK_ONLY |
+				   VIR_DOMAIN_SNAPSHOT_CREATE_ATOMIC |
+				   VIR_DOMAIN_SNAPSHOT_CREATE_NO_METADATA;
+	virDomainSnapshotPtr sn;
+	unsigned int i, n = 0;
+	char *xml = NULL;
+	int err;
+
+	for (i = 0; i < s->m.nr_disks; i++)
+		n += s->m.disks[i].snap;
+	if (!n)
+		return 0;       /* a VM without a disk to freeze */
+	err = vm_xml_disk_snapshot(s->ctx, &s->m, &xml);
+	if (err)
+		return err;
+	sn = virDomainSnapshotCreateXML(s->dom, xml, flags);
+	free(xml);
+	if (!sn) {
+		wps_err(s->ctx, "domain %s: disk-only snapshot failed: %s",
+			s->m.domain, qemu_libvirt_error());
+		return -EIO;
+	}
+	virDomainSnapshotFree(sn);
+	s->disks_done = true;
+	return 0;
+}
+
+static int vm_pause(void *arg)
+{
+	struct vmsnap *s = arg;
+	int err;
+
+	s->t_pause = wps_now_ns();
+	if (s->m.was_running) {
+		if (virDomainSuspend(s->dom) < 0) {
+			wps_err(s->ctx, "domain %s: suspend failed: %s",
+				s->m.domain, qemu_libvirt_error());
+			return -EIO;
+		}
+		s->suspended = true;
+	}
+	s->t_suspended = wps_now_ns();
+	err = save_devices(s);
+	s->t_devices = wps_now_ns();
+	if (!err)
+		err = snapshot_disks(s);
+	s->t_disks = wps_now_ns();
+	return err;
+}
+
+static int vm_resume(void *arg)
+{
+	struct vmsnap *s = arg;
+
+	s->t_resume = wps_now_ns();
+	if (!s->suspended)
+		return 0;
+	if (virDomainResume(s->dom) < 0) {
+		wps_err(s->ctx, "domain %s: resume failed: %s (run: virsh "
+			"resume %s)", s->m.domain, qemu_libvirt_error(),
+			s->m.domain);
+		return -EIO;
+	}
+	s->suspended = false;
+	s->t_resumed = wps_now_ns();
+	return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Before the pause                                                    */
+/* ------------------------------------------------------------------ */
+
+/* The overlay a snapshotted disk goes on with: beside a file, named
+ * after it and the snapshot; for a block device, beside the snapshot
+ * directory. */
+static int overlay_path(struct vmsnap *s, struct vm_disk *d)
+{
+	char src[PATH_MAX], dir[PATH_MAX], *base, *dot;
+	struct stat st;
+	int n;
+
+	snprintf(src, sizeof(src), "%s", d->source);
+	if (!stat(src, &st) && S_ISBLK(st.st_mode)) {
+		snprintf(dir, sizeof(dir), "%s", s->o->dir);
+		n = snprintf(d->overlay, sizeof(d->overlay), "%s/%s-%s.wps-%s"
+			     ".qcow2", dirname(dir), s->m.domain, d->target,
+			     s->m.id);
+	} else {
+		snprintf(dir, sizeof(dir), "%s", d->source);
+		base = basename(src);
+		dot = strrchr(base, '.');
+		if (dot && dot != base)
+			*dot = '\0';
+		n = snprintf(d->overlay, sizeof(d->overlay), "%s/%s.wps-%s.qcow2",
+			     dirname(dir), base, s->m.id);
+	}
+	if (n < 0 || (size_t)n >= sizeof(d->overlay)) {
+		wps_err(s->ctx, "disk %s: overlay path too long", d->target);
+		return -ENAMETOOLONG;
+	}
+	if (!lstat(d->overlay, &st)) {
+		wps_err(s->ctx, "disk %s: %s exists already", d->target,
+			d->overlay);
+		return -EEXIST;
+	}
+	return 0;
+}
+
+static int prepare(struct vmsnap *s)
+{
+	const struct wps_vm_snapshot_opts *o = s->o;
+	char tbuf[32];
+	time_t now = time(NULL);
+	struct tm tm;
+	int state = 0, reason, err;
+	unsigned int i;
+
+	err = vm_connect(s->ctx, o->uri, &s->conn);
+	if (!err)
+		err = vm_lookup(s->ctx, s->conn, o->domain, &s->dom);
+	if (err)
+		return err;
+	snprintf(s->m.domain, sizeof(s->m.domain), "%s",
+		 virDomainGetName(s->dom));
+	virDomainGetUUIDString(s->dom, s->m.uuid);
+	if (virDomainGetState(s->dom, &state, &reason, 0) < 0 ||
+	    (state != VIR_DOMAIN_RUNNING && state != VIR_DOMAIN_PAUSED)) {
+		wps_err(s->ctx, "domain %s is not running", s->m.domain);
+		return -ESRCH;
+	}
+	s->m.was_running = state == VIR_DOMAIN_RUNNING;
+	s->xml = virDomainGetXMLDesc(s->dom, VIR_DOMAIN_XML_SECURE |
+				     VIR_DOMAIN_XML_MIGRATABLE);
+	if (!s->xml) {
+		wps_err(s->ctx, "domain %s: no XML: %s", s->m.domain,
+			qemu_libvirt_error());
+		return -EIO;
+	}
+	gmtime_r(&now, &tm);
+	strftime(tbuf, sizeof(tbuf), "%Y%m%dT%H%M%S", &tm);
+	snprintf(s->m.id, sizeof(s->m.id), "%s.%06llu", tbuf,
+		 (unsigned long long)(wps_now_ns() / 1000 % 1000000));
+	err = vm_xml_disks(s->ctx, s->xml, s->m.disks, &s->m.nr_disks);
+	for (i = 0; !err && i < s->m.nr_disks; i++)
+		if (s->m.disks[i].snap)
+			err = overlay_path(s, &s->m.disks[i]);
+	if (err)
+		return err;
+	err = qemu_libvirt_handle(s->ctx, s->dom, &s->q);
+	if (!err)
+		err = wps_qemu_discover(s->q, &s->layout);
+	if (err)
+		return err;
+	snprintf(s->m.qemu_version, sizeof(s->m.qemu_version), "%s",
+		 s->layout->version);
+	snprintf(s->m.machine, sizeof(s->m.machine), "%s",
+		 s->layout->machine);
+	return 0;
+}
+
+/* A new file in the partial directory, content written and synced. */
+static int write_file(struct vmsnap *s, const char *name, const char *text)
+{
+	char path[PATH_MAX];
+	int fd, err = 0;
+
+	if ((size_t)snprintf(path, sizeof(path), "%s/%s", s->partial, name) >=
+	    sizeof(path))
+		return -ENAMETOOLONG;
+	fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW,
+		  0600);
+	if (fd < 0) {
+		err = -errno;
+		wps_err(s->ctx, "cannot create %s: %s", path, strerror(-err));
+		return err;
+	}
+	if (text) {
+		size_t len = strlen(text);
+
+		if (write(fd, text, len) != (ssize_t)len)
+			err = errno ? -errno : -EIO;
+	} else {
+		err = vm_meta_write(s->ctx, &s->m, fd);
+	}
+	if (!err && fsync(fd))
+		err = -errno;
+	if (close(fd) && !err)
+		err = -errno;
+	if (err)
+		wps_err(s->ctx, "writing %s: %s", path, strerror(-err));
+	return err;
+}
+
+static int fsync_path(struct wps_ctx *ctx, const char *path)
+{
+	int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC), err = 0;
+
+	if (fd < 0 || fsync(fd))
+		err = -errno;
+	if (fd >= 0)
+		close(fd);
+	if (err)
+		wps_err(ctx, "syncing directory %s: %s", path, strerror(-err));
+	return err;
+}
+
+/* Publish DIR.partial as DIR: its content is synced; rename; sync the
+ * parent so the name survives a crash. */
+static int publish(struct vmsnap *s)
+{
+	char parent[PATH_MAX];
+	int err = fsync_path(s->ctx, s->partial);
+
+	if (err)
+		return err;
+	if (rename(s->partial, s->o->dir)) {
+		err = -errno;
+		wps_err(s->ctx, "publishing %s: %s", s->o->dir, strerror(-err));
+		return err;
+	}
+	snprintf(parent, sizeof(parent), "%s", s->o->dir);
+	return fsync_path(s->ctx, dirname(parent));
+}
+
+static void remove_partial(struct vmsnap *s)
+{
+	static const char *const names[] = {
+		WPS_VM_MEMORY, WPS_VM_MEMORY ".partial", WPS_VM_DOMAIN_XML,
+		WPS_VM_META,
+	};
+	char path[PATH_MAX];
+	unsigned int i;
+
+	for (i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+		if ((size_t)snprintf(path, sizeof(path), "%s/%s", s->partial,
+				     names[i]) < sizeof(path))
+			unlink(path);
+	if (rmdir(s->partial) && errno != ENOENT)
+		wps_warn(s->ctx, "cannot remove %s: %s", s->partial,
+			 strerror(errno));
+}
+
+static void fill_report(const struct vmsnap *s,
+			const struct wps_qemu_report *qr, uint64_t t0,
+			struct wps_vm_report *rep)
+{
+	unsigned int i;
+
+	rep->pid = qr->pid;
+	rep->was_running = s->m.was_running;
+	rep->pause_ns = s->m.was_running ? s->t_resumed - s->t_pause : 0;
+	rep->suspend_ns = s->t_suspended - s->t_pause;
+	rep->devices_ns = s->t_devices - s->t_suspended;
+	rep->disks_ns = s->t_disks - s->t_devices;
+	rep->freeze_ns = s->t_resume - s->t_disks;
+	rep->resume_ns = s->m.was_running ? s->t_resumed - s->t_resume : 0;
+	rep->prepare_ns = s->t_pause - t0;
+	rep->total_ns = wps_now_ns() - t0;
+	rep->devices_bytes = s->devices_len;
+	rep->ram_bytes = qr->ram_bytes;
+	rep->stats = qr->stats;
+	for (i = 0; i < s->m.nr_disks; i++)
+		rep->nr_disks += s->m.disks[i].snap;
+}
+
+int wps_vm_snapshot(struct wps_ctx *ctx, const struct wps_vm_snapshot_opts *o,
+		    struct wps_vm_report *rep)
+{
+	struct vmsnap s = { .ctx = ctx, .o = o };
+	struct wps_qemu_opts qo = { 0 };
+	struct wps_qemu_report qr;
+	char virsh[PATH_MAX], image[PATH_MAX], *uri = NULL;
+	char *argv[6] = { virsh, "-c", NULL, "resume", s.m.uuid, NULL };
+	uint64_t t0 = wps_now_ns();
+	bool made = false;
+	struct stat st;
+	int err;
+
+	memset(rep, 0, sizeof(*rep));
+	if (!o || !o->domain || !o->domain[0] || !o->dir || !o->dir[0]) {
+		wps_err(ctx, "VM snapshot: a domain and a directory are needed");
+		return -EINVAL;
+	}
+	if ((size_t)snprintf(s.partial, sizeof(s.partial), "%s.partial",
+			     o->dir) >= sizeof(s.partial) - 32) {
+		wps_err(ctx, "%s: path too long", o->dir);
+		return -ENAMETOOLONG;
+	}
+	if (!lstat(o->dir, &st) || !lstat(s.partial, &st)) {
+		wps_err(ctx, "%s exists already%s", lstat(o->dir, &st) ?
+			s.partial : o->dir, lstat(o->dir, &st) ?
+			" (left by a snapshot that died: remove it)" : "");
+		return -EEXIST;
+	}
+	if (wps_spawn_find("virsh", virsh, sizeof(virsh))) {
+		wps_err(ctx, "VM snapshot: virsh not found in PATH (Debian "
+			"package libvirt-clients): it resumes the domain if "
+			"wpsnap dies while it is paused");
+		return -ENOENT;
+	}
+	err = prepare(&s);
+	if (err)
+		goto out;
+	uri = virConnectGetURI(s.conn);
+	argv[2] = uri;
+	if (!uri) {
+		err = -EIO;
+		goto out;
+	}
+	if (mkdir(s.partial, 0700)) {
+		err = -errno;
+		wps_err(ctx, "cannot create %s: %s", s.partial, strerror(-err));
+		goto out;
+	}
+	made = true;
+	err = write_file(&s, WPS_VM_DOMAIN_XML, s.xml);
+	if (err)
+		goto out;
+	if ((size_t)snprintf(image, sizeof(image), "%s/%s", s.partial,
+			     WPS_VM_MEMORY) >= sizeof(image)) {
+		err = -ENAMETOOLONG;
+		goto out;
+	}
+	qo.out = image;
+	qo.flags = o->flags;
+	qo.pause = vm_pause;
+	qo.resume = vm_resume;
+	qo.pause_arg = &s;
+	qo.resume_argv = argv;
+	qo.blobs = &s.blob;
+	qo.nr_blobs = 1;
+	err = wps_qemu_snapshot(s.q, s.layout, &qo, &qr);
+	if (err) {
+		unsigned int i;
+
+		for (i = 0; s.disks_done && i < s.m.nr_disks; i++)
+			if (s.m.disks[i].snap)
+				wps_warn(ctx, "domain %s: disk %s goes on in "
+					 "%s; %s is no longer written",
+					 s.m.domain, s.m.disks[i].target,
+					 s.m.disks[i].overlay,
+					 s.m.disks[i].source);
+		goto out;
+	}
+	err = write_file(&s, WPS_VM_META, NULL);
+	if (!err)
+		err = publish(&s);
+	if (!err) {
+		made = false;
+		fill_report(&s, &qr, t0, rep);
+	}
+out:
+	if (made)
+		remove_partial(&s);
+	free(uri);
+	free(s.xml);
+	free(s.devices);
+	wps_qemu_layout_free(s.layout);
+	wps_qemu_close(s.q);
+	if (s.dom)
+		virDomainFree(s.dom);
+	if (s.conn)
+		virConnectClose(s.conn);
+	return err;
+}

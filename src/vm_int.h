@@ -1,0 +1,73 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Inside the VM module (<wpsnap/vm.h>, docs/VM.md): the snapshot
+ * (src/vm.c), the restore (src/vm_restore.c), the domain XML
+ * (src/vm_xml.c, libxml2) and the snapshot directory's vm.json
+ * (src/vm_meta.c). Built only with libvirt.
+ */
+#ifndef WPS_VM_INT_H
+#define WPS_VM_INT_H
+
+#include <limits.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <libvirt/libvirt.h>
+
+#include <wpsnap/vm.h>
+#include <wpsnap/wpsnap.h>
+
+#define VM_MAX_DISKS 32
+
+struct vm_disk {
+	char target[32];        /* "hda", "vda" */
+	char source[PATH_MAX];  /* the image the domain used: frozen after */
+	char format[16];        /* its format: "qcow2", "raw" */
+	char overlay[PATH_MAX]; /* the new top the domain went on with */
+	bool snap;              /* a writable file or block disk */
+};
+
+struct vm_meta {
+	char domain[256];
+	char uuid[VIR_UUID_STRING_BUFLEN];
+	char qemu_version[64];
+	char machine[64];
+	char id[64];            /* the snapshot's id (overlay suffix) */
+	bool was_running;
+	struct vm_disk disks[VM_MAX_DISKS];
+	unsigned int nr_disks;
+};
+
+/* The disks of a domain XML. */
+int vm_xml_disks(struct wps_ctx *ctx, const char *xml, struct vm_disk *d,
+		 unsigned int *nr);
+
+/*
+ * The XML of a restored domain: named name (a new UUID) or, with name
+ * NULL, as it was; every snapshotted disk on its new overlay (m's
+ * overlay fields, filled by the caller), and QEMU started for a deferred
+ * incoming migration of a device-only stream. *out malloc'ed.
+ */
+int vm_xml_restore(struct wps_ctx *ctx, const char *xml, const char *name,
+		   const struct vm_meta *m, char **out);
+
+/* libvirt's XML for a disk-only snapshot of m's disks: each snapshotted
+ * one external, on its overlay. */
+int vm_xml_disk_snapshot(struct wps_ctx *ctx, const struct vm_meta *m,
+			 char **out);
+
+/* vm.json of a snapshot directory, written to fd / read from path. */
+int vm_meta_write(struct wps_ctx *ctx, const struct vm_meta *m, int fd);
+int vm_meta_read(struct wps_ctx *ctx, const char *path, struct vm_meta *m);
+
+/* libvirt: open uri quietly (errors come back through our log, not
+ * libvirt's default stderr handler), find a domain by name or UUID. */
+int vm_connect(struct wps_ctx *ctx, const char *uri, virConnectPtr *out);
+int vm_lookup(struct wps_ctx *ctx, virConnectPtr c, const char *name,
+	      virDomainPtr *out);
+
+/* A whole small file, NUL-terminated, malloc'ed (at most max bytes). */
+int vm_read_file(struct wps_ctx *ctx, const char *path, size_t max,
+		 char **out, size_t *len);
+
+#endif /* WPS_VM_INT_H */

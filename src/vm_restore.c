@@ -1,0 +1,429 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Restoring a VM snapshot directory (<wpsnap/vm.h>, docs/VM.md) into a
+ * new libvirt domain that continues from the snapshot's instant.
+ *
+ * The sequence: each frozen disk gets a new qcow2 overlay (qemu-img),
+ * the domain XML is renamed and pointed at them, and libvirt starts it
+ * paused with QEMU waiting for a deferred incoming migration; the RAM
+ * of the image is written into the new QEMU's RAM blocks (found by the
+ * QEMU module's discovery, matched by name and size), then QEMU loads
+ * the device state (migrate-incoming of the device-only stream over an
+ * fd) and libvirt resumes it. Nothing here depends on the RAM backing:
+ * the RAM goes in through process_vm_writev, private or shared alike.
+ *
+ * Why not QEMU's own RAM loading: libvirt's `virsh restore` reads a RAM
+ * stream through QEMU's migration code, page by page, with the guest
+ * stopped throughout; writing the RAM straight into the new process is
+ * what lets a restore be as fast as the disk, and is the ground the
+ * lazy restore stands on.
+ *
+ * Invariants: a device state is loaded only into the same QEMU version
+ * and machine type it came from (-EPROTO, both named); a failure after
+ * the domain was created destroys it and removes the overlays made for
+ * it; the snapshot directory is only read.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include <wpsnap/image.h>
+#include <wpsnap/qemu.h>
+#include <wpsnap/vm.h>
+
+#include "base/clock.h"
+#include "base/log.h"
+#include "base/spawn.h"
+#include "src/qemu_libvirt.h"
+#include "src/vm_int.h"
+
+#define CHUNK (1u << 20)
+#define INCOMING_TIMEOUT_NS (300ull * 1000000000ull)
+
+struct vmrest {
+	struct wps_ctx *ctx;
+	const struct wps_vm_restore_opts *o;
+	struct vm_meta m;
+	char *xml;
+	struct wps_image *img;
+	struct wps_qemu_layout *saved, *now;
+	const void *devices;
+	size_t devices_len;
+	virConnectPtr conn;
+	virDomainPtr dom;
+	struct wps_qemu *q;
+	bool made[VM_MAX_DISKS];
+	uint64_t ram_bytes;
+};
+
+static int load_dir(struct vmrest *r)
+{
+	const char *dir = r->o->dir;
+	char path[PATH_MAX];
+	const struct wps_image_info *in;
+	unsigned int i;
+	int err;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, WPS_VM_META);
+	err = vm_meta_read(r->ctx, path, &r->m);
+	if (err)
+		return err;
+	snprintf(path, sizeof(path), "%s/%s", dir, WPS_VM_DOMAIN_XML);
+	err = vm_read_file(r->ctx, path, 16u << 20, &r->xml, NULL);
+	if (err)
+		return err;
+	snprintf(path, sizeof(path), "%s/%s", dir, WPS_VM_MEMORY);
+	err = wps_image_open(r->ctx, path, 0, &r->img);
+	if (err)
+		return err;
+	err = wps_qemu_layout_load(r->ctx, r->img, &r->saved);
+	if (err) {
+		wps_err(r->ctx, "%s: no QEMU layout in the image", path);
+		return err;
+	}
+	in = wps_image_get_info(r->img);
+	for (i = 0; i < in->nr_blobs; i++) {
+		const char *name;
+		const void *data;
+		size_t len;
+
+		if (!wps_image_get_blob(r->img, i, &name, &data, &len) &&
+		    !strcmp(name, WPS_VM_DEVICES_BLOB)) {
+			r->devices = data;
+			r->devices_len = len;
+		}
+	}
+	if (!r->devices || !r->devices_len) {
+		wps_err(r->ctx, "%s: no device state (blob %s)", path,
+			WPS_VM_DEVICES_BLOB);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/* New qcow2 overlays on the frozen images, beside them. */
+static int make_overlays(struct vmrest *r, const char *name)
+{
+	char id[32], dir[PATH_MAX];
+	time_t now = time(NULL);
+	struct tm tm;
+	unsigned int i;
+
+	gmtime_r(&now, &tm);
+	strftime(id, sizeof(id), "%Y%m%dT%H%M%S", &tm);
+	for (i = 0; i < r->m.nr_disks; i++) {
+		struct vm_disk *d = &r->m.disks[i];
+		struct wps_spawn_result res;
+		char *argv[] = { "qemu-img", "create", "-q", "-f", "qcow2",
+				 "-F", d->format, "-b", d->source, d->overlay,
+				 NULL };
+		struct stat st;
+		int n, err;
+
+		if (!d->snap)
+			continue;
+		snprintf(dir, sizeof(dir), "%s", d->source);
+		n = snprintf(d->overlay, sizeof(d->overlay),
+			     "%s/%s-%s.wps-%s.%06llu.qcow2", dirname(dir), name,
+			     d->target, id, (unsigned long long)
+			     (wps_now_ns() / 1000 % 1000000));
+		if (n < 0 || (size_t)n >= sizeof(d->overlay))
+			return -ENAMETOOLONG;
+		if (stat(d->source, &st)) {
+			err = -errno;
+			wps_err(r->ctx, "disk %s: frozen image %s: %s",
+				d->target, d->source, strerror(-err));
+			return err;
+		}
+		err = wps_spawn_run(argv, -1, &res);
+		if (err == -ENOENT)
+			wps_err(r->ctx, "qemu-img not found in PATH (Debian "
+				"package qemu-utils)");
+		else if (!err && res.status) {
+			wps_err(r->ctx, "disk %s: '%s' failed: %s", d->target,
+				res.cmd, res.out);
+			err = -EIO;
+		}
+		if (err)
+			return err;
+		r->made[i] = true;
+	}
+	return 0;
+}
+
+static int check_same_qemu(struct vmrest *r)
+{
+	const struct wps_qemu_layout *a = r->saved, *b = r->now;
+
+	if (strcmp(a->version, b->version) || strcmp(a->machine, b->machine)) {
+		wps_err(r->ctx, "the snapshot is of QEMU %s, machine %s; the "
+			"restored domain runs QEMU %s, machine %s: a device "
+			"state loads only into the same version and machine",
+			a->version, a->machine[0] ? a->machine : "(unknown)",
+			b->version, b->machine[0] ? b->machine : "(unknown)");
+		return -EPROTO;
+	}
+	return 0;
+}
+
+static bool zero(const unsigned char *p, size_t len)
+{
+	return !p[0] && !memcmp(p, p + 1, len - 1);
+}
+
+/* Write len bytes at QEMU's address addr. */
+static int poke(struct vmrest *r, pid_t pid, uint64_t addr, void *buf,
+		size_t len)
+{
+	size_t done = 0;
+
+	while (done < len) {
+		struct iovec l = { (char *)buf + done, len - done };
+		struct iovec rv = { (void *)(uintptr_t)(addr + done),
+				    len - done };
+		ssize_t n = process_vm_writev(pid, &l, 1, &rv, 1, 0);
+
+		if (n <= 0) {
+			int err = n < 0 ? errno : EIO;
+
+			wps_err(r->ctx, "writing QEMU (pid %d) at 0x%" PRIx64
+				": %s", (int)pid, addr + done, strerror(err));
+			return -err;
+		}
+		done += (size_t)n;
+	}
+	return 0;
+}
+
+/*
+ * One saved block into the new QEMU's block of the same name and size.
+ * A chunk that is zero in the image is written only if the new QEMU has
+ * something there (a ROM its reset copied into RAM): reading fresh
+ * memory costs no allocation, writing zeros would.
+ */
+static int fill_block(struct vmrest *r, const struct wps_qemu_block *sb,
+		      unsigned char *buf, unsigned char *cur)
+{
+	const struct wps_qemu_block *nb = NULL;
+	pid_t pid = wps_qemu_pid(r->q);
+	uint64_t size, off;
+	unsigned int i;
+	int err = 0;
+
+	for (i = 0; i < r->now->nr_blocks && !nb; i++)
+		if (!strcmp(r->now->blocks[i].name, sb->name))
+			nb = &r->now->blocks[i];
+	if (!nb || !nb->host_addr || nb->used != sb->used) {
+		wps_err(r->ctx, "RAM block %s (%" PRIu64 " bytes) of the "
+			"snapshot has no match in the restored QEMU%s",
+			sb->name, sb->used, nb ? " of the same size" : "");
+		return -EPROTO;
+	}
+	size = wps_image_get_region(r->img, (unsigned int)sb->region)->size;
+	for (off = 0; off < size && !err; off += CHUNK) {
+		size_t len = size - off < CHUNK ? size - off : CHUNK;
+
+		err = wps_image_read(r->img, (unsigned int)sb->region, off, buf,
+				     len);
+		if (err)
+			break;
+		if (zero(buf, len)) {
+			struct iovec l = { cur, len };
+			struct iovec rv = {
+				(void *)(uintptr_t)(nb->host_addr + off), len
+			};
+
+			if (process_vm_readv(pid, &l, 1, &rv, 1, 0) ==
+			    (ssize_t)len && zero(cur, len))
+				continue;
+		}
+		err = poke(r, pid, nb->host_addr + off, buf, len);
+	}
+	r->ram_bytes += size;
+	return err;
+}
+
+static int fill_ram(struct vmrest *r)
+{
+	unsigned char *buf = malloc(CHUNK), *cur = malloc(CHUNK);
+	unsigned int i;
+	int err = buf && cur ? 0 : -ENOMEM;
+
+	for (i = 0; !err && i < r->saved->nr_blocks; i++)
+		if (r->saved->blocks[i].region >= 0)
+			err = fill_block(r, &r->saved->blocks[i], buf, cur);
+	free(buf);
+	free(cur);
+	return err;
+}
+
+/* migrate-incoming of the device state over an fd; wait for the end. */
+static int load_devices(struct vmrest *r)
+{
+	uint64_t end = wps_now_ns() + INCOMING_TIMEOUT_NS;
+	int fd = memfd_create("wpsnap-devices", MFD_CLOEXEC), err;
+
+	if (fd < 0)
+		return -errno;
+	if (pwrite(fd, r->devices, r->devices_len, 0) !=
+	    (ssize_t)r->devices_len) {
+		close(fd);
+		return -EIO;
+	}
+	err = wps_qemu_send_fd(r->q, fd, "wpsnap-devices");
+	close(fd);
+	if (!err)
+		err = wps_qemu_execute(r->q, "migrate-incoming",
+				       "{\"uri\":\"fd:wpsnap-devices\"}", NULL);
+	while (!err) {
+		char *ret = NULL;
+		json_t *st;
+		const char *s;
+
+		err = wps_qemu_execute(r->q, "query-migrate", NULL, &ret);
+		if (err)
+			break;
+		st = json_loads(ret, 0, NULL);
+		free(ret);
+		s = json_string_value(json_object_get(st, "status"));
+		if (s && !strcmp(s, "completed")) {
+			json_decref(st);
+			return 0;
+		}
+		if (s && (!strcmp(s, "failed") || !strcmp(s, "cancelled"))) {
+			const char *d = json_string_value(
+				json_object_get(st, "error-desc"));
+
+			wps_err(r->ctx, "QEMU refused the device state: %s "
+				"(QEMU's log has more)", d ? d : s);
+			err = -EIO;
+		} else if (wps_now_ns() > end) {
+			wps_err(r->ctx, "loading the device state: still %s "
+				"after %llu s", s ? s : "not started",
+				INCOMING_TIMEOUT_NS / 1000000000ull);
+			err = -ETIMEDOUT;
+		}
+		json_decref(st);
+		if (!err)
+			usleep(2000);
+	}
+	return err;
+}
+
+static int start_domain(struct vmrest *r, const char *name)
+{
+	virDomainPtr old = virDomainLookupByName(r->conn, name);
+	char *xml = NULL;
+	int err;
+
+	if (old) {
+		int active = virDomainIsActive(old);
+
+		virDomainFree(old);
+		if (active) {
+			wps_err(r->ctx, "domain %s is running: restore under "
+				"another name", name);
+			return -EEXIST;
+		}
+	}
+	err = make_overlays(r, name);
+	if (!err)
+		err = vm_xml_restore(r->ctx, r->xml, r->o->name, &r->m, &xml);
+	if (err)
+		return err;
+	r->dom = virDomainCreateXML(r->conn, xml, VIR_DOMAIN_START_PAUSED);
+	free(xml);
+	if (!r->dom) {
+		wps_err(r->ctx, "starting domain %s: %s", name,
+			qemu_libvirt_error());
+		return -EIO;
+	}
+	err = qemu_libvirt_handle(r->ctx, r->dom, &r->q);
+	if (!err)
+		err = wps_qemu_discover(r->q, &r->now);
+	if (!err)
+		err = check_same_qemu(r);
+	return err;
+}
+
+static void undo(struct vmrest *r)
+{
+	unsigned int i;
+
+	if (r->dom && virDomainDestroy(r->dom) < 0)
+		wps_err(r->ctx, "cannot destroy the half-restored domain: %s",
+			qemu_libvirt_error());
+	for (i = 0; i < r->m.nr_disks; i++)
+		if (r->made[i] && unlink(r->m.disks[i].overlay))
+			wps_warn(r->ctx, "cannot remove %s: %s",
+				 r->m.disks[i].overlay, strerror(errno));
+}
+
+int wps_vm_restore(struct wps_ctx *ctx, const struct wps_vm_restore_opts *o,
+		   struct wps_vm_restore_report *rep)
+{
+	struct vmrest r = { .ctx = ctx, .o = o };
+	uint64_t t0 = wps_now_ns(), t1 = 0, t2 = 0;
+	const char *name;
+	unsigned int i;
+	int err;
+
+	memset(rep, 0, sizeof(*rep));
+	if (!o || !o->dir) {
+		wps_err(ctx, "VM restore: no snapshot directory");
+		return -EINVAL;
+	}
+	err = load_dir(&r);
+	if (err)
+		goto out;
+	name = o->name ? o->name : r.m.domain;
+	err = vm_connect(ctx, o->uri, &r.conn);
+	if (!err)
+		err = start_domain(&r, name);
+	t1 = wps_now_ns();
+	if (!err)
+		err = fill_ram(&r);
+	t2 = wps_now_ns();
+	if (!err)
+		err = load_devices(&r);
+	if (!err && !o->paused && virDomainResume(r.dom) < 0) {
+		wps_err(ctx, "domain %s: resume failed: %s", name,
+			qemu_libvirt_error());
+		err = -EIO;
+	}
+	if (err) {
+		undo(&r);
+		goto out;
+	}
+	rep->pid = wps_qemu_pid(r.q);
+	rep->start_ns = t1 - t0;
+	rep->fill_ns = t2 - t1;
+	rep->devices_ns = wps_now_ns() - t2;
+	rep->total_ns = wps_now_ns() - t0;
+	rep->ram_bytes = r.ram_bytes;
+	for (i = 0; i < r.m.nr_disks; i++)
+		rep->nr_disks += r.made[i];
+out:
+	wps_qemu_close(r.q);
+	if (r.dom)
+		virDomainFree(r.dom);
+	if (r.conn)
+		virConnectClose(r.conn);
+	wps_qemu_layout_free(r.saved);
+	wps_qemu_layout_free(r.now);
+	wps_image_close(r.img);
+	free(r.xml);
+	return err;
+}

@@ -1,0 +1,203 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * wpsnap vm snapshot DOMAIN -o DIR / wpsnap vm restore DIR: the
+ * command-line front of the library's VM module (<wpsnap/vm.h>), which
+ * does the work and keeps the promises (the domain never left paused,
+ * nothing published on failure). This file parses options and prints
+ * the report: text, or one JSON object with --json. The library has
+ * logged the detail of a failure already.
+ */
+#include "config.h"
+
+#include <getopt.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <wpsnap/vm.h>
+#include <wpsnap/wpsnap.h>
+
+#include "tools/vm_cmd.h"
+
+#define MiB (1024.0 * 1024.0)
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+"usage: wpsnap vm snapshot DOMAIN -o DIR [--connect URI] [--json]\n"
+"       wpsnap vm restore DIR [--name NEW] [--paused] [--connect URI] [--json]\n"
+"\n"
+"snapshot  disk, memory and device state of a libvirt domain at one instant\n"
+"          into DIR (created): one short pause, then the RAM streams while\n"
+"          the guest runs; each disk goes on in a new qcow2 overlay beside it\n"
+"restore   start a domain from DIR that continues from that instant; its\n"
+"          disks are new overlays on the frozen images. --name: a new domain\n"
+"          (new UUID) beside the original; --paused: leave it paused\n"
+"--connect libvirt URI (default: libvirt's default, e.g. qemu:///system)\n");
+}
+
+static void print_json(json_t *j)
+{
+	char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
+
+	if (s)
+		printf("%s\n", s);
+	free(s);
+	json_decref(j);
+}
+
+static int snapshot(struct wps_ctx *ctx, int argc, char **argv)
+{
+	static const struct option lo[] = {
+		{ "output", required_argument, NULL, 'o' },
+		{ "connect", required_argument, NULL, 'c' },
+		{ "json", no_argument, NULL, 'j' },
+		{ "help", no_argument, NULL, 'h' },
+		{ 0 }
+	};
+	struct wps_vm_snapshot_opts o = { 0 };
+	struct wps_vm_report r;
+	bool json = false;
+	int c;
+
+	while ((c = getopt_long(argc, argv, "o:c:jh", lo, NULL)) != -1) {
+		switch (c) {
+		case 'o': o.dir = optarg; break;
+		case 'c': o.uri = optarg; break;
+		case 'j': json = true; break;
+		case 'h': usage(stdout); return 0;
+		default: usage(stderr); return 2;
+		}
+	}
+	if (optind != argc - 1 || !o.dir) {
+		usage(stderr);
+		return 2;
+	}
+	o.domain = argv[optind];
+	if (wps_vm_snapshot(ctx, &o, &r)) {
+		fprintf(stderr, "wpsnap vm snapshot: %s: failed (the domain "
+			"runs on; nothing was written to %s)\n", o.domain,
+			o.dir);
+		return 1;
+	}
+	if (json) {
+		print_json(json_pack(
+			"{s:s, s:s, s:i, s:b, s:f, s:f, s:f, s:f, s:f, s:f,"
+			" s:f, s:f, s:I, s:I, s:I, s:I, s:i}",
+			"domain", o.domain, "dir", o.dir, "qemu_pid",
+			(int)r.pid, "was_running", r.was_running,
+			"pause_ms", r.pause_ns / 1e6,
+			"suspend_ms", r.suspend_ns / 1e6,
+			"devices_ms", r.devices_ns / 1e6,
+			"disks_ms", r.disks_ns / 1e6,
+			"freeze_ms", r.freeze_ns / 1e6,
+			"resume_ms", r.resume_ns / 1e6,
+			"prepare_ms", r.prepare_ns / 1e6,
+			"total_ms", r.total_ns / 1e6,
+			"devices_bytes", (json_int_t)r.devices_bytes,
+			"ram_bytes", (json_int_t)r.ram_bytes,
+			"populated_bytes", (json_int_t)r.stats.populated_bytes,
+			"image_data_bytes",
+			(json_int_t)r.stats.image_data_bytes,
+			"disks", (int)r.nr_disks));
+		return 0;
+	}
+	printf("snapshot of domain %s (QEMU pid %d): %.1f MiB of RAM, "
+	       "%u disk%s, %.1f KiB of device state\n", o.domain, (int)r.pid,
+	       r.ram_bytes / MiB, r.nr_disks, r.nr_disks == 1 ? "" : "s",
+	       r.devices_bytes / 1024.0);
+	if (r.was_running)
+		printf("  guest paused   %.3f ms (suspend %.3f, devices %.3f, "
+		       "disks %.3f, freeze %.3f, resume %.3f)\n",
+		       r.pause_ns / 1e6, r.suspend_ns / 1e6,
+		       r.devices_ns / 1e6, r.disks_ns / 1e6,
+		       r.freeze_ns / 1e6, r.resume_ns / 1e6);
+	else
+		printf("  guest was paused already: left paused\n");
+	printf("  before pause   %.1f ms; total %.1f ms\n",
+	       r.prepare_ns / 1e6, r.total_ns / 1e6);
+	printf("  image          %.1f MiB data for %.1f MiB populated\n",
+	       r.stats.image_data_bytes / MiB, r.stats.populated_bytes / MiB);
+	printf("wrote %s\n", o.dir);
+	return 0;
+}
+
+static int restore(struct wps_ctx *ctx, int argc, char **argv)
+{
+	static const struct option lo[] = {
+		{ "name", required_argument, NULL, 'n' },
+		{ "connect", required_argument, NULL, 'c' },
+		{ "paused", no_argument, NULL, 'p' },
+		{ "json", no_argument, NULL, 'j' },
+		{ "help", no_argument, NULL, 'h' },
+		{ 0 }
+	};
+	struct wps_vm_restore_opts o = { 0 };
+	struct wps_vm_restore_report r;
+	bool json = false;
+	int c;
+
+	while ((c = getopt_long(argc, argv, "n:c:pjh", lo, NULL)) != -1) {
+		switch (c) {
+		case 'n': o.name = optarg; break;
+		case 'c': o.uri = optarg; break;
+		case 'p': o.paused = true; break;
+		case 'j': json = true; break;
+		case 'h': usage(stdout); return 0;
+		default: usage(stderr); return 2;
+		}
+	}
+	if (optind != argc - 1) {
+		usage(stderr);
+		return 2;
+	}
+	o.dir = argv[optind];
+	if (wps_vm_restore(ctx, &o, &r)) {
+		fprintf(stderr, "wpsnap vm restore: %s: failed (nothing was "
+			"left running)\n", o.dir);
+		return 1;
+	}
+	if (json) {
+		print_json(json_pack(
+			"{s:s, s:i, s:f, s:f, s:f, s:f, s:I, s:i, s:b}",
+			"dir", o.dir, "qemu_pid", (int)r.pid,
+			"start_ms", r.start_ns / 1e6,
+			"fill_ms", r.fill_ns / 1e6,
+			"devices_ms", r.devices_ns / 1e6,
+			"total_ms", r.total_ns / 1e6,
+			"ram_bytes", (json_int_t)r.ram_bytes,
+			"disks", (int)r.nr_disks, "paused", o.paused));
+		return 0;
+	}
+	printf("restored %s (QEMU pid %d): %.1f MiB of RAM, %u disk "
+	       "overlay%s\n", o.dir, (int)r.pid, r.ram_bytes / MiB,
+	       r.nr_disks, r.nr_disks == 1 ? "" : "s");
+	printf("  %.1f ms: domain started %.1f, RAM %.1f, device state "
+	       "%.1f; %s\n", r.total_ns / 1e6, r.start_ns / 1e6,
+	       r.fill_ns / 1e6, r.devices_ns / 1e6,
+	       o.paused ? "left paused" : "running");
+	return 0;
+}
+
+int vm_cmd_main(struct wps_ctx *ctx, int argc, char **argv)
+{
+	if (argc < 2) {
+		usage(stderr);
+		return 2;
+	}
+	argc--;
+	argv++;
+	optind = 1;
+	if (!strcmp(argv[0], "snapshot"))
+		return snapshot(ctx, argc, argv);
+	if (!strcmp(argv[0], "restore"))
+		return restore(ctx, argc, argv);
+	if (!strcmp(argv[0], "--help") || !strcmp(argv[0], "-h")) {
+		usage(stdout);
+		return 0;
+	}
+	fprintf(stderr, "wpsnap vm: unknown command '%s'\n", argv[0]);
+	usage(stderr);
+	return 2;
+}
