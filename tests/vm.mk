@@ -3,8 +3,10 @@
 # shared and private RAM; vm_boot.py proves the ground the VM snapshots
 # stand on (the guest's disk sequence, libvirt's monitor from C, the
 # disk-only snapshot) and skips (77) where libvirtd cannot run.
-TESTS += tests/integration/vm_boot.py
+# vm_snapshot.py: wpsnap vm snapshot/restore round trips on those domains.
+TESTS += tests/integration/vm_boot.py tests/integration/vm_snapshot.py
 EXTRA_DIST += tests/integration/vm_boot.py tests/integration/vm_lib.py \
+	tests/integration/vm_snapshot.py \
 	docs/VM.md
 if HAVE_LIBVIRT
 check_PROGRAMS += tests/integration/vm_probe

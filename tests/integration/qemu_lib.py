@@ -12,6 +12,9 @@
 import json, os, re, shutil, signal, socket, subprocess, sys, tempfile
 import threading, time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import wpstest  # noqa: E402
+
 B = os.environ.get("WPSNAP_BUILDDIR") or os.path.abspath(
     os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 WPSNAP = os.path.join(B, "tools", "wpsnap")
@@ -253,21 +256,11 @@ class Guest:
         return self.qmp.cmd("query-status")["status"]
 
     def tracer(self):
-        with open("/proc/%d/status" % self.pid) as f:
-            for line in f:
-                if line.startswith("TracerPid:"):
-                    return int(line.split()[1])
-        return None
+        return wpstest.tracer(self.pid)
 
     def uffd_vmas(self):
         """Mappings still registered with a userfaultfd (VmFlags um/uw)."""
-        n = 0
-        with open("/proc/%d/smaps" % self.pid) as f:
-            for line in f:
-                if line.startswith("VmFlags:") and (
-                        " uw" in line or " um" in line):
-                    n += 1
-        return n
+        return wpstest.uffd_vmas(self.pid)
 
     def ram_rss(self):
         """Resident bytes of the guest RAM mapping (QEMU's dontfork

@@ -158,6 +158,30 @@ def memfd_ram(name, size, byte=lambda page: 1):
     return mfd, m, addr
 
 
+def tracer(pid):
+    """The TracerPid of a process (0: nobody attached), None if gone."""
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                if line.startswith("TracerPid:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def uffd_vmas(pid):
+    """Mappings of pid still registered with a userfaultfd (VmFlags
+    um/uw)."""
+    n = 0
+    with open("/proc/%d/smaps" % pid) as f:
+        for line in f:
+            if line.startswith("VmFlags:") and (" uw" in line or
+                                                " um" in line):
+                n += 1
+    return n
+
+
 def run(cmd, **kw):
     return subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           text=True, **kw)
