@@ -39,7 +39,6 @@
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/syscall.h>
-#include <sys/uio.h>
 #include <sys/user.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -50,6 +49,7 @@
 #include "src/attach.h"
 #include "base/clock.h"
 #include "base/log.h"
+#include "base/memsrc.h"
 
 /* The kernel's internal "restart me" codes, seen in rax when a thread is
  * stopped on its way out of an interrupted syscall (include/linux/errno.h). */
@@ -692,11 +692,12 @@ static int attach_resume(void *arg)
 /* Syscall injection (x86_64)                                          */
 /* ------------------------------------------------------------------ */
 
-static bool find_insn_in(pid_t pid, uint64_t start, uint64_t end,
-			 uint64_t *out)
+static bool find_insn_in(struct wps_ctx *ctx, pid_t pid, uint64_t start,
+			 uint64_t end, uint64_t *out)
 {
 	static const size_t chunk = 64 << 10;
 	uint8_t *buf = malloc(chunk + 1);
+	struct wps_memsrc text;
 	uint64_t pos;
 	bool found = false;
 
@@ -705,15 +706,15 @@ static bool find_insn_in(pid_t pid, uint64_t start, uint64_t end,
 	/* Bounded: a library's text has one within its first pages. */
 	if (end - start > (4u << 20))
 		end = start + (4u << 20);
+	wps_memsrc_init_remote(&text, ctx, pid, start, end - start);
 	for (pos = start; pos < end && !found; pos += chunk) {
-		size_t len = end - pos < chunk ? end - pos : chunk;
-		struct iovec l = { buf, len }, r = { (void *)(uintptr_t)pos, len };
-		ssize_t got = process_vm_readv(pid, &l, 1, &r, 1, 0);
-		ssize_t k;
+		size_t len = end - pos < chunk ? end - pos : chunk, k;
 
-		if (got < 2)
+		/* Unreadable text is no error: the next mapping may do,
+		 * and writing one at rip is the last resort. */
+		if (len < 2 || wps_memsrc_try_read(&text, pos - start, buf, len))
 			break;
-		for (k = 0; k + 1 < got; k++) {
+		for (k = 0; k + 1 < len; k++) {
 			if (buf[k] == 0x0f && buf[k + 1] == 0x05) {
 				*out = pos + k;
 				found = true;
@@ -744,8 +745,8 @@ static int find_syscall_insn(struct wps_attach *at, struct inject *inj,
 			if (v[i].perms[2] != 'x' || vdso != !pass ||
 			    !strcmp(v[i].path, "[vsyscall]"))
 				continue;
-			if (find_insn_in(at->pid, v[i].start, v[i].end,
-					 &inj->insn))
+			if (find_insn_in(at->ctx, at->pid, v[i].start,
+					 v[i].end, &inj->insn))
 				return 0;
 		}
 	}

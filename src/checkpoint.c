@@ -19,6 +19,11 @@
  * once only across drains (WPS_IMGW_REWRITE), so a later write of a block
  * never lands before an earlier one.
  *
+ * Page data goes through the writer's sink (<wpsnap/sink.h>: put, and
+ * drain between rounds); the writer itself is only opened, given its
+ * blobs, committed or freed here. Guest memory is read with the shared
+ * reader (base/memsrc.h).
+ *
  * Owns: the tracker, the writer of the take under way, the bitmaps of
  * what a take must save and the staging buffer of the pause.
  */
@@ -32,8 +37,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -42,6 +45,7 @@
 #include "base/bits.h"
 #include "base/clock.h"
 #include "base/log.h"
+#include "base/memsrc.h"
 #include "stream/img_writer.h"
 #include "wp/compat.h"
 #include "wp/dirty.h"
@@ -54,11 +58,7 @@
 
 struct cregion {
 	struct wps_region r;
-	const uint8_t *src;     /* where we read it: host_addr in-process, a
-				   mapping of the memfd for another process;
-				   NULL: another process's anonymous memory,
-				   read with process_vm_readv */
-	void *map;              /* that mapping, ours (NULL: none) */
+	struct wps_memsrc src;  /* where we read it */
 	char name[WPS_REGION_NAME_MAX + 1];
 	uint64_t words;
 	uint64_t *want;     /* pages to save in this step */
@@ -80,6 +80,7 @@ struct wps_ckpt {
 	size_t stage_size;
 	uint8_t *bounce;               /* remote anonymous memory, in chunks */
 	struct wps_img_writer *w;      /* of the take under way, for blobs */
+	struct wps_sink sink;          /* its page data, during a take */
 };
 
 /* The harvest callback: mark the pages to save. */
@@ -149,70 +150,32 @@ static uint64_t marked_bytes(struct wps_ckpt *ck, bool zero)
 
 #define BOUNCE (1u << 20)
 
-/* len bytes of region r at off into dst, from wherever the region is. */
-static int read_guest(struct wps_ckpt *ck, unsigned int r, uint64_t off,
-		      void *dst, uint64_t len)
+/* Between rounds: every copy put so far is on the device, so a block put
+ * again lands after its earlier copy. */
+static int drain(struct wps_ckpt *ck)
 {
-	struct cregion *g = &ck->reg[r];
-	uint64_t done = 0;
-
-	if (g->src) {
-		memcpy(dst, g->src + off, len);
-		return 0;
-	}
-	while (done < len) {
-		struct iovec l = { (uint8_t *)dst + done, len - done };
-		struct iovec rv = { (void *)(uintptr_t)(g->r.host_addr + off + done),
-				    len - done };
-		ssize_t n = process_vm_readv(ck->o.pid, &l, 1, &rv, 1, 0);
-
-		if (n <= 0) {
-			int err = n < 0 ? errno : EIO;
-
-			wps_err(ck->ctx, "reading process %d at 0x%llx: %s",
-				(int)ck->o.pid, (unsigned long long)
-				(g->r.host_addr + off + done), strerror(err));
-			return -err;
-		}
-		done += (uint64_t)n;
-	}
-	return 0;
+	return ck->sink.ops->drain ? ck->sink.ops->drain(ck->sink.priv) : 0;
 }
 
 /* Copy a run from the guest straight into the image (guest running). */
 static int put_live(struct wps_ckpt *ck, unsigned int r, uint64_t off,
 		    uint64_t len, void *arg)
 {
-	struct wps_img_writer *w = arg;
-	int ret = 0;
-
-	if (ck->reg[r].src)
-		return wps_img_writer_put(w, WPS_LANE_SWEEP, r, off,
-					  ck->reg[r].src + off, len);
-	while (len && !ret) {
-		uint64_t n = len < BOUNCE ? len : BOUNCE;
-
-		ret = read_guest(ck, r, off, ck->bounce, n);
-		if (!ret)
-			ret = wps_img_writer_put(w, WPS_LANE_SWEEP, r, off,
-						 ck->bounce, n);
-		off += n;
-		len -= n;
-	}
-	return ret;
+	return wps_memsrc_put(&ck->reg[r].src, &ck->sink, WPS_LANE_SWEEP, r,
+			      off, len, ck->bounce, BOUNCE);
 }
 
 static int put_zero(struct wps_ckpt *ck, unsigned int r, uint64_t off,
 		    uint64_t len, void *arg)
 {
 	static const uint8_t zeros[64 * 1024];
-	struct wps_img_writer *w = arg;
 	int ret = 0;
 
 	while (len && !ret) {
 		uint64_t n = len < sizeof(zeros) ? len : sizeof(zeros);
 
-		ret = wps_img_writer_put(w, WPS_LANE_SWEEP, r, off, zeros, n);
+		ret = ck->sink.ops->put(ck->sink.priv, WPS_LANE_SWEEP, r, off,
+					zeros, n);
 		off += n;
 		len -= n;
 	}
@@ -221,14 +184,14 @@ static int put_zero(struct wps_ckpt *ck, unsigned int r, uint64_t off,
 
 struct stage_pos {
 	uint64_t used;
-	struct wps_img_writer *w;
 };
 
 static int stage_copy(struct wps_ckpt *ck, unsigned int r, uint64_t off,
 		      uint64_t len, void *arg)
 {
 	struct stage_pos *p = arg;
-	int ret = read_guest(ck, r, off, ck->stage + p->used, len);
+	int ret = wps_memsrc_read(&ck->reg[r].src, off, ck->stage + p->used,
+				  len);
 
 	p->used += len;
 	return ret;
@@ -240,8 +203,8 @@ static int stage_put(struct wps_ckpt *ck, unsigned int r, uint64_t off,
 	struct stage_pos *p = arg;
 	int ret;
 
-	ret = wps_img_writer_put(p->w, WPS_LANE_SWEEP, r, off,
-				 ck->stage + p->used, len);
+	ret = ck->sink.ops->put(ck->sink.priv, WPS_LANE_SWEEP, r, off,
+				ck->stage + p->used, len);
 	p->used += len;
 	return ret;
 }
@@ -254,7 +217,6 @@ static int stage_put(struct wps_ckpt *ck, unsigned int r, uint64_t off,
  */
 struct pop_arg {
 	struct wps_ckpt *ck;
-	struct wps_img_writer *w;
 	unsigned int r;
 	uint64_t bytes;
 };
@@ -265,18 +227,17 @@ static int pop_run(void *arg, uint64_t start, uint64_t end, uint64_t cat)
 	uint64_t base = p->ck->reg[p->r].r.host_addr;
 
 	p->bytes += end - start;
-	return put_live(p->ck, p->r, start - base, end - start, p->w);
+	return put_live(p->ck, p->r, start - base, end - start, NULL);
 }
 
-static int copy_populated(struct wps_ckpt *ck, struct wps_img_writer *w,
-			  uint64_t *bytes)
+static int copy_populated(struct wps_ckpt *ck, uint64_t *bytes)
 {
 	unsigned int i;
 	int ret;
 
 	for (i = 0; i < ck->nr; i++) {
 		struct wps_region *r = &ck->reg[i].r;
-		struct pop_arg p = { ck, w, i, 0 };
+		struct pop_arg p = { ck, i, 0 };
 
 		if (r->fd >= 0 && r->backing != WPS_BACKING_ANON) {
 			off_t pos = (off_t)r->fd_offset, end = pos + (off_t)r->size;
@@ -290,7 +251,7 @@ static int copy_populated(struct wps_ckpt *ck, struct wps_img_writer *w,
 				if (h < 0 || h > end)
 					h = end;
 				ret = put_live(ck, i, (uint64_t)(d - (off_t)r->fd_offset),
-					       (uint64_t)(h - d), w);
+					       (uint64_t)(h - d), NULL);
 				if (ret)
 					return ret;
 				p.bytes += (uint64_t)(h - d);
@@ -310,8 +271,7 @@ static int copy_populated(struct wps_ckpt *ck, struct wps_img_writer *w,
 }
 
 /* Step 2: one background round. Returns the bytes it copied. */
-static int round_copy(struct wps_ckpt *ck, struct wps_img_writer *w,
-		      uint64_t *bytes)
+static int round_copy(struct wps_ckpt *ck, uint64_t *bytes)
 {
 	unsigned int i;
 	int ret;
@@ -320,11 +280,11 @@ static int round_copy(struct wps_ckpt *ck, struct wps_img_writer *w,
 	if (ret)
 		return ret;
 	*bytes = marked_bytes(ck, false) + marked_bytes(ck, true);
-	ret = wps_img_writer_drain(w);   /* earlier copies land first */
+	ret = drain(ck);   /* earlier copies land first */
 	for (i = 0; !ret && i < ck->nr; i++) {
-		ret = for_each_run(ck, i, ck->reg[i].want, put_live, w);
+		ret = for_each_run(ck, i, ck->reg[i].want, put_live, NULL);
 		if (!ret)
-			ret = for_each_run(ck, i, ck->reg[i].zero, put_zero, w);
+			ret = for_each_run(ck, i, ck->reg[i].zero, put_zero, NULL);
 	}
 	return ret;
 }
@@ -347,7 +307,7 @@ static int grow_stage(struct wps_ckpt *ck, uint64_t bytes)
 static int take_instant(struct wps_ckpt *ck, struct wps_ckpt_stats *st,
 			int64_t *rt, int64_t *mono)
 {
-	struct stage_pos pos = { 0, NULL };
+	struct stage_pos pos = { 0 };
 	uint64_t t0, t1, bytes;
 	unsigned int i;
 	int ret;
@@ -437,7 +397,7 @@ int wps_ckpt_take(struct wps_ckpt *ck, const char *path,
 			  DEFAULT_TARGET;
 	struct wps_img_writer *w = NULL;
 	struct wps_img_writer_stats ws;
-	struct stage_pos pos = { 0, NULL };
+	struct stage_pos pos = { 0 };
 	uint64_t t0 = wps_now_ns(), tp, th, prev = UINT64_MAX, n;
 	int64_t rt = 0, mono = 0;
 	unsigned int i;
@@ -448,13 +408,14 @@ int wps_ckpt_take(struct wps_ckpt *ck, const char *path,
 	ret = open_writer(ck, path, &w);
 	if (ret)
 		goto fail;
+	ck->sink = wps_img_writer_sink(w);
 	if (!ck->have_parent) {
-		ret = copy_populated(ck, w, &s.precopy_bytes);
+		ret = copy_populated(ck, &s.precopy_bytes);
 		if (ret)
 			goto fail;
 	}
 	while (s.rounds < max_rounds) {
-		ret = round_copy(ck, w, &n);
+		ret = round_copy(ck, &n);
 		if (ret)
 			goto fail;
 		s.rounds++;
@@ -486,13 +447,12 @@ int wps_ckpt_take(struct wps_ckpt *ck, const char *path,
 	if (ret)
 		goto fail;
 
-	ret = wps_img_writer_drain(w);
-	pos.w = w;
+	ret = drain(ck);
 	for (i = 0; !ret && i < ck->nr; i++)
 		ret = for_each_run(ck, i, ck->reg[i].want, stage_put, &pos);
 	s.removed_bytes = marked_bytes(ck, true);
 	for (i = 0; !ret && i < ck->nr; i++)
-		ret = for_each_run(ck, i, ck->reg[i].zero, put_zero, w);
+		ret = for_each_run(ck, i, ck->reg[i].zero, put_zero, NULL);
 	if (ret)
 		goto fail;
 	if (ck->o.before_commit) {
@@ -522,6 +482,7 @@ int wps_ckpt_take(struct wps_ckpt *ck, const char *path,
 	s.dirty_bytes = ws.present_blocks * PAGE;
 	s.instant_realtime_ns = rt;
 	wps_img_writer_free(w);
+	ck->sink = (struct wps_sink){ 0 };
 	memcpy(ck->parent_uuid, s.uuid, 16);
 	snprintf(ck->parent_path, sizeof(ck->parent_path), "%s", path);
 	ck->have_parent = true;
@@ -538,6 +499,7 @@ fail:
 	/* Whatever this take harvested is lost to the chain: only a full
 	 * image can follow. Tracking goes on. */
 	wps_img_writer_free(w);
+	ck->sink = (struct wps_sink){ 0 };
 	ck->have_parent = false;
 	if (st)
 		*st = s;
@@ -600,24 +562,9 @@ int wps_ckpt_new(struct wps_ctx *ctx, const struct wps_region *regions,
 		if (regions[i].name)
 			snprintf(g->name, sizeof(g->name), "%s", regions[i].name);
 		g->r.name = g->name;
-		g->src = (const uint8_t *)(uintptr_t)regions[i].host_addr;
-		if (opts->pid && regions[i].local) {
-			g->src = regions[i].local;
-		} else if (opts->pid && regions[i].fd < 0) {
-			g->src = NULL;   /* anonymous: process_vm_readv */
-		} else if (opts->pid) {
-			/* the same page cache as the guest's mapping */
-			g->map = mmap(NULL, regions[i].size, PROT_READ, MAP_SHARED,
-				      regions[i].fd, (off_t)regions[i].fd_offset);
-			if (g->map == MAP_FAILED) {
-				g->map = NULL;
-				ret = -errno;
-				wps_err(ctx, "cannot map the memfd of region %u: %s",
-					i, strerror(errno));
-				goto fail;
-			}
-			g->src = g->map;
-		}
+		ret = wps_memsrc_open(&g->src, ctx, opts->pid, &regions[i]);
+		if (ret)
+			goto fail;
 		g->words = (regions[i].size / PAGE + 63) / 64;
 		g->want = calloc(g->words ? g->words : 1, 8);
 		g->zero = calloc(g->words ? g->words : 1, 8);
@@ -662,8 +609,7 @@ void wps_ckpt_free(struct wps_ckpt *ck)
 	for (i = 0; i < ck->nr; i++) {
 		free(ck->reg[i].want);
 		free(ck->reg[i].zero);
-		if (ck->reg[i].map)
-			munmap(ck->reg[i].map, ck->reg[i].r.size);
+		wps_memsrc_close(&ck->reg[i].src);
 	}
 	free(ck->reg);
 	free(ck->stage);

@@ -720,10 +720,16 @@ static int sink_reserve(void *priv, enum wps_lane lane, size_t len,
 	return wps_img_writer_reserve(priv, lane, len, nowait);
 }
 
+static int sink_drain(void *priv)
+{
+	return wps_img_writer_drain(priv);
+}
+
 static const struct wps_sink_ops imgw_sink_ops = {
 	.put = sink_put,
 	.flush = sink_flush,
 	.reserve = sink_reserve,
+	.drain = sink_drain,
 };
 
 struct wps_sink wps_img_writer_sink(struct wps_img_writer *w)

@@ -73,7 +73,8 @@ int wps_img_writer_open(struct wps_ctx *ctx, const char *path,
 /* The sink view of this writer (valid until free). */
 struct wps_sink wps_img_writer_sink(struct wps_img_writer *w);
 
-/* Same as the sink ops, callable directly. */
+/* Same as the sink ops, callable directly (drain below is the sink's
+ * drain op). */
 int wps_img_writer_put(struct wps_img_writer *w, enum wps_lane lane,
 		       unsigned int r, uint64_t off, const void *src,
 		       size_t len);

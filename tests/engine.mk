@@ -28,3 +28,12 @@ tests_unit_test_restore_SOURCES = tests/unit/test_restore.c \
 tests_unit_test_restore_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS)
 tests_unit_test_restore_LDADD = tests/unit/libtestutil.la \
 	guest/libwpsguest.la libwpsnap_priv.la $(CHECK_LIBS)
+
+# The guest-memory reader (base/memsrc.c) the engine, the checkpointer and
+# attach share: local, remote anonymous, remote memfd, and its errors.
+check_PROGRAMS += tests/unit/test_memsrc
+TESTS += tests/unit/test_memsrc
+tests_unit_test_memsrc_SOURCES = tests/unit/test_memsrc.c
+tests_unit_test_memsrc_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS)
+tests_unit_test_memsrc_LDADD = tests/unit/libtestutil.la \
+	libwpsnap_priv.la $(CHECK_LIBS)

@@ -33,14 +33,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
-#include <sys/mman.h>
 #include <sys/resource.h>
-#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "base/clock.h"
 #include "base/log.h"
+#include "base/memsrc.h"
 #include "wp/compat.h"
 #include "wp/engine.h"
 #include "wp/histo.h"
@@ -75,15 +74,13 @@
 struct ereg {
 	unsigned int idx;       /* index in the caller's table (sink's r) */
 	uint64_t start, end;
-	const uint8_t *src;     /* where the bytes can be read */
+	struct wps_memsrc src;  /* where the bytes can be read */
 	uint32_t unit;
 	unsigned int shift;
 	uint64_t nr_units;
 	uint32_t backing;
 	int fd;
 	uint64_t fd_offset;
-	void *map;              /* our own mapping of fd, when we made it */
-	bool remote;            /* read with process_vm_readv (src unused) */
 	uint64_t *save;         /* populated at the freeze: sweep copies */
 	uint64_t *claimed;      /* atomic: someone is saving this unit */
 	uint64_t *copied;       /* atomic: pre-image safe, may unprotect */
@@ -352,43 +349,15 @@ static int claim_copy(struct wps_engine *e, struct ereg *r, uint64_t u,
 
 /*
  * Hand units [u, u + n) of r to the sink: straight from our view of the
- * memory, or, for another process's anonymous memory, through a bounce
- * buffer filled with process_vm_readv (which, like any read, does not
- * trip write-protection and sees the frozen content).
+ * memory (zero-copy), or, for another process's anonymous memory, through
+ * the lane's bounce buffer (base/memsrc.h; a read does not trip
+ * write-protection and sees the frozen content).
  */
 static int save_units(struct wps_engine *e, struct ereg *r, enum wps_lane lane,
 		      uint64_t u, uint64_t n)
 {
-	uint64_t off = u << r->shift, len = n << r->shift, done = 0;
-
-	if (!r->remote)
-		return e->sink.ops->put(e->sink.priv, lane, r->idx, off,
-					r->src + off, len);
-	while (done < len) {
-		uint64_t chunk = len - done < e->bounce_size ? len - done
-							     : e->bounce_size;
-		struct iovec local = { e->bounce[lane], chunk };
-		struct iovec remote = {
-			(void *)(uintptr_t)(r->start + off + done), chunk
-		};
-		ssize_t got = process_vm_readv(e->pid, &local, 1, &remote, 1, 0);
-		int ret;
-
-		if (got <= 0 || (uint64_t)got % 4096) {
-			int err = got < 0 ? errno : EIO;
-
-			wps_err(e->ctx, "reading 0x%llx of process %d failed: %s",
-				(unsigned long long)(r->start + off + done),
-				(int)e->pid, strerror(err));
-			return -err;
-		}
-		ret = e->sink.ops->put(e->sink.priv, lane, r->idx, off + done,
-				       e->bounce[lane], got);
-		if (ret)
-			return ret;
-		done += got;
-	}
-	return 0;
+	return wps_memsrc_put(&r->src, &e->sink, lane, r->idx, u << r->shift,
+			      n << r->shift, e->bounce[lane], e->bounce_size);
 }
 
 /* Unprotect the units of [u0, u1) whose pre-image is safe, in runs. */
@@ -1073,47 +1042,6 @@ static int check_marker_cost(struct wps_ctx *ctx,
 	return -E2BIG;
 }
 
-/*
- * Where the engine reads a region. In-process: the guest's own address.
- * For another process: the caller's mapping, or our own read-only shared
- * mapping of the region's memfd (the page cache is the same, so what we
- * read is what the guest sees; anonymous memory of another process has
- * no such view).
- */
-static int map_source(struct wps_engine *e, struct ereg *r,
-		      const struct wps_region *d)
-{
-	uint64_t len = d->size;
-
-	if (!e->pid) {
-		r->src = (const uint8_t *)(uintptr_t)d->host_addr;
-		return 0;
-	}
-	if (d->local) {
-		r->src = d->local;
-		return 0;
-	}
-	if (d->fd < 0 || d->backing == WPS_BACKING_ANON) {
-		/* No view of our own: copy through the kernel, from the
-		 * owner's address space, one run at a time. */
-		r->remote = true;
-		return 0;
-	}
-	r->map = mmap(NULL, len, PROT_READ, MAP_SHARED, d->fd, d->fd_offset);
-	if (r->map == MAP_FAILED) {
-		int err = errno;
-
-		r->map = NULL;
-		wps_err(e->ctx, "cannot map the memfd of region 0x%llx "
-			"(%llu bytes at offset %llu): %s",
-			(unsigned long long)d->host_addr, (unsigned long long)len,
-			(unsigned long long)d->fd_offset, strerror(err));
-		return -err;
-	}
-	r->src = r->map;
-	return 0;
-}
-
 int wps_engine_new(struct wps_ctx *ctx, const struct wps_region *regions,
 		   unsigned int nr, const struct wps_engine_opts *opts,
 		   struct wps_engine **out)
@@ -1173,7 +1101,10 @@ int wps_engine_new(struct wps_ctx *ctx, const struct wps_region *regions,
 		r->idx = i;
 		r->start = regions[i].host_addr;
 		r->end = regions[i].host_addr + regions[i].size;
-		ret = map_source(e, r, &regions[i]);
+		/* In-process: the guest's own address; another process:
+		 * the caller's mapping, our own of its memfd, or
+		 * process_vm_readv for anonymous memory. */
+		ret = wps_memsrc_open(&r->src, ctx, e->pid, &regions[i]);
 		if (ret)
 			goto fail;
 		r->unit = regions[i].page_size;
@@ -1207,7 +1138,7 @@ int wps_engine_new(struct wps_ctx *ctx, const struct wps_region *regions,
 	/* Remote reads: a bounce buffer per lane, large enough for a claim
 	 * step or a whole unit; longer runs go through it in pieces. */
 	for (i = 0; i < nr; i++) {
-		if (!e->r[i].remote)
+		if (wps_memsrc_direct(&e->r[i].src, 0))
 			continue;
 		if (e->bounce_size < (256u << 10))
 			e->bounce_size = 256u << 10;
@@ -1588,8 +1519,7 @@ void wps_engine_free(struct wps_engine *e)
 			free(e->r[i].copied);
 			free(e->r[i].dirty);
 			free(e->r[i].huge);
-			if (e->r[i].map)
-				munmap(e->r[i].map, e->r[i].end - e->r[i].start);
+			wps_memsrc_close(&e->r[i].src);
 		}
 		free(e->r);
 	}

@@ -12,6 +12,9 @@
  * space; the fault path uses WPS_LANE_FAULT, which must be served from
  * reserved space and wait only when that is exhausted. Each lane is used
  * by one thread at a time; different lanes may be used concurrently.
+ *
+ * The checkpointer (src/checkpoint.c) writes its page data through the
+ * same interface; between its rounds it calls drain().
  */
 #ifndef WPSNAP_SINK_H
 #define WPSNAP_SINK_H
@@ -46,6 +49,19 @@ struct wps_sink_ops {
 	 * waiting: the fault path copies neighbours only when space is free
 	 * now. */
 	int (*reserve)(void *priv, enum wps_lane lane, size_t len, bool nowait);
+	/* Optional (NULL: the sink buffers nothing, every put() is already
+	 * on the device): hand what every lane has buffered to the device
+	 * and wait until everything put so far is there (written, not
+	 * necessarily synced). A block put after drain() returns lands
+	 * after its earlier copies, so a caller may put a block again (the
+	 * checkpointer's rounds). No put() may run concurrently. 0, or the
+	 * sink's sticky -errno.
+	 *
+	 * ABI: appended after reserve, so an ops table compiled against the
+	 * header without it is shorter. The library reads drain only from
+	 * sinks it makes itself (the image writer's); the engine never calls
+	 * it, so a caller's older table is never read past reserve. */
+	int (*drain)(void *priv);
 };
 
 struct wps_sink {
