@@ -9,5 +9,7 @@ libwpsnap_priv_la_SOURCES += \
 	stream/img_writer.h \
 	stream/img_reader.c \
 	stream/img_reader_int.h \
+	stream/nbd_conn.c \
+	stream/nbd_conn.h \
 	stream/nbd_source.c \
 	stream/nbd_source.h
