@@ -11,3 +11,4 @@ EXTRA_DIST += tests/integration/nbd.sh
 # without root, nbdkit or network namespaces.
 TESTS += tests/integration/nbd_write.sh
 EXTRA_DIST += tests/integration/nbd_write.sh
+EXTRA_DIST += tests/bench/nbd_write.sh docs/REMOTE.md
