@@ -42,8 +42,8 @@
 #include "stream/nbd_conn.h"
 
 #define NBDW_CONNS 4u               /* connections at most (multi-conn) */
-#define NBDW_DEPTH 16u              /* requests in flight per connection */
-#define NBDW_PIECE (1u << 20)       /* bytes per write request at most */
+#define NBDW_DEPTH 64u              /* requests in flight per connection */
+#define NBDW_PIECE (256u << 10)     /* bytes per write request at most */
 #define NBDW_CONNECT_MS 10000       /* first connection: server must answer */
 #define NBDW_EXTRA_CONNECT_MS 3000  /* further ones: else use what we have */
 
