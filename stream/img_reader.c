@@ -338,7 +338,10 @@ static int check_super(struct wps_image *img, const struct wps_img_super *sb,
 				(unsigned long long)size,
 				(unsigned long long)(foff + WPS_IMG_BLOCK));
 	}
-	if (size > foff + WPS_IMG_BLOCK)
+	/* An NBD export has the size its server gives it, usually more than
+	 * the image the writer put at its start (stream/img_out_nbd.c); a
+	 * file has exactly the image's. */
+	if (size > foff + WPS_IMG_BLOCK && !img->src->remote)
 		return img_fail(img, -EBADMSG,
 				"file is %llu bytes, expected %llu: data after the footer",
 				(unsigned long long)size,

@@ -38,125 +38,10 @@
 #include <unistd.h>
 
 #include "base/log.h"
-#include "stream/format.h"
-#include "stream/img_writer.h"
+#include "stream/img_out.h"
+#include "stream/img_reader_int.h"
 
-#define IMGW_MAX_EXT 64                 /* iocbs per buffer */
-#define IMGW_DEFAULT_BUDGET (64ull << 20)
-#define IMGW_MIN_BUF (1u << 20)
-#define IMGW_MIN_BUFS 4                 /* 2 normal + 2 reserve */
-#define IMGW_SWEEP_BUFS 24              /* sweep's share, when there is more */
-#define IMGW_BATCH 128                  /* iocbs per io_submit/io_getevents */
-#define IMGW_MAX_AIO 4096u              /* aio slots asked for, at most */
-#define IMGW_MIN_AIO 64u                /* ... and at least */
-
-enum { POOL_NORMAL, POOL_RESERVE, NR_POOLS };
-
-enum imgw_state { ST_OPEN, ST_COMMITTED, ST_DEAD };
-
-struct imgw_buf;
-
-struct imgw_ext {
-	struct iocb iocb;       /* io_event.obj points here */
-	struct imgw_buf *buf;
-	uint64_t file_off;
-	uint32_t buf_off;
-	uint32_t len;
-	bool shorted;           /* WPS_IMGW_TEST_SHORT_WRITES done for it */
-};
-
-struct imgw_buf {
-	uint8_t *data;
-	uint32_t used;          /* bytes filled, all in extents */
-	uint32_t nr_ext;
-	uint32_t submitted;     /* extents handed to the I/O thread; lane only */
-	uint32_t pending;       /* submitted extents not done; under lock */
-	bool current;           /* a lane still fills it; under lock */
-	int pool;
-	struct imgw_buf *next;  /* free list */
-	struct imgw_ext ext[IMGW_MAX_EXT];
-};
-
-struct imgw_region {
-	struct wps_img_writer_region desc;
-	struct wps_img_layout_region lay;
-	uint64_t *seen;         /* bit per block: put() already had it */
-	uint64_t *present;      /* bit per block: non-zero data written */
-	uint32_t *csum;         /* per group: XOR of block crcs */
-	uint32_t *bcrc;         /* per block, with WPS_IMGW_REWRITE: its crc,
-				   to take it out of csum when replaced */
-};
-
-struct imgw_blob {
-	char name[48];
-	void *data;
-	size_t len;
-	uint32_t crc;
-};
-
-struct wps_img_writer {
-	struct wps_ctx *ctx;
-	char *path;
-	char *partial;
-	unsigned int flags;
-	int fd;
-	bool direct;
-	bool partial_exists;    /* created by us, not yet renamed or unlinked */
-	enum imgw_state state;
-
-	uint8_t uuid[16];
-	uint8_t parent_uuid[16];
-	int64_t realtime_ns;
-	int64_t monotonic_ns;
-
-	uint32_t nr_regions;
-	struct imgw_region *regions;
-	struct wps_img_layout lay;
-
-	struct imgw_blob *blobs;
-	uint32_t nr_blobs;
-
-	uint8_t *arena;         /* mmap, nr_bufs * buf_size */
-	size_t arena_size;
-	struct imgw_buf *bufs;
-	uint32_t nr_bufs;
-	uint32_t buf_size;
-	struct imgw_buf *cur[WPS_NR_LANES]; /* owned by the lane's thread */
-
-	io_context_t aio;
-	bool aio_ready;
-	int efd;
-	pthread_t io_thread;
-	bool io_started;
-
-	pthread_mutex_t lock;
-	pthread_cond_t cond;    /* a buffer came back, an error, I/O idle */
-	struct imgw_buf *free_list[NR_POOLS];
-	uint32_t nr_free[NR_POOLS];
-	uint64_t memory_bytes;  /* buffers, bitmaps, tables we allocated */
-	uint32_t nr_reserve;    /* buffers of the fault path's pool */
-	struct iocb **queue;    /* ring of iocbs to submit */
-	uint32_t qcap, qhead, qlen;
-	uint32_t inflight;      /* iocbs in the kernel */
-	bool stop;              /* I/O thread: exit once idle */
-	bool drop;              /* I/O thread: discard the queue (abort) */
-
-	int error;              /* sticky, atomic */
-
-	uint64_t st_data_bytes; /* atomic, like the rest of st_ */
-	uint64_t st_present;
-	uint64_t st_zero;
-	uint64_t st_ios;
-	uint64_t st_short;
-	uint64_t st_file_bytes;
-};
-
-static void stat_add(uint64_t *p, uint64_t v)
-{
-	__atomic_fetch_add(p, v, __ATOMIC_RELAXED);
-}
-
-static int get_error(const struct wps_img_writer *w)
+int wps_imgw_error(const struct wps_img_writer *w)
 {
 	return __atomic_load_n(&w->error, __ATOMIC_ACQUIRE);
 }
@@ -167,10 +52,7 @@ static int get_error(const struct wps_img_writer *w)
  * lock, and taking it here before the broadcast is what keeps them from
  * missing the wake-up.
  */
-static void set_error(struct wps_img_writer *w, int err, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-static void set_error(struct wps_img_writer *w, int err, const char *fmt, ...)
+void wps_imgw_set_error(struct wps_img_writer *w, int err, const char *fmt, ...)
 {
 	int expected = 0;
 
@@ -196,8 +78,8 @@ static void kick(struct wps_img_writer *w)
 
 	/* Cannot fail short of counter overflow (2^64 - 2 kicks). */
 	if (write(w->efd, &one, sizeof(one)) != sizeof(one))
-		set_error(w, -errno, "image %s: eventfd write failed: %s",
-			  w->partial, strerror(errno));
+		wps_imgw_set_error(w, -errno, "image %s: eventfd write failed: %s",
+			  w->path, strerror(errno));
 }
 
 /* ------------------------------------------------------------------ */
@@ -240,7 +122,7 @@ static int get_buf_ex(struct wps_img_writer *w, enum wps_lane lane,
 
 	pthread_mutex_lock(&w->lock);
 	for (;;) {
-		err = get_error(w);
+		err = wps_imgw_error(w);
 		if (err)
 			break;
 		b = NULL;
@@ -310,7 +192,7 @@ static void submit_ext(struct wps_img_writer *w, enum wps_lane lane, bool keep)
 	/* Cannot overflow: qcap covers every extent of every buffer, and an
 	 * extent is queued at most once at a time. */
 	for (i = first; i < first + n; i++)
-		w->queue[(w->qhead + w->qlen++) % w->qcap] = &b->ext[i].iocb;
+		w->queue[(w->qhead + w->qlen++) % w->qcap] = &b->ext[i];
 	pthread_mutex_unlock(&w->lock);
 	if (n)
 		kick(w);
@@ -339,12 +221,12 @@ static void io_complete(struct wps_img_writer *w, struct io_event *ev)
 	long res = (long)ev->res;
 
 	if (res < 0) {
-		set_error(w, (int)res,
+		wps_imgw_set_error(w, (int)res,
 			  "image %s: write of %u bytes at offset %llu failed: %s",
 			  w->partial, e->len, (unsigned long long)e->file_off,
 			  strerror((int)-res));
 	} else if (res == 0 || (unsigned long)res > e->len) {
-		set_error(w, -EIO,
+		wps_imgw_set_error(w, -EIO,
 			  "image %s: write of %u bytes at offset %llu returned %ld",
 			  w->partial, e->len, (unsigned long long)e->file_off,
 			  res);
@@ -361,7 +243,7 @@ static void io_complete(struct wps_img_writer *w, struct io_event *ev)
 		if (done < e->len && w->direct)
 			done &= ~(WPS_IMG_BLOCK - 1);
 		if (done < e->len) {
-			stat_add(&w->st_short, 1);
+			wps_imgw_stat_add(&w->st_short, 1);
 			e->file_off += done;
 			e->buf_off += done;
 			e->len -= done;
@@ -370,17 +252,12 @@ static void io_complete(struct wps_img_writer *w, struct io_event *ev)
 			io_set_eventfd(&e->iocb, w->efd);
 			pthread_mutex_lock(&w->lock);
 			w->inflight--;
-			w->queue[(w->qhead + w->qlen++) % w->qcap] = &e->iocb;
+			w->queue[(w->qhead + w->qlen++) % w->qcap] = e;
 			pthread_mutex_unlock(&w->lock);
 			return;
 		}
 	}
-	pthread_mutex_lock(&w->lock);
-	w->inflight--;
-	ext_done_locked(w, e);
-	if (!w->inflight && !w->qlen)
-		pthread_cond_broadcast(&w->cond);
-	pthread_mutex_unlock(&w->lock);
+	wps_imgw_done(w, e);
 }
 
 static void io_reap(struct wps_img_writer *w)
@@ -395,7 +272,7 @@ static void io_reap(struct wps_img_writer *w)
 		if (n == -EINTR)
 			continue;
 		if (n < 0) {
-			set_error(w, n, "image %s: io_getevents: %s", w->partial,
+			wps_imgw_set_error(w, n, "image %s: io_getevents: %s", w->partial,
 				  strerror(-n));
 			return;
 		}
@@ -404,41 +281,77 @@ static void io_reap(struct wps_img_writer *w)
 	} while (n == IMGW_BATCH || n == -EINTR);
 }
 
+uint32_t wps_imgw_peek(struct wps_img_writer *w, struct imgw_ext **batch,
+		       uint32_t max)
+{
+	uint32_t i, n;
+
+	pthread_mutex_lock(&w->lock);
+	if (w->qlen && (w->drop || wps_imgw_error(w))) {
+		/* Nothing more will be written: give the buffers back so
+		 * that waiters see the error and abort can finish. */
+		while (w->qlen) {
+			struct imgw_ext *e = w->queue[w->qhead];
+
+			w->qhead = (w->qhead + 1) % w->qcap;
+			w->qlen--;
+			ext_done_locked(w, e);
+		}
+		pthread_cond_broadcast(&w->cond);
+	}
+	n = w->qlen < max ? w->qlen : max;
+	for (i = 0; i < n; i++)
+		batch[i] = w->queue[(w->qhead + i) % w->qcap];
+	pthread_mutex_unlock(&w->lock);
+	return n;
+}
+
+void wps_imgw_consumed(struct wps_img_writer *w, uint32_t n)
+{
+	pthread_mutex_lock(&w->lock);
+	w->qhead = (w->qhead + n) % w->qcap;
+	w->qlen -= n;
+	w->inflight += n;
+	pthread_mutex_unlock(&w->lock);
+	wps_imgw_stat_add(&w->st_ios, n);
+}
+
+void wps_imgw_done(struct wps_img_writer *w, struct imgw_ext *e)
+{
+	pthread_mutex_lock(&w->lock);
+	w->inflight--;
+	ext_done_locked(w, e);
+	if (!w->inflight && !w->qlen)
+		pthread_cond_broadcast(&w->cond);
+	pthread_mutex_unlock(&w->lock);
+}
+
+bool wps_imgw_io_finished(struct wps_img_writer *w)
+{
+	bool done;
+
+	pthread_mutex_lock(&w->lock);
+	done = w->stop && !w->qlen && !w->inflight;
+	pthread_mutex_unlock(&w->lock);
+	return done;
+}
+
 static void io_submit_queue(struct wps_img_writer *w)
 {
+	struct imgw_ext *ext[IMGW_BATCH];
 	struct iocb *batch[IMGW_BATCH];
 	uint32_t i, n;
 	int ret;
 
 	for (;;) {
-		pthread_mutex_lock(&w->lock);
-		if (w->qlen && (w->drop || get_error(w))) {
-			/* Nothing more will be written: give the buffers back
-			 * so that waiters see the error and abort can finish. */
-			while (w->qlen) {
-				struct iocb *cb = w->queue[w->qhead];
-
-				w->qhead = (w->qhead + 1) % w->qcap;
-				w->qlen--;
-				ext_done_locked(w, (struct imgw_ext *)cb);
-			}
-			pthread_cond_broadcast(&w->cond);
-		}
-		n = w->qlen < IMGW_BATCH ? w->qlen : IMGW_BATCH;
-		for (i = 0; i < n; i++)
-			batch[i] = w->queue[(w->qhead + i) % w->qcap];
-		pthread_mutex_unlock(&w->lock);
+		n = wps_imgw_peek(w, ext, IMGW_BATCH);
 		if (!n)
 			return;
-
+		for (i = 0; i < n; i++)
+			batch[i] = &ext[i]->iocb;
 		ret = io_submit(w->aio, (long)n, batch);
 		if (ret > 0) {
-			pthread_mutex_lock(&w->lock);
-			w->qhead = (w->qhead + (uint32_t)ret) % w->qcap;
-			w->qlen -= (uint32_t)ret;
-			w->inflight += (uint32_t)ret;
-			pthread_mutex_unlock(&w->lock);
-			stat_add(&w->st_ios, (uint64_t)ret);
+			wps_imgw_consumed(w, (uint32_t)ret);
 			continue;
 		}
 		if (ret == -EINTR)
@@ -454,31 +367,27 @@ static void io_submit_queue(struct wps_img_writer *w)
 				return;
 			ret = -EAGAIN;
 		}
-		set_error(w, ret, "image %s: io_submit of %u bytes at offset %llu: %s",
+		wps_imgw_set_error(w, ret, "image %s: io_submit of %u bytes at offset %llu: %s",
 			  w->partial, (unsigned int)batch[0]->u.c.nbytes,
 			  (unsigned long long)batch[0]->u.c.offset,
 			  strerror(-ret));
 	}
 }
 
-static void *io_main(void *arg)
+static void *file_io_main(void *arg)
 {
 	struct wps_img_writer *w = arg;
 	uint64_t v;
-	bool done;
 
 	for (;;) {
 		if (read(w->efd, &v, sizeof(v)) < 0 && errno != EINTR) {
-			set_error(w, -errno, "image %s: eventfd read: %s",
+			wps_imgw_set_error(w, -errno, "image %s: eventfd read: %s",
 				  w->partial, strerror(errno));
 			usleep(1000); /* keep reaping, without spinning */
 		}
 		io_reap(w);
 		io_submit_queue(w);
-		pthread_mutex_lock(&w->lock);
-		done = w->stop && !w->qlen && !w->inflight;
-		pthread_mutex_unlock(&w->lock);
-		if (done)
+		if (wps_imgw_io_finished(w))
 			return NULL;
 	}
 }
@@ -526,7 +435,7 @@ int wps_img_writer_put(struct wps_img_writer *w, enum wps_lane lane,
 	const uint8_t *s = src;
 	struct imgw_region *reg;
 	uint64_t b, end, present = 0, zero = 0, replaced = 0;
-	int err = get_error(w);
+	int err = wps_imgw_error(w);
 
 	if (err)
 		return err;
@@ -621,21 +530,21 @@ int wps_img_writer_put(struct wps_img_writer *w, enum wps_lane lane,
 			submit_buf(w, lane);
 	}
 	if (present) {
-		stat_add(&w->st_present, present);
-		stat_add(&w->st_data_bytes, present * WPS_IMG_BLOCK);
+		wps_imgw_stat_add(&w->st_present, present);
+		wps_imgw_stat_add(&w->st_data_bytes, present * WPS_IMG_BLOCK);
 	}
 	if (replaced) {
-		stat_add(&w->st_present, -replaced);
-		stat_add(&w->st_data_bytes, -replaced * WPS_IMG_BLOCK);
+		wps_imgw_stat_add(&w->st_present, -replaced);
+		wps_imgw_stat_add(&w->st_data_bytes, -replaced * WPS_IMG_BLOCK);
 	}
 	if (zero)
-		stat_add(&w->st_zero, zero);
+		wps_imgw_stat_add(&w->st_zero, zero);
 	return err;
 }
 
 int wps_img_writer_flush(struct wps_img_writer *w, enum wps_lane lane)
 {
-	int err = get_error(w);
+	int err = wps_imgw_error(w);
 
 	if (err)
 		return err;
@@ -644,7 +553,7 @@ int wps_img_writer_flush(struct wps_img_writer *w, enum wps_lane lane)
 	if (w->cur[lane] && w->cur[lane]->nr_ext > w->cur[lane]->submitted)
 		submit_ext(w, lane, w->cur[lane]->used < w->buf_size &&
 				    w->cur[lane]->nr_ext < IMGW_MAX_EXT);
-	return get_error(w);
+	return wps_imgw_error(w);
 }
 
 int wps_img_writer_drain(struct wps_img_writer *w)
@@ -657,10 +566,10 @@ int wps_img_writer_drain(struct wps_img_writer *w)
 		return err;
 	kick(w);
 	pthread_mutex_lock(&w->lock);
-	while ((w->qlen || w->inflight) && !get_error(w))
+	while ((w->qlen || w->inflight) && !wps_imgw_error(w))
 		pthread_cond_wait(&w->cond, &w->lock);
 	pthread_mutex_unlock(&w->lock);
-	return get_error(w);
+	return wps_imgw_error(w);
 }
 
 int wps_img_writer_reserve(struct wps_img_writer *w, enum wps_lane lane,
@@ -668,7 +577,7 @@ int wps_img_writer_reserve(struct wps_img_writer *w, enum wps_lane lane,
 {
 	struct imgw_buf *b = w->cur[lane];
 	size_t blocks = len / WPS_IMG_BLOCK;
-	int err = get_error(w);
+	int err = wps_imgw_error(w);
 
 	if (err)
 		return err;
@@ -800,9 +709,11 @@ static uint64_t popcount_words(const uint64_t *p, uint64_t n)
 
 /* pwrite all of it. Under O_DIRECT a short write that stops inside a
  * block is redone from the block start. */
-static int pwrite_full(struct wps_img_writer *w, const uint8_t *buf,
-		       size_t len, uint64_t off, const char *what)
+static int file_write_sync(struct wps_img_writer *w, const void *data,
+			   size_t len, uint64_t off, const char *what)
 {
+	const uint8_t *buf = data;
+
 	while (len) {
 		ssize_t n = pwrite(w->fd, buf, len, (off_t)off);
 
@@ -859,7 +770,7 @@ static int write_trailer(struct wps_img_writer *w, uint64_t *present_total,
 	buf = alloc_io(tsize + WPS_IMG_BLOCK);
 	if (!buf) {
 		wps_err(w->ctx, "image %s: no memory for a %llu-byte trailer",
-			w->partial, (unsigned long long)tsize);
+			w->path, (unsigned long long)tsize);
 		return -ENOMEM;
 	}
 	for (i = 0; i < w->nr_regions; i++) {
@@ -913,7 +824,8 @@ static int write_trailer(struct wps_img_writer *w, uint64_t *present_total,
 	ft->footer_offset = htole64(foff);
 	ft->crc = htole32(wps_crc32c(0, ft, offsetof(struct wps_img_footer, crc)));
 
-	err = pwrite_full(w, buf, tsize + WPS_IMG_BLOCK, t0, "trailer and footer");
+	err = w->out->write_sync(w, buf, tsize + WPS_IMG_BLOCK, t0,
+				 "trailer and footer");
 	free(buf);
 	*present_total = present;
 	*footer_offset = foff;
@@ -963,8 +875,8 @@ static int write_meta(struct wps_img_writer *w, uint64_t footer_offset)
 	sb->region_table_crc = htole32(wps_crc32c(0, buf + WPS_IMG_BLOCK,
 						  w->lay.meta_size - WPS_IMG_BLOCK));
 	sb->crc = htole32(wps_crc32c(0, sb, offsetof(struct wps_img_super, crc)));
-	err = pwrite_full(w, buf, w->lay.meta_size, 0,
-			  "superblock and region table");
+	err = w->out->write_sync(w, buf, w->lay.meta_size, 0,
+				 "superblock and region table");
 	free(buf);
 	return err;
 }
@@ -1001,7 +913,7 @@ out:
 	return err;
 }
 
-static int publish(struct wps_img_writer *w)
+static int file_rename(struct wps_img_writer *w)
 {
 	int err;
 
@@ -1049,6 +961,13 @@ static void teardown(struct wps_img_writer *w)
 	pthread_cond_broadcast(&w->cond);
 	pthread_mutex_unlock(&w->lock);
 	io_stop(w, true);
+	if (w->out)
+		w->out->discard(w);
+	w->state = ST_DEAD;
+}
+
+static void file_discard(struct wps_img_writer *w)
+{
 	if (w->fd >= 0) {
 		close(w->fd);
 		w->fd = -1;
@@ -1059,63 +978,46 @@ static void teardown(struct wps_img_writer *w)
 				 w->partial, strerror(errno));
 		w->partial_exists = false;
 	}
-	w->state = ST_DEAD;
 }
 
-int wps_img_writer_commit(struct wps_img_writer *w)
+/* The final size now, so that the superblock's write never extends
+ * the file. Durability comes with publish's one fdatasync: until the
+ * rename, the partial file is no image whatever its content. */
+static int file_seal(struct wps_img_writer *w, uint64_t size)
 {
-	uint64_t present, foff;
+	struct stat st;
+
+	if (fstat(w->fd, &st) < 0) {
+		wps_err(w->ctx, "image %s: fstat: %s", w->partial, strerror(errno));
+		return -errno;
+	}
+	if ((uint64_t)st.st_size != size && ftruncate(w->fd, (off_t)size) < 0) {
+		wps_err(w->ctx, "image %s: cannot set size to %llu: %s",
+			w->partial, (unsigned long long)size, strerror(errno));
+		return -errno;
+	}
+	return 0;
+}
+
+static int file_publish(struct wps_img_writer *w)
+{
 	struct stat st;
 	int err;
 
-	if (w->state != ST_OPEN) {
-		err = get_error(w);
-		return err ? err : -EINVAL;
-	}
-	err = wps_img_writer_flush(w, WPS_LANE_SWEEP);
-	if (!err)
-		err = wps_img_writer_flush(w, WPS_LANE_FAULT);
-	io_stop(w, false);
-	if (!err)
-		err = get_error(w);
-	if (err)
-		goto fail;
-
-	err = write_trailer(w, &present, &foff);
-	if (err)
-		goto fail;
-	err = write_meta(w, foff);
-	if (err)
-		goto fail;
-	if (fstat(w->fd, &st) < 0) {
-		err = -errno;
-		wps_err(w->ctx, "image %s: fstat: %s", w->partial, strerror(errno));
-		goto fail;
-	}
-	if ((uint64_t)st.st_size != foff + WPS_IMG_BLOCK &&
-	    ftruncate(w->fd, (off_t)(foff + WPS_IMG_BLOCK)) < 0) {
-		err = -errno;
-		wps_err(w->ctx, "image %s: cannot set size to %llu: %s",
-			w->partial, (unsigned long long)(foff + WPS_IMG_BLOCK),
-			strerror(errno));
-		goto fail;
-	}
 	if (fdatasync(w->fd) < 0) {
-		err = -errno;
 		wps_err(w->ctx, "image %s: fdatasync: %s", w->partial,
 			strerror(errno));
-		goto fail;
+		return -errno;
 	}
 	if (fstat(w->fd, &st) == 0)
 		__atomic_store_n(&w->st_file_bytes, (uint64_t)st.st_blocks * 512,
 				 __ATOMIC_RELAXED);
-	err = publish(w);
+	err = file_rename(w);
 	if (err)
-		goto fail;
+		return err;
 	w->partial_exists = false;
 	close(w->fd);
 	w->fd = -1;
-	w->state = ST_COMMITTED;
 	err = fsync_dir(w);
 	if (err) {
 		/* The name may not survive a crash, so the image is not
@@ -1125,15 +1027,43 @@ int wps_img_writer_commit(struct wps_img_writer *w)
 		if (unlink(w->path) < 0)
 			wps_warn(w->ctx, "image %s: cannot remove after the "
 				 "failed commit: %s", w->path, strerror(errno));
-		__atomic_store_n(&w->error, err, __ATOMIC_RELEASE);
-		w->state = ST_DEAD;
-		return err;
 	}
-	wps_dbg(w->ctx, "image %s: committed, %llu blocks present",
-		w->path, (unsigned long long)present);
+	return err;
+}
+
+int wps_img_writer_commit(struct wps_img_writer *w)
+{
+	uint64_t present, foff;
+	int err;
+
+	if (w->state != ST_OPEN) {
+		err = wps_imgw_error(w);
+		return err ? err : -EINVAL;
+	}
+	err = wps_img_writer_flush(w, WPS_LANE_SWEEP);
+	if (!err)
+		err = wps_img_writer_flush(w, WPS_LANE_FAULT);
+	io_stop(w, false);
+	if (!err)
+		err = wps_imgw_error(w);
+	if (err)
+		goto fail;
+
+	err = write_trailer(w, &present, &foff);
+	if (!err)
+		err = w->out->seal(w, foff + WPS_IMG_BLOCK);
+	if (!err)
+		err = write_meta(w, foff);
+	if (!err)
+		err = w->out->publish(w);
+	if (err)
+		goto fail;
+	w->state = ST_COMMITTED;
+	wps_dbg(w->ctx, "image %s: committed (%s), %llu blocks present",
+		w->path, w->out->kind, (unsigned long long)present);
 	return 0;
 fail:
-	if (!get_error(w)) {
+	if (!wps_imgw_error(w)) {
 		int expected = 0;
 
 		__atomic_compare_exchange_n(&w->error, &expected, err, false,
@@ -1175,8 +1105,8 @@ void wps_img_writer_free(struct wps_img_writer *w)
 	if (!w)
 		return;
 	wps_img_writer_abort(w);
-	if (w->aio_ready)
-		io_destroy(w->aio);
+	if (w->out)
+		w->out->close(w);
 	if (w->efd >= 0)
 		close(w->efd);
 	if (w->arena)
@@ -1386,21 +1316,15 @@ static int open_partial(struct wps_img_writer *w)
 	return 0;
 }
 
-static int start_io(struct wps_img_writer *w)
+/* libaio context: room for every extent of every buffer if the system
+ * allows (aio slots are a system-wide budget, fs.aio-max-nr); with
+ * fewer, the I/O thread keeps the rest queued until completions free
+ * slots. */
+static int file_aio_setup(struct wps_img_writer *w)
 {
-	sigset_t all, old;
-	uint32_t nr;
+	uint32_t nr = w->qcap < IMGW_MAX_AIO ? w->qcap : IMGW_MAX_AIO;
 	int err;
 
-	w->efd = eventfd(0, EFD_CLOEXEC);
-	if (w->efd < 0) {
-		wps_err(w->ctx, "image %s: eventfd: %s", w->path, strerror(errno));
-		return -errno;
-	}
-	/* Room for every extent of every buffer if the system allows (aio
-	 * slots are a system-wide budget, fs.aio-max-nr); with fewer, the
-	 * I/O thread keeps the rest queued until completions free slots. */
-	nr = w->qcap < IMGW_MAX_AIO ? w->qcap : IMGW_MAX_AIO;
 	while ((err = io_setup((int)nr, &w->aio)) == -EAGAIN && nr > IMGW_MIN_AIO)
 		nr /= 2;
 	if (err) {
@@ -1409,11 +1333,49 @@ static int start_io(struct wps_img_writer *w)
 		return err;
 	}
 	w->aio_ready = true;
+	return 0;
+}
+
+static int file_open(struct wps_img_writer *w)
+{
+	int err;
+
+	if (asprintf(&w->partial, "%s.partial", w->path) < 0) {
+		w->partial = NULL;
+		return -ENOMEM;
+	}
+	err = open_partial(w);
+	return err ? err : file_aio_setup(w);
+}
+
+static void file_close(struct wps_img_writer *w)
+{
+	if (w->aio_ready)
+		io_destroy(w->aio);
+	w->aio_ready = false;
+}
+
+static const struct wps_img_out_ops img_out_file = {
+	.kind = "file",
+	.open = file_open,
+	.io_main = file_io_main,
+	.write_sync = file_write_sync,
+	.seal = file_seal,
+	.publish = file_publish,
+	.discard = file_discard,
+	.close = file_close,
+};
+
+static int start_io(struct wps_img_writer *w)
+{
+	sigset_t all, old;
+	int err;
+
 	/* Signals are for the application's threads, not ours (SIGXFSZ
 	 * from a write past RLIMIT_FSIZE becomes a plain EFBIG). */
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &old);
-	err = -pthread_create(&w->io_thread, NULL, io_main, w);
+	err = -pthread_create(&w->io_thread, NULL, w->out->io_main, w);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (err) {
 		wps_err(w->ctx, "image %s: cannot start the I/O thread: %s",
@@ -1448,11 +1410,12 @@ int wps_img_writer_open(struct wps_ctx *ctx, const char *path,
 	w->flags = opts ? opts->flags : 0;
 	pthread_mutex_init(&w->lock, NULL);
 	pthread_cond_init(&w->cond, NULL);
+	/* The kind is the name's: an NBD URI is an export, anything else
+	 * a file path. */
+	w->out = wps_img_name_is_nbd(path) ? &wps_img_out_nbd : &img_out_file;
 	w->path = strdup(path);
-	if (!w->path || asprintf(&w->partial, "%s.partial", path) < 0) {
-		w->partial = NULL;
+	if (!w->path)
 		goto fail;
-	}
 	if (opts && memcmp(opts->uuid, nil, 16)) {
 		memcpy(w->uuid, opts->uuid, 16);
 	} else {
@@ -1473,7 +1436,13 @@ int wps_img_writer_open(struct wps_ctx *ctx, const char *path,
 	err = setup_buffers(w, opts);
 	if (err)
 		goto fail;
-	err = open_partial(w);
+	w->efd = eventfd(0, EFD_CLOEXEC);
+	if (w->efd < 0) {
+		err = -errno;
+		wps_err(ctx, "image %s: eventfd: %s", path, strerror(errno));
+		goto fail;
+	}
+	err = w->out->open(w);
 	if (err)
 		goto fail;
 	err = start_io(w);

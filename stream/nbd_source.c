@@ -32,8 +32,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "base/clock.h"
 #include "base/log.h"
+#include "stream/nbd_conn.h"
 #include "stream/nbd_source.h"
 
 #define NBD_PIECE (512u << 10)      /* bytes per NBD read request */
@@ -69,84 +69,17 @@ struct nbd_src {
 	unsigned int nr_bulk;
 };
 
-/* libnbd's message for the last failed call of this thread. */
-static const char *nbd_why(void)
-{
-	const char *e = nbd_get_error();
-
-	return e && *e ? e : "unknown libnbd error";
-}
-
-static int nbd_errno_or(int fallback)
-{
-	int e = nbd_get_errno();
-
-	return e > 0 ? -e : fallback;
-}
-
 /*
- * Connect c to s->uri within timeout_ms. Asynchronous connect plus a
- * bounded poll: a host that drops our packets, or a server that accepts
- * the TCP connection but never speaks (qemu-nbd past its --shared limit),
- * fails here instead of hanging the restore.
+ * Connect c to s->uri within timeout_ms. We read into buffers we fully
+ * overwrite or discard on error: no need for libnbd to zero them first.
  */
 static int conn_open(struct nbd_src *s, struct nbd_conn *c, int timeout_ms,
 		     bool quiet)
 {
-	uint64_t deadline = wps_now_ns() / 1000000u + (uint64_t)timeout_ms;
-	int err;
+	int err = wps_nbd_connect(s->pub.ctx, s->uri, timeout_ms, quiet, &c->h);
 
-	c->h = nbd_create();
-	if (!c->h) {
-		wps_err(s->pub.ctx, "image %s: cannot create an NBD handle: %s",
-			s->uri, nbd_why());
-		return nbd_errno_or(-ENOMEM);
-	}
-	/* We read into buffers we fully overwrite or discard on error: no
-	 * need for libnbd to zero them first. */
-	nbd_set_pread_initialize(c->h, false);
-	/* Parses the URI and starts connecting (a refused TCP connection
-	 * may already fail here). */
-	if (nbd_aio_connect_uri(c->h, s->uri) < 0) {
-		err = nbd_errno_or(-EINVAL);
-		if (!quiet)
-			wps_err(s->pub.ctx, "image %s: cannot connect to the "
-				"NBD server: %s", s->uri, nbd_why());
-		goto fail;
-	}
-	while (nbd_aio_is_connecting(c->h)) {
-		uint64_t now = wps_now_ns() / 1000000u;
-
-		if (now >= deadline) {
-			err = -ETIMEDOUT;
-			if (!quiet)
-				wps_err(s->pub.ctx, "image %s: the NBD server did "
-					"not complete the handshake within %d s "
-					"(unreachable host, or a server that "
-					"accepts no more clients)", s->uri,
-					timeout_ms / 1000);
-			goto fail;
-		}
-		if (nbd_poll(c->h, (int)(deadline - now)) < 0) {
-			err = nbd_errno_or(-ECONNREFUSED);
-			if (!quiet)
-				wps_err(s->pub.ctx, "image %s: cannot connect to "
-					"the NBD server: %s", s->uri, nbd_why());
-			goto fail;
-		}
-	}
-	if (!nbd_aio_is_ready(c->h)) {
-		err = nbd_errno_or(-ECONNREFUSED);
-		if (!quiet)
-			wps_err(s->pub.ctx, "image %s: the NBD server refused "
-				"the connection or the export: %s", s->uri,
-				nbd_why());
-		goto fail;
-	}
-	return 0;
-fail:
-	nbd_close(c->h);
-	c->h = NULL;
+	if (!err)
+		nbd_set_pread_initialize(c->h, false);
 	return err;
 }
 
@@ -194,11 +127,11 @@ static int conn_read(struct nbd_src *s, struct nbd_conn *c,
 				len = s->piece;
 			if (nbd_aio_pread(c->h, (uint8_t *)seg[i].buf + done, len,
 					  seg[i].off + done, cb, 0) < 0) {
-				err = nbd_errno_or(-EIO);
+				err = wps_nbd_errno_or(-EIO);
 				fail_off = seg[i].off + done;
 				wps_err(s->pub.ctx, "image %s: NBD read of %zu "
 					"bytes at offset %llu: %s", s->uri, len,
-					(unsigned long long)fail_off, nbd_why());
+					(unsigned long long)fail_off, wps_nbd_why());
 				break;
 			}
 			io->inflight++;
@@ -211,10 +144,10 @@ static int conn_read(struct nbd_src *s, struct nbd_conn *c,
 		if (!io->inflight)
 			break;
 		if (nbd_poll(c->h, -1) < 0) {
-			int e = nbd_errno_or(-EIO);
+			int e = wps_nbd_errno_or(-EIO);
 
 			wps_err(s->pub.ctx, "image %s: connection to the NBD "
-				"server lost: %s", s->uri, nbd_why());
+				"server lost: %s", s->uri, wps_nbd_why());
 			pthread_mutex_lock(&s->lock);
 			c->dead = true;
 			pthread_mutex_unlock(&s->lock);
@@ -370,9 +303,9 @@ int wps_nbd_src_open(struct wps_ctx *ctx, const char *uri,
 		goto fail;
 	size = nbd_get_size(s->fault.h);
 	if (size < 0) {
-		err = nbd_errno_or(-EIO);
+		err = wps_nbd_errno_or(-EIO);
 		wps_err(ctx, "image %s: the NBD server did not give the "
-			"export's size: %s", uri, nbd_why());
+			"export's size: %s", uri, wps_nbd_why());
 		goto fail;
 	}
 	s->pub.size = (uint64_t)size;

@@ -4,3 +4,11 @@
 # nbdkit or network namespaces.
 TESTS += tests/integration/nbd.sh
 EXTRA_DIST += tests/integration/nbd.sh
+
+# Snapshots written to an NBD export (tests/integration/nbd_write.sh):
+# nbdkit and qemu-nbd in a network namespace made by the test, TCP and
+# Unix socket, refusals and a server killed mid-snapshot; skipped (77)
+# without root, nbdkit or network namespaces.
+TESTS += tests/integration/nbd_write.sh
+EXTRA_DIST += tests/integration/nbd_write.sh
+EXTRA_DIST += tests/bench/nbd_write.sh docs/REMOTE.md

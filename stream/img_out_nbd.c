@@ -1,0 +1,534 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * The image writer's NBD output kind (stream/img_out.h): a format-v1
+ * image written straight to an NBD export (nbdkit, qemu-nbd in front of
+ * any QEMU block driver) with libnbd, byte for byte the layout of a file
+ * image, so the NBD reader (stream/nbd_source.c) reads it back as is.
+ *
+ * It owns its libnbd handles: one connection, plus up to NBDW_CONNS - 1
+ * more when the server advertises multi-conn (then a flush on one covers
+ * the writes completed on all, which is what publication relies on).
+ * Only the writer's I/O thread polls them while pages flow; the
+ * synchronous metadata writes come after that thread stopped, so a
+ * handle never has two pollers.
+ *
+ * Publication. An export cannot be renamed, so what makes it an image is
+ * its superblock (offset 0), written last:
+ *   open:    the old superblock is overwritten with zeros and flushed, so
+ *            from here until publish the export holds no valid image;
+ *   pages, trailer, footer, region table (the writer; holes not written:
+ *            an absent block is zero by the bitmap, never read);
+ *   seal:    flush, acknowledged by the server;
+ *   publish: superblock (already written by the writer), flush again.
+ * A failure or cancel leaves the zeroed superblock; one after the
+ * superblock was sent is undone by zeroing it again (best effort, as the
+ * server may be gone; then the reader still refuses an image whose
+ * superblock is torn or names a footer that is not there).
+ *
+ * Back-pressure: at most NBDW_DEPTH requests per connection are given to
+ * libnbd; the rest stays in the writer's queue, whose buffers are the
+ * writer's fixed budget, so a slow server stalls the lanes, never memory.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "base/log.h"
+#include "stream/img_out.h"
+#include "stream/nbd_conn.h"
+
+#define NBDW_CONNS 4u               /* connections at most (multi-conn) */
+#define NBDW_DEPTH 64u              /* requests in flight per connection */
+#define NBDW_PIECE (256u << 10)     /* bytes per write request at most */
+#define NBDW_CONNECT_MS 10000       /* first connection: server must answer */
+#define NBDW_EXTRA_CONNECT_MS 3000  /* further ones: else use what we have */
+
+struct nbdw_conn {
+	struct nbd_handle *h;
+	struct wps_img_writer *w;
+	unsigned int inflight;      /* requests; I/O thread only */
+	bool dead;                  /* poll failed: never used again */
+};
+
+struct nbdw {
+	struct nbdw_conn conn[NBDW_CONNS];
+	unsigned int nr_conns;
+	unsigned int next;          /* round robin over connections */
+	uint64_t export_size;
+	uint64_t piece;
+	bool can_flush;
+	struct imgw_ext *cur;       /* extent being issued, piece by piece */
+	uint32_t cur_done;          /* its bytes issued */
+	bool sb_sent;               /* superblock written, not yet published */
+};
+
+static struct nbdw *priv(struct wps_img_writer *w)
+{
+	return w->out_priv;
+}
+
+/* A live connection: the first one that did not die. */
+static struct nbdw_conn *live_conn(struct nbdw *n)
+{
+	unsigned int i;
+
+	for (i = 0; i < n->nr_conns; i++)
+		if (!n->conn[i].dead)
+			return &n->conn[i];
+	return NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* The I/O thread                                                      */
+/* ------------------------------------------------------------------ */
+
+/* Completion of one piece, from nbd_aio_notify_* in the I/O thread
+ * (also for the requests libnbd aborts when the connection dies, with
+ * ENOTCONN). An extent is done when its last piece is. */
+static int piece_done(void *user_data, int *error)
+{
+	struct imgw_ext *e = user_data;
+	struct nbdw_conn *c = e->conn;
+	struct wps_img_writer *w = c->w;
+
+	if (c->dead)
+		return 1;   /* accounted for by conn_lost */
+	c->inflight--;
+	if (*error)
+		wps_imgw_set_error(w, -*error, "image %s: the NBD server failed "
+				   "a write of %u bytes at offset %llu: %s",
+				   w->path, e->len,
+				   (unsigned long long)e->file_off,
+				   strerror(*error));
+	if (--e->pieces == 0)
+		wps_imgw_done(w, e);
+	return 1;   /* retire the command */
+}
+
+/* A live connection with room for a request, round robin. */
+static struct nbdw_conn *conn_with_room(struct nbdw *n)
+{
+	unsigned int i;
+
+	for (i = 0; i < n->nr_conns; i++) {
+		struct nbdw_conn *c = &n->conn[(n->next + i) % n->nr_conns];
+
+		if (!c->dead && c->inflight < NBDW_DEPTH) {
+			n->next = (n->next + i + 1) % n->nr_conns;
+			return c;
+		}
+	}
+	return NULL;
+}
+
+/*
+ * Hand queued extents to libnbd while connections have room. An extent
+ * goes out on one connection, in pieces of at most n->piece bytes; its
+ * pieces count holds one extra reference while it is being issued, so
+ * that it is done exactly once, whether its pieces complete before the
+ * last is issued or an issue fails half way.
+ */
+static void nbdw_submit(struct wps_img_writer *w, struct nbdw *n)
+{
+	nbd_completion_callback cb = { .callback = piece_done };
+
+	for (;;) {
+		struct imgw_ext *e = n->cur;
+		struct nbdw_conn *c;
+
+		if (!e) {
+			if (!wps_imgw_peek(w, &e, 1))
+				return;
+			c = conn_with_room(n);
+			if (!c)
+				return;     /* a completion wakes us */
+			wps_imgw_consumed(w, 1);
+			e->conn = c;
+			e->pieces = 1;
+			n->cur = e;
+			n->cur_done = 0;
+		}
+		c = e->conn;
+		if (wps_imgw_error(w))
+			n->cur_done = e->len;   /* the rest is not written */
+		while (n->cur_done < e->len && c->inflight < NBDW_DEPTH) {
+			uint32_t len = e->len - n->cur_done;
+			uint64_t off = e->file_off + n->cur_done;
+
+			if (len > n->piece)
+				len = (uint32_t)n->piece;
+			cb.user_data = e;
+			if (nbd_aio_pwrite(c->h, e->buf->data + e->buf_off +
+					   n->cur_done, len, off, cb, 0) < 0) {
+				wps_imgw_set_error(w, wps_nbd_errno_or(-EIO),
+						   "image %s: NBD write of %u bytes "
+						   "at offset %llu: %s", w->path,
+						   len, (unsigned long long)off,
+						   wps_nbd_why());
+				n->cur_done = e->len;
+				break;
+			}
+			c->inflight++;
+			e->pieces++;
+			n->cur_done += len;
+		}
+		if (n->cur_done < e->len)
+			return;             /* connection full */
+		n->cur = NULL;
+		if (--e->pieces == 0)
+			wps_imgw_done(w, e);
+	}
+}
+
+static void conn_lost(struct wps_img_writer *w, struct nbdw_conn *c)
+{
+	wps_imgw_set_error(w, wps_nbd_errno_or(-EIO), "image %s: connection "
+			   "to the NBD server lost: %s", w->path,
+			   wps_nbd_why());
+	c->dead = true;
+	if (c->inflight) {
+		/* libnbd aborts a dead connection's requests (their
+		 * callbacks ran in the notify that failed); should any
+		 * remain, they never complete, and waiting for them would
+		 * hang the abort: forget them (the error is set). */
+		wps_warn(w->ctx, "image %s: %u NBD requests lost with the "
+			 "connection", w->path, c->inflight);
+		pthread_mutex_lock(&w->lock);
+		w->inflight -= c->inflight;
+		pthread_cond_broadcast(&w->cond);
+		pthread_mutex_unlock(&w->lock);
+		c->inflight = 0;
+	}
+}
+
+static void *nbdw_io_main(void *arg)
+{
+	struct wps_img_writer *w = arg;
+	struct nbdw *n = priv(w);
+	struct pollfd pfd[1 + NBDW_CONNS];
+	struct nbdw_conn *pc[1 + NBDW_CONNS];
+
+	for (;;) {
+		unsigned int i, k = 1;
+		uint64_t v;
+
+		nbdw_submit(w, n);
+		if (wps_imgw_io_finished(w))
+			return NULL;
+		pfd[0] = (struct pollfd){ .fd = w->efd, .events = POLLIN };
+		for (i = 0; i < n->nr_conns; i++) {
+			struct nbdw_conn *c = &n->conn[i];
+			unsigned int dir;
+
+			if (c->dead)
+				continue;
+			dir = nbd_aio_get_direction(c->h);
+			pfd[k].fd = nbd_aio_get_fd(c->h);
+			pfd[k].events =
+				(dir & LIBNBD_AIO_DIRECTION_READ ? POLLIN : 0) |
+				(dir & LIBNBD_AIO_DIRECTION_WRITE ? POLLOUT : 0);
+			pfd[k].revents = 0;
+			pc[k++] = c;
+		}
+		if (poll(pfd, k, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			wps_imgw_set_error(w, -errno, "image %s: poll: %s",
+					   w->path, strerror(errno));
+			usleep(1000); /* keep going, without spinning */
+			continue;
+		}
+		if (pfd[0].revents & POLLIN &&
+		    read(w->efd, &v, sizeof(v)) < 0 && errno != EINTR)
+			wps_imgw_set_error(w, -errno, "image %s: eventfd read: %s",
+					   w->path, strerror(errno));
+		for (i = 1; i < k; i++) {
+			int r = 0;
+
+			if (pfd[i].revents & (POLLIN | POLLHUP | POLLERR))
+				r = nbd_aio_notify_read(pc[i]->h);
+			else if (pfd[i].revents & POLLOUT)
+				r = nbd_aio_notify_write(pc[i]->h);
+			if (r < 0 || (pfd[i].revents & POLLNVAL))
+				conn_lost(w, pc[i]);
+		}
+	}
+}
+
+/* ------------------------------------------------------------------ */
+/* Synchronous writes (after the I/O thread stopped)                   */
+/* ------------------------------------------------------------------ */
+
+static int nbdw_write_sync(struct wps_img_writer *w, const void *data,
+			   size_t len, uint64_t off, const char *what)
+{
+	struct nbdw *n = priv(w);
+	struct nbdw_conn *c = live_conn(n);
+	const uint8_t *p = data;
+
+	if (!c) {
+		wps_err(w->ctx, "image %s: writing %s: no live connection to "
+			"the NBD server", w->path, what);
+		return -ENOTCONN;
+	}
+	if (off > n->export_size || len > n->export_size - off) {
+		wps_err(w->ctx, "image %s: %s (%zu bytes at offset %llu) ends "
+			"past the end of the %llu-byte export", w->path, what,
+			len, (unsigned long long)off,
+			(unsigned long long)n->export_size);
+		return -ENOSPC;
+	}
+	/* The superblock goes at offset 0, last of all: from its first
+	 * byte on, a failure must take it back. */
+	if (off == 0)
+		n->sb_sent = true;
+	while (len) {
+		size_t piece = len < n->piece ? len : n->piece;
+
+		if (nbd_pwrite(c->h, p, piece, off, 0) < 0) {
+			int err = wps_nbd_errno_or(-EIO);
+
+			wps_err(w->ctx, "image %s: writing %s (%zu bytes at "
+				"offset %llu): %s", w->path, what, piece,
+				(unsigned long long)off, wps_nbd_why());
+			return err;
+		}
+		p += piece;
+		off += piece;
+		len -= piece;
+	}
+	return 0;
+}
+
+/* Flush on one connection: with multi-conn (the only case where we hold
+ * several) it covers the writes completed on all of them. */
+static int nbdw_flush(struct wps_img_writer *w, const char *why)
+{
+	struct nbdw *n = priv(w);
+	struct nbdw_conn *c = live_conn(n);
+
+	if (!n->can_flush)
+		return 0;
+	if (!c) {
+		wps_err(w->ctx, "image %s: flush %s: no live connection to the "
+			"NBD server", w->path, why);
+		return -ENOTCONN;
+	}
+	if (nbd_flush(c->h, 0) < 0) {
+		int err = wps_nbd_errno_or(-EIO);
+
+		wps_err(w->ctx, "image %s: NBD flush %s failed: %s", w->path,
+			why, wps_nbd_why());
+		return err;
+	}
+	return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Publication                                                         */
+/* ------------------------------------------------------------------ */
+
+static int nbdw_seal(struct wps_img_writer *w, uint64_t size)
+{
+	struct nbdw *n = priv(w);
+
+	if (size > n->export_size) {
+		wps_err(w->ctx, "image %s: the image is %llu bytes, the export "
+			"only %llu", w->path, (unsigned long long)size,
+			(unsigned long long)n->export_size);
+		return -ENOSPC;
+	}
+	__atomic_store_n(&w->st_file_bytes, size, __ATOMIC_RELAXED);
+	return nbdw_flush(w, "before the superblock");
+}
+
+static int nbdw_publish(struct wps_img_writer *w)
+{
+	int err = nbdw_flush(w, "of the superblock");
+
+	if (!err)
+		priv(w)->sb_sent = false;
+	return err;
+}
+
+/* Zeros over the superblock, flushed: the export holds no valid image. */
+static int zero_super(struct wps_img_writer *w, const char *why)
+{
+	struct nbdw *n = priv(w);
+	struct nbdw_conn *c = live_conn(n);
+	static const uint8_t zero[WPS_IMG_BLOCK];
+
+	if (!c)
+		return -ENOTCONN;
+	if (nbd_pwrite(c->h, zero, sizeof(zero), 0, 0) < 0) {
+		int err = wps_nbd_errno_or(-EIO);
+
+		wps_err(w->ctx, "image %s: clearing the superblock %s: %s",
+			w->path, why, wps_nbd_why());
+		return err;
+	}
+	return nbdw_flush(w, why);
+}
+
+static void nbdw_discard(struct wps_img_writer *w)
+{
+	struct nbdw *n = priv(w);
+
+	if (!n || !n->sb_sent)
+		return;
+	n->sb_sent = false;
+	if (zero_super(w, "after the failed commit"))
+		wps_warn(w->ctx, "image %s: the superblock of the failed image "
+			 "may still be on the export; readers refuse it only "
+			 "if its footer or checksums are wrong", w->path);
+}
+
+static void nbdw_close(struct wps_img_writer *w)
+{
+	struct nbdw *n = priv(w);
+	unsigned int i;
+
+	if (!n)
+		return;
+	for (i = 0; i < n->nr_conns; i++)
+		nbd_close(n->conn[i].h);
+	free(n);
+	w->out_priv = NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* open                                                                */
+/* ------------------------------------------------------------------ */
+
+/* What the image needs at least: everything up to the footer with no
+ * blob (blobs, known at commit, are checked again by seal). */
+static uint64_t min_image_size(const struct wps_img_writer *w)
+{
+	return wps_img_align(w->lay.blob_table_offset, WPS_IMG_BLOCK) +
+	       WPS_IMG_BLOCK;
+}
+
+/* Refuse to overwrite an image without WPS_IMGW_OVERWRITE, as for a
+ * file: the magic at offset 0 is what names one. */
+static int check_existing(struct wps_img_writer *w, struct nbdw_conn *c)
+{
+	uint8_t sb[WPS_IMG_BLOCK];
+
+	if (w->flags & WPS_IMGW_OVERWRITE)
+		return 0;
+	if (nbd_pread(c->h, sb, sizeof(sb), 0, 0) < 0) {
+		int err = wps_nbd_errno_or(-EIO);
+
+		wps_err(w->ctx, "image %s: reading the export's first block: %s",
+			w->path, wps_nbd_why());
+		return err;
+	}
+	if (!memcmp(sb, WPS_IMG_MAGIC, 8)) {
+		wps_err(w->ctx, "image %s: the export already holds an image "
+			"(not overwriting)", w->path);
+		return -EEXIST;
+	}
+	return 0;
+}
+
+static void open_more_conns(struct wps_img_writer *w, struct nbdw *n)
+{
+	while (n->nr_conns < NBDW_CONNS) {
+		struct nbdw_conn *c = &n->conn[n->nr_conns];
+
+		if (wps_nbd_connect(w->ctx, w->path, NBDW_EXTRA_CONNECT_MS,
+				    true, &c->h))
+			break;
+		if (nbd_get_size(c->h) != (int64_t)n->export_size) {
+			wps_warn(w->ctx, "image %s: another connection sees a "
+				 "different export size; using fewer", w->path);
+			nbd_close(c->h);
+			c->h = NULL;
+			break;
+		}
+		c->w = w;
+		n->nr_conns++;
+	}
+}
+
+static int nbdw_open(struct wps_img_writer *w)
+{
+	struct nbdw *n;
+	struct nbdw_conn *c;
+	int64_t size, max;
+	int err;
+
+	w->partial = strdup(w->path);   /* what the shared messages name */
+	n = calloc(1, sizeof(*n));
+	if (!w->partial || !n) {
+		free(n);
+		return -ENOMEM;
+	}
+	w->out_priv = n;
+	n->piece = NBDW_PIECE;
+	c = &n->conn[0];
+	err = wps_nbd_connect(w->ctx, w->path, NBDW_CONNECT_MS, false, &c->h);
+	if (err)
+		return err;
+	c->w = w;
+	n->nr_conns = 1;
+	if (nbd_is_read_only(c->h) == 1) {
+		wps_err(w->ctx, "image %s: the NBD export is read-only", w->path);
+		return -EROFS;
+	}
+	size = nbd_get_size(c->h);
+	if (size < 0) {
+		err = wps_nbd_errno_or(-EIO);
+		wps_err(w->ctx, "image %s: the NBD server did not give the "
+			"export's size: %s", w->path, wps_nbd_why());
+		return err;
+	}
+	n->export_size = (uint64_t)size;
+	if (n->export_size < min_image_size(w)) {
+		wps_err(w->ctx, "image %s: the export is %llu bytes, the image "
+			"needs at least %llu", w->path,
+			(unsigned long long)n->export_size,
+			(unsigned long long)min_image_size(w));
+		return -ENOSPC;
+	}
+	max = nbd_get_block_size(c->h, LIBNBD_SIZE_MAXIMUM);
+	if (max > 0 && (uint64_t)max < n->piece)
+		n->piece = (uint64_t)max >= WPS_IMG_BLOCK ?
+			   (uint64_t)max & ~(uint64_t)(WPS_IMG_BLOCK - 1) :
+			   (uint64_t)max;
+	n->can_flush = nbd_can_flush(c->h) == 1;
+	if (!n->can_flush)
+		wps_warn(w->ctx, "image %s: the NBD server offers no flush: the "
+			 "image is as durable as the server makes its writes",
+			 w->path);
+	err = check_existing(w, c);
+	if (!err)
+		err = zero_super(w, "before writing");
+	if (err)
+		return err;
+	/* Several connections only where the server promises that a flush
+	 * on one covers the writes of all (publication depends on it). */
+	if (nbd_can_multi_conn(c->h) == 1)
+		open_more_conns(w, n);
+	wps_dbg(w->ctx, "image %s: %llu-byte NBD export (%s), %u connection(s), "
+		"%llu-byte requests, flush %s", w->path,
+		(unsigned long long)n->export_size, nbd_get_protocol(c->h),
+		n->nr_conns, (unsigned long long)n->piece,
+		n->can_flush ? "yes" : "no");
+	return 0;
+}
+
+const struct wps_img_out_ops wps_img_out_nbd = {
+	.kind = "nbd",
+	.open = nbdw_open,
+	.io_main = nbdw_io_main,
+	.write_sync = nbdw_write_sync,
+	.seal = nbdw_seal,
+	.publish = nbdw_publish,
+	.discard = nbdw_discard,
+	.close = nbdw_close,
+};

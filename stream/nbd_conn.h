@@ -1,0 +1,29 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Connecting to an NBD export with libnbd (stream/nbd_conn.c): the one
+ * connect-with-a-deadline both the NBD image source (reader) and the NBD
+ * image output (writer) use, and libnbd's error in our -errno form.
+ */
+#ifndef WPS_NBD_CONN_H
+#define WPS_NBD_CONN_H
+
+#include <stdbool.h>
+#include <libnbd.h>
+
+#include <wpsnap/wpsnap.h>
+
+/*
+ * A new handle connected to uri (libnbd URI syntax: nbd://HOST[:PORT]
+ * /EXPORT, nbd+unix:///EXPORT?socket=PATH, ...) with the handshake done
+ * within timeout_ms. -errno, logged naming the uri unless quiet.
+ */
+int wps_nbd_connect(struct wps_ctx *ctx, const char *uri, int timeout_ms,
+		    bool quiet, struct nbd_handle **out);
+
+/* libnbd's message for the last failed call of this thread. */
+const char *wps_nbd_why(void);
+
+/* -errno of the last failed libnbd call of this thread, else fallback. */
+int wps_nbd_errno_or(int fallback);
+
+#endif /* WPS_NBD_CONN_H */

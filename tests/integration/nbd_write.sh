@@ -1,0 +1,160 @@
+#!/bin/sh
+# Snapshots written straight to an NBD export (stream/img_out_nbd.c,
+# docs/REMOTE.md). In a network namespace made here (its own loopback, so
+# no port is shared with anything else on the host): the reference guest
+# snapshots itself, two writers running, into an nbdkit memory export and
+# a qemu-nbd export of a raw file, each over TCP and over a Unix socket;
+# each image is then verified and restored from the export, eagerly and
+# lazily, against the ledger of the freeze (byte-exact). Refusals: an
+# export that already holds an image (without --overwrite; the old image
+# stays intact), an export too small (ENOSPC naming the sizes, before the
+# guest is touched). Faults: the server killed mid-snapshot, once on a
+# fresh export and once over a valid image (--overwrite): a clear error,
+# the guest running, unprotected and intact (tests/faultinj/fault_driver
+# checks), and a reader refuses what the export then holds.
+# Skipped (77) without root, nbdkit or network namespaces; the qemu-nbd
+# cases are skipped without qemu-nbd. Prints "N passed, N failed".
+set -u
+. "$(dirname "$0")/tap.sh"
+G="$B/tools/wpsnap-guest"
+DRV="$B/tests/faultinj/fault_driver"
+SIZE=64M
+skip() { echo "SKIP: $1"; exit 77; }
+
+[ "$(id -u)" = 0 ] || skip "needs root (network namespaces, userfaultfd)"
+command -v ip >/dev/null 2>&1 || skip "ip not installed"
+command -v nbdkit >/dev/null 2>&1 || skip "nbdkit not installed (contrib/install-deps.sh)"
+[ -x "$DRV" ] || skip "$DRV not built (make check builds it)"
+
+T=$(mktemp -d /var/tmp/wpsnap-nbdw.XXXXXX)
+NS=wpsnbdw-$$
+srv=
+stop_srv() { [ -n "$srv" ] && kill "$srv" 2>/dev/null && wait "$srv" 2>/dev/null; srv=; }
+cleanup() { stop_srv; ip netns del $NS 2>/dev/null; rm -rf "$T"; }
+trap cleanup EXIT
+trap 'exit 1' INT TERM HUP
+ip netns add $NS || skip "cannot create a network namespace"
+ip -n $NS link set lo up
+N() { ip netns exec $NS "$@"; }
+: >"$T/all"
+run() { local n=$1; shift; if "$@" >"$T/out" 2>&1; then ok "$n"; else ko "$n"; fi; cat "$T/out" >>"$T/all"; }
+has() { if grep -q -- "$2" "$T/out"; then ok "$1"; else ko "$1"; fi; }
+# fails NAME CMD...: must fail
+fails() { local n=$1; shift; if "$@" >"$T/out" 2>&1; then ko "$n (it succeeded)"; else ok "$n"; fi; cat "$T/out" >>"$T/all"; }
+
+# serve NAME URI CMD...: start a server in the namespace, wait until it
+# answers (an empty export is fine: any answer but a refusal).
+serve() {
+	local n=$1 uri=$2 i=0
+	shift 2
+	rm -f "$T/sock"
+	# Not through N: a backgrounded shell function is a subshell, and
+	# killing it would leave the server running.
+	ip netns exec $NS "$@" >"$T/srv.log" 2>&1 &
+	srv=$!
+	while N "$W" inspect "$uri" 2>&1 | grep -q "cannot connect"; do
+		i=$((i + 1))
+		if [ $i -ge 100 ] || ! kill -0 $srv 2>/dev/null; then
+			ko "$n: server started"
+			sed 's/^/#   server: /' "$T/srv.log"
+			return 1
+		fi
+		sleep 0.1
+	done
+	# Answered by ours, not by one that has not let go of the port yet.
+	kill -0 $srv 2>/dev/null && return 0
+	ko "$n: server started"
+	sed 's/^/#   server: /' "$T/srv.log"
+	return 1
+}
+
+# roundtrip NAME URI [GUEST-OPTION...]: snapshot, verify, eager and lazy
+# restore, all from the export, against the ledger of the freeze.
+roundtrip() {
+	local name=$1 U=$2 L="$T/$1.ledger"
+	shift 2
+	run "$name: live snapshot to the export (guest checks it)" \
+		N "$G" --size $SIZE --threads 2 --snapshot "$U" --ledger "$L" "$@"
+	run "$name: verify from the export against the ledger" N "$W" verify "$U" --ledger "$L"
+	has "$name: verify says intact" "intact, identical to the ledger"
+	run "$name: eager restore from the export" N "$W" restore "$U" --ledger "$L"
+	has "$name: eager restore verified every block" "every block as at the freeze"
+	run "$name: lazy restore from the export, 2 writers" N "$W" restore "$U" \
+		--lazy --writers 2 --ledger "$L"
+	has "$name: lazy restore verified" "verified: every block as in"
+}
+
+TCP=nbd://127.0.0.1:10809/
+UNIX="nbd+unix:///?socket=$T/sock"
+
+serve "nbdkit memory, TCP" $TCP nbdkit -f -i 127.0.0.1 memory 80M &&
+	roundtrip nbdkit-tcp $TCP
+# The same export again: an image is there, and is not overwritten.
+fails "an export holding an image is refused without --overwrite" \
+	N "$DRV" snapshot $TCP 4
+has "refusal says the export holds an image" "already holds an image (not overwriting)"
+has "refusal is EEXIST, guest checked" "result failed EEXIST"
+has "guest running, unprotected, intact after the refusal" "guest ok"
+run "the image on the export is untouched" N "$W" verify $TCP --ledger "$T/nbdkit-tcp.ledger"
+stop_srv
+
+serve "nbdkit memory, Unix socket" "$UNIX" nbdkit -f -U "$T/sock" memory 80M &&
+	roundtrip nbdkit-unix "$UNIX"
+stop_srv
+
+# Too small for the image: refused before the guest is touched.
+serve "nbdkit memory 8M" $TCP nbdkit -f -i 127.0.0.1 memory 8M &&
+	fails "a too-small export is refused" N "$DRV" snapshot $TCP 64
+has "refusal names both sizes" "the export is 8388608 bytes, the image needs at least 6[0-9]*$"
+has "refusal is ENOSPC" "result failed ENOSPC"
+has "guest running, unprotected, intact after ENOSPC" "guest ok"
+stop_srv
+
+if command -v qemu-nbd >/dev/null 2>&1; then
+	truncate -s 80M "$T/q.raw"
+	serve "qemu-nbd raw file, TCP" $TCP qemu-nbd -f raw -t --shared=5 \
+		-b 127.0.0.1 -p 10809 "$T/q.raw" && roundtrip qemu-nbd-tcp $TCP
+	stop_srv
+	serve "qemu-nbd raw file, Unix socket" "$UNIX" qemu-nbd -f raw -t \
+		--shared=5 -k "$T/sock" "$T/q.raw" &&
+		roundtrip qemu-nbd-unix "$UNIX" --overwrite
+	stop_srv
+else
+	sk "qemu-nbd exports" "qemu-nbd not installed"
+fi
+
+# The server dies mid-snapshot (a rate filter keeps the snapshot going
+# for seconds; the kill comes after one).
+# killed NAME CMD...: run CMD while the server is killed under it
+killed() {
+	local name=$1 killer
+	shift
+	( sleep 1; kill -9 $srv ) &
+	killer=$!
+	fails "$name: snapshot fails when the server dies" "$@"
+	wait $killer
+	wait $srv 2>/dev/null
+	srv=
+	has "$name: the error names the NBD connection" \
+		"image nbd.*\(NBD server\|connection\)"
+	# fault_driver's own checks (the reference guest has none to print)
+	grep -q "^guest " "$T/out" &&
+		has "$name: guest running, unprotected, intact" "guest ok"
+	serve "$name: server back" $TCP nbdkit -f -i 127.0.0.1 file "$T/k.raw" &&
+		fails "$name: a reader refuses what the export holds" N "$W" inspect $TCP &&
+		has "$name: refused as a partial image" "snapshot did not complete (partial image)"
+	stop_srv
+}
+truncate -s 80M "$T/k.raw"
+serve "slow nbdkit" $TCP nbdkit -f -i 127.0.0.1 --filter=rate file "$T/k.raw" rate=16M &&
+	killed "fresh export" N "$DRV" snapshot $TCP 64
+# Now over a valid image: the old superblock must not survive either.
+serve "nbdkit file" $TCP nbdkit -f -i 127.0.0.1 file "$T/k.raw" &&
+	run "a valid image on the export" N "$G" --size 16M --snapshot $TCP --overwrite
+stop_srv
+serve "slow nbdkit again" $TCP nbdkit -f -i 127.0.0.1 --filter=rate file "$T/k.raw" rate=16M &&
+	killed "over an image" N "$G" --size $SIZE --snapshot $TCP --overwrite
+
+grep -q "ERROR: AddressSanitizer\|runtime error:\|LeakSanitizer" "$T/all" &&
+	ko "no sanitizer report" || ok "no sanitizer report"
+tap_end
