@@ -50,8 +50,9 @@
 /* The handle and its monitor                                          */
 /* ------------------------------------------------------------------ */
 
-int wps_qemu_open_qmp(struct wps_ctx *ctx, const char *path,
-		      struct wps_qemu **out)
+int qemu_new(struct wps_ctx *ctx, int (*open)(struct wps_qemu *q,
+					      const void *arg),
+	     const void *arg, struct wps_qemu **out)
 {
 	struct wps_qemu *q = calloc(1, sizeof(*q));
 	int err;
@@ -59,13 +60,24 @@ int wps_qemu_open_qmp(struct wps_ctx *ctx, const char *path,
 	if (!q)
 		return -ENOMEM;
 	q->ctx = ctx;
-	err = qemu_qmp_open(q, path);
+	err = open(q, arg);
 	if (err) {
 		free(q);
 		return err;
 	}
 	*out = q;
 	return 0;
+}
+
+static int open_qmp(struct wps_qemu *q, const void *path)
+{
+	return qemu_qmp_open(q, path);
+}
+
+int wps_qemu_open_qmp(struct wps_ctx *ctx, const char *path,
+		      struct wps_qemu **out)
+{
+	return qemu_new(ctx, open_qmp, path, out);
 }
 
 void wps_qemu_close(struct wps_qemu *q)

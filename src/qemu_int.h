@@ -49,6 +49,12 @@ struct wps_qemu {
 	void *priv;
 };
 
+/* A handle whose monitor kind open() sets up (q->ctx is set): one way
+ * to build a handle for every kind. */
+int qemu_new(struct wps_ctx *ctx, int (*open)(struct wps_qemu *q,
+					      const void *arg),
+	     const void *arg, struct wps_qemu **out);
+
 /* Monitor kinds: fill q->ops and q->priv. */
 int qemu_qmp_open(struct wps_qemu *q, const char *path);
 

@@ -232,9 +232,9 @@ int qemu_libvirt_find_pid(struct wps_ctx *ctx, const char *name,
 	return 0;
 }
 
-static int qemu_libvirt_open(struct wps_qemu *q, void *domain)
+static int qemu_libvirt_open(struct wps_qemu *q, const void *domain)
 {
-	virDomainPtr dom = domain;
+	virDomainPtr dom = (virDomainPtr)domain;
 	char uuid[VIR_UUID_STRING_BUFLEN];
 	struct lvmon *m = calloc(1, sizeof(*m));
 	const char *name = virDomainGetName(dom);
@@ -267,17 +267,5 @@ static int qemu_libvirt_open(struct wps_qemu *q, void *domain)
 int qemu_libvirt_handle(struct wps_ctx *ctx, void *domain,
 			struct wps_qemu **out)
 {
-	struct wps_qemu *q = calloc(1, sizeof(*q));
-	int err;
-
-	if (!q)
-		return -ENOMEM;
-	q->ctx = ctx;
-	err = qemu_libvirt_open(q, domain);
-	if (err) {
-		free(q);
-		return err;
-	}
-	*out = q;
-	return 0;
+	return qemu_new(ctx, qemu_libvirt_open, domain, out);
 }

@@ -22,12 +22,12 @@
 #
 # Exit 77 when libvirtd cannot run here (the reason is printed). Prints
 # "N passed, N failed".
-import os, shutil, subprocess, sys, tempfile, time
+import os, subprocess, sys, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import vm_lib as vl  # noqa: E402
 import wpstest  # noqa: E402
-from wpstest import check, ok, skip  # noqa: E402
+from wpstest import check, skip  # noqa: E402
 
 MEM_MIB = 64
 KINDS = ("shared", "private")
@@ -58,21 +58,6 @@ def wait_lines(path, want, timeout=60):
                 time.time() > end:
             return lines
         time.sleep(0.05)
-
-
-def ram_seq(lv, d, tmp):
-    return vl.seq_ram(lv.pmem(d, vl.SEQ_RAM_ADDR, 64,
-                              os.path.join(tmp, d + ".seq")))
-
-
-def wait_done(lv, d, tmp, above, timeout=60):
-    """The RAM record once the guest acknowledged a record past above."""
-    end = time.time() + timeout
-    while True:
-        r = ram_seq(lv, d, tmp)
-        if (r and r["done"] > above) or time.time() > end:
-            return r
-        time.sleep(0.1)
 
 
 def boot(lv, tmp):
@@ -152,11 +137,11 @@ def one_instant(lv, tmp, kind, timings):
     d = dom(kind)
     base = os.path.join(tmp, kind + ".qcow2")
     ovl = os.path.join(tmp, kind + ".ovl.qcow2")
-    r0 = wait_done(lv, d, tmp, 2)
+    r0 = lv.wait_done(d, tmp, 2)
     check("%s: the guest writes its disk sequence" % d,
           r0 and r0["done"] > 2, r0)
     lv.virsh("suspend", d)
-    ram = ram_seq(lv, d, tmp)
+    ram = lv.ram_seq(d, tmp)
     t0 = time.monotonic()
     lv.virsh("domstate", d)
     t1 = time.monotonic()
@@ -184,7 +169,7 @@ def one_instant(lv, tmp, kind, timings):
                                         ram["issued"]),
               ram["done"] <= newest <= ram["issued"] == ram["done"] + 1,
               "disk %d, RAM %s" % (newest, ram))
-    after = wait_done(lv, d, tmp, ram["issued"] + 2)
+    after = lv.wait_done(d, tmp, ram["issued"] + 2)
     check("%s: resumed: the guest goes on writing" % d,
           after and after["done"] > ram["issued"] + 2, after)
     again, errs = vl.disk_newest(base, tmp)
@@ -239,21 +224,7 @@ def main(lv, tmp):
 
 
 def top():
-    tmp = tempfile.mkdtemp(prefix="wpsnap-vm.")
-    lv = vl.Libvirtd(tmp)
-    try:
-        lv.start()
-    except vl.Unavailable as e:
-        lv.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
-        print("# SKIP: libvirtd cannot run here: %s" % e, flush=True)
-        sys.exit(77)
-    except BaseException:
-        lv.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    ok("private libvirtd answers on %s" % lv.sock)
-    wpstest.run_main(lambda: main(lv, tmp), tmp)
+    vl.run_test(main, "wpsnap-vm.")
 
 
 if __name__ == "__main__":

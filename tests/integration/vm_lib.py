@@ -297,6 +297,21 @@ class Libvirtd:
         with open(path, "rb") as f:
             return f.read()
 
+    def ram_seq(self, dom, tmp):
+        """The guest's RAM record of its disk sequence (see seq_ram)."""
+        return seq_ram(self.pmem(dom, SEQ_RAM_ADDR, 64,
+                                 os.path.join(tmp, dom + ".seq")))
+
+    def wait_done(self, dom, tmp, above, timeout=60):
+        """The RAM record once the guest acknowledged a record past
+        above (or the last one read, after timeout seconds)."""
+        end = time.time() + timeout
+        while True:
+            r = self.ram_seq(dom, tmp)
+            if (r and r["done"] > above) or time.time() > end:
+                return r
+            time.sleep(0.1)
+
     def stop(self):
         """Destroy every domain, stop libvirtd, kill what is left in its
         namespace. Returns the pids that survived (none, normally)."""
@@ -450,6 +465,28 @@ def disk_newest(qcow2, tmp):
         return seq_disk(raw)
     finally:
         os.unlink(raw)
+
+
+def run_test(main, prefix):
+    """A VM test's entry: a private libvirtd in a new temp dir, or exit 77
+    with the reason; then main(lv, tmp) under wpstest.run_main."""
+    import tempfile
+    import wpstest
+    tmp = tempfile.mkdtemp(prefix=prefix)
+    lv = Libvirtd(tmp)
+    try:
+        lv.start()
+    except Unavailable as e:
+        lv.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+        print("# SKIP: libvirtd cannot run here: %s" % e, flush=True)
+        sys.exit(77)
+    except BaseException:
+        lv.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    wpstest.ok("private libvirtd answers on %s" % lv.sock)
+    wpstest.run_main(lambda: main(lv, tmp), tmp)
 
 
 if __name__ == "__main__":

@@ -22,13 +22,13 @@
 #
 # Exit 77 when libvirtd cannot run here or wpsnap was built without
 # libvirt (the reason is printed). Prints "N passed, N failed".
-import glob, json, os, shutil, subprocess, sys, tempfile, time
+import glob, json, os, shutil, subprocess, sys, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import qemu_lib as ql  # noqa: E402
 import vm_lib as vl  # noqa: E402
 import wpstest  # noqa: E402
-from wpstest import check, ok  # noqa: E402
+from wpstest import check  # noqa: E402
 
 MEM_MIB = 64
 KINDS = ("shared", "private")
@@ -50,21 +50,6 @@ def wpsnap(lv, *args, env=None, timeout=300):
 
 def state(lv, d):
     return lv.virsh("domstate", d, check=False).stdout.strip()
-
-
-def ram_seq(lv, d, tmp):
-    return vl.seq_ram(lv.pmem(d, vl.SEQ_RAM_ADDR, 64,
-                              os.path.join(tmp, d + ".seq")))
-
-
-def wait_done(lv, d, tmp, above, timeout=60):
-    """The RAM record once the guest acknowledged a record past above."""
-    end = time.time() + timeout
-    while True:
-        r = ram_seq(lv, d, tmp)
-        if (r and r["done"] > above) or time.time() > end:
-            return r
-        time.sleep(0.1)
 
 
 def image_ram(snap, tmp, tag):
@@ -114,7 +99,7 @@ def boot(lv, tmp, kind, d):
     with open(xml, "w") as f:
         f.write(vl.domain_xml(d, MEM_MIB, kind, disk, "size=16"))
     lv.virsh("create", xml)
-    r = wait_done(lv, d, tmp, 2)
+    r = lv.wait_done(d, tmp, 2)
     check("%s: boots and writes its disk sequence" % d,
           r and r["done"] > 2, r)
     return disk
@@ -173,7 +158,7 @@ def live_snapshot(lv, tmp, kind, d):
     check("%s live: frozen disk whole" % d, not errs, errs)
     one_instant("%s live" % d, rec, newest)
     check("%s live: running" % d, state(lv, d) == "running", state(lv, d))
-    after = wait_done(lv, d, tmp, rec["issued"] + 2)
+    after = lv.wait_done(d, tmp, rec["issued"] + 2)
     check("%s live: the guest goes on" % d,
           after and after["done"] > rec["issued"] + 2, after)
     clean_of_us(pid, "%s live" % d)
@@ -203,15 +188,15 @@ def restored(lv, tmp, kind, d, snap, phys, ranges, rec, newest):
           % (c, newest), ovl and "-copy-hda.wps-" in ovl[0] and
           top == newest and not errs, "%s: %s %s" % (ovl, top, errs))
     lv.virsh("resume", c)
-    first = ram_seq(lv, c, tmp)
+    first = lv.ram_seq(c, tmp)
     check("%s: resumed from the snapshot's instant (seq %d, no reboot)" % (
         c, rec["done"]), first and first["done"] >= rec["done"] and
         first["writes"] >= rec["writes"], "%s then %s" % (rec, first))
-    after = wait_done(lv, c, tmp, rec["issued"] + 3)
+    after = lv.wait_done(c, tmp, rec["issued"] + 3)
     check("%s: goes on writing its disk sequence" % c,
           after and after["done"] > rec["issued"] + 3, after)
     lv.virsh("suspend", c)
-    now = ram_seq(lv, c, tmp)
+    now = lv.ram_seq(c, tmp)
     top, errs = vl.disk_newest(ovl[0], tmp)
     check("%s: its disk whole" % c, not errs, errs)
     one_instant("%s suspended" % c, now, top)
@@ -238,8 +223,8 @@ def killed(lv, tmp, d):
                   r.returncode == 1 and snap + ".partial exists" in r.stderr
                   and state(lv, d) == "running", r.stderr.strip())
         shutil.rmtree(snap + ".partial", ignore_errors=True)
-    seq = ram_seq(lv, d, tmp)
-    after = wait_done(lv, d, tmp, seq["done"] + 2)
+    seq = lv.ram_seq(d, tmp)
+    after = lv.wait_done(d, tmp, seq["done"] + 2)
     check("%s: after every death the guest goes on" % d,
           after and after["done"] > seq["done"] + 2, after)
 
@@ -326,21 +311,7 @@ def top():
     if "built without libvirt" in r.stderr:
         print("# SKIP: wpsnap was built without libvirt", flush=True)
         sys.exit(77)
-    tmp = tempfile.mkdtemp(prefix="wpsnap-vmsnap.")
-    lv = vl.Libvirtd(tmp)
-    try:
-        lv.start()
-    except vl.Unavailable as e:
-        lv.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
-        print("# SKIP: libvirtd cannot run here: %s" % e, flush=True)
-        sys.exit(77)
-    except BaseException:
-        lv.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    ok("private libvirtd answers on %s" % lv.sock)
-    wpstest.run_main(lambda: main(lv, tmp), tmp)
+    vl.run_test(main, "wpsnap-vmsnap.")
 
 
 if __name__ == "__main__":
