@@ -244,14 +244,14 @@ static int vm_resume(void *arg)
  * directory. */
 static int overlay_path(struct vmsnap *s, struct vm_disk *d)
 {
-	char src[PATH_MAX], dir[PATH_MAX], *base, *dot;
+	char src[PATH_MAX], dir[PATH_MAX], out[PATH_MAX], *base, *dot;
 	struct stat st;
 	int n;
 
 	snprintf(src, sizeof(src), "%s", d->source);
 	if (!stat(src, &st) && S_ISBLK(st.st_mode)) {
 		snprintf(dir, sizeof(dir), "%s", s->o->dir);
-		n = snprintf(d->overlay, sizeof(d->overlay), "%s/%s-%s.wps-%s"
+		n = snprintf(out, sizeof(out), "%s/%s-%s.wps-%s"
 			     ".qcow2", dirname(dir), s->m.domain, d->target,
 			     s->m.id);
 	} else {
@@ -260,13 +260,14 @@ static int overlay_path(struct vmsnap *s, struct vm_disk *d)
 		dot = strrchr(base, '.');
 		if (dot && dot != base)
 			*dot = '\0';
-		n = snprintf(d->overlay, sizeof(d->overlay), "%s/%s.wps-%s.qcow2",
+		n = snprintf(out, sizeof(out), "%s/%s.wps-%s.qcow2",
 			     dirname(dir), base, s->m.id);
 	}
 	if (n < 0 || (size_t)n >= sizeof(d->overlay)) {
 		wps_err(s->ctx, "disk %s: overlay path too long", d->target);
 		return -ENAMETOOLONG;
 	}
+	memcpy(d->overlay, out, (size_t)n + 1);
 	if (!lstat(d->overlay, &st)) {
 		wps_err(s->ctx, "disk %s: %s exists already", d->target,
 			d->overlay);

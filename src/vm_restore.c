@@ -116,7 +116,7 @@ static int load_dir(struct vmrest *r)
 /* New qcow2 overlays on the frozen images, beside them. */
 static int make_overlays(struct vmrest *r, const char *name)
 {
-	char id[32], dir[PATH_MAX];
+	char id[32], dir[PATH_MAX], out[PATH_MAX];
 	time_t now = time(NULL);
 	struct tm tm;
 	unsigned int i;
@@ -135,12 +135,13 @@ static int make_overlays(struct vmrest *r, const char *name)
 		if (!d->snap)
 			continue;
 		snprintf(dir, sizeof(dir), "%s", d->source);
-		n = snprintf(d->overlay, sizeof(d->overlay),
+		n = snprintf(out, sizeof(out),
 			     "%s/%s-%s.wps-%s.%06llu.qcow2", dirname(dir), name,
 			     d->target, id, (unsigned long long)
 			     (wps_now_ns() / 1000 % 1000000));
 		if (n < 0 || (size_t)n >= sizeof(d->overlay))
 			return -ENAMETOOLONG;
+		memcpy(d->overlay, out, (size_t)n + 1);
 		if (stat(d->source, &st)) {
 			err = -errno;
 			wps_err(r->ctx, "disk %s: frozen image %s: %s",
