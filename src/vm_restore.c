@@ -26,6 +26,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <libgen.h>
 #include <stdio.h>
@@ -44,6 +45,7 @@
 #include <wpsnap/vm.h>
 
 #include "base/clock.h"
+#include "base/procmaps.h"
 #include "base/log.h"
 #include "base/spawn.h"
 #include "src/qemu_libvirt.h"
@@ -210,18 +212,141 @@ static int poke(struct vmrest *r, pid_t pid, uint64_t addr, void *buf,
 
 /*
  * One saved block into the new QEMU's block of the same name and size.
- * A chunk that is zero in the image is written only if the new QEMU has
- * something there (a ROM its reset copied into RAM): reading fresh
- * memory costs no allocation, writing zeros would.
+ * The region is loaded at disk speed (wps_image_load: libaio, several
+ * reads in flight, checksums verified) into a fresh mapping of ours, then
+ * written over in large pieces; a piece that is zero in the image is
+ * written only if the new QEMU has something there (a ROM its reset
+ * copied into RAM): reading fresh memory costs no allocation, writing
+ * zeros would. The mapping holds the block once, for the length of the
+ * copy.
  */
+static int copy_block(struct vmrest *r, const struct wps_qemu_block *sb,
+		      const struct wps_qemu_block *nb, uint64_t size,
+		      unsigned char *cur)
+{
+	pid_t pid = wps_qemu_pid(r->q);
+	struct wps_image_load_stats ls;
+	unsigned char *buf;
+	uint64_t off;
+	int err;
+
+	buf = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE |
+		   MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (buf == MAP_FAILED) {
+		err = -errno;
+		wps_err(r->ctx, "RAM block %s: cannot map %" PRIu64 " bytes: "
+			"%s", sb->name, size, strerror(-err));
+		return err;
+	}
+	err = wps_image_load(r->img, (unsigned int)sb->region, buf, &ls);
+	if (!err)
+		wps_dbg(r->ctx, "RAM block %s: %" PRIu64 " bytes loaded in "
+			"%.1f ms%s", sb->name, ls.bytes, ls.ns / 1e6,
+			ls.direct ? " (O_DIRECT)" : "");
+	for (off = 0; off < size && !err; off += CHUNK) {
+		size_t len = size - off < CHUNK ? size - off : CHUNK;
+
+		if (zero(buf + off, len)) {
+			struct iovec l = { cur, len };
+			struct iovec rv = {
+				(void *)(uintptr_t)(nb->host_addr + off), len
+			};
+
+			if (process_vm_readv(pid, &l, 1, &rv, 1, 0) ==
+			    (ssize_t)len && zero(cur, len))
+				continue;
+		}
+		err = poke(r, pid, nb->host_addr + off, buf + off, len);
+	}
+	munmap(buf, size);
+	return err;
+}
+
+/*
+ * The file behind QEMU's mapping of a shared block (its memfd), opened
+ * read-write through /proc/PID/map_files, and where the block starts in
+ * it: -ENOENT when the mapping is not a shared file.
+ */
+static int open_block_file(struct vmrest *r, const struct wps_qemu_block *nb,
+			   uint64_t *offset)
+{
+	pid_t pid = wps_qemu_pid(r->q);
+	struct wps_maps_vma *v = NULL;
+	unsigned int n = 0, i;
+	int fd = -ENOENT;
+	char path[96];
+
+	if (!nb->memfd || wps_maps_read(pid, 0, &v, &n))
+		return -ENOENT;
+	for (i = 0; i < n; i++) {
+		if (v[i].start != nb->host_addr || v[i].perms[3] != 's')
+			continue;
+		snprintf(path, sizeof(path), "/proc/%d/map_files/%" PRIx64
+			 "-%" PRIx64, (int)pid, v[i].start, v[i].end);
+		fd = open(path, O_RDWR | O_CLOEXEC);
+		fd = fd < 0 ? -errno : fd;
+		*offset = v[i].offset;
+		break;
+	}
+	free(v);
+	return fd;
+}
+
+/*
+ * A shared block (memfd): the image is loaded straight into it through a
+ * mapping of our own, at disk speed, with no copy and no page faults in
+ * QEMU. What the fresh QEMU put there itself (a ROM its reset copied into
+ * RAM) is found with SEEK_DATA and cleared first where the image has a
+ * hole, since the load skips holes.
+ */
+static int load_shared(struct vmrest *r, const struct wps_qemu_block *sb,
+		       int fd, uint64_t foff, uint64_t size)
+{
+	struct wps_image_load_stats ls;
+	unsigned char *map;
+	off_t pos;
+	int err;
+
+	map = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd,
+		   (off_t)foff);
+	if (map == MAP_FAILED) {
+		err = -errno;
+		wps_err(r->ctx, "RAM block %s: cannot map QEMU's memory: %s",
+			sb->name, strerror(-err));
+		return err;
+	}
+	for (pos = lseek(fd, (off_t)foff, SEEK_DATA);
+	     pos >= 0 && (uint64_t)pos < foff + size;
+	     pos = lseek(fd, pos, SEEK_DATA)) {
+		off_t end = lseek(fd, pos, SEEK_HOLE);
+		uint64_t b;
+
+		if (end < 0 || (uint64_t)end > foff + size)
+			end = (off_t)(foff + size);
+		for (b = ((uint64_t)pos - foff) / 4096;
+		     b < ((uint64_t)end - foff) / 4096; b++)
+			if (wps_image_block_present(r->img,
+						    (unsigned int)sb->region,
+						    b) == 0)
+				memset(map + b * 4096, 0, 4096);
+		pos = end;
+	}
+	err = wps_image_load(r->img, (unsigned int)sb->region, map, &ls);
+	if (!err)
+		wps_dbg(r->ctx, "RAM block %s: %" PRIu64 " bytes loaded into "
+			"QEMU's memfd in %.1f ms", sb->name, ls.bytes,
+			ls.ns / 1e6);
+	munmap(map, size);
+	return err;
+}
+
 static int fill_block(struct vmrest *r, const struct wps_qemu_block *sb,
-		      unsigned char *buf, unsigned char *cur)
+		      unsigned char *cur)
 {
 	const struct wps_qemu_block *nb = NULL;
-	pid_t pid = wps_qemu_pid(r->q);
-	uint64_t size, off;
+	uint64_t size, foff = 0;
 	unsigned int i;
-	int err = 0;
+	int fd, err;
 
 	for (i = 0; i < r->now->nr_blocks && !nb; i++)
 		if (!strcmp(r->now->blocks[i].name, sb->name))
@@ -233,24 +358,12 @@ static int fill_block(struct vmrest *r, const struct wps_qemu_block *sb,
 		return -EPROTO;
 	}
 	size = wps_image_get_region(r->img, (unsigned int)sb->region)->size;
-	for (off = 0; off < size && !err; off += CHUNK) {
-		size_t len = size - off < CHUNK ? size - off : CHUNK;
-
-		err = wps_image_read(r->img, (unsigned int)sb->region, off, buf,
-				     len);
-		if (err)
-			break;
-		if (zero(buf, len)) {
-			struct iovec l = { cur, len };
-			struct iovec rv = {
-				(void *)(uintptr_t)(nb->host_addr + off), len
-			};
-
-			if (process_vm_readv(pid, &l, 1, &rv, 1, 0) ==
-			    (ssize_t)len && zero(cur, len))
-				continue;
-		}
-		err = poke(r, pid, nb->host_addr + off, buf, len);
+	fd = open_block_file(r, nb, &foff);
+	if (fd >= 0) {
+		err = load_shared(r, sb, fd, foff, size);
+		close(fd);
+	} else {
+		err = copy_block(r, sb, nb, size, cur);
 	}
 	r->ram_bytes += size;
 	return err;
@@ -258,14 +371,13 @@ static int fill_block(struct vmrest *r, const struct wps_qemu_block *sb,
 
 static int fill_ram(struct vmrest *r)
 {
-	unsigned char *buf = malloc(CHUNK), *cur = malloc(CHUNK);
+	unsigned char *cur = malloc(CHUNK);
 	unsigned int i;
-	int err = buf && cur ? 0 : -ENOMEM;
+	int err = cur ? 0 : -ENOMEM;
 
 	for (i = 0; !err && i < r->saved->nr_blocks; i++)
 		if (r->saved->blocks[i].region >= 0)
-			err = fill_block(r, &r->saved->blocks[i], buf, cur);
-	free(buf);
+			err = fill_block(r, &r->saved->blocks[i], cur);
 	free(cur);
 	return err;
 }
