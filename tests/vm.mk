@@ -6,7 +6,7 @@
 # vm_snapshot.py: wpsnap vm snapshot/restore round trips on those domains.
 TESTS += tests/integration/vm_boot.py tests/integration/vm_snapshot.py
 EXTRA_DIST += tests/integration/vm_boot.py tests/integration/vm_lib.py \
-	tests/integration/vm_snapshot.py \
+	tests/integration/vm_snapshot.py tests/bench/vm.py \
 	docs/VM.md
 if HAVE_LIBVIRT
 check_PROGRAMS += tests/integration/vm_probe
