@@ -9,8 +9,9 @@
  * of the image is written into the new QEMU's RAM blocks (found by the
  * QEMU module's discovery, matched by name and size), then QEMU loads
  * the device state (migrate-incoming of the device-only stream over an
- * fd) and libvirt resumes it. Nothing here depends on the RAM backing:
- * the RAM goes in through process_vm_writev, private or shared alike.
+ * fd) and libvirt resumes it. Any RAM backing works:
+ * a shared block is loaded straight into QEMU's memfd, a private one
+ * written in with process_vm_writev.
  *
  * Why not QEMU's own RAM loading: libvirt's `virsh restore` reads a RAM
  * stream through QEMU's migration code, page by page, with the guest
@@ -47,6 +48,7 @@
 #include "base/clock.h"
 #include "base/procmaps.h"
 #include "base/log.h"
+#include "base/memsrc.h"
 #include "base/spawn.h"
 #include "src/qemu_libvirt.h"
 #include "src/vm_int.h"
@@ -226,6 +228,7 @@ static int copy_block(struct vmrest *r, const struct wps_qemu_block *sb,
 {
 	pid_t pid = wps_qemu_pid(r->q);
 	struct wps_image_load_stats ls;
+	struct wps_memsrc qemu;
 	unsigned char *buf;
 	uint64_t off;
 	int err;
@@ -243,21 +246,17 @@ static int copy_block(struct vmrest *r, const struct wps_qemu_block *sb,
 		wps_dbg(r->ctx, "RAM block %s: %" PRIu64 " bytes loaded in "
 			"%.1f ms%s", sb->name, ls.bytes, ls.ns / 1e6,
 			ls.direct ? " (O_DIRECT)" : "");
+	wps_memsrc_init_remote(&qemu, r->ctx, pid, nb->host_addr, size);
 	for (off = 0; off < size && !err; off += CHUNK) {
 		size_t len = size - off < CHUNK ? size - off : CHUNK;
 
-		if (zero(buf + off, len)) {
-			struct iovec l = { cur, len };
-			struct iovec rv = {
-				(void *)(uintptr_t)(nb->host_addr + off), len
-			};
-
-			if (process_vm_readv(pid, &l, 1, &rv, 1, 0) ==
-			    (ssize_t)len && zero(cur, len))
-				continue;
-		}
+		if (zero(buf + off, len) &&
+		    !wps_memsrc_try_read(&qemu, off, cur, len) &&
+		    zero(cur, len))
+			continue;
 		err = poke(r, pid, nb->host_addr + off, buf + off, len);
 	}
+	wps_memsrc_close(&qemu);
 	munmap(buf, size);
 	return err;
 }
