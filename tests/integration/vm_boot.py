@@ -201,21 +201,7 @@ def main(lv, tmp):
         wpstest.ko("main", "terminated (exit %s): cleaning up" % e.code)
         raise
     finally:
-        if wpstest.failed:
-            for f in [lv.log] + [lv.qemu_log(dom(k)) for k in KINDS]:
-                try:
-                    with open(f) as fh:
-                        note("%s:\n#   %s" % (f, fh.read()[-3000:].replace(
-                            "\n", "\n#   ")))
-                except OSError:
-                    pass
-        left = lv.stop()
-    check("libvirtd stopped, no process left in its namespace", not left,
-          left)
-    alive = [p for p in pids if vl.alive(p)]
-    check("no QEMU left", not alive, alive)
-    check("no mount left on the host", not lv.host_mounts(),
-          lv.host_mounts())
+        lv.finish(pids)
     if timings:
         note("libvirt disk-only snapshot of a suspended domain: %s ms "
              "(virsh wall clock; a bare virsh call costs %s ms)" % (

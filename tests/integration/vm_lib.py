@@ -28,7 +28,9 @@
 #   SIGTERM to the test runs stop() (through SystemExit); if the test dies
 #   outright, a watchdog process (this file, "watchdog" mode, in a session of
 #   its own) sees its pipe close, kills what is in the namespace and removes
-#   the temp dir.
+#   the temp dir. Both hold an fd of the namespace until they are done, so
+#   its "mnt:[INODE]" cannot be reused by another namespace meanwhile
+#   (killing by a recycled identity once hit another test's processes).
 # - Cannot run (not root, no libvirtd, no overlayfs, libvirtd exits): the
 #   caller gets Unavailable with the exact reason and exits 77.
 import json, os, shutil, signal, struct, subprocess, sys, time
@@ -166,6 +168,7 @@ class Libvirtd:
         self.log = os.path.join(self.root, "libvirtd.log")
         self.proc = self.watchdog = None
         self.ns = None
+        self.ns_fd = None
         self.start_s = None
 
     def pidfile(self, name):
@@ -233,10 +236,20 @@ class Libvirtd:
                 raise Unavailable(self._why("libvirtd's namespace failed"))
             self.ns = _mnt_ns(self.proc.pid)
             time.sleep(0.005)
+        # Hold the namespace: while an fd refers to it, its identity
+        # ("mnt:[INODE]") cannot be given to another namespace, so killing
+        # "every process of ns" can never hit someone else's processes
+        # (ip netns exec, unshare: new mount namespaces appear all the
+        # time on a busy machine, and their inode numbers are reused).
+        self.ns_fd = os.open("/proc/%d/ns/mnt" % self.proc.pid,
+                             os.O_RDONLY | os.O_CLOEXEC)
+        if os.readlink("/proc/self/fd/%d" % self.ns_fd) != self.ns:
+            raise Unavailable("libvirtd's namespace changed under us")
         self.watchdog = subprocess.Popen(
             [sys.executable, os.path.abspath(__file__), "watchdog", self.ns,
              self.tmp],
-            stdin=subprocess.PIPE, start_new_session=True)
+            stdin=subprocess.PIPE, start_new_session=True,
+            pass_fds=(self.ns_fd,))
         while True:
             if self.proc.poll() is not None:
                 raise Unavailable(self._why("libvirtd exited with status %d"
@@ -342,7 +355,33 @@ class Libvirtd:
             self.watchdog = None
         self.out.close()
         self.proc = None
+        if self.ns_fd is not None:
+            os.close(self.ns_fd)
+            self.ns_fd = None
         return left
+
+    def finish(self, pids):
+        """The end of a VM test: libvirtd's and QEMU's logs if a check
+        failed, then stop() and check that nothing is left: no process of
+        the namespace, none of pids (the tests' QEMUs), no mount."""
+        import glob
+        import wpstest
+        if wpstest.failed:
+            for f in [self.log] + sorted(glob.glob(os.path.join(
+                    self.root, "log", "qemu", "*.log"))):
+                try:
+                    with open(f) as fh:
+                        print("# %s:\n#   %s" % (f, fh.read()[-2000:].replace(
+                            "\n", "\n#   ")), flush=True)
+                except OSError:
+                    pass
+        left = self.stop()
+        wpstest.check("libvirtd stopped, no process left in its namespace",
+                      not left, left)
+        alive_ = [p for p in pids if alive(p)]
+        wpstest.check("no QEMU left", not alive_, alive_)
+        wpstest.check("no mount left on the host", not self.host_mounts(),
+                      self.host_mounts())
 
     def host_mounts(self):
         """Host mount table lines that name our temp dir (none: the mounts

@@ -287,20 +287,7 @@ def main(lv, tmp):
         wpstest.ko("main", "terminated (exit %s): cleaning up" % e.code)
         raise
     finally:
-        if wpstest.failed:
-            for f in [lv.log] + glob.glob(os.path.join(lv.root, "log", "qemu",
-                                                       "*.log")):
-                try:
-                    with open(f) as fh:
-                        note("%s:\n#   %s" % (f, fh.read()[-2000:].replace(
-                            "\n", "\n#   ")))
-                except OSError:
-                    pass
-        left = lv.stop()
-    check("libvirtd stopped, no process left in its namespace", not left,
-          left)
-    alive = [p for p in pids if vl.alive(p)]
-    check("no QEMU left", not alive, alive)
+        lv.finish(pids)
 
 
 def top():
