@@ -23,8 +23,10 @@ FUZZ_CFLAGS = -g -O1 -std=gnu11 -fno-omit-frame-pointer \
 	-fsanitize=address,undefined -fno-sanitize-recover=undefined \
 	$(WARN_CFLAGS) -pthread
 FUZZ_CPPFLAGS = -I$(top_srcdir)/include -I$(top_srcdir) -I$(top_builddir) \
-	$(NBD_CFLAGS) $(JANSSON_CFLAGS) $(NL_CFLAGS) $(NLNF_CFLAGS)
-FUZZ_LIBS = $(AIO_LIBS) $(NBD_LIBS) $(JANSSON_LIBS) $(NL_LIBS) $(NLNF_LIBS) -lz -lm
+	$(NBD_CFLAGS) $(JANSSON_CFLAGS) $(NL_CFLAGS) $(NLNF_CFLAGS) \
+	$(LIBVIRT_CFLAGS) $(LIBXML_CFLAGS)
+FUZZ_LIBS = $(AIO_LIBS) $(NBD_LIBS) $(JANSSON_LIBS) $(NL_LIBS) $(NLNF_LIBS) \
+	$(LIBVIRT_LIBS) $(LIBXML_LIBS) -lz -lm
 
 EXTRA_DIST += tests/fuzz/local.mk tests/fuzz/run.sh tests/fuzz/fuzzutil.h \
 	tests/fuzz/fuzzutil.c tests/fuzz/gen_seeds.c tests/fuzz/corpus \
