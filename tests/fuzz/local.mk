@@ -9,6 +9,10 @@
 # `tests/fuzz/run.sh SECONDS` runs them (CI: .ci/run).
 
 FUZZ_TARGETS = image chain qmp ledger wset netbuf nbd_uri qemu_layout
+# vm.json and domain XML are read only by the VM module (with libvirt)
+if HAVE_LIBVIRT
+FUZZ_TARGETS += vm_dir
+endif
 
 # The library, the netbuf backends, the reference guest's ledger, and the
 # daemon's request parser and QMP helpers (not its server, guests or jobs:
@@ -32,7 +36,8 @@ EXTRA_DIST += tests/fuzz/local.mk tests/fuzz/run.sh tests/fuzz/fuzzutil.h \
 	tests/fuzz/fuzzutil.c tests/fuzz/gen_seeds.c tests/fuzz/corpus \
 	tests/fuzz/fuzz_image.c tests/fuzz/fuzz_chain.c tests/fuzz/fuzz_qmp.c \
 	tests/fuzz/fuzz_ledger.c tests/fuzz/fuzz_wset.c tests/fuzz/fuzz_netbuf.c \
-	tests/fuzz/fuzz_nbd_uri.c tests/fuzz/fuzz_qemu_layout.c
+	tests/fuzz/fuzz_nbd_uri.c tests/fuzz/fuzz_qemu_layout.c \
+	tests/fuzz/fuzz_vm_dir.c
 
 .PHONY: fuzz fuzz-check-cc fuzz-seeds fuzz-clean
 

@@ -12,13 +12,16 @@ set -uo pipefail
 total=${1:?usage: run.sh SECONDS_TOTAL}
 src=$(cd "$(dirname "$0")" && pwd)
 build=${WPSNAP_BUILDDIR:-$src/../..}/tests/fuzz
-targets=${FUZZ_TARGETS:-image chain qmp ledger wset netbuf nbd_uri qemu_layout}
+# vm_dir exists when configure found libvirt
+vm=; [ -x "$build/fuzz_vm_dir" ] && vm=vm_dir
+targets=${FUZZ_TARGETS:-image chain qmp ledger wset netbuf nbd_uri qemu_layout $vm}
 
 # -max_len per target: image inputs are sparse descriptions (fuzzutil.h)
 max_len() {
 	case $1 in
 	image) echo 16384 ;; chain) echo 49152 ;; qmp) echo 8192 ;;
-	ledger|wset|qemu_layout) echo 4096 ;; *) echo 512 ;;
+	ledger|wset|qemu_layout) echo 4096 ;; vm_dir) echo 8192 ;;
+	*) echo 512 ;;
 	esac
 }
 
