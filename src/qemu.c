@@ -124,7 +124,11 @@ int wps_qemu_hmp(struct wps_qemu *q, const char *cmdline, char **out)
 
 int wps_qemu_send_fd(struct wps_qemu *q, int fd, const char *name)
 {
-	return q->ops->send_fd(q, fd, name);
+	json_t *args = json_pack("{s:s}", "fdname", name);
+
+	if (!args)
+		return -ENOMEM;
+	return q->ops->execute_fd(q, "getfd", args, NULL, fd);
 }
 
 /* ------------------------------------------------------------------ */

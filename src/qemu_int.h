@@ -28,8 +28,10 @@ struct qemu_mon_ops {
 		       json_t **ret);
 	/* HMP passthrough; *out malloc'ed. */
 	int (*hmp)(struct wps_qemu *q, const char *cmdline, char **out);
-	/* QMP getfd: QEMU holds a copy of fd under name. */
-	int (*send_fd)(struct wps_qemu *q, int fd, const char *name);
+	/* As execute, with fd passed along with the command (getfd,
+	 * add-fd: QEMU keeps a copy of it; fd stays the caller's). */
+	int (*execute_fd)(struct wps_qemu *q, const char *cmd, json_t *args,
+			  json_t **ret, int fd);
 	/* QEMU's pid. */
 	pid_t (*pid)(const struct wps_qemu *q);
 	/*

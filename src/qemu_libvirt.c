@@ -123,15 +123,6 @@ static int lv_hmp(struct wps_qemu *q, const char *cmdline, char **out)
 	return 0;
 }
 
-static int lv_send_fd(struct wps_qemu *q, int fd, const char *name)
-{
-	json_t *args = json_pack("{s:s}", "fdname", name);
-
-	if (!args)
-		return -ENOMEM;
-	return lv_request(q, "getfd", args, NULL, fd);
-}
-
 static pid_t lv_pid(const struct wps_qemu *q)
 {
 	return ((const struct lvmon *)q->priv)->pid;
@@ -159,7 +150,7 @@ static const struct qemu_mon_ops libvirt_ops = {
 	.name = "libvirt",
 	.execute = lv_execute,
 	.hmp = lv_hmp,
-	.send_fd = lv_send_fd,
+	.execute_fd = lv_request,
 	.pid = lv_pid,
 	.watchdog_fd = lv_watchdog_fd,
 	.close = lv_close,

@@ -227,15 +227,6 @@ static int qmp_hmp(struct wps_qemu *q, const char *cmdline, char **out)
 	return *out ? 0 : -ENOMEM;
 }
 
-static int qmp_send_fd(struct wps_qemu *q, int fd, const char *name)
-{
-	json_t *args = json_pack("{s:s}", "fdname", name);
-
-	if (!args)
-		return -ENOMEM;
-	return qmp_request(q, "getfd", args, NULL, fd);
-}
-
 static pid_t qmp_pid(const struct wps_qemu *q)
 {
 	return ((const struct qmp *)q->priv)->pid;
@@ -264,7 +255,7 @@ static const struct qemu_mon_ops qmp_ops = {
 	.name = "qmp",
 	.execute = qmp_execute,
 	.hmp = qmp_hmp,
-	.send_fd = qmp_send_fd,
+	.execute_fd = qmp_request,
 	.pid = qmp_pid,
 	.watchdog_fd = qmp_watchdog_fd,
 	.close = qmp_close,

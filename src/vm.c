@@ -43,7 +43,6 @@
 #include <unistd.h>
 
 #include <jansson.h>
-#include <libvirt/libvirt-qemu.h>
 
 #include <wpsnap/qemu.h>
 #include <wpsnap/vm.h>
@@ -51,6 +50,7 @@
 #include "base/clock.h"
 #include "base/log.h"
 #include "base/spawn.h"
+#include "src/qemu_int.h"
 #include "src/qemu_libvirt.h"
 #include "src/vm_int.h"
 
@@ -78,30 +78,22 @@ struct vmsnap {
 /* add-fd of fd into a new fdset: its id. */
 static int add_fd(struct vmsnap *s, int fd, long long *id)
 {
-	static const char cmd[] =
-		"{\"execute\":\"add-fd\",\"arguments\":{\"opaque\":\"wpsnap\"}}";
-	char *res = NULL;
-	json_t *r;
+	json_t *ret = NULL, *v;
+	int err = s->q->ops->execute_fd(s->q, "add-fd",
+					json_pack("{s:s}", "opaque", "wpsnap"),
+					&ret, fd);
 
-	if (virDomainQemuMonitorCommandWithFiles(s->dom, cmd, 1, &fd, NULL,
-						 NULL, &res, 0) < 0) {
-		wps_err(s->ctx, "domain %s: QMP add-fd: %s", s->m.domain,
-			qemu_libvirt_error());
-		return -EIO;
-	}
-	r = json_loads(res, 0, NULL);
-	free(res);
-	*id = json_integer_value(json_object_get(json_object_get(r, "return"),
-						 "fdset-id"));
-	if (!json_is_integer(json_object_get(json_object_get(r, "return"),
-					     "fdset-id"))) {
+	if (err)
+		return err;
+	v = json_object_get(ret, "fdset-id");
+	if (!json_is_integer(v)) {
 		wps_err(s->ctx, "domain %s: QMP add-fd: no fdset-id in the "
 			"answer", s->m.domain);
-		json_decref(r);
-		return -EPROTO;
+		err = -EPROTO;
 	}
-	json_decref(r);
-	return 0;
+	*id = json_integer_value(v);
+	json_decref(ret);
+	return err;
 }
 
 static int save_devices(struct vmsnap *s)
