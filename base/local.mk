@@ -14,4 +14,5 @@ libwpsnap_priv_la_SOURCES += \
 	base/procmaps.c \
 	base/procmaps.h \
 	base/spawn.c \
-	base/spawn.h
+	base/spawn.h \
+	base/zero.h

@@ -44,6 +44,7 @@
 
 #include "base/clock.h"
 #include "base/log.h"
+#include "base/zero.h"
 #include "src/qemu_int.h"
 
 /* ------------------------------------------------------------------ */
@@ -535,16 +536,6 @@ out:
 /* physmem: the guest-physical view of an image                        */
 /* ------------------------------------------------------------------ */
 
-static bool all_zero(const unsigned char *p, size_t len)
-{
-	size_t i;
-
-	for (i = 0; i < len; i++)
-		if (p[i])
-			return false;
-	return true;
-}
-
 /* The image region holding block b, by its recorded host address. */
 static int region_of(const struct wps_image *img,
 		     const struct wps_qemu_block *b, uint64_t *size)
@@ -583,7 +574,7 @@ static int copy_range(struct wps_ctx *ctx, struct wps_image *img,
 			return err;
 		}
 		for (k = 0; k < len; k += QEMU_PAGE) {
-			if (all_zero(buf + k, QEMU_PAGE))
+			if (wps_all_zero(buf + k, QEMU_PAGE))
 				continue;
 			if (pwrite(fd, buf + k, QEMU_PAGE,
 				   (off_t)(p->gpa + done + k)) != QEMU_PAGE) {

@@ -50,6 +50,7 @@
 #include "base/log.h"
 #include "base/memsrc.h"
 #include "base/spawn.h"
+#include "base/zero.h"
 #include "src/qemu_libvirt.h"
 #include "src/vm_int.h"
 
@@ -183,11 +184,6 @@ static int check_same_qemu(struct vmrest *r)
 	return 0;
 }
 
-static bool zero(const unsigned char *p, size_t len)
-{
-	return !p[0] && !memcmp(p, p + 1, len - 1);
-}
-
 /* Write len bytes at QEMU's address addr. */
 static int poke(struct vmrest *r, pid_t pid, uint64_t addr, void *buf,
 		size_t len)
@@ -250,9 +246,9 @@ static int copy_block(struct vmrest *r, const struct wps_qemu_block *sb,
 	for (off = 0; off < size && !err; off += CHUNK) {
 		size_t len = size - off < CHUNK ? size - off : CHUNK;
 
-		if (zero(buf + off, len) &&
+		if (wps_all_zero(buf + off, len) &&
 		    !wps_memsrc_try_read(&qemu, off, cur, len) &&
-		    zero(cur, len))
+		    wps_all_zero(cur, len))
 			continue;
 		err = poke(r, pid, nb->host_addr + off, buf + off, len);
 	}

@@ -38,6 +38,7 @@
 #include <wpsnap/image.h>
 
 #include "base/bits.h"
+#include "base/zero.h"
 #include "base/log.h"
 #include "stream/format.h"
 #include "stream/img_reader_int.h"
@@ -262,13 +263,6 @@ static int pread_full(struct wps_image *img, void *buf, size_t len,
 	return wps_img_src_read(img->src, WPS_IMG_LANE_BULK, buf, len, off);
 }
 
-static bool all_zero(const void *p, size_t len)
-{
-	const uint8_t *b = p;
-
-	return !len || (b[0] == 0 && !memcmp(b, b + 1, len - 1));
-}
-
 static bool test_bit(const uint64_t *bm, uint64_t b)
 {
 	return bm[b >> 6] >> (b & 63) & 1;
@@ -292,7 +286,7 @@ static int check_super(struct wps_image *img, const struct wps_img_super *sb,
 	uint32_t crc;
 	uint64_t meta, toff, foff;
 
-	if (all_zero(sb, sizeof(*sb)))
+	if (wps_all_zero(sb, sizeof(*sb)))
 		return img_fail(img, -EBADMSG,
 				"superblock at offset 0 was never written: snapshot did not complete (partial image)");
 	if (memcmp(sb->magic, WPS_IMG_MAGIC, 8))
@@ -356,7 +350,7 @@ static int check_footer(struct wps_image *img, const struct wps_img_super *sb,
 	uint64_t toff = le64toh(sb->trailer_offset);
 	uint32_t crc;
 
-	if (all_zero(ft, sizeof(*ft)) || memcmp(ft->magic, WPS_IMG_FOOTER_MAGIC, 8))
+	if (wps_all_zero(ft, sizeof(*ft)) || memcmp(ft->magic, WPS_IMG_FOOTER_MAGIC, 8))
 		return img_fail(img, -EBADMSG,
 				"footer missing at offset %llu: snapshot did not complete (partial image)",
 				(unsigned long long)foff);
