@@ -292,11 +292,25 @@ static void kill_point(const char *name)
 
 struct run {
 	struct wps_qemu *q;
-	const struct wps_qemu_opts *o;
+	/* How the guest is paused around the freeze: QMP stop/cont, or the
+	 * caller's own (wps_qemu_opts.pause) */
+	int (*pause)(void *arg);
+	int (*resume)(void *arg);
+	void *arg;
 	struct watchdog wd;
 	bool stopped;
 	uint64_t t_stop, t_stopped, t_thawed, t_cont;
 };
+
+static int qmp_stop(void *q)
+{
+	return ((struct wps_qemu *)q)->ops->execute(q, "stop", NULL, NULL);
+}
+
+static int qmp_cont(void *q)
+{
+	return ((struct wps_qemu *)q)->ops->execute(q, "cont", NULL, NULL);
+}
 
 static int guest_stop(struct run *r)
 {
@@ -304,8 +318,7 @@ static int guest_stop(struct run *r)
 
 	watchdog_tell(&r->wd, WD_STOPPING);
 	r->t_stop = wps_now_ns();
-	err = r->o->pause ? r->o->pause(r->o->pause_arg) :
-	      r->q->ops->execute(r->q, "stop", NULL, NULL);
+	err = r->pause(r->arg);
 	r->t_stopped = wps_now_ns();
 	/* On an error the guest may still have stopped: cont it anyway. */
 	r->stopped = true;
@@ -318,8 +331,7 @@ static int guest_cont(struct run *r)
 
 	if (!r->stopped)
 		return 0;
-	err = r->o->pause ? r->o->resume(r->o->pause_arg) :
-	      r->q->ops->execute(r->q, "cont", NULL, NULL);
+	err = r->resume(r->arg);
 	r->t_cont = wps_now_ns();
 	if (!err) {
 		r->stopped = false;
@@ -412,7 +424,12 @@ int wps_qemu_snapshot(struct wps_qemu *q, const struct wps_qemu_layout *l,
 	struct wps_attach_range ranges[WPS_QEMU_MAX_BLOCKS];
 	struct wps_snapshot *snap = NULL;
 	struct wps_attach *at = NULL;
-	struct run r = { .q = q, .o = o, .wd = { .pid = -1, .fd = -1 } };
+	struct run r = {
+		.q = q, .wd = { .pid = -1, .fd = -1 },
+		.pause = o->pause ? o->pause : qmp_stop,
+		.resume = o->pause ? o->resume : qmp_cont,
+		.arg = o->pause ? o->pause_arg : q,
+	};
 	pid_t pid = q->ops->pid(q);
 	unsigned int nr = 0, i;
 	char *blob = NULL;
