@@ -68,7 +68,8 @@ struct vmsnap {
 	void *devices;
 	size_t devices_len;
 	struct wps_qemu_blob blob;
-	uint64_t t_pause, t_suspended, t_devices, t_disks, t_resume, t_resumed;
+	/* inside our pause; the QEMU module times the freeze and resume */
+	uint64_t t_pause, t_suspended, t_devices, t_disks;
 };
 
 /* ------------------------------------------------------------------ */
@@ -213,7 +214,6 @@ static int vm_resume(void *arg)
 {
 	struct vmsnap *s = arg;
 
-	s->t_resume = wps_now_ns();
 	if (!s->suspended)
 		return 0;
 	if (virDomainResume(s->dom) < 0) {
@@ -223,7 +223,6 @@ static int vm_resume(void *arg)
 		return -EIO;
 	}
 	s->suspended = false;
-	s->t_resumed = wps_now_ns();
 	return 0;
 }
 
@@ -410,12 +409,12 @@ static void fill_report(const struct vmsnap *s,
 
 	rep->pid = qr->pid;
 	rep->was_running = s->m.was_running;
-	rep->pause_ns = s->m.was_running ? s->t_resumed - s->t_pause : 0;
+	rep->pause_ns = qr->pause_ns;
 	rep->suspend_ns = s->t_suspended - s->t_pause;
 	rep->devices_ns = s->t_devices - s->t_suspended;
 	rep->disks_ns = s->t_disks - s->t_devices;
-	rep->freeze_ns = s->t_resume - s->t_disks;
-	rep->resume_ns = s->m.was_running ? s->t_resumed - s->t_resume : 0;
+	rep->freeze_ns = qr->freeze_ns;
+	rep->resume_ns = s->m.was_running ? qr->cont_ns : 0;
 	rep->prepare_ns = s->t_pause - t0;
 	rep->total_ns = wps_now_ns() - t0;
 	rep->devices_bytes = s->devices_len;
