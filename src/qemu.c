@@ -110,7 +110,7 @@ int wps_qemu_execute(struct wps_qemu *q, const char *cmd, const char *args,
 			return -EINVAL;
 		}
 	}
-	err = q->ops->execute(q, cmd, a, ret ? &r : NULL);
+	err = qemu_execute(q, cmd, a, ret ? &r : NULL);
 	if (err || !ret)
 		return err;
 	*ret = json_dumps(r, JSON_COMPACT | JSON_ENCODE_ANY);
@@ -129,7 +129,7 @@ int wps_qemu_send_fd(struct wps_qemu *q, int fd, const char *name)
 
 	if (!args)
 		return -ENOMEM;
-	return q->ops->execute_fd(q, "getfd", args, NULL, fd);
+	return q->ops->request(q, "getfd", args, NULL, fd);
 }
 
 /* ------------------------------------------------------------------ */
@@ -304,12 +304,12 @@ struct run {
 
 static int qmp_stop(void *q)
 {
-	return ((struct wps_qemu *)q)->ops->execute(q, "stop", NULL, NULL);
+	return qemu_execute(q, "stop", NULL, NULL);
 }
 
 static int qmp_cont(void *q)
 {
-	return ((struct wps_qemu *)q)->ops->execute(q, "cont", NULL, NULL);
+	return qemu_execute(q, "cont", NULL, NULL);
 }
 
 static int guest_stop(struct run *r)
@@ -383,7 +383,7 @@ static int wait_copy(struct wps_snapshot *snap)
 static int guest_running(struct wps_qemu *q, bool *running)
 {
 	json_t *st = NULL;
-	int err = q->ops->execute(q, "query-status", NULL, &st);
+	int err = qemu_execute(q, "query-status", NULL, &st);
 
 	if (err)
 		return err;

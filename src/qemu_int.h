@@ -21,17 +21,15 @@ struct qemu_mon_ops {
 	const char *name;
 	/*
 	 * Run QMP command cmd; args (NULL: none) is stolen. *ret (optional)
-	 * gets a reference to the "return" value. A command QEMU refuses is
-	 * -EIO with QEMU's text logged; every other error is logged too.
+	 * gets a reference to the "return" value. fd >= 0 is passed along
+	 * with the command (getfd, add-fd: QEMU keeps a copy; fd stays the
+	 * caller's). A command QEMU refuses is -EIO with QEMU's text logged;
+	 * every other error is logged too.
 	 */
-	int (*execute)(struct wps_qemu *q, const char *cmd, json_t *args,
-		       json_t **ret);
+	int (*request)(struct wps_qemu *q, const char *cmd, json_t *args,
+		       json_t **ret, int fd);
 	/* HMP passthrough; *out malloc'ed. */
 	int (*hmp)(struct wps_qemu *q, const char *cmdline, char **out);
-	/* As execute, with fd passed along with the command (getfd,
-	 * add-fd: QEMU keeps a copy of it; fd stays the caller's). */
-	int (*execute_fd)(struct wps_qemu *q, const char *cmd, json_t *args,
-			  json_t **ret, int fd);
 	/* QEMU's pid. */
 	pid_t (*pid)(const struct wps_qemu *q);
 	/*
@@ -56,6 +54,13 @@ struct wps_qemu {
 int qemu_new(struct wps_ctx *ctx, int (*open)(struct wps_qemu *q,
 					      const void *arg),
 	     const void *arg, struct wps_qemu **out);
+
+/* A QMP command without an fd (see qemu_mon_ops.request). */
+static inline int qemu_execute(struct wps_qemu *q, const char *cmd,
+			       json_t *args, json_t **ret)
+{
+	return q->ops->request(q, cmd, args, ret, -1);
+}
 
 /* Monitor kinds: fill q->ops and q->priv. */
 int qemu_qmp_open(struct wps_qemu *q, const char *path);

@@ -315,7 +315,7 @@ static void identify(struct wps_qemu *q, struct wps_qemu_layout *l)
 	const char *t;
 	size_t tl;
 
-	if (!q->ops->execute(q, "query-version", NULL, &r)) {
+	if (!qemu_execute(q, "query-version", NULL, &r)) {
 		json_t *qv = json_object_get(r, "qemu");
 
 		snprintf(l->version, sizeof(l->version), "%d.%d.%d",
@@ -328,7 +328,7 @@ static void identify(struct wps_qemu *q, struct wps_qemu_layout *l)
 	/* QEMU 7.2 names the current machine nowhere else: query-machines
 	 * lists what it could run, query-current-machine has no name. The
 	 * object /machine is of type "<machine>-machine". */
-	if (q->ops->execute(q, "qom-get", json_pack("{s:s, s:s}", "path",
+	if (qemu_execute(q, "qom-get", json_pack("{s:s, s:s}", "path",
 			    "/machine", "property", "type"), &r))
 		return;
 	t = json_string_value(r);

@@ -102,12 +102,6 @@ static int lv_request(struct wps_qemu *q, const char *cmd, json_t *args,
 	return err;
 }
 
-static int lv_execute(struct wps_qemu *q, const char *cmd, json_t *args,
-		      json_t **ret)
-{
-	return lv_request(q, cmd, args, ret, -1);
-}
-
 static int lv_hmp(struct wps_qemu *q, const char *cmdline, char **out)
 {
 	struct lvmon *m = q->priv;
@@ -148,9 +142,8 @@ static void lv_close(struct wps_qemu *q)
 
 static const struct qemu_mon_ops libvirt_ops = {
 	.name = "libvirt",
-	.execute = lv_execute,
+	.request = lv_request,
 	.hmp = lv_hmp,
-	.execute_fd = lv_request,
 	.pid = lv_pid,
 	.watchdog_fd = lv_watchdog_fd,
 	.close = lv_close,

@@ -202,18 +202,12 @@ static int qmp_request(struct wps_qemu *q, const char *cmd, json_t *args,
 	return err;
 }
 
-static int qmp_execute(struct wps_qemu *q, const char *cmd, json_t *args,
-		       json_t **ret)
-{
-	return qmp_request(q, cmd, args, ret, -1);
-}
-
 static int qmp_hmp(struct wps_qemu *q, const char *cmdline, char **out)
 {
 	json_t *r = NULL;
 	int err;
 
-	err = qmp_execute(q, "human-monitor-command",
+	err = qemu_execute(q, "human-monitor-command",
 			  json_pack("{s:s}", "command-line", cmdline), &r);
 	if (err)
 		return err;
@@ -253,9 +247,8 @@ static void qmp_close(struct wps_qemu *q)
 
 static const struct qemu_mon_ops qmp_ops = {
 	.name = "qmp",
-	.execute = qmp_execute,
+	.request = qmp_request,
 	.hmp = qmp_hmp,
-	.execute_fd = qmp_request,
 	.pid = qmp_pid,
 	.watchdog_fd = qmp_watchdog_fd,
 	.close = qmp_close,
@@ -328,7 +321,7 @@ int qemu_qmp_open(struct wps_qemu *q, const char *path)
 	m->pid = cred.pid;
 	err = greeting(q, m);
 	if (!err)
-		err = qmp_execute(q, "qmp_capabilities", NULL, NULL);
+		err = qemu_execute(q, "qmp_capabilities", NULL, NULL);
 	if (err)
 		goto fail;
 	return 0;

@@ -80,7 +80,7 @@ struct vmsnap {
 static int add_fd(struct vmsnap *s, int fd, long long *id)
 {
 	json_t *ret = NULL, *v;
-	int err = s->q->ops->execute_fd(s->q, "add-fd",
+	int err = s->q->ops->request(s->q, "add-fd",
 					json_pack("{s:s}", "opaque", "wpsnap"),
 					&ret, fd);
 
