@@ -293,8 +293,9 @@ static int nbdw_write_sync(struct wps_img_writer *w, const void *data,
 			int err = wps_nbd_errno_or(-EIO);
 
 			wps_err(w->ctx, "image %s: writing %s (%zu bytes at "
-				"offset %llu): %s", w->path, what, piece,
-				(unsigned long long)off, wps_nbd_why());
+				"offset %llu): %s%s", w->path, what, piece,
+				(unsigned long long)off, wps_nbd_lost(),
+				wps_nbd_why());
 			return err;
 		}
 		p += piece;
@@ -321,8 +322,8 @@ static int nbdw_flush(struct wps_img_writer *w, const char *why)
 	if (nbd_flush(c->h, 0) < 0) {
 		int err = wps_nbd_errno_or(-EIO);
 
-		wps_err(w->ctx, "image %s: NBD flush %s failed: %s", w->path,
-			why, wps_nbd_why());
+		wps_err(w->ctx, "image %s: NBD flush %s failed: %s%s",
+			w->path, why, wps_nbd_lost(), wps_nbd_why());
 		return err;
 	}
 	return 0;
@@ -367,8 +368,8 @@ static int zero_super(struct wps_img_writer *w, const char *why)
 	if (nbd_pwrite(c->h, zero, sizeof(zero), 0, 0) < 0) {
 		int err = wps_nbd_errno_or(-EIO);
 
-		wps_err(w->ctx, "image %s: clearing the superblock %s: %s",
-			w->path, why, wps_nbd_why());
+		wps_err(w->ctx, "image %s: clearing the superblock %s: %s%s",
+			w->path, why, wps_nbd_lost(), wps_nbd_why());
 		return err;
 	}
 	return nbdw_flush(w, why);

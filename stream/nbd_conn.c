@@ -27,6 +27,17 @@ int wps_nbd_errno_or(int fallback)
 	return e > 0 ? -e : fallback;
 }
 
+const char *wps_nbd_lost(void)
+{
+	switch (nbd_get_errno()) {
+	case ENOTCONN: case ECONNRESET: case EPIPE: case ESHUTDOWN:
+	case ECONNABORTED:
+		return "the connection to the NBD server is lost: ";
+	default:
+		return "";
+	}
+}
+
 /*
  * Asynchronous connect plus a bounded poll: a host that drops our
  * packets, or a server that accepts the TCP connection but never speaks

@@ -26,4 +26,12 @@ const char *wps_nbd_why(void);
 /* -errno of the last failed libnbd call of this thread, else fallback. */
 int wps_nbd_errno_or(int fallback);
 
+/*
+ * "the connection to the NBD server is lost: " when the last failed
+ * libnbd call of this thread failed because the server went away, else
+ * "". libnbd's own words for that ("Transport endpoint is not
+ * connected") do not tell an operator which side broke.
+ */
+const char *wps_nbd_lost(void);
+
 #endif /* WPS_NBD_CONN_H */
