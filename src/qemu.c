@@ -132,150 +132,6 @@ int wps_qemu_send_fd(struct wps_qemu *q, int fd, const char *name)
 	return q->ops->request(q, "getfd", args, NULL, fd);
 }
 
-/* ------------------------------------------------------------------ */
-/* The watchdog: `cont` if we die while the guest may be stopped by us  */
-/* ------------------------------------------------------------------ */
-
-#define WD_STOPPING 'S'  /* about to stop, or stopped */
-#define WD_RUNNING 'R'   /* continued (or never stopped by us) */
-#define WD_QUIT 'Q'      /* we finished: nothing to do */
-
-struct watchdog {
-	pid_t pid;
-	int fd;                 /* write end of its pipe */
-};
-
-static void close_all_but(int a, int b)
-{
-	int fd;
-
-	/* stderr stays, for its one message */
-	for (fd = 3; fd < 1024; fd++)
-		if (fd != a && fd != b)
-			close(fd);
-}
-
-/* The child: async-signal-safe calls only (we forked a process that may
- * have other threads: the caller's, a sanitizer runtime's). */
-static __attribute__((noreturn)) void watchdog_run(int qfd, int rfd,
-						    char *const *argv)
-{
-	static const char cont[] =
-		"{\"execute\":\"cont\",\"id\":\"wps-watchdog\"}\n";
-	static const char msg[] =
-		"wpsnap: the snapshot process died while QEMU was stopped: "
-		"continued it\n";
-	char state = WD_RUNNING, c, buf[4096];
-	size_t have = 0;
-	int i;
-
-	/* A terminal's ^C or hangup reaches the whole process group: the
-	 * watchdog must outlive the process it watches. */
-	signal(SIGINT, SIG_IGN);
-	signal(SIGTERM, SIG_IGN);
-	signal(SIGHUP, SIG_IGN);
-	signal(SIGPIPE, SIG_IGN);
-	setsid();
-	close_all_but(qfd, rfd);
-	for (;;) {
-		ssize_t n = read(rfd, &c, 1);
-
-		if (n == 1 && c == WD_QUIT)
-			_exit(0);
-		if (n == 1) {
-			state = c;
-			continue;
-		}
-		if (n < 0 && errno == EINTR)
-			continue;
-		break;          /* EOF: our parent is gone */
-	}
-	if (state != WD_STOPPING)
-		_exit(0);
-	if (argv) {
-		/* The caller's resume action (it paused the guest its way) */
-		execv(argv[0], argv);
-		_exit(127);
-	}
-	if (write(qfd, cont, sizeof(cont) - 1) != (ssize_t)(sizeof(cont) - 1))
-		_exit(1);
-	/* Wait for QEMU's answer (10 s at most), so QEMU has acted on it
-	 * before the connection closes. */
-	for (i = 0; i < 100; i++) {
-		struct pollfd p = { .fd = qfd, .events = POLLIN };
-		ssize_t n;
-
-		if (poll(&p, 1, 100) <= 0)
-			continue;
-		n = read(qfd, buf + have, sizeof(buf) - 1 - have);
-		if (n <= 0)
-			break;
-		have += (size_t)n;
-		buf[have] = '\0';
-		if (strstr(buf, "\"wps-watchdog\"")) {
-			if (write(2, msg, sizeof(msg) - 1) < 0)
-				_exit(1);
-			_exit(0);
-		}
-		if (have > sizeof(buf) / 2) {
-			/* keep the tail, where our id would be */
-			memmove(buf, buf + have - 64, 64);
-			have = 64;
-		}
-	}
-	_exit(1);
-}
-
-/* Resume with a raw QMP cont on qfd, or by running argv when not NULL. */
-static int watchdog_start(struct watchdog *w, int qfd, char *const *argv)
-{
-	int p[2];
-
-	w->pid = -1;
-	w->fd = -1;
-	if (pipe2(p, O_CLOEXEC))
-		return -errno;
-	w->pid = fork();
-	if (w->pid < 0) {
-		int err = -errno;
-
-		close(p[0]);
-		close(p[1]);
-		return err;
-	}
-	if (!w->pid) {
-		close(p[1]);
-		watchdog_run(qfd, p[0], argv);
-	}
-	close(p[0]);
-	w->fd = p[1];
-	return 0;
-}
-
-static void watchdog_tell(struct watchdog *w, char state)
-{
-	ssize_t n;
-
-	if (w->fd < 0)
-		return;
-	do
-		n = write(w->fd, &state, 1);
-	while (n < 0 && errno == EINTR);
-}
-
-static void watchdog_stop(struct watchdog *w)
-{
-	if (w->fd >= 0) {
-		watchdog_tell(w, WD_QUIT);
-		close(w->fd);
-		w->fd = -1;
-	}
-	if (w->pid > 0)
-		while (waitpid(w->pid, NULL, 0) < 0 && errno == EINTR)
-			;
-	w->pid = -1;
-}
-
 static void kill_point(const char *name)
 {
 	const char *k = getenv("WPSNAP_QEMU_TEST_KILL");
@@ -297,7 +153,7 @@ struct run {
 	int (*pause)(void *arg);
 	int (*resume)(void *arg);
 	void *arg;
-	struct watchdog wd;
+	struct qemu_watchdog wd;
 	bool stopped;
 	uint64_t t_stop, t_stopped, t_thawed, t_cont;
 };
@@ -316,7 +172,7 @@ static int guest_stop(struct run *r)
 {
 	int err;
 
-	watchdog_tell(&r->wd, WD_STOPPING);
+	qemu_watchdog_tell(&r->wd, QEMU_WD_STOPPING);
 	r->t_stop = wps_now_ns();
 	err = r->pause(r->arg);
 	r->t_stopped = wps_now_ns();
@@ -335,7 +191,7 @@ static int guest_cont(struct run *r)
 	r->t_cont = wps_now_ns();
 	if (!err) {
 		r->stopped = false;
-		watchdog_tell(&r->wd, WD_RUNNING);
+		qemu_watchdog_tell(&r->wd, QEMU_WD_RUNNING);
 	}
 	return err;
 }
@@ -416,6 +272,24 @@ static void fill_report(const struct run *r, const struct wps_qemu_opts *o,
 							QEMU_PAGE);
 }
 
+unsigned int qemu_layout_ranges(const struct wps_qemu_layout *l,
+				struct wps_attach_range *ranges,
+				unsigned int max)
+{
+	unsigned int i, nr = 0;
+
+	for (i = 0; i < l->nr_blocks && nr < max; i++) {
+		const struct wps_qemu_block *b = &l->blocks[i];
+
+		if (!b->snap)
+			continue;
+		ranges[nr].start = b->host_addr;
+		ranges[nr].end = b->host_addr + qemu_block_span(b, b->used);
+		nr++;
+	}
+	return nr;
+}
+
 int wps_qemu_snapshot(struct wps_qemu *q, const struct wps_qemu_layout *l,
 		      const struct wps_qemu_opts *o,
 		      struct wps_qemu_report *rep)
@@ -431,7 +305,7 @@ int wps_qemu_snapshot(struct wps_qemu *q, const struct wps_qemu_layout *l,
 		.arg = o->pause ? o->pause_arg : q,
 	};
 	pid_t pid = q->ops->pid(q);
-	unsigned int nr = 0, i;
+	unsigned int nr, i;
 	char *blob = NULL;
 	int qfd, err;
 
@@ -439,15 +313,7 @@ int wps_qemu_snapshot(struct wps_qemu *q, const struct wps_qemu_layout *l,
 	err = guest_running(q, &rep->was_running);
 	if (err)
 		return err;
-	for (i = 0; i < l->nr_blocks && nr < WPS_QEMU_MAX_BLOCKS; i++) {
-		const struct wps_qemu_block *b = &l->blocks[i];
-
-		if (!b->snap)
-			continue;
-		ranges[nr].start = b->host_addr;
-		ranges[nr].end = b->host_addr + qemu_block_span(b, b->used);
-		nr++;
-	}
+	nr = qemu_layout_ranges(l, ranges, WPS_QEMU_MAX_BLOCKS);
 	err = wps_qemu_layout_format(q->ctx, l, &blob);
 	if (err)
 		return err;
@@ -461,8 +327,8 @@ int wps_qemu_snapshot(struct wps_qemu *q, const struct wps_qemu_layout *l,
 		goto out;
 	}
 	qfd = o->pause ? -1 : q->ops->watchdog_fd(q);
-	err = o->pause ? watchdog_start(&r.wd, -1, o->resume_argv) :
-	      qfd < 0 ? qfd : watchdog_start(&r.wd, qfd, NULL);
+	err = o->pause ? qemu_watchdog_start(&r.wd, -1, o->resume_argv) :
+	      qfd < 0 ? qfd : qemu_watchdog_start(&r.wd, qfd, NULL);
 	if (err == -EOPNOTSUPP && (o->no_stop || !rep->was_running))
 		err = 0;        /* nothing we would have to undo */
 	else if (err) {
@@ -545,7 +411,7 @@ out:
 	wps_snapshot_free(snap);
 	wps_attach_free(at);
 	free(blob);
-	watchdog_stop(&r.wd);
+	qemu_watchdog_stop(&r.wd);
 	return err;
 }
 

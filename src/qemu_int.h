@@ -13,6 +13,7 @@
 #include <jansson.h>
 #include <sys/types.h>
 
+#include <wpsnap/attach.h>
 #include <wpsnap/qemu.h>
 
 #define QEMU_PAGE 4096u
@@ -76,5 +77,30 @@ static inline uint64_t qemu_block_span(const struct wps_qemu_block *b,
 {
 	return qemu_round_up(len, b->page_size ? b->page_size : QEMU_PAGE);
 }
+
+/*
+ * The watchdog (src/qemu_watchdog.c): told the guest's state before and
+ * after each pause; if we die while it is QEMU_WD_STOPPING, it resumes
+ * the guest with a raw QMP cont on qfd or, when argv is not NULL, by
+ * execv(argv[0], argv). Start it before holding a userfaultfd.
+ */
+#define QEMU_WD_STOPPING 'S'  /* about to stop, or stopped */
+#define QEMU_WD_RUNNING 'R'   /* continued (or never stopped by us) */
+#define QEMU_WD_QUIT 'Q'      /* we finished: nothing to do */
+
+struct qemu_watchdog {
+	pid_t pid;              /* -1: none */
+	int fd;                 /* write end of its pipe, -1: none */
+};
+
+int qemu_watchdog_start(struct qemu_watchdog *w, int qfd, char *const *argv);
+void qemu_watchdog_tell(struct qemu_watchdog *w, char state);
+void qemu_watchdog_stop(struct qemu_watchdog *w);
+
+/* The host ranges of l's blocks marked snap (at most max): what an
+ * attach registers. */
+unsigned int qemu_layout_ranges(const struct wps_qemu_layout *l,
+				struct wps_attach_range *ranges,
+				unsigned int max);
 
 #endif /* WPS_QEMU_INT_H */
