@@ -55,21 +55,10 @@
 #include "src/vm_int.h"
 
 struct vmsnap {
-	struct wps_ctx *ctx;
+	struct vm_instant in;
 	const struct wps_vm_snapshot_opts *o;
-	virConnectPtr conn;
-	virDomainPtr dom;
-	struct wps_qemu *q;
-	struct wps_qemu_layout *layout;
-	struct vm_meta m;
-	char *xml;
 	char partial[PATH_MAX];
-	bool suspended, disks_done;
-	void *devices;
-	size_t devices_len;
 	struct wps_qemu_blob blob;
-	/* inside our pause; the QEMU module times the freeze and resume */
-	uint64_t t_pause, t_suspended, t_devices, t_disks;
 };
 
 /* ------------------------------------------------------------------ */
@@ -77,7 +66,7 @@ struct vmsnap {
 /* ------------------------------------------------------------------ */
 
 /* add-fd of fd into a new fdset: its id. */
-static int add_fd(struct vmsnap *s, int fd, long long *id)
+static int add_fd(struct vm_instant *s, int fd, long long *id)
 {
 	json_t *ret = NULL, *v;
 	int err = s->q->ops->request(s->q, "add-fd",
@@ -97,7 +86,7 @@ static int add_fd(struct vmsnap *s, int fd, long long *id)
 	return err;
 }
 
-static int save_devices(struct vmsnap *s)
+static int save_devices(struct vm_instant *s)
 {
 	char path[64], args[128];
 	int mfd = memfd_create("wpsnap-devices", MFD_CLOEXEC), wfd = -1, err;
@@ -148,9 +137,6 @@ static int save_devices(struct vmsnap *s)
 		goto out;
 	}
 	s->devices_len = (size_t)st.st_size;
-	s->blob.name = WPS_VM_DEVICES_BLOB;
-	s->blob.data = s->devices;
-	s->blob.len = s->devices_len;
 out:
 	if (wfd >= 0)
 		close(wfd);
@@ -158,7 +144,7 @@ out:
 	return err;
 }
 
-static int snapshot_disks(struct vmsnap *s)
+static int snapshot_disks(struct vm_instant *s)
 {
 	const unsigned int flags = VIR_DOMAIN_SNAPSHOT_CREATE_DISK_ONLY |
 				   VIR_DOMAIN_SNAPSHOT_CREATE_ATOMIC |
@@ -187,11 +173,16 @@ static int snapshot_disks(struct vmsnap *s)
 	return 0;
 }
 
-static int vm_pause(void *arg)
+int vm_pause(void *arg)
 {
-	struct vmsnap *s = arg;
+	struct vm_instant *s = arg;
 	int err;
 
+	/* the device state of an earlier instant (a checkpoint's) goes */
+	free(s->devices);
+	s->devices = NULL;
+	s->devices_len = 0;
+	s->disks_done = false;
 	s->t_pause = wps_now_ns();
 	if (s->m.was_running) {
 		if (virDomainSuspend(s->dom) < 0) {
@@ -210,9 +201,9 @@ static int vm_pause(void *arg)
 	return err;
 }
 
-static int vm_resume(void *arg)
+int vm_resume(void *arg)
 {
-	struct vmsnap *s = arg;
+	struct vm_instant *s = arg;
 
 	if (!s->suspended)
 		return 0;
@@ -233,20 +224,21 @@ static int vm_resume(void *arg)
 /* The overlay a snapshotted disk goes on with: beside a file, named
  * after it and the snapshot; for a block device, beside the snapshot
  * directory. */
-static int overlay_path(struct vmsnap *s, struct vm_disk *d)
+int vm_overlay_path(struct vm_instant *s, struct vm_disk *d,
+		    const char *name_from)
 {
 	char src[PATH_MAX], dir[PATH_MAX], out[PATH_MAX], *base, *dot;
 	struct stat st;
 	int n;
 
-	snprintf(src, sizeof(src), "%s", d->source);
+	snprintf(src, sizeof(src), "%s", name_from);
 	if (!stat(src, &st) && S_ISBLK(st.st_mode)) {
-		snprintf(dir, sizeof(dir), "%s", s->o->dir);
+		snprintf(dir, sizeof(dir), "%s", s->dir);
 		n = snprintf(out, sizeof(out), "%s/%s-%s.wps-%s"
 			     ".qcow2", dirname(dir), s->m.domain, d->target,
 			     s->m.id);
 	} else {
-		snprintf(dir, sizeof(dir), "%s", d->source);
+		snprintf(dir, sizeof(dir), "%s", name_from);
 		base = basename(src);
 		dot = strrchr(base, '.');
 		if (dot && dot != base)
@@ -267,18 +259,17 @@ static int overlay_path(struct vmsnap *s, struct vm_disk *d)
 	return 0;
 }
 
-static int prepare(struct vmsnap *s)
+int vm_prepare(struct vm_instant *s)
 {
-	const struct wps_vm_snapshot_opts *o = s->o;
 	char tbuf[32];
 	time_t now = time(NULL);
 	struct tm tm;
 	int state = 0, reason, err;
 	unsigned int i;
 
-	err = vm_connect(s->ctx, o->uri, &s->conn);
+	err = vm_connect(s->ctx, s->uri, &s->conn);
 	if (!err)
-		err = vm_lookup(s->ctx, s->conn, o->domain, &s->dom);
+		err = vm_lookup(s->ctx, s->conn, s->domain, &s->dom);
 	if (err)
 		return err;
 	snprintf(s->m.domain, sizeof(s->m.domain), "%s",
@@ -304,7 +295,8 @@ static int prepare(struct vmsnap *s)
 	err = vm_xml_disks(s->ctx, s->xml, s->m.disks, &s->m.nr_disks);
 	for (i = 0; !err && i < s->m.nr_disks; i++)
 		if (s->m.disks[i].snap)
-			err = overlay_path(s, &s->m.disks[i]);
+			err = vm_overlay_path(s, &s->m.disks[i],
+					      s->m.disks[i].source);
 	if (err)
 		return err;
 	err = qemu_libvirt_handle(s->ctx, s->dom, &s->q);
@@ -319,20 +311,21 @@ static int prepare(struct vmsnap *s)
 	return 0;
 }
 
-/* A new file in the partial directory, content written and synced. */
-static int write_file(struct vmsnap *s, const char *name, const char *text)
+/* A new file dir/name: text, or with text NULL m as vm.json; synced. */
+int vm_write_file(struct wps_ctx *ctx, const char *dir, const char *name,
+		  const char *text, const struct vm_meta *m)
 {
 	char path[PATH_MAX];
 	int fd, err = 0;
 
-	if ((size_t)snprintf(path, sizeof(path), "%s/%s", s->partial, name) >=
+	if ((size_t)snprintf(path, sizeof(path), "%s/%s", dir, name) >=
 	    sizeof(path))
 		return -ENAMETOOLONG;
 	fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW,
 		  0600);
 	if (fd < 0) {
 		err = -errno;
-		wps_err(s->ctx, "cannot create %s: %s", path, strerror(-err));
+		wps_err(ctx, "cannot create %s: %s", path, strerror(-err));
 		return err;
 	}
 	if (text) {
@@ -341,18 +334,18 @@ static int write_file(struct vmsnap *s, const char *name, const char *text)
 		if (write(fd, text, len) != (ssize_t)len)
 			err = errno ? -errno : -EIO;
 	} else {
-		err = vm_meta_write(s->ctx, &s->m, fd);
+		err = vm_meta_write(ctx, m, fd);
 	}
 	if (!err && fsync(fd))
 		err = -errno;
 	if (close(fd) && !err)
 		err = -errno;
 	if (err)
-		wps_err(s->ctx, "writing %s: %s", path, strerror(-err));
+		wps_err(ctx, "writing %s: %s", path, strerror(-err));
 	return err;
 }
 
-static int fsync_path(struct wps_ctx *ctx, const char *path)
+int vm_fsync_dir(struct wps_ctx *ctx, const char *path)
 {
 	int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC), err = 0;
 
@@ -365,22 +358,57 @@ static int fsync_path(struct wps_ctx *ctx, const char *path)
 	return err;
 }
 
+/* After a failure past the disk snapshot: the domain's disks went on in
+ * their overlays. */
+void vm_warn_overlays(const struct vm_instant *s)
+{
+	unsigned int i;
+
+	for (i = 0; s->disks_done && i < s->m.nr_disks; i++)
+		if (s->m.disks[i].snap)
+			wps_warn(s->ctx, "domain %s: disk %s goes on in %s; %s "
+				 "is no longer written", s->m.domain,
+				 s->m.disks[i].target, s->m.disks[i].overlay,
+				 s->m.disks[i].source);
+}
+
+void vm_instant_release(struct vm_instant *s)
+{
+	free(s->uri_now);
+	free(s->xml);
+	free(s->devices);
+	wps_qemu_layout_free(s->layout);
+	wps_qemu_close(s->q);
+	if (s->dom)
+		virDomainFree(s->dom);
+	if (s->conn)
+		virConnectClose(s->conn);
+	s->uri_now = NULL;
+	s->xml = NULL;
+	s->devices = NULL;
+	s->layout = NULL;
+	s->q = NULL;
+	s->dom = NULL;
+	s->conn = NULL;
+}
+
 /* Publish DIR.partial as DIR: its content is synced; rename; sync the
  * parent so the name survives a crash. */
 static int publish(struct vmsnap *s)
 {
 	char parent[PATH_MAX];
-	int err = fsync_path(s->ctx, s->partial);
+	int err = vm_fsync_dir(s->in.ctx, s->partial);
 
 	if (err)
 		return err;
 	if (rename(s->partial, s->o->dir)) {
 		err = -errno;
-		wps_err(s->ctx, "publishing %s: %s", s->o->dir, strerror(-err));
+		wps_err(s->in.ctx, "publishing %s: %s", s->o->dir,
+			strerror(-err));
 		return err;
 	}
 	snprintf(parent, sizeof(parent), "%s", s->o->dir);
-	return fsync_path(s->ctx, dirname(parent));
+	return vm_fsync_dir(s->in.ctx, dirname(parent));
 }
 
 static void remove_partial(struct vmsnap *s)
@@ -397,11 +425,11 @@ static void remove_partial(struct vmsnap *s)
 				     names[i]) < sizeof(path))
 			unlink(path);
 	if (rmdir(s->partial) && errno != ENOENT)
-		wps_warn(s->ctx, "cannot remove %s: %s", s->partial,
+		wps_warn(s->in.ctx, "cannot remove %s: %s", s->partial,
 			 strerror(errno));
 }
 
-static void fill_report(const struct vmsnap *s,
+static void fill_report(const struct vm_instant *s,
 			const struct wps_qemu_report *qr, uint64_t t0,
 			struct wps_vm_report *rep)
 {
@@ -424,14 +452,57 @@ static void fill_report(const struct vmsnap *s,
 		rep->nr_disks += s->m.disks[i].snap;
 }
 
+/* The instant's pause, and its device state as the image's blob (the
+ * QEMU module reads the blobs after the freeze). */
+static int snap_pause(void *arg)
+{
+	struct vmsnap *s = arg;
+	int err = vm_pause(&s->in);
+
+	s->blob.name = s->in.devices ? WPS_VM_DEVICES_BLOB : NULL;
+	s->blob.data = s->in.devices;
+	s->blob.len = s->in.devices_len;
+	return err;
+}
+
+static int snap_resume(void *arg)
+{
+	struct vmsnap *s = arg;
+
+	return vm_resume(&s->in);
+}
+
+int vm_virsh_resume_argv(struct vm_instant *s, char *virsh, size_t size,
+			 char *argv[6])
+{
+	if (wps_spawn_find("virsh", virsh, size)) {
+		wps_err(s->ctx, "virsh not found in PATH (Debian package "
+			"libvirt-clients): it resumes the domain if wpsnap "
+			"dies while it is paused");
+		return -ENOENT;
+	}
+	s->uri_now = virConnectGetURI(s->conn);
+	if (!s->uri_now) {
+		wps_err(s->ctx, "domain %s: libvirt gives no connection URI: "
+			"%s", s->m.domain, qemu_libvirt_error());
+		return -EIO;
+	}
+	argv[0] = virsh;
+	argv[1] = "-c";
+	argv[2] = s->uri_now;
+	argv[3] = "resume";
+	argv[4] = s->m.uuid;
+	argv[5] = NULL;
+	return 0;
+}
+
 int wps_vm_snapshot(struct wps_ctx *ctx, const struct wps_vm_snapshot_opts *o,
 		    struct wps_vm_report *rep)
 {
-	struct vmsnap s = { .ctx = ctx, .o = o };
+	struct vmsnap s = { .in = { .ctx = ctx }, .o = o };
 	struct wps_qemu_opts qo = { 0 };
 	struct wps_qemu_report qr;
-	char virsh[PATH_MAX], image[PATH_MAX], *uri = NULL;
-	char *argv[6] = { virsh, "-c", NULL, "resume", s.m.uuid, NULL };
+	char virsh[PATH_MAX], image[PATH_MAX], *argv[6];
 	uint64_t t0 = wps_now_ns();
 	bool made = false;
 	struct stat st;
@@ -442,6 +513,9 @@ int wps_vm_snapshot(struct wps_ctx *ctx, const struct wps_vm_snapshot_opts *o,
 		wps_err(ctx, "VM snapshot: a domain and a directory are needed");
 		return -EINVAL;
 	}
+	s.in.uri = o->uri;
+	s.in.domain = o->domain;
+	s.in.dir = o->dir;
 	if ((size_t)snprintf(s.partial, sizeof(s.partial), "%s.partial",
 			     o->dir) >= sizeof(s.partial) - 32) {
 		wps_err(ctx, "%s: path too long", o->dir);
@@ -453,28 +527,18 @@ int wps_vm_snapshot(struct wps_ctx *ctx, const struct wps_vm_snapshot_opts *o,
 			" (left by a snapshot that died: remove it)" : "");
 		return -EEXIST;
 	}
-	if (wps_spawn_find("virsh", virsh, sizeof(virsh))) {
-		wps_err(ctx, "VM snapshot: virsh not found in PATH (Debian "
-			"package libvirt-clients): it resumes the domain if "
-			"wpsnap dies while it is paused");
-		return -ENOENT;
-	}
-	err = prepare(&s);
+	err = vm_prepare(&s.in);
+	if (!err)
+		err = vm_virsh_resume_argv(&s.in, virsh, sizeof(virsh), argv);
 	if (err)
 		goto out;
-	uri = virConnectGetURI(s.conn);
-	argv[2] = uri;
-	if (!uri) {
-		err = -EIO;
-		goto out;
-	}
 	if (mkdir(s.partial, 0700)) {
 		err = -errno;
 		wps_err(ctx, "cannot create %s: %s", s.partial, strerror(-err));
 		goto out;
 	}
 	made = true;
-	err = write_file(&s, WPS_VM_DOMAIN_XML, s.xml);
+	err = vm_write_file(ctx, s.partial, WPS_VM_DOMAIN_XML, s.in.xml, NULL);
 	if (err)
 		goto out;
 	if ((size_t)snprintf(image, sizeof(image), "%s/%s", s.partial,
@@ -484,43 +548,27 @@ int wps_vm_snapshot(struct wps_ctx *ctx, const struct wps_vm_snapshot_opts *o,
 	}
 	qo.out = image;
 	qo.flags = o->flags;
-	qo.pause = vm_pause;
-	qo.resume = vm_resume;
+	qo.pause = snap_pause;
+	qo.resume = snap_resume;
 	qo.pause_arg = &s;
 	qo.resume_argv = argv;
 	qo.blobs = &s.blob;
 	qo.nr_blobs = 1;
-	err = wps_qemu_snapshot(s.q, s.layout, &qo, &qr);
+	err = wps_qemu_snapshot(s.in.q, s.in.layout, &qo, &qr);
 	if (err) {
-		unsigned int i;
-
-		for (i = 0; s.disks_done && i < s.m.nr_disks; i++)
-			if (s.m.disks[i].snap)
-				wps_warn(ctx, "domain %s: disk %s goes on in "
-					 "%s; %s is no longer written",
-					 s.m.domain, s.m.disks[i].target,
-					 s.m.disks[i].overlay,
-					 s.m.disks[i].source);
+		vm_warn_overlays(&s.in);
 		goto out;
 	}
-	err = write_file(&s, WPS_VM_META, NULL);
+	err = vm_write_file(ctx, s.partial, WPS_VM_META, NULL, &s.in.m);
 	if (!err)
 		err = publish(&s);
 	if (!err) {
 		made = false;
-		fill_report(&s, &qr, t0, rep);
+		fill_report(&s.in, &qr, t0, rep);
 	}
 out:
 	if (made)
 		remove_partial(&s);
-	free(uri);
-	free(s.xml);
-	free(s.devices);
-	wps_qemu_layout_free(s.layout);
-	wps_qemu_close(s.q);
-	if (s.dom)
-		virDomainFree(s.dom);
-	if (s.conn)
-		virConnectClose(s.conn);
+	vm_instant_release(&s.in);
 	return err;
 }

@@ -14,6 +14,7 @@
 
 #include <libvirt/libvirt.h>
 
+#include <wpsnap/qemu.h>
 #include <wpsnap/vm.h>
 #include <wpsnap/wpsnap.h>
 
@@ -37,6 +38,54 @@ struct vm_meta {
 	struct vm_disk disks[VM_MAX_DISKS];
 	unsigned int nr_disks;
 };
+
+/*
+ * One instant of a domain (src/vm.c), shared by the snapshot and the
+ * checkpoints (src/vm_ckpt.c): what vm_prepare() finds before any pause
+ * (libvirt connection and domain, its XML and disks, the QEMU handle
+ * through libvirt's monitor and the RAM layout), and what vm_pause()
+ * takes inside it (libvirt suspend, device state, disk-only snapshot of
+ * every disk onto m.disks[].overlay). vm_resume() undoes the suspend.
+ */
+struct vm_instant {
+	struct wps_ctx *ctx;
+	const char *uri;        /* libvirt's, NULL: its default */
+	const char *domain;     /* name or UUID */
+	const char *dir;        /* overlays of block devices go beside it */
+	virConnectPtr conn;
+	virDomainPtr dom;
+	struct wps_qemu *q;
+	struct wps_qemu_layout *layout;
+	struct vm_meta m;
+	char *xml;              /* the domain's, migratable */
+	char *uri_now;          /* the connection's own (for virsh) */
+	bool suspended, disks_done;
+	void *devices;          /* the last pause's device state */
+	size_t devices_len;
+	/* inside the last pause; the QEMU module times freeze and resume */
+	uint64_t t_pause, t_suspended, t_devices, t_disks;
+};
+
+int vm_prepare(struct vm_instant *s);
+int vm_pause(void *arg);        /* arg: struct vm_instant */
+int vm_resume(void *arg);
+/* d->overlay for the instant m.id: beside name_from (an image file,
+ * named after it), or beside s->dir for a block device; -EEXIST if it
+ * exists. */
+int vm_overlay_path(struct vm_instant *s, struct vm_disk *d,
+		    const char *name_from);
+/* The watchdog's command: virsh -c URI resume UUID (argv's strings live
+ * in virsh and s). */
+int vm_virsh_resume_argv(struct vm_instant *s, char *virsh, size_t size,
+			 char *argv[6]);
+void vm_warn_overlays(const struct vm_instant *s);
+void vm_instant_release(struct vm_instant *s);
+
+/* A new file dir/name (O_EXCL): text, or with text NULL m as vm.json;
+ * synced. */
+int vm_write_file(struct wps_ctx *ctx, const char *dir, const char *name,
+		  const char *text, const struct vm_meta *m);
+int vm_fsync_dir(struct wps_ctx *ctx, const char *path);
 
 /* The disks of a domain XML. */
 int vm_xml_disks(struct wps_ctx *ctx, const char *xml, struct vm_disk *d,
