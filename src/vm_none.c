@@ -36,3 +36,10 @@ int wps_vm_restore(struct wps_ctx *ctx, const struct wps_vm_restore_opts *o,
 	memset(report, 0, sizeof(*report));
 	return no_libvirt(ctx);
 }
+
+int wps_vm_checkpoint(struct wps_ctx *ctx,
+		      const struct wps_vm_checkpoint_opts *o)
+{
+	(void)o;
+	return no_libvirt(ctx);
+}

@@ -26,6 +26,7 @@
  */
 #include "config.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -41,6 +42,7 @@
 
 #include <jansson.h>
 
+#include <wpsnap/chain.h>
 #include <wpsnap/image.h>
 #include <wpsnap/qemu.h>
 #include <wpsnap/vm.h>
@@ -62,7 +64,8 @@ struct vmrest {
 	const struct wps_vm_restore_opts *o;
 	struct vm_meta m;
 	char *xml;
-	struct wps_image *img;
+	struct wps_chain *chain;  /* the RAM: one image, or a checkpoint's chain */
+	struct wps_image *img;    /* its newest: layout and device state */
 	struct wps_qemu_layout *saved, *now;
 	const void *devices;
 	size_t devices_len;
@@ -73,26 +76,93 @@ struct vmrest {
 	uint64_t ram_bytes;
 };
 
-static int load_dir(struct vmrest *r)
+/*
+ * Which instant of dir: a snapshot directory's (vm.json, memory.wps), or
+ * a checkpoint directory's checkpoint o->seq, else its newest (the
+ * highest N with ckpt-N.wpsnap and ckpt-N.json).
+ */
+static int pick(struct vmrest *r, char *meta, char *mem, size_t size)
 {
 	const char *dir = r->o->dir;
-	char path[PATH_MAX];
+	uint64_t seq = 0, n;
+	bool found = false;
+	struct dirent *e;
+	struct stat st;
+	DIR *d;
+
+	snprintf(meta, size, "%s/%s", dir, WPS_VM_META);
+	if (!stat(meta, &st)) {
+		if (r->o->at_seq) {
+			wps_err(r->ctx, "%s is a snapshot, not a checkpoint "
+				"directory: there is no checkpoint %" PRIu64,
+				dir, r->o->seq);
+			return -EINVAL;
+		}
+		snprintf(mem, size, "%s/%s", dir, WPS_VM_MEMORY);
+		return 0;
+	}
+	d = opendir(dir);
+	if (!d) {
+		int err = -errno;
+
+		wps_err(r->ctx, "%s: %s", dir, strerror(-err));
+		return err;
+	}
+	while ((e = readdir(d))) {
+		char tail[16];
+
+		if (sscanf(e->d_name, WPS_VM_CKPT_PREFIX "-%" SCNu64 "%15s", &n,
+			   tail) != 2 || strcmp(tail, ".wpsnap") ||
+		    (r->o->at_seq && n != r->o->seq) || (found && n < seq))
+			continue;
+		snprintf(meta, size, "%s/" WPS_VM_CKPT_PREFIX "-%06" PRIu64
+			 ".json", dir, n);
+		if (stat(meta, &st))
+			continue;
+		seq = n;
+		found = true;
+	}
+	closedir(d);
+	if (!found) {
+		if (r->o->at_seq)
+			wps_err(r->ctx, "%s: no checkpoint %" PRIu64 " (its "
+				WPS_VM_CKPT_PREFIX "-%06" PRIu64 ".wpsnap and "
+				".json)", dir, r->o->seq, r->o->seq);
+		else
+			wps_err(r->ctx, "%s: neither a snapshot (no %s) nor a "
+				"checkpoint directory (no checkpoint)", dir,
+				WPS_VM_META);
+		return -ENOENT;
+	}
+	snprintf(meta, size, "%s/" WPS_VM_CKPT_PREFIX "-%06" PRIu64 ".json",
+		 dir, seq);
+	snprintf(mem, size, "%s/" WPS_VM_CKPT_PREFIX "-%06" PRIu64 ".wpsnap",
+		 dir, seq);
+	wps_dbg(r->ctx, "%s: checkpoint %" PRIu64, dir, seq);
+	return 0;
+}
+
+static int load_dir(struct vmrest *r)
+{
+	char meta[PATH_MAX], mem[PATH_MAX], path[PATH_MAX];
 	const struct wps_image_info *in;
 	unsigned int i;
 	int err;
 
-	snprintf(path, sizeof(path), "%s/%s", dir, WPS_VM_META);
-	err = vm_meta_read(r->ctx, path, &r->m);
+	err = pick(r, meta, mem, sizeof(mem));
+	if (!err)
+		err = vm_meta_read(r->ctx, meta, &r->m);
 	if (err)
 		return err;
-	snprintf(path, sizeof(path), "%s/%s", dir, WPS_VM_DOMAIN_XML);
+	snprintf(path, sizeof(path), "%s/%s", r->o->dir, WPS_VM_DOMAIN_XML);
 	err = vm_read_file(r->ctx, path, 16u << 20, &r->xml, NULL);
 	if (err)
 		return err;
-	snprintf(path, sizeof(path), "%s/%s", dir, WPS_VM_MEMORY);
-	err = wps_image_open(r->ctx, path, 0, &r->img);
+	err = wps_chain_open(r->ctx, mem, 0, &r->chain);
 	if (err)
 		return err;
+	r->img = wps_chain_image(r->chain, wps_chain_length(r->chain) - 1);
+	snprintf(path, sizeof(path), "%s", mem);
 	err = wps_qemu_layout_load(r->ctx, r->img, &r->saved);
 	if (err) {
 		wps_err(r->ctx, "%s: no QEMU layout in the image", path);
@@ -237,7 +307,7 @@ static int copy_block(struct vmrest *r, const struct wps_qemu_block *sb,
 			"%s", sb->name, size, strerror(-err));
 		return err;
 	}
-	err = wps_image_load(r->img, (unsigned int)sb->region, buf, &ls);
+	err = wps_chain_load(r->chain, (unsigned int)sb->region, buf, &ls);
 	if (!err)
 		wps_dbg(r->ctx, "RAM block %s: %" PRIu64 " bytes loaded in "
 			"%.1f ms%s", sb->name, ls.bytes, ls.ns / 1e6,
@@ -287,6 +357,17 @@ static int open_block_file(struct vmrest *r, const struct wps_qemu_block *nb,
 	return fd;
 }
 
+/* Does any image of the chain hold block b of region r? */
+static bool chain_present(struct wps_chain *c, unsigned int r, uint64_t b)
+{
+	unsigned int i;
+
+	for (i = 0; i < wps_chain_length(c); i++)
+		if (wps_image_block_present(wps_chain_image(c, i), r, b) > 0)
+			return true;
+	return false;
+}
+
 /*
  * A shared block (memfd): the image is loaded straight into it through a
  * mapping of our own, at disk speed, with no copy and no page faults in
@@ -320,13 +401,12 @@ static int load_shared(struct vmrest *r, const struct wps_qemu_block *sb,
 			end = (off_t)(foff + size);
 		for (b = ((uint64_t)pos - foff) / 4096;
 		     b < ((uint64_t)end - foff) / 4096; b++)
-			if (wps_image_block_present(r->img,
-						    (unsigned int)sb->region,
-						    b) == 0)
+			if (!chain_present(r->chain,
+					   (unsigned int)sb->region, b))
 				memset(map + b * 4096, 0, 4096);
 		pos = end;
 	}
-	err = wps_image_load(r->img, (unsigned int)sb->region, map, &ls);
+	err = wps_chain_load(r->chain, (unsigned int)sb->region, map, &ls);
 	if (!err)
 		wps_dbg(r->ctx, "RAM block %s: %" PRIu64 " bytes loaded into "
 			"QEMU's memfd in %.1f ms", sb->name, ls.bytes,
@@ -531,7 +611,7 @@ out:
 		virConnectClose(r.conn);
 	wps_qemu_layout_free(r.saved);
 	wps_qemu_layout_free(r.now);
-	wps_image_close(r.img);
+	wps_chain_close(r.chain);
 	free(r.xml);
 	return err;
 }

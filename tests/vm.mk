@@ -3,10 +3,13 @@
 # shared and private RAM; vm_boot.py proves the ground the VM snapshots
 # stand on (the guest's disk sequence, libvirt's monitor from C, the
 # disk-only snapshot) and skips (77) where libvirtd cannot run.
-# vm_snapshot.py: wpsnap vm snapshot/restore round trips on those domains.
-TESTS += tests/integration/vm_boot.py tests/integration/vm_snapshot.py
+# vm_snapshot.py: wpsnap vm snapshot/restore round trips on those domains;
+# vm_checkpoint.py: checkpoint series of them, every link restored.
+TESTS += tests/integration/vm_boot.py tests/integration/vm_snapshot.py \
+	tests/integration/vm_checkpoint.py
 EXTRA_DIST += tests/integration/vm_boot.py tests/integration/vm_lib.py \
-	tests/integration/vm_snapshot.py tests/bench/vm.py \
+	tests/integration/vm_snapshot.py tests/integration/vm_checkpoint.py \
+	tests/bench/vm.py \
 	docs/VM.md
 if HAVE_LIBVIRT
 check_PROGRAMS += tests/integration/vm_probe

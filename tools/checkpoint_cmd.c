@@ -78,18 +78,24 @@ struct series {
  * here, after it: the checkpoint under way is finished and reported
  * (its image, its epoch's commit), then the series stops.
  */
-static bool wait_or_signal(void *arg, const struct timespec *deadline)
+bool checkpoint_wait_signal(const sigset_t *stop,
+			    const struct timespec *deadline)
 {
-	struct series *se = arg;
-
 	for (;;) {
 		struct timespec left = wps_deadline_left(deadline);
 
-		if (sigtimedwait(&se->stop, NULL, &left) > 0)
+		if (sigtimedwait(stop, NULL, &left) > 0)
 			return true;
 		if (errno == EAGAIN)
 			return false;   /* the deadline; EINTR: wait again */
 	}
+}
+
+static bool wait_or_signal(void *arg, const struct timespec *deadline)
+{
+	struct series *se = arg;
+
+	return checkpoint_wait_signal(&se->stop, deadline);
 }
 
 static int report(void *arg, const struct wps_ckpt_session_report *r)

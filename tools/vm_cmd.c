@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * wpsnap vm snapshot DOMAIN -o DIR / wpsnap vm restore DIR: the
+ * wpsnap vm snapshot DOMAIN -o DIR / wpsnap vm checkpoint DOMAIN --dir
+ * DIR / wpsnap vm restore DIR: the
  * command-line front of the library's VM module (<wpsnap/vm.h>), which
  * does the work and keeps the promises (the domain never left paused,
  * nothing published on failure). This file parses options and prints
@@ -9,8 +10,12 @@
  */
 #include "config.h"
 
+#include <errno.h>
 #include <getopt.h>
+#include <inttypes.h>
 #include <jansson.h>
+#include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +23,7 @@
 #include <wpsnap/vm.h>
 #include <wpsnap/wpsnap.h>
 
+#include "tools/checkpoint_cmd.h"
 #include "tools/vm_cmd.h"
 
 #define MiB (1024.0 * 1024.0)
@@ -26,14 +32,23 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 "usage: wpsnap vm snapshot DOMAIN -o DIR [--connect URI] [--json]\n"
-"       wpsnap vm restore DIR [--name NEW] [--paused] [--connect URI] [--json]\n"
+"       wpsnap vm checkpoint DOMAIN --dir DIR [--interval MS] [--count N]\n"
+"                            [--keep N] [--connect URI] [--json]\n"
+"       wpsnap vm restore DIR [--checkpoint N] [--name NEW] [--paused]\n"
+"                         [--connect URI] [--json]\n"
 "\n"
 "snapshot  disk, memory and device state of a libvirt domain at one instant\n"
 "          into DIR (created): one short pause, then the RAM streams while\n"
 "          the guest runs; each disk goes on in a new qcow2 overlay beside it\n"
-"restore   start a domain from DIR that continues from that instant; its\n"
-"          disks are new overlays on the frozen images. --name: a new domain\n"
-"          (new UUID) beside the original; --paused: leave it paused\n"
+"checkpoint  a checkpoint of the domain every MS ms (default 1000) into\n"
+"          DIR: the first a full one, then the pages written since; each\n"
+"          pauses the guest once, like a snapshot, and restores. --keep N\n"
+"          folds older RAM images into the oldest of the newest N. Stops\n"
+"          after N (--count) or on SIGINT/SIGTERM\n"
+"restore   start a domain from DIR that continues from that instant (from\n"
+"          a checkpoint directory: its newest checkpoint, or --checkpoint N);\n"
+"          its disks are new overlays on the frozen images. --name: a new\n"
+"          domain (new UUID) beside the original; --paused: leave it paused\n"
 "--connect libvirt URI (default: libvirt's default, e.g. qemu:///system)\n");
 }
 
@@ -123,12 +138,142 @@ static int snapshot(struct wps_ctx *ctx, int argc, char **argv)
 	return 0;
 }
 
+static int parse_u64(const char *s, uint64_t *v, const char *what)
+{
+	char *end;
+
+	errno = 0;
+	*v = strtoull(s, &end, 10);
+	if (errno || end == s || *end || *s == '-') {
+		fprintf(stderr, "wpsnap vm: %s: not a number: '%s'\n", what, s);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+struct series {
+	sigset_t stop;
+	bool json;
+	const char *domain;
+};
+
+static bool wait_stop(void *arg, const struct timespec *deadline)
+{
+	struct series *se = arg;
+
+	return checkpoint_wait_signal(&se->stop, deadline);
+}
+
+static int report(void *arg, const struct wps_vm_checkpoint_report *r)
+{
+	const struct wps_ckpt_stats *st = r->st;
+	struct series *se = arg;
+
+	if (se->json) {
+		print_json(json_pack(
+			"{s:s, s:I, s:s, s:s, s:f, s:f, s:f, s:f, s:I, s:i,"
+			" s:I, s:I, s:I, s:f}",
+			"domain", se->domain, "seq", (json_int_t)r->seq,
+			"image", r->image, "meta", r->meta,
+			"pause_ms", r->pause_ns / 1e6,
+			"suspend_ms", r->suspend_ns / 1e6,
+			"devices_ms", r->devices_ns / 1e6,
+			"disks_ms", r->disks_ns / 1e6,
+			"devices_bytes", (json_int_t)r->devices_bytes,
+			"disks", (int)r->nr_disks,
+			"dirty_bytes", (json_int_t)st->dirty_bytes,
+			"image_data_bytes", (json_int_t)st->image_data_bytes,
+			"pause_bytes", (json_int_t)st->pause_bytes,
+			"total_ms", st->total_ns / 1e6));
+		return 0;
+	}
+	printf("%-4" PRIu64 " %9.3f %9.3f %9.3f %9.3f %10.1f %6u %9.1f\n",
+	       r->seq, r->pause_ns / 1e6, r->suspend_ns / 1e6,
+	       r->devices_ns / 1e6, r->disks_ns / 1e6, st->dirty_bytes / MiB,
+	       r->nr_disks, st->total_ns / 1e6);
+	return 0;
+}
+
+static int checkpoint(struct wps_ctx *ctx, int argc, char **argv)
+{
+	static const struct option lo[] = {
+		{ "dir", required_argument, NULL, 'd' },
+		{ "interval", required_argument, NULL, 'i' },
+		{ "count", required_argument, NULL, 'n' },
+		{ "keep", required_argument, NULL, 'k' },
+		{ "connect", required_argument, NULL, 'c' },
+		{ "json", no_argument, NULL, 'j' },
+		{ "help", no_argument, NULL, 'h' },
+		{ 0 }
+	};
+	struct wps_vm_checkpoint_opts o = { 0 };
+	struct series se = { .json = false };
+	sigset_t old;
+	uint64_t v;
+	int c, err;
+
+	while ((c = getopt_long(argc, argv, "d:i:n:k:c:jh", lo, NULL)) != -1) {
+		switch (c) {
+		case 'd': o.dir = optarg; break;
+		case 'c': o.uri = optarg; break;
+		case 'j': se.json = true; break;
+		case 'i': case 'n': case 'k':
+			if (parse_u64(optarg, &v, c == 'i' ? "--interval" :
+				      c == 'n' ? "--count" : "--keep"))
+				return 2;
+			if (c != 'n' && v > UINT32_MAX) {
+				fprintf(stderr, "wpsnap vm: '%s' is too large\n",
+					optarg);
+				return 2;
+			}
+			if (c == 'i')
+				o.interval_ms = (unsigned int)v;
+			else if (c == 'k')
+				o.keep = (unsigned int)v;
+			else
+				o.count = v;
+			break;
+		case 'h': usage(stdout); return 0;
+		default: usage(stderr); return 2;
+		}
+	}
+	if (optind != argc - 1 || !o.dir) {
+		usage(stderr);
+		return 2;
+	}
+	se.domain = o.domain = argv[optind];
+	o.wait = wait_stop;
+	o.report = report;
+	o.arg = &se;
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	/* blocked before the library starts any thread, so that only
+	 * wait_stop receives them */
+	sigemptyset(&se.stop);
+	sigaddset(&se.stop, SIGINT);
+	sigaddset(&se.stop, SIGTERM);
+	sigprocmask(SIG_BLOCK, &se.stop, &old);
+	if (!se.json)
+		printf("%-4s %9s %9s %9s %9s %10s %6s %9s\n", "seq",
+		       "pause ms", "suspend", "devices", "disks", "dirty MiB",
+		       "disks", "total ms");
+	err = wps_vm_checkpoint(ctx, &o);
+	sigprocmask(SIG_SETMASK, &old, NULL);
+	if (err) {
+		fprintf(stderr, "wpsnap vm checkpoint: %s: the series stopped: "
+			"%s (the domain runs on; the checkpoints in %s before "
+			"this one restore)\n", o.domain, strerror(-err), o.dir);
+		return 1;
+	}
+	return 0;
+}
+
 static int restore(struct wps_ctx *ctx, int argc, char **argv)
 {
 	static const struct option lo[] = {
 		{ "name", required_argument, NULL, 'n' },
 		{ "connect", required_argument, NULL, 'c' },
 		{ "paused", no_argument, NULL, 'p' },
+		{ "checkpoint", required_argument, NULL, 'k' },
 		{ "json", no_argument, NULL, 'j' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 }
@@ -138,8 +283,13 @@ static int restore(struct wps_ctx *ctx, int argc, char **argv)
 	bool json = false;
 	int c;
 
-	while ((c = getopt_long(argc, argv, "n:c:pjh", lo, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "n:c:pjhk:", lo, NULL)) != -1) {
 		switch (c) {
+		case 'k':
+			if (parse_u64(optarg, &o.seq, "--checkpoint"))
+				return 2;
+			o.at_seq = true;
+			break;
 		case 'n': o.name = optarg; break;
 		case 'c': o.uri = optarg; break;
 		case 'p': o.paused = true; break;
@@ -193,6 +343,8 @@ int vm_cmd_main(struct wps_ctx *ctx, int argc, char **argv)
 		return snapshot(ctx, argc, argv);
 	if (!strcmp(argv[0], "restore"))
 		return restore(ctx, argc, argv);
+	if (!strcmp(argv[0], "checkpoint"))
+		return checkpoint(ctx, argc, argv);
 	if (!strcmp(argv[0], "--help") || !strcmp(argv[0], "-h")) {
 		usage(stdout);
 		return 0;

@@ -25,7 +25,9 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <time.h>
 
+#include <wpsnap/checkpoint.h>
 #include <wpsnap/wpsnap.h>
 
 #ifdef __cplusplus
@@ -86,6 +88,10 @@ struct wps_vm_restore_opts {
 	 * own name and UUID, refused while that domain runs. */
 	const char *name;
 	bool paused;            /* leave it paused at the snapshot's instant */
+	/* dir a checkpoint directory (wps_vm_checkpoint): restore
+	 * checkpoint seq; false: its newest. */
+	bool at_seq;
+	uint64_t seq;
 };
 
 struct wps_vm_restore_report {
@@ -99,7 +105,8 @@ struct wps_vm_restore_report {
 };
 
 /*
- * Start a domain from a snapshot directory: the domain XML with the
+ * Start a domain from a snapshot directory, or from one checkpoint of a
+ * checkpoint directory (the newest unless o->at_seq): the domain XML with the
  * name (and UUID) asked for, each disk a new qcow2 overlay on the frozen
  * image (beside it: NAME-TARGET.wps-ID.qcow2), QEMU started paused with
  * a deferred incoming migration, the RAM written into it, the device
@@ -110,6 +117,68 @@ struct wps_vm_restore_report {
  */
 int wps_vm_restore(struct wps_ctx *ctx, const struct wps_vm_restore_opts *o,
 		   struct wps_vm_restore_report *report);
+
+/* ------------------------------------------------------------------ */
+/* Periodic checkpoints of a VM                                         */
+/* ------------------------------------------------------------------ */
+
+/*
+ * A checkpoint directory holds domain.xml (the domain when the series
+ * began) and, for each checkpoint N (6 digits):
+ *	ckpt-N.wpsnap  the RAM: a full image for the first, an increment
+ *	               over N-1 after (<wpsnap/chain.h>), each with the QEMU
+ *	               layout and the device state of its instant as blobs;
+ *	ckpt-N.json    vm.json of that instant: the disks it froze (each
+ *	               checkpoint gives every disk a new overlay; the frozen
+ *	               one is the overlay the one before made).
+ * A checkpoint exists once its image does; the .json is written first.
+ */
+#define WPS_VM_CKPT_PREFIX "ckpt"
+
+struct wps_vm_checkpoint_report {
+	uint64_t seq;           /* 0: the full one */
+	const char *image;      /* DIR/ckpt-N.wpsnap, durable */
+	const char *meta;       /* DIR/ckpt-N.json */
+	uint64_t pause_ns;      /* suspend to resume, as the guest saw it */
+	uint64_t suspend_ns;    /* its parts: libvirt suspend, */
+	uint64_t devices_ns;    /* device state, */
+	uint64_t disks_ns;      /* disk-only snapshot of every disk */
+	uint64_t devices_bytes;
+	unsigned int nr_disks;
+	const struct wps_ckpt_stats *st;  /* the RAM's (<wpsnap/checkpoint.h>) */
+};
+
+struct wps_vm_checkpoint_opts {
+	const char *uri;        /* NULL: libvirt's default */
+	const char *domain;     /* name or UUID */
+	const char *dir;        /* created if missing; must hold no series */
+	unsigned int interval_ms;  /* between checkpoints (0: 1000) */
+	uint64_t count;         /* checkpoints to take; 0: until stopped */
+	unsigned int keep;      /* 0: all; N: fold older RAM images into
+				   the oldest of the newest N */
+	unsigned int flags;     /* WPS_CKPT_* */
+	/* As in <wpsnap/session.h>: sleep until deadline unless told to
+	 * stop (true: the series ends); NULL: sleep. */
+	bool (*wait)(void *arg, const struct timespec *deadline);
+	/* Each durable checkpoint; non-zero stops the series. */
+	int (*report)(void *arg, const struct wps_vm_checkpoint_report *r);
+	void *arg;
+};
+
+/*
+ * Checkpoint a running domain every interval: the first checkpoint at
+ * once, a full image; then increments of the pages written since (the
+ * kernel tracks them: asynchronous write-protection of QEMU's RAM). Each
+ * checkpoint pauses the guest once, as a snapshot does (libvirt suspend,
+ * device state, disk-only snapshot, the end of the RAM's dirty set,
+ * resume); the rest of its RAM is copied while the guest runs. Any
+ * checkpoint restores with wps_vm_restore(). On return (the count
+ * reached, a stop, or an error) the domain runs, nothing of wpsnap stays
+ * in QEMU; if this process dies, the domain runs on too (a watchdog's
+ * `virsh resume` if it was paused).
+ */
+int wps_vm_checkpoint(struct wps_ctx *ctx,
+		      const struct wps_vm_checkpoint_opts *o);
 
 #ifdef __cplusplus
 }
