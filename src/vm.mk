@@ -7,7 +7,7 @@
 pkginclude_HEADERS += include/wpsnap/vm.h
 if HAVE_LIBVIRT
 libwpsnap_priv_la_SOURCES += src/qemu_libvirt.c src/qemu_libvirt.h \
-	src/vm.c src/vm_ckpt.c src/vm_int.h src/vm_meta.c src/vm_restore.c src/vm_xml.c
+	src/vm.c src/vm_ckpt.c src/vm_int.h src/vm_lazy.c src/vm_meta.c src/vm_restore.c src/vm_xml.c
 AM_CPPFLAGS += $(LIBVIRT_CFLAGS) $(LIBXML_CFLAGS)
 libwpsnap_priv_la_LIBADD += $(LIBVIRT_LIBS) $(LIBXML_LIBS)
 else

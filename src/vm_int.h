@@ -14,6 +14,7 @@
 
 #include <libvirt/libvirt.h>
 
+#include <wpsnap/pager.h>
 #include <wpsnap/qemu.h>
 #include <wpsnap/vm.h>
 #include <wpsnap/wpsnap.h>
@@ -86,6 +87,18 @@ void vm_instant_release(struct vm_instant *s);
 int vm_write_file(struct wps_ctx *ctx, const char *dir, const char *name,
 		  const char *text, const struct vm_meta *m);
 int vm_fsync_dir(struct wps_ctx *ctx, const char *path);
+
+/*
+ * Lazy restore of one shared RAM block (src/vm_lazy.c): dst is QEMU's
+ * mapping (host_addr, size, page size, MEMFD or HUGETLB backing) and its
+ * file (fd, kept open by the caller until vm_lazy_free, and fd_offset);
+ * region r of img is served into it on demand from now on.
+ */
+struct vm_lazy;
+int vm_lazy_block(struct wps_ctx *ctx, struct wps_image *img, unsigned int r,
+		  pid_t pid, const struct wps_region *dst, struct vm_lazy **out);
+int vm_lazy_graduate(struct vm_lazy *l, struct wps_pager_stats *st);
+void vm_lazy_free(struct vm_lazy *l);
 
 /* The disks of a domain XML. */
 int vm_xml_disks(struct wps_ctx *ctx, const char *xml, struct vm_disk *d,

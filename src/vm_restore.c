@@ -74,6 +74,11 @@ struct vmrest {
 	struct wps_qemu *q;
 	bool made[VM_MAX_DISKS];
 	uint64_t ram_bytes;
+	/* lazy: a pager per shared block, and the file it fills */
+	struct vm_lazy *lazy[WPS_QEMU_MAX_BLOCKS];
+	int lazy_fd[WPS_QEMU_MAX_BLOCKS];
+	unsigned int nr_lazy;
+	uint64_t lazy_bytes;
 };
 
 /*
@@ -415,6 +420,71 @@ static int load_shared(struct vmrest *r, const struct wps_qemu_block *sb,
 	return err;
 }
 
+/* A shared block served on demand: the pager keeps fd. */
+static int lazy_block(struct vmrest *r, const struct wps_qemu_block *sb,
+		      const struct wps_qemu_block *nb, int fd, uint64_t foff,
+		      uint64_t size)
+{
+	const struct wps_image_region *ir =
+		wps_image_get_region(r->img, (unsigned int)sb->region);
+	struct wps_region dst = {
+		.host_addr = nb->host_addr, .size = size,
+		.page_size = ir->page_size, .fd = fd, .fd_offset = foff,
+		.backing = ir->page_size > 4096 ? WPS_BACKING_HUGETLB :
+						  WPS_BACKING_MEMFD,
+		.name = sb->name,
+	};
+	int err;
+
+	if (r->nr_lazy == WPS_QEMU_MAX_BLOCKS) {
+		close(fd);
+		return -E2BIG;
+	}
+	r->lazy_fd[r->nr_lazy] = fd;
+	err = vm_lazy_block(r->ctx, r->img, (unsigned int)sb->region,
+			    wps_qemu_pid(r->q), &dst, &r->lazy[r->nr_lazy]);
+	r->nr_lazy++;           /* the fd is closed with the others */
+	if (!err)
+		r->lazy_bytes += size;
+	return err;
+}
+
+/* Every lazy block in place: the domain depends on us no longer. */
+static int graduate(struct vmrest *r, struct wps_vm_restore_report *rep)
+{
+	unsigned int i;
+	int err = 0;
+
+	for (i = 0; i < r->nr_lazy && !err; i++) {
+		struct wps_pager_stats st;
+
+		err = vm_lazy_graduate(r->lazy[i], &st);
+		if (err) {
+			wps_err(r->ctx, "lazy restore: the RAM could not all "
+				"be delivered: %s (the domain is stopped)",
+				strerror(-err));
+			break;
+		}
+		rep->faults += st.faults;
+		if (st.fault_p99_ns > rep->fault_p99_ns)
+			rep->fault_p99_ns = st.fault_p99_ns;
+		if (st.fault_max_ns > rep->fault_max_ns)
+			rep->fault_max_ns = st.fault_max_ns;
+	}
+	return err;
+}
+
+static void lazy_free(struct vmrest *r)
+{
+	unsigned int i;
+
+	for (i = 0; i < r->nr_lazy; i++) {
+		vm_lazy_free(r->lazy[i]);
+		close(r->lazy_fd[i]);
+	}
+	r->nr_lazy = 0;
+}
+
 static int fill_block(struct vmrest *r, const struct wps_qemu_block *sb,
 		      unsigned char *cur)
 {
@@ -434,7 +504,9 @@ static int fill_block(struct vmrest *r, const struct wps_qemu_block *sb,
 	}
 	size = wps_image_get_region(r->img, (unsigned int)sb->region)->size;
 	fd = open_block_file(r, nb, &foff);
-	if (fd >= 0) {
+	if (fd >= 0 && r->o->lazy) {
+		err = lazy_block(r, sb, nb, fd, foff, size);
+	} else if (fd >= 0) {
 		err = load_shared(r, sb, fd, foff, size);
 		close(fd);
 	} else {
@@ -576,6 +648,15 @@ int wps_vm_restore(struct wps_ctx *ctx, const struct wps_vm_restore_opts *o,
 	err = load_dir(&r);
 	if (err)
 		goto out;
+	if (o->lazy && wps_chain_length(r.chain) > 1) {
+		wps_err(ctx, "%s: a lazy restore pages from one image, and "
+			"this checkpoint is an increment over %u others: "
+			"restore it without --lazy, or fold the series (vm "
+			"checkpoint --keep 1)", o->dir,
+			wps_chain_length(r.chain) - 1);
+		err = -ENOTSUP;
+		goto out;
+	}
 	name = o->name ? o->name : r.m.domain;
 	err = vm_connect(ctx, o->uri, &r.conn);
 	if (!err)
@@ -591,19 +672,30 @@ int wps_vm_restore(struct wps_ctx *ctx, const struct wps_vm_restore_opts *o,
 			qemu_libvirt_error());
 		err = -EIO;
 	}
-	if (err) {
-		undo(&r);
-		goto out;
+	if (!err) {
+		rep->pid = wps_qemu_pid(r.q);
+		rep->start_ns = t1 - t0;
+		rep->fill_ns = t2 - t1;
+		rep->devices_ns = wps_now_ns() - t2;
+		rep->total_ns = wps_now_ns() - t0;
+		rep->ram_bytes = r.ram_bytes;
+		rep->lazy_bytes = r.lazy_bytes;
+		for (i = 0; i < r.m.nr_disks; i++)
+			rep->nr_disks += r.made[i];
+		if (o->lazy && o->running)
+			o->running(o->arg, rep);
+		err = graduate(&r, rep);
+		rep->graduate_ns = wps_now_ns() - t0 - rep->total_ns;
 	}
-	rep->pid = wps_qemu_pid(r.q);
-	rep->start_ns = t1 - t0;
-	rep->fill_ns = t2 - t1;
-	rep->devices_ns = wps_now_ns() - t2;
-	rep->total_ns = wps_now_ns() - t0;
-	rep->ram_bytes = r.ram_bytes;
-	for (i = 0; i < r.m.nr_disks; i++)
-		rep->nr_disks += r.made[i];
+	if (err) {
+		/* stopped before the undelivered pages are poisoned */
+		if (r.dom && r.nr_lazy)
+			virDomainSuspend(r.dom);
+		lazy_free(&r);
+		undo(&r);
+	}
 out:
+	lazy_free(&r);
 	wps_qemu_close(r.q);
 	if (r.dom)
 		virDomainFree(r.dom);

@@ -34,8 +34,8 @@ static void usage(FILE *f)
 "usage: wpsnap vm snapshot DOMAIN -o DIR [--connect URI] [--json]\n"
 "       wpsnap vm checkpoint DOMAIN --dir DIR [--interval MS] [--count N]\n"
 "                            [--keep N] [--connect URI] [--json]\n"
-"       wpsnap vm restore DIR [--checkpoint N] [--name NEW] [--paused]\n"
-"                         [--connect URI] [--json]\n"
+"       wpsnap vm restore DIR [--checkpoint N] [--lazy] [--name NEW]\n"
+"                         [--paused] [--connect URI] [--json]\n"
 "\n"
 "snapshot  disk, memory and device state of a libvirt domain at one instant\n"
 "          into DIR (created): one short pause, then the RAM streams while\n"
@@ -48,7 +48,9 @@ static void usage(FILE *f)
 "restore   start a domain from DIR that continues from that instant (from\n"
 "          a checkpoint directory: its newest checkpoint, or --checkpoint N);\n"
 "          its disks are new overlays on the frozen images. --name: a new\n"
-"          domain (new UUID) beside the original; --paused: leave it paused\n"
+"          domain (new UUID) beside the original; --paused: leave it paused;\n"
+"          --lazy: run at once, shared RAM arriving on demand (the command\n"
+"          returns once it is all in: keep it running until then)\n"
 "--connect libvirt URI (default: libvirt's default, e.g. qemu:///system)\n");
 }
 
@@ -267,6 +269,18 @@ static int checkpoint(struct wps_ctx *ctx, int argc, char **argv)
 	return 0;
 }
 
+/* --lazy: the domain runs before its RAM is all in; say so then. */
+static void say_running(void *arg, const struct wps_vm_restore_report *r)
+{
+	const struct wps_vm_restore_opts *o = arg;
+
+	printf("domain from %s %s after %.1f ms (domain started %.1f, "
+	       "device state %.1f); the RAM follows\n", o->dir,
+	       o->paused ? "paused" : "running", r->total_ns / 1e6,
+	       r->start_ns / 1e6, r->devices_ns / 1e6);
+	fflush(stdout);
+}
+
 static int restore(struct wps_ctx *ctx, int argc, char **argv)
 {
 	static const struct option lo[] = {
@@ -274,6 +288,7 @@ static int restore(struct wps_ctx *ctx, int argc, char **argv)
 		{ "connect", required_argument, NULL, 'c' },
 		{ "paused", no_argument, NULL, 'p' },
 		{ "checkpoint", required_argument, NULL, 'k' },
+		{ "lazy", no_argument, NULL, 'l' },
 		{ "json", no_argument, NULL, 'j' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 }
@@ -283,8 +298,9 @@ static int restore(struct wps_ctx *ctx, int argc, char **argv)
 	bool json = false;
 	int c;
 
-	while ((c = getopt_long(argc, argv, "n:c:pjhk:", lo, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "n:c:pjhk:l", lo, NULL)) != -1) {
 		switch (c) {
+		case 'l': o.lazy = true; break;
 		case 'k':
 			if (parse_u64(optarg, &o.seq, "--checkpoint"))
 				return 2;
@@ -303,6 +319,10 @@ static int restore(struct wps_ctx *ctx, int argc, char **argv)
 		return 2;
 	}
 	o.dir = argv[optind];
+	if (o.lazy && !json) {
+		o.running = say_running;
+		o.arg = &o;
+	}
 	if (wps_vm_restore(ctx, &o, &r)) {
 		fprintf(stderr, "wpsnap vm restore: %s: failed (nothing was "
 			"left running)\n", o.dir);
@@ -310,14 +330,20 @@ static int restore(struct wps_ctx *ctx, int argc, char **argv)
 	}
 	if (json) {
 		print_json(json_pack(
-			"{s:s, s:i, s:f, s:f, s:f, s:f, s:I, s:i, s:b}",
+			"{s:s, s:i, s:f, s:f, s:f, s:f, s:I, s:i, s:b, s:b,"
+			" s:I, s:I, s:f, s:f, s:f}",
 			"dir", o.dir, "qemu_pid", (int)r.pid,
 			"start_ms", r.start_ns / 1e6,
 			"fill_ms", r.fill_ns / 1e6,
 			"devices_ms", r.devices_ns / 1e6,
 			"total_ms", r.total_ns / 1e6,
 			"ram_bytes", (json_int_t)r.ram_bytes,
-			"disks", (int)r.nr_disks, "paused", o.paused));
+			"disks", (int)r.nr_disks, "paused", o.paused,
+			"lazy", o.lazy, "lazy_bytes", (json_int_t)r.lazy_bytes,
+			"faults", (json_int_t)r.faults,
+			"fault_p99_us", r.fault_p99_ns / 1e3,
+			"fault_max_us", r.fault_max_ns / 1e3,
+			"graduate_ms", r.graduate_ns / 1e6));
 		return 0;
 	}
 	printf("restored %s (QEMU pid %d): %.1f MiB of RAM, %u disk "
@@ -327,6 +353,11 @@ static int restore(struct wps_ctx *ctx, int argc, char **argv)
 	       "%.1f; %s\n", r.total_ns / 1e6, r.start_ns / 1e6,
 	       r.fill_ns / 1e6, r.devices_ns / 1e6,
 	       o.paused ? "left paused" : "running");
+	if (o.lazy)
+		printf("  lazy: %.1f MiB served by the pager, all in place %.1f "
+		       "ms after it ran; %" PRIu64 " faults (p99 %.0f us, max "
+		       "%.0f us)\n", r.lazy_bytes / MiB, r.graduate_ns / 1e6,
+		       r.faults, r.fault_p99_ns / 1e3, r.fault_max_ns / 1e3);
 	return 0;
 }
 

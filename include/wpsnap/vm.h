@@ -81,6 +81,8 @@ struct wps_vm_report {
 int wps_vm_snapshot(struct wps_ctx *ctx, const struct wps_vm_snapshot_opts *o,
 		    struct wps_vm_report *report);
 
+struct wps_vm_restore_report;
+
 struct wps_vm_restore_opts {
 	const char *uri;        /* NULL: libvirt's default */
 	const char *dir;        /* a snapshot directory */
@@ -92,6 +94,19 @@ struct wps_vm_restore_opts {
 	 * checkpoint seq; false: its newest. */
 	bool at_seq;
 	uint64_t seq;
+	/*
+	 * Lazy: the domain runs as soon as its device state is in; the RAM
+	 * of its shared (memfd) blocks arrives on demand and in the
+	 * background (<wpsnap/pager.h>), private blocks are written first as
+	 * without it. The call returns once every page is in place
+	 * (graduation); running(arg) is called when the domain runs. A
+	 * single image only (a snapshot, or the first checkpoint): -ENOTSUP
+	 * for an increment. If this process dies before the call returns,
+	 * the pages not yet delivered are lost to the guest: keep it alive.
+	 */
+	bool lazy;
+	void (*running)(void *arg, const struct wps_vm_restore_report *r);
+	void *arg;
 };
 
 struct wps_vm_restore_report {
@@ -102,6 +117,11 @@ struct wps_vm_restore_report {
 	uint64_t total_ns;      /* call to running (or paused) */
 	uint64_t ram_bytes;
 	unsigned int nr_disks;  /* new overlays on the frozen images */
+	/* lazy: */
+	uint64_t lazy_bytes;    /* of ram_bytes, served by the pager */
+	uint64_t faults;        /* QEMU's page faults the pager served */
+	uint64_t fault_p99_ns, fault_max_ns;  /* pager side */
+	uint64_t graduate_ns;   /* running .. every page in place */
 };
 
 /*

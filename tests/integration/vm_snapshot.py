@@ -13,6 +13,9 @@
 #    equals the image page for page, its disk is the frozen one, and once
 #    resumed it continues from the snapshot's sequence number (no
 #    reboot), its disk and RAM still of one instant;
+# 3b. restore --lazy of the shared-RAM domain: paused, its RAM once
+#    graduated equals the image page for page; running, the guest runs
+#    while its RAM arrives and continues from the snapshot's instant;
 # 4. wpsnap killed at each step of a snapshot: the domain runs again
 #    (the watchdog's virsh resume), nothing traced or protected, nothing
 #    published under the final name;
@@ -203,6 +206,48 @@ def restored(lv, tmp, kind, d, snap, phys, ranges, rec, newest):
     lv.virsh("destroy", c)
 
 
+def lazy_restored(lv, tmp, d, snap, phys, ranges, rec):
+    """restore --lazy, paused (the RAM, once graduated, equals the image
+    page for page: the pages QEMU had written itself were replaced) and
+    running (the guest runs while its RAM arrives, and continues from
+    the snapshot's instant)."""
+    for paused in (True, False):
+        c = d + ("-lazyp" if paused else "-lazy")
+        r = wpsnap(lv, "restore", snap, "--name", c, "--lazy", "--json",
+                   *(["--paused"] if paused else []))
+        check("%s: wpsnap vm restore --lazy%s succeeds" % (
+            c, " --paused" if paused else ""), r.returncode == 0,
+            r.stderr.strip())
+        if r.returncode:
+            continue
+        rep = json.loads(r.stdout)
+        note("%s: running after %.0f ms (domain started %.0f, device "
+             "state %.0f), all RAM in %.0f ms later; %d faults, p99 %.0f "
+             "us" % (c, rep["total_ms"], rep["start_ms"],
+                     rep["devices_ms"], rep["graduate_ms"], rep["faults"],
+                     rep["fault_p99_us"]))
+        check("%s: the shared RAM was paged (%d MiB)" % (
+            c, rep["lazy_bytes"] >> 20), rep["lazy"] and
+            rep["lazy_bytes"] >= MEM_MIB << 20, rep)
+        if paused:
+            same_ram(lv, c, phys, ranges, tmp,
+                     "%s: RAM after graduation against the image" % c)
+            lv.virsh("resume", c)
+        else:
+            check("%s: QEMU's faults were served while it ran" % c,
+                  rep["faults"] > 0, rep)
+        first = lv.ram_seq(c, tmp)
+        check("%s: continues from the snapshot's instant (seq %d, no "
+              "reboot)" % (c, rec["done"]), first and
+              first["done"] >= rec["done"] and
+              first["writes"] >= rec["writes"], "%s then %s" % (rec, first))
+        after = lv.wait_done(c, tmp, rec["issued"] + 3)
+        check("%s: goes on writing its disk sequence" % c,
+              after and after["done"] > rec["issued"] + 3, after)
+        clean_of_us(lv.qemu_pid(c), c)
+        lv.virsh("destroy", c)
+
+
 def killed(lv, tmp, d):
     pid = lv.qemu_pid(d)
     for point in KILL_POINTS:
@@ -280,6 +325,8 @@ def main(lv, tmp):
             live = live_snapshot(lv, tmp, kind, d)
             restored(lv, tmp, kind, d, *live)
             if kind == KINDS[0]:
+                lazy_restored(lv, tmp, d, live[0], live[1], live[2],
+                              live[3])
                 killed(lv, tmp, d)
                 bad_input(lv, tmp, d, live[0])
             lv.virsh("destroy", d)
