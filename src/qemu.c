@@ -327,8 +327,9 @@ int wps_qemu_snapshot(struct wps_qemu *q, const struct wps_qemu_layout *l,
 		goto out;
 	}
 	qfd = o->pause ? -1 : q->ops->watchdog_fd(q);
-	err = o->pause ? qemu_watchdog_start(&r.wd, -1, o->resume_argv) :
-	      qfd < 0 ? qfd : qemu_watchdog_start(&r.wd, qfd, NULL);
+	err = o->pause ? qemu_watchdog_start(&r.wd, -1, o->resume_argv,
+					  o->resume_direct) :
+	      qfd < 0 ? qfd : qemu_watchdog_start(&r.wd, qfd, NULL, NULL);
 	if (err == -EOPNOTSUPP && (o->no_stop || !rep->was_running))
 		err = 0;        /* nothing we would have to undo */
 	else if (err) {

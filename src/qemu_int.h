@@ -82,7 +82,9 @@ static inline uint64_t qemu_block_span(const struct wps_qemu_block *b,
  * The watchdog (src/qemu_watchdog.c): told the guest's state before and
  * after each pause; if we die while it is QEMU_WD_STOPPING, it resumes
  * the guest with a raw QMP cont on qfd or, when argv is not NULL, by
- * execv(argv[0], argv). Start it before holding a userfaultfd.
+ * running argv (argv[0] an absolute path) and, if that fails and direct
+ * is not NULL, with QMP on a new connection to the Unix socket direct.
+ * Start it before holding a userfaultfd.
  */
 #define QEMU_WD_STOPPING 'S'  /* about to stop, or stopped */
 #define QEMU_WD_RUNNING 'R'   /* continued (or never stopped by us) */
@@ -93,7 +95,8 @@ struct qemu_watchdog {
 	int fd;                 /* write end of its pipe, -1: none */
 };
 
-int qemu_watchdog_start(struct qemu_watchdog *w, int qfd, char *const *argv);
+int qemu_watchdog_start(struct qemu_watchdog *w, int qfd, char *const *argv,
+			const char *direct);
 void qemu_watchdog_tell(struct qemu_watchdog *w, char state);
 void qemu_watchdog_stop(struct qemu_watchdog *w);
 

@@ -25,6 +25,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -252,4 +253,88 @@ int qemu_libvirt_handle(struct wps_ctx *ctx, void *domain,
 			struct wps_qemu **out)
 {
 	return qemu_new(ctx, qemu_libvirt_open, domain, out);
+}
+
+/* Is inode a socket among pid's fds? */
+static bool has_socket(pid_t pid, unsigned long inode)
+{
+	char dir[64], path[384], link[64], want[64];
+	struct dirent *e;
+	bool found = false;
+	DIR *d;
+
+	snprintf(dir, sizeof(dir), "/proc/%d/fd", (int)pid);
+	snprintf(want, sizeof(want), "socket:[%lu]", inode);
+	d = opendir(dir);
+	if (!d)
+		return false;
+	while (!found && (e = readdir(d))) {
+		ssize_t n;
+
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+		n = readlink(path, link, sizeof(link) - 1);
+		if (n <= 0)
+			continue;
+		link[n] = '\0';
+		found = !strcmp(link, want);
+	}
+	closedir(d);
+	return found;
+}
+
+int qemu_libvirt_open_direct(struct wps_ctx *ctx, pid_t pid,
+			     struct wps_qemu **out)
+{
+	char sock[PATH_MAX];
+	int err;
+
+	*out = NULL;
+	err = qemu_libvirt_monitor_path(ctx, pid, sock, sizeof(sock));
+	return err ? err : wps_qemu_open_qmp(ctx, sock, out);
+}
+
+int qemu_libvirt_monitor_path(struct wps_ctx *ctx, pid_t pid, char *sock,
+			      size_t size)
+{
+	static const char tail[] = "monitor.sock";
+	char path[PATH_MAX], line[PATH_MAX + 128];
+	FILE *f;
+
+	sock[0] = '\0';
+	/* QEMU's network namespace's Unix sockets: Num RefCount Protocol
+	 * Flags Type St Inode Path; flag 0x10000 is a listening one. */
+	snprintf(path, sizeof(path), "/proc/%d/net/unix", (int)pid);
+	f = fopen(path, "re");
+	if (!f) {
+		int err = -errno;
+
+		wps_err(ctx, "%s: %s", path, strerror(-err));
+		return err;
+	}
+	while (!sock[0] && fgets(line, sizeof(line), f)) {
+		unsigned long flags, inode;
+		char name[PATH_MAX];
+		size_t n;
+
+		if (sscanf(line, "%*s %*s %*s %lx %*s %*s %lu %4095s", &flags,
+			   &inode, name) != 3 || !(flags & 0x10000))
+			continue;
+		n = strlen(name);
+		if (n < sizeof(tail) - 1 ||
+		    strcmp(name + n - (sizeof(tail) - 1), tail) ||
+		    !has_socket(pid, inode))
+			continue;
+		if ((size_t)snprintf(sock, size, "/proc/%d/root%s", (int)pid,
+				     name) >= size)
+			sock[0] = '\0';
+	}
+	fclose(f);
+	if (!sock[0]) {
+		wps_err(ctx, "QEMU (pid %d) has no libvirt monitor socket",
+			(int)pid);
+		return -ENOENT;
+	}
+	return 0;
 }

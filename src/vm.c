@@ -173,6 +173,16 @@ static int snapshot_disks(struct vm_instant *s)
 	return 0;
 }
 
+/* $WPSNAP_VM_TEST_STALL_MS: stay that long in the pause, right after
+ * the suspend (tests/integration/vm_lost.py kills libvirtd there). */
+static void test_stall(void)
+{
+	const char *e = getenv("WPSNAP_VM_TEST_STALL_MS");
+
+	if (e && atoi(e) > 0)
+		usleep((useconds_t)atoi(e) * 1000u);
+}
+
 int vm_pause(void *arg)
 {
 	struct vm_instant *s = arg;
@@ -193,11 +203,50 @@ int vm_pause(void *arg)
 		s->suspended = true;
 	}
 	s->t_suspended = wps_now_ns();
+	test_stall();
 	err = save_devices(s);
 	s->t_devices = wps_now_ns();
 	if (!err)
 		err = snapshot_disks(s);
 	s->t_disks = wps_now_ns();
+	return err;
+}
+
+/*
+ * libvirt lost (libvirtd died or restarts, our connection broke): the
+ * domain must not stay paused because of us. A fresh connection first
+ * (libvirt keeps its view right), else QMP cont on QEMU's own monitor
+ * socket, which libvirtd's death has freed; a libvirtd that comes back
+ * reads QEMU's state from QEMU.
+ */
+static int resume_direct(struct vm_instant *s)
+{
+	pid_t pid = s->q ? wps_qemu_pid(s->q) : 0;
+	virConnectPtr c = NULL;
+	virDomainPtr d = NULL;
+	struct wps_qemu *q = NULL;
+	int err = -EIO;
+
+	if (!vm_connect(s->ctx, s->uri, &c) && !vm_lookup(s->ctx, c,
+							  s->m.uuid, &d) &&
+	    virDomainResume(d) == 0) {
+		wps_info(s->ctx, "domain %s resumed on a new libvirt "
+			 "connection", s->m.domain);
+		err = 0;
+	}
+	if (d)
+		virDomainFree(d);
+	if (c)
+		virConnectClose(c);
+	if (!err || pid <= 0)
+		return err;
+	err = qemu_libvirt_open_direct(s->ctx, pid, &q);
+	if (!err)
+		err = wps_qemu_execute(q, "cont", NULL, NULL);
+	wps_qemu_close(q);
+	if (!err)
+		wps_warn(s->ctx, "domain %s: libvirt is gone; resumed with QMP "
+			 "cont on QEMU's monitor socket", s->m.domain);
 	return err;
 }
 
@@ -208,10 +257,13 @@ int vm_resume(void *arg)
 	if (!s->suspended)
 		return 0;
 	if (virDomainResume(s->dom) < 0) {
-		wps_err(s->ctx, "domain %s: resume failed: %s (run: virsh "
-			"resume %s)", s->m.domain, qemu_libvirt_error(),
-			s->m.domain);
-		return -EIO;
+		wps_err(s->ctx, "domain %s: resume through libvirt failed: %s",
+			s->m.domain, qemu_libvirt_error());
+		if (resume_direct(s)) {
+			wps_err(s->ctx, "domain %s stays paused: run virsh "
+				"resume %s", s->m.domain, s->m.domain);
+			return -EIO;
+		}
 	}
 	s->suspended = false;
 	return 0;
@@ -304,6 +356,11 @@ int vm_prepare(struct vm_instant *s)
 		err = wps_qemu_discover(s->q, &s->layout);
 	if (err)
 		return err;
+	/* for the watchdog, should libvirt die with us: a path too long
+	 * for a socket address is no path (the watchdog then has virsh) */
+	if (qemu_libvirt_monitor_path(s->ctx, wps_qemu_pid(s->q), s->monitor,
+				      sizeof(s->monitor)))
+		s->monitor[0] = '\0';
 	snprintf(s->m.qemu_version, sizeof(s->m.qemu_version), "%s",
 		 s->layout->version);
 	snprintf(s->m.machine, sizeof(s->m.machine), "%s",
@@ -552,6 +609,7 @@ int wps_vm_snapshot(struct wps_ctx *ctx, const struct wps_vm_snapshot_opts *o,
 	qo.resume = snap_resume;
 	qo.pause_arg = &s;
 	qo.resume_argv = argv;
+	qo.resume_direct = s.in.monitor[0] ? s.in.monitor : NULL;
 	qo.blobs = &s.blob;
 	qo.nr_blobs = 1;
 	err = wps_qemu_snapshot(s.in.q, s.in.layout, &qo, &qr);

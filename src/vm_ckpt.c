@@ -372,7 +372,8 @@ int wps_vm_checkpoint(struct wps_ctx *ctx,
 	if (!err) {
 		/* before the userfaultfd exists: the watchdog must not
 		 * inherit it */
-		err = qemu_watchdog_start(&k->wd, -1, argv);
+		err = qemu_watchdog_start(&k->wd, -1, argv, k->in.monitor[0] ?
+					  k->in.monitor : NULL);
 		if (err)
 			wps_err(ctx, "cannot start the watchdog: %s",
 				strerror(-err));

@@ -60,6 +60,8 @@ struct vm_instant {
 	struct vm_meta m;
 	char *xml;              /* the domain's, migratable */
 	char *uri_now;          /* the connection's own (for virsh) */
+	char monitor[108];      /* QEMU's monitor socket, for the watchdog
+				   ("": not found; sun_path's size) */
 	bool suspended, disks_done;
 	void *devices;          /* the last pause's device state */
 	size_t devices_len;

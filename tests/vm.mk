@@ -4,11 +4,13 @@
 # stand on (the guest's disk sequence, libvirt's monitor from C, the
 # disk-only snapshot) and skips (77) where libvirtd cannot run.
 # vm_snapshot.py: wpsnap vm snapshot/restore round trips on those domains;
-# vm_checkpoint.py: checkpoint series of them, every link restored.
+# vm_checkpoint.py: checkpoint series of them, every link restored;
+# vm_lost.py: libvirtd killed inside a snapshot's pause.
 TESTS += tests/integration/vm_boot.py tests/integration/vm_snapshot.py \
-	tests/integration/vm_checkpoint.py
+	tests/integration/vm_checkpoint.py tests/integration/vm_lost.py
 EXTRA_DIST += tests/integration/vm_boot.py tests/integration/vm_lib.py \
 	tests/integration/vm_snapshot.py tests/integration/vm_checkpoint.py \
+	tests/integration/vm_lost.py \
 	tests/bench/vm.py \
 	docs/VM.md
 if HAVE_LIBVIRT

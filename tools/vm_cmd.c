@@ -367,6 +367,10 @@ int vm_cmd_main(struct wps_ctx *ctx, int argc, char **argv)
 		usage(stderr);
 		return 2;
 	}
+	/* libvirt's client writes to its socket without MSG_NOSIGNAL: a
+	 * libvirtd that dies must give us an error, not kill us in the
+	 * middle of a pause (libvirt asks its applications to do this) */
+	signal(SIGPIPE, SIG_IGN);
 	argc--;
 	argv++;
 	optind = 1;

@@ -205,6 +205,10 @@ struct wps_qemu_opts {
 	 * skipped. */
 	const struct wps_qemu_blob *blobs;
 	unsigned int nr_blobs;
+	/* Optional, with resume_argv: a QMP Unix socket (QEMU's monitor
+	 * under libvirt) on which the watchdog sends cont if resume_argv
+	 * fails (libvirt died with us). */
+	const char *resume_direct;
 };
 
 struct wps_qemu_report {

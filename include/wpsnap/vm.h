@@ -16,7 +16,10 @@
  * It is built as DIR.partial and renamed to DIR once complete.
  *
  * The domain is reached through libvirt (root, the QEMU driver). Built
- * without libvirt, every function here is -ENOTSUP and says so.
+ * without libvirt, every function here is -ENOTSUP and says so. As libvirt
+ * asks of its applications, ignore SIGPIPE: a libvirtd that dies then
+ * gives an error (and a domain we paused is resumed without it) instead
+ * of killing the process.
  * Every function returns 0 or -errno with the reason logged.
  */
 #ifndef WPSNAP_VM_H
