@@ -4,9 +4,13 @@
 # stand on (the guest's disk sequence, libvirt's monitor from C, the
 # disk-only snapshot) and skips (77) where libvirtd cannot run.
 # vm_snapshot.py: wpsnap vm snapshot/restore round trips on those domains.
-TESTS += tests/integration/vm_boot.py tests/integration/vm_snapshot.py
+# daemon_vm.py: the same driven through wpsnapd's socket (vm-snapshot,
+# vm-restore, their events), imports vm_snapshot.py's domain helpers.
+TESTS += tests/integration/vm_boot.py tests/integration/vm_snapshot.py \
+	tests/integration/daemon_vm.py
 EXTRA_DIST += tests/integration/vm_boot.py tests/integration/vm_lib.py \
-	tests/integration/vm_snapshot.py tests/bench/vm.py \
+	tests/integration/vm_snapshot.py tests/integration/daemon_vm.py \
+	tests/bench/vm.py \
 	docs/VM.md
 if HAVE_LIBVIRT
 check_PROGRAMS += tests/integration/vm_probe
