@@ -1110,16 +1110,6 @@ void wpsd_jobs_shutdown(struct wpsd *d)
 
 /* ---- jobs of no guest: found by token ---- */
 
-struct wpsd_job *wpsd_jobs_find(struct wpsd *d, uint64_t token)
-{
-	struct wpsd_job *j;
-
-	for (j = d->jobs; j; j = j->next)
-		if (j->token == token)
-			return j;
-	return NULL;
-}
-
 void wpsd_jobs_remember(struct wpsd *d, json_t *s)
 {
 	if (!d->jobs_done)

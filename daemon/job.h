@@ -138,9 +138,8 @@ void wpsd_jobs_progress(struct wpsd *d);
 void wpsd_jobs_shutdown(struct wpsd *d);
 bool wpsd_jobs_active(const struct wpsd *d);
 
-/* Jobs of no guest: the running one with this token (NULL: none). */
-struct wpsd_job *wpsd_jobs_find(struct wpsd *d, uint64_t token);
-/* Its summary once it ended, for queries (steals s). */
+/* A job of no guest: its summary once it ended, for queries (steals
+ * s). */
 void wpsd_jobs_remember(struct wpsd *d, json_t *s);
 /* By token: the running job's query or the kept summary, a new
  * reference; NULL: no such job (or forgotten). token 0: an array of
