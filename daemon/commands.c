@@ -332,24 +332,6 @@ static void cmd_resumed(struct wpsd_conn *c, json_t *args, json_t *id,
 		     true, NULL, NULL, r);
 }
 
-static void cmd_vm_snapshot(struct wpsd_conn *c, json_t *args, json_t *id,
-			    struct wpsd_reply *r)
-{
-	wpsd_vm_snapshot(c, args, r);
-}
-
-static void cmd_vm_restore(struct wpsd_conn *c, json_t *args, json_t *id,
-			   struct wpsd_reply *r)
-{
-	wpsd_vm_restore(c, args, r);
-}
-
-static void cmd_vm_query(struct wpsd_conn *c, json_t *args, json_t *id,
-			 struct wpsd_reply *r)
-{
-	wpsd_vm_query(c, args, r);
-}
-
 static void cmd_quit(struct wpsd_conn *c, json_t *args, json_t *id,
 		     struct wpsd_reply *r)
 {
@@ -388,9 +370,9 @@ static const struct wpsd_cmd cmds[] = {
 	 * its disks overlays beside their images, start QEMU from a
 	 * directory's domain XML), which the daemon cannot check against
 	 * the client's own rights in libvirt (docs/PROTOCOL.md). */
-	{ "vm-snapshot", NULL, WPSD_ROOT, cmd_vm_snapshot },
-	{ "vm-restore", NULL, WPSD_ROOT, cmd_vm_restore },
-	{ "query-vm", vmquery_args, WPSD_ANY, cmd_vm_query },
+	{ "vm-snapshot", NULL, WPSD_ROOT, wpsd_vm_snapshot },
+	{ "vm-restore", NULL, WPSD_ROOT, wpsd_vm_restore },
+	{ "query-vm", vmquery_args, WPSD_ANY, wpsd_vm_query },
 	{ "quit", no_args, WPSD_ROOT, cmd_quit },
 	{ NULL, NULL, WPSD_ANY, NULL },
 };

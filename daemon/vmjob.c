@@ -34,6 +34,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -95,66 +96,110 @@ static json_t *vm_head(struct wpsd_job *j, const char *status)
 	return h;
 }
 
+/*
+ * The figures of the library's reports, as tables: the events show them
+ * under these names, in these groups, without a json_pack per group.
+ */
+enum vm_type { VM_U64, VM_UINT, VM_PID, VM_BOOL };
+
+struct vm_field {
+	const char *key;
+	size_t off;                     /* in the report */
+	enum vm_type type;
+};
+
+#define VMS(k, m, t) { k, offsetof(struct wps_vm_report, m), t }
+#define VMR(k, m, t) { k, offsetof(struct wps_vm_restore_report, m), t }
+
 /* The pause and its parts: WPS_VM_SNAPSHOT_FROZEN, and in the summary. */
+static const struct vm_field vmsnap_pause_f[] = {
+	VMS("was-running", was_running, VM_BOOL),
+	VMS("pause-ns", pause_ns, VM_U64),
+	VMS("suspend-ns", suspend_ns, VM_U64),
+	VMS("devices-ns", devices_ns, VM_U64),
+	VMS("disks-ns", disks_ns, VM_U64),
+	VMS("freeze-ns", freeze_ns, VM_U64),
+	VMS("resume-ns", resume_ns, VM_U64),
+	VMS("devices-bytes", devices_bytes, VM_U64),
+	VMS("disks", nr_disks, VM_UINT),
+	{ NULL, 0, 0 },
+};
+
+/* Once the RAM has streamed. */
+static const struct vm_field vmsnap_done_f[] = {
+	VMS("qemu-pid", pid, VM_PID),
+	VMS("prepare-ns", prepare_ns, VM_U64),
+	VMS("total-ns", total_ns, VM_U64),
+	VMS("ram-bytes", ram_bytes, VM_U64),
+	VMS("populated-bytes", stats.populated_bytes, VM_U64),
+	VMS("saved-bytes", stats.saved_bytes, VM_U64),
+	VMS("image-data-bytes", stats.image_data_bytes, VM_U64),
+	VMS("image-file-bytes", stats.image_file_bytes, VM_U64),
+	VMS("faults", stats.faults, VM_U64),
+	VMS("fault-p99-ns", stats.fault_p99_ns, VM_U64),
+	VMS("fault-max-ns", stats.fault_max_ns, VM_U64),
+	{ NULL, 0, 0 },
+};
+
+static const struct vm_field vmrestore_done_f[] = {
+	VMR("qemu-pid", pid, VM_PID),
+	VMR("start-ns", start_ns, VM_U64),
+	VMR("fill-ns", fill_ns, VM_U64),
+	VMR("devices-ns", devices_ns, VM_U64),
+	VMR("total-ns", total_ns, VM_U64),
+	VMR("ram-bytes", ram_bytes, VM_U64),
+	VMR("disks", nr_disks, VM_UINT),
+	{ NULL, 0, 0 },
+};
+
+/* Set o's keys from the report rep as the table f says. */
+static json_t *vm_put(json_t *o, const void *rep, const struct vm_field *f)
+{
+	const char *b = rep;
+	uint64_t u64;
+	unsigned int u;
+	pid_t pid;
+	bool y;
+
+	for (; f->key; f++) {
+		switch (f->type) {
+		case VM_U64:
+			memcpy(&u64, b + f->off, sizeof(u64));
+			json_object_set_new(o, f->key, json_integer((json_int_t)u64));
+			break;
+		case VM_UINT:
+			memcpy(&u, b + f->off, sizeof(u));
+			json_object_set_new(o, f->key, json_integer(u));
+			break;
+		case VM_PID:
+			memcpy(&pid, b + f->off, sizeof(pid));
+			json_object_set_new(o, f->key, json_integer(pid));
+			break;
+		case VM_BOOL:
+			memcpy(&y, b + f->off, sizeof(y));
+			json_object_set_new(o, f->key, json_boolean(y));
+			break;
+		}
+	}
+	return o;
+}
+
 static json_t *vmsnap_pause(struct wpsd_job *j)
 {
-	const struct wps_vm_report *p = &vm_of(j)->rep;
-	json_t *f = vm_head(j, "frozen"), *x;
-
-	x = json_pack("{s:b,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}",
-		      "was-running", p->was_running,
-		      "pause-ns", (json_int_t)p->pause_ns,
-		      "suspend-ns", (json_int_t)p->suspend_ns,
-		      "devices-ns", (json_int_t)p->devices_ns,
-		      "disks-ns", (json_int_t)p->disks_ns,
-		      "freeze-ns", (json_int_t)p->freeze_ns,
-		      "resume-ns", (json_int_t)p->resume_ns,
-		      "devices-bytes", (json_int_t)p->devices_bytes,
-		      "disks", (json_int_t)p->nr_disks);
-	json_object_update(f, x);
-	json_decref(x);
-	return f;
+	return vm_put(vm_head(j, "frozen"), &vm_of(j)->rep, vmsnap_pause_f);
 }
 
 static json_t *vmsnap_done(struct wpsd_job *j)
 {
-	const struct wps_vm_report *p = &vm_of(j)->rep;
-	const struct wps_snapshot_stats *st = &p->stats;
-	json_t *s = vmsnap_pause(j), *x;
+	json_t *s = vm_put(vmsnap_pause(j), &vm_of(j)->rep, vmsnap_done_f);
 
-	x = json_pack("{s:s,s:i,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}",
-		      "status", "completed", "qemu-pid", (int)p->pid,
-		      "prepare-ns", (json_int_t)p->prepare_ns,
-		      "total-ns", (json_int_t)p->total_ns,
-		      "ram-bytes", (json_int_t)p->ram_bytes,
-		      "populated-bytes", (json_int_t)st->populated_bytes,
-		      "saved-bytes", (json_int_t)st->saved_bytes,
-		      "image-data-bytes", (json_int_t)st->image_data_bytes,
-		      "image-file-bytes", (json_int_t)st->image_file_bytes,
-		      "faults", (json_int_t)st->faults,
-		      "fault-p99-ns", (json_int_t)st->fault_p99_ns,
-		      "fault-max-ns", (json_int_t)st->fault_max_ns);
-	json_object_update(s, x);
-	json_decref(x);
+	json_object_set_new(s, "status", json_string("completed"));
 	return s;
 }
 
 static json_t *vmrestore_done(struct wpsd_job *j)
 {
-	const struct wps_vm_restore_report *p = &vm_of(j)->rrep;
-	json_t *s = vm_head(j, "completed"), *x;
-
-	x = json_pack("{s:i,s:I,s:I,s:I,s:I,s:I,s:I}",
-		      "qemu-pid", (int)p->pid,
-		      "start-ns", (json_int_t)p->start_ns,
-		      "fill-ns", (json_int_t)p->fill_ns,
-		      "devices-ns", (json_int_t)p->devices_ns,
-		      "total-ns", (json_int_t)p->total_ns,
-		      "ram-bytes", (json_int_t)p->ram_bytes,
-		      "disks", (json_int_t)p->nr_disks);
-	json_object_update(s, x);
-	json_decref(x);
-	return s;
+	return vm_put(vm_head(j, "completed"), &vm_of(j)->rrep, vmrestore_done_f);
 }
 
 /* Worker: the instant is taken (see the head comment for when). */
@@ -379,27 +424,28 @@ fail:
 	return ret;
 }
 
-int wpsd_vm_snapshot(struct wpsd_conn *c, json_t *args, struct wpsd_reply *r)
+void wpsd_vm_snapshot(struct wpsd_conn *c, json_t *args, json_t *id,
+		      struct wpsd_reply *r)
 {
-	return vm_start(c, &vmsnap_ops, vmsnap_spec, vmsnap_main, args, r);
+	vm_start(c, &vmsnap_ops, vmsnap_spec, vmsnap_main, args, r);
 }
 
-int wpsd_vm_restore(struct wpsd_conn *c, json_t *args, struct wpsd_reply *r)
+void wpsd_vm_restore(struct wpsd_conn *c, json_t *args, json_t *id,
+		     struct wpsd_reply *r)
 {
-	return vm_start(c, &vmrestore_ops, vmrestore_spec, vmrestore_main, args, r);
+	vm_start(c, &vmrestore_ops, vmrestore_spec, vmrestore_main, args, r);
 }
 
-int wpsd_vm_query(struct wpsd_conn *c, json_t *args, struct wpsd_reply *r)
+void wpsd_vm_query(struct wpsd_conn *c, json_t *args, json_t *id,
+		   struct wpsd_reply *r)
 {
 	json_t *t = json_object_get(args, "token");
 
 	r->ret = wpsd_jobs_query(c->d, t ? (uint64_t)json_integer_value(t) : 0);
-	if (r->ret)
-		return 0;
-	wpsd_reply_err(r, WPSD_GENERIC, "no VM job has token %" JSON_INTEGER_FORMAT
-		       " (the last %d that ended are kept)", json_integer_value(t),
-		       WPSD_JOBS_DONE_MAX);
-	return -ENOENT;
+	if (!r->ret)
+		wpsd_reply_err(r, WPSD_GENERIC, "no VM job has token %"
+			       JSON_INTEGER_FORMAT " (the last %d that ended are "
+			       "kept)", json_integer_value(t), WPSD_JOBS_DONE_MAX);
 }
 
 /* No pause through a VMM, no cancel: the library's call runs to its end

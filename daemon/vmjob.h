@@ -9,11 +9,16 @@
 
 #include "daemon/job.h"
 
+/* Command handlers, as commands.c's table calls them (id unused: every
+ * reply is immediate); the outcome is in r. */
 /* vm-snapshot {domain, dir, connect?}: wps_vm_snapshot() in a worker. */
-int wpsd_vm_snapshot(struct wpsd_conn *c, json_t *args, struct wpsd_reply *r);
+void wpsd_vm_snapshot(struct wpsd_conn *c, json_t *args, json_t *id,
+		      struct wpsd_reply *r);
 /* vm-restore {dir, name?, paused?, connect?}: wps_vm_restore(). */
-int wpsd_vm_restore(struct wpsd_conn *c, json_t *args, struct wpsd_reply *r);
+void wpsd_vm_restore(struct wpsd_conn *c, json_t *args, json_t *id,
+		     struct wpsd_reply *r);
 /* query-vm {token?}: one job (running, or its kept summary), or all. */
-int wpsd_vm_query(struct wpsd_conn *c, json_t *args, struct wpsd_reply *r);
+void wpsd_vm_query(struct wpsd_conn *c, json_t *args, json_t *id,
+		   struct wpsd_reply *r);
 
 #endif /* WPSD_VMJOB_H */
