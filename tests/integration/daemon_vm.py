@@ -22,7 +22,9 @@
 # 4. a client that is not root (a member of --group): vm-snapshot and
 #    vm-restore are refused (root only: they act on any domain as root),
 #    nothing appears in the root-only directory it named, query-vm works;
-# 5. quit while a vm-snapshot runs: the daemon waits for it and exits 0,
+# 5. wpsnapd killed while the domain is suspended for a vm-snapshot: the
+#    domain runs again, unprotected, nothing published;
+# 6. quit while a vm-snapshot runs: the daemon waits for it and exits 0,
 #    the domain runs on, unprotected, the directory complete.
 #
 # Exit 77 when libvirtd cannot run here, or when wpsnap was built
@@ -259,6 +261,32 @@ def nonroot(lv, S, dd, d):
           vs.state(lv, d) == "running", os.listdir(ronly))
 
 
+def killed_during(lv, tmp, dd, d, pid):
+    """wpsnapd SIGKILLed while the domain is suspended for a vm-snapshot
+    (the library's own test hook, at "stopped"): the QEMU module's
+    watchdog, forked from the daemon, resumes the domain; nothing is
+    traced or protected, nothing published under the final name."""
+    S = os.path.join(dd, "kill.sock")
+    p = wpstest.start_daemon(S, env={"WPSNAP_QEMU_TEST_KILL": "stopped"})
+    c = Conn(S)
+    snap = os.path.join(tmp, d + "-killed")
+    r = c.cmd("vm-snapshot", {"domain": d, "dir": snap, "connect": lv.uri})
+    try:
+        p.wait(60)
+    except subprocess.TimeoutExpired:
+        pass
+    check("wpsnapd killed while the domain is paused for vm-snapshot",
+          "return" in r and p.returncode == -9, (r, p.returncode))
+    c.close()
+    check("killed: the domain runs again (the watchdog's virsh resume)",
+          wpstest.wait_for(lambda: vs.state(lv, d) == "running", 30),
+          vs.state(lv, d))
+    vs.clean_of_us(pid, "killed")
+    check("killed: nothing published under the final name",
+          not os.path.exists(snap), os.listdir(tmp))
+    shutil.rmtree(snap + ".partial", ignore_errors=True)
+
+
 def quit_during(lv, tmp, c, p, d, pid):
     """quit while a vm-snapshot runs: the library's call cannot be
     interrupted, so the daemon waits for it and exits cleanly; the domain
@@ -304,6 +332,7 @@ def main(lv, tmp):
                 lv.virsh("destroy", name, check=False)
         bad_input(lv, tmp, c, d, snap)
         nonroot(lv, S, dd, d)
+        killed_during(lv, tmp, dd, d, pid)
         quit_during(lv, tmp, c, p, d, pid)
         bad = wpstest.sanitizer_reports(dd)
         check("no sanitizer report from wpsnapd", not bad, bad)

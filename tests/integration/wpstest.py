@@ -259,9 +259,13 @@ def nonroot_requests(S, tries, timeout=60):
     return got
 
 
-def start_daemon(sock, *extra):
+def start_daemon(sock, *extra, env=None):
+    """wpsnapd on sock, its output (and what its children print: a
+    watchdog's virsh) in sock.log; env: more environment variables."""
+    log = open(sock + ".log", "w")
     p = subprocess.Popen([WPSNAPD, "--socket", sock, "--foreground"] + list(extra),
-                         stderr=open(sock + ".log", "w"))
+                         stdout=log, stderr=log,
+                         env=dict(os.environ, **(env or {})))
     procs.append(p)
     if not wait_for(lambda: os.path.exists(sock), 5):
         raise RuntimeError("wpsnapd did not create " + sock)
