@@ -1046,7 +1046,6 @@ static void job_poll_one(struct wpsd_job *j)
 void wpsd_jobs_poll(struct wpsd *d)
 {
 	struct wpsd_guest *g, *next;
-
 	struct wpsd_job *j, *jn;
 
 	for (g = d->guests; g; g = next) {

@@ -147,8 +147,9 @@ void wpsd_jobs_remember(struct wpsd *d, json_t *s);
 json_t *wpsd_jobs_query(struct wpsd *d, uint64_t token);
 
 /* For the kinds: a job of guest g (NULL: of no guest) and kind ops
- * with its lock, condition, token and default pause timeout; its pause handshake as library
- * callbacks (arg: the job); freeing (worker joined). */
+ * with its lock, condition, token and default pause timeout; its pause
+ * handshake as library callbacks (arg: the job); freeing (worker
+ * joined). */
 struct wpsd_job *wpsd_job_alloc(struct wpsd *d, struct wpsd_guest *g,
 				const struct wpsd_job_ops *ops);
 /* Route j->ctx's log through the daemon's, keeping the first error as
