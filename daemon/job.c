@@ -53,7 +53,11 @@ static void job_log(void *arg, int level, const char *msg)
 			snprintf(j->cause, sizeof(j->cause), "%s", msg);
 		pthread_mutex_unlock(&j->lock);
 	}
-	wps_log(j->d->ctx, level, "guest %s: %s", j->g->name, msg);
+	if (j->g)
+		wps_log(j->d->ctx, level, "guest %s: %s", j->g->name, msg);
+	else
+		wps_log(j->d->ctx, level, "%s (token %" PRIu64 "): %s",
+			j->ops->name, j->token, msg);
 }
 
 /* The loop's view of j->snap (see struct wpsd_job). */
@@ -281,7 +285,12 @@ int wpsd_job_launch(struct wpsd_job *j, void *(*fn)(void *),
 		return ret;
 	}
 	j->th_started = true;
-	j->g->job = j;
+	if (j->g) {
+		j->g->job = j;
+	} else {
+		j->next = j->d->jobs;
+		j->d->jobs = j;
+	}
 	r->ret = json_pack("{s:I}", "token", (json_int_t)j->token);
 	return 0;
 }
@@ -977,6 +986,15 @@ static void job_reap(struct wpsd_job *j, bool tell)
 
 	pthread_join(j->th, NULL);
 	j->ops->reaped(j, tell);
+	if (!g) {
+		struct wpsd_job **p;
+
+		for (p = &d->jobs; *p != j; p = &(*p)->next)
+			;
+		*p = j->next;
+		job_free(j);
+		return;
+	}
 	g->job = NULL;
 	job_free(j);
 	/* The uffd went through UFFDIO_API: no second snapshot can use it.
@@ -1006,7 +1024,8 @@ static void job_poll_one(struct wpsd_job *j)
 	j->post_pause = j->post_resume = false;
 	pthread_mutex_unlock(&j->lock);
 
-	owner = wpsd_conn_by_id(j->d, j->g->owner);
+	/* a job of no guest has no VMM and never posts a pause */
+	owner = j->g ? wpsd_conn_by_id(j->d, j->g->owner) : NULL;
 	if (pause && owner)
 		wpsd_send_event(owner, "WPS_PAUSE_REQUEST",
 				json_pack("{s:s,s:I}", "guest", j->g->name,
@@ -1027,11 +1046,16 @@ static void job_poll_one(struct wpsd_job *j)
 void wpsd_jobs_poll(struct wpsd *d)
 {
 	struct wpsd_guest *g, *next;
+	struct wpsd_job *j, *jn;
 
 	for (g = d->guests; g; g = next) {
 		next = g->next;   /* reaping may remove a doomed guest */
 		if (g->job)
 			job_poll_one(g->job);
+	}
+	for (j = d->jobs; j; j = jn) {
+		jn = j->next;     /* reaping unlinks j */
+		job_poll_one(j);
 	}
 }
 
@@ -1039,11 +1063,16 @@ void wpsd_jobs_progress(struct wpsd *d)
 {
 	uint64_t now = wps_now_ns();
 	struct wpsd_guest *g;
+	struct wpsd_job *j;
 
 	for (g = d->guests; g; g = g->next)
 		if (g->job && g->job->ops->progress &&
 		    now - g->job->last_progress_ns >= WPSD_PROGRESS_MS * 1000000ull)
 			g->job->ops->progress(g->job, now);
+	for (j = d->jobs; j; j = j->next)
+		if (j->ops->progress &&
+		    now - j->last_progress_ns >= WPSD_PROGRESS_MS * 1000000ull)
+			j->ops->progress(j, now);
 }
 
 bool wpsd_jobs_active(const struct wpsd *d)
@@ -1053,19 +1082,59 @@ bool wpsd_jobs_active(const struct wpsd *d)
 	for (g = d->guests; g; g = g->next)
 		if (g->job)
 			return true;
-	return false;
+	return d->jobs != NULL;
 }
 
 void wpsd_jobs_shutdown(struct wpsd *d)
 {
 	struct wpsd_guest *g, *next;
+	struct wpsd_job *j;
 
 	for (g = d->guests; g; g = g->next)
 		if (g->job)
 			wpsd_job_cancel(g->job, "wpsnapd is shutting down");
+	for (j = d->jobs; j; j = j->next)
+		wpsd_job_cancel(j, "wpsnapd is shutting down");
 	for (g = d->guests; g; g = next) {
 		next = g->next;
 		if (g->job)
 			job_reap(g->job, false);
 	}
+	/* a kind that cannot stop early (a libvirt call) is waited for */
+	while (d->jobs)
+		job_reap(d->jobs, false);
+	json_decref(d->jobs_done);
+	d->jobs_done = NULL;
+}
+
+/* ---- jobs of no guest: found by token ---- */
+
+void wpsd_jobs_remember(struct wpsd *d, json_t *s)
+{
+	if (!d->jobs_done)
+		d->jobs_done = json_array();
+	/* the oldest goes: a client that never queries costs nothing */
+	if (json_array_size(d->jobs_done) >= WPSD_JOBS_DONE_MAX)
+		json_array_remove(d->jobs_done, 0);
+	json_array_append_new(d->jobs_done, s);
+}
+
+json_t *wpsd_jobs_query(struct wpsd *d, uint64_t token)
+{
+	json_t *all = token ? NULL : json_array(), *s;
+	struct wpsd_job *j;
+	size_t i;
+
+	for (j = d->jobs; j; j = j->next)
+		if (!token)
+			json_array_append_new(all, wpsd_job_query(j));
+		else if (j->token == token)
+			return wpsd_job_query(j);
+	json_array_foreach(d->jobs_done, i, s)
+		if (!token)
+			json_array_append(all, s);
+		else if (json_integer_value(json_object_get(s, "token")) ==
+			 (json_int_t)token)
+			return json_deep_copy(s);
+	return all;
 }

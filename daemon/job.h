@@ -9,9 +9,16 @@
  * What a job does is its kind, an ops table (struct wpsd_job_ops) that
  * the kind's file owns: snapshot and transaction (job.c), checkpoint
  * series (ckptjob.c, ckptjob.h), lazy restore (restorejob.c,
- * restorejob.h). The calls go one way: a kind file uses the helpers
+ * restorejob.h), a libvirt domain's snapshot and restore (vmjob.c,
+ * vmjob.h). The calls go one way: a kind file uses the helpers
  * below, and job.c reaches a kind only through j->ops, never by name, so
  * a new kind is a new file and a table, not another branch here.
+ *
+ * Most jobs belong to a registered guest (j->g, the guest's one job
+ * slot). A job of no guest (j->g NULL: a libvirt domain's, which wpsnapd
+ * reaches through libvirt, not through a VMM) lives in d->jobs instead,
+ * is found by its token, never pauses through a VMM, and leaves its
+ * summary in d->jobs_done (the last WPSD_JOBS_DONE_MAX) for queries.
  */
 #ifndef WPSD_JOB_H
 #define WPSD_JOB_H
@@ -30,6 +37,7 @@
 #include "daemon/txn.h"
 
 #define WPSD_PAUSE_TIMEOUT_MS 2000
+#define WPSD_JOBS_DONE_MAX 32   /* summaries kept of ended guestless jobs */
 
 struct wpsd_job;
 
@@ -71,7 +79,8 @@ struct wpsd_job {
 	const struct wpsd_job_ops *ops;
 	void *priv;                     /* owned by the kind (ops->free) */
 	struct wpsd *d;
-	struct wpsd_guest *g;
+	struct wpsd_guest *g;           /* NULL: a job of no guest */
+	struct wpsd_job *next;          /* in d->jobs (no guest only) */
 	struct wps_ctx *ctx;            /* own: captures the first error */
 	/* owned. Set before the worker starts, or for an attached process
 	 * by the worker itself under the lock (read it with the lock held
@@ -129,9 +138,18 @@ void wpsd_jobs_progress(struct wpsd *d);
 void wpsd_jobs_shutdown(struct wpsd *d);
 bool wpsd_jobs_active(const struct wpsd *d);
 
-/* For the kinds: a job of guest g and kind ops with its lock, condition,
- * token and default pause timeout; its pause handshake as library
- * callbacks (arg: the job); freeing (worker joined). */
+/* A job of no guest: its summary once it ended, for queries (steals
+ * s). */
+void wpsd_jobs_remember(struct wpsd *d, json_t *s);
+/* By token: the running job's query or the kept summary, a new
+ * reference; NULL: no such job (or forgotten). token 0: an array of
+ * every running one's and every kept summary. */
+json_t *wpsd_jobs_query(struct wpsd *d, uint64_t token);
+
+/* For the kinds: a job of guest g (NULL: of no guest) and kind ops
+ * with its lock, condition, token and default pause timeout; its pause
+ * handshake as library callbacks (arg: the job); freeing (worker
+ * joined). */
 struct wpsd_job *wpsd_job_alloc(struct wpsd *d, struct wpsd_guest *g,
 				const struct wpsd_job_ops *ops);
 /* Route j->ctx's log through the daemon's, keeping the first error as
@@ -141,8 +159,8 @@ void wpsd_job_set_log(struct wpsd_job *j);
  * (read now), else the guest's registration blob; *buf is malloc'd, NULL
  * when there is none. */
 int wpsd_job_take_device_state(struct wpsd_job *j, void **buf, size_t *len);
-/* Start j's worker fn; on success j is the guest's job and the reply is
- * its token. */
+/* Start j's worker fn; on success j is the guest's job (or in d->jobs)
+ * and the reply is its token. */
 int wpsd_job_launch(struct wpsd_job *j, void *(*fn)(void *),
 		    struct wpsd_reply *r);
 int wpsd_job_pause(void *arg);

@@ -9,6 +9,7 @@ daemon_wpsnapd_SOURCES = daemon/wpsnapd.c \
 	daemon/guest.c daemon/guest.h \
 	daemon/job.c daemon/job.h daemon/ckptjob.c daemon/ckptjob.h \
 	daemon/restorejob.c daemon/restorejob.h \
+	daemon/vmjob.c daemon/vmjob.h \
 	daemon/txn.c daemon/txn.h \
 	daemon/access.c daemon/access.h
 daemon_wpsnapd_LDADD = libwpsnap_priv.la $(JANSSON_LIBS)

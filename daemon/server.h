@@ -33,6 +33,7 @@
 
 struct wpsd_guest;
 struct wpsd_conn;
+struct wpsd_job;
 
 /* One complete request line of c (without '\n', not blank, at most
  * WPSD_LINE_MAX bytes). It answers through wpsd_send. */
@@ -82,6 +83,10 @@ struct wpsd {
 	wpsd_line_fn line;               /* from wpsd_opts */
 	struct wpsd_conn *conns;
 	struct wpsd_guest *guests;
+	/* Jobs of no guest (a libvirt domain's: daemon/vmjob.c) and the
+	 * summaries of the last ones that ended; job.c's */
+	struct wpsd_job *jobs;
+	json_t *jobs_done;
 	unsigned int next_conn_id;
 	uint64_t next_token;
 	bool quit;

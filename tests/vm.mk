@@ -5,12 +5,15 @@
 # disk-only snapshot) and skips (77) where libvirtd cannot run.
 # vm_snapshot.py: wpsnap vm snapshot/restore round trips on those domains;
 # vm_checkpoint.py: checkpoint series of them, every link restored;
-# vm_lost.py: libvirtd killed inside a snapshot's pause.
+# vm_lost.py: libvirtd killed inside a snapshot's pause;
+# daemon_vm.py: the same driven through wpsnapd's socket (vm-snapshot,
+# vm-restore, their events), imports vm_snapshot.py's domain helpers.
 TESTS += tests/integration/vm_boot.py tests/integration/vm_snapshot.py \
-	tests/integration/vm_checkpoint.py tests/integration/vm_lost.py
+	tests/integration/vm_checkpoint.py tests/integration/vm_lost.py \
+	tests/integration/daemon_vm.py
 EXTRA_DIST += tests/integration/vm_boot.py tests/integration/vm_lib.py \
 	tests/integration/vm_snapshot.py tests/integration/vm_checkpoint.py \
-	tests/integration/vm_lost.py \
+	tests/integration/vm_lost.py tests/integration/daemon_vm.py \
 	tests/bench/vm.py \
 	docs/VM.md
 if HAVE_LIBVIRT

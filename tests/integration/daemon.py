@@ -687,35 +687,7 @@ def unprivileged_tests():
             ("query-guests", "query-guests", None, None),
             ("query-snapshot of another's guest", "query-snapshot", {"guest": "rootvm"}, None),
         ]
-        client = (
-            "import json, sys; sys.path.insert(0, %r)\n"
-            "from wpstest import Conn\n"
-            "c = Conn(%r)\n"
-            "for name, cmd, args in json.loads(sys.argv[1]):\n"
-            "    print(json.dumps([name, c.cmd(cmd, args)]), flush=True)\n"
-            % (os.path.dirname(os.path.abspath(__file__)), S))
-        r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534",
-                            "--clear-groups", "--inh-caps=-all",
-                            sys.executable, "-c", client,
-                            json.dumps([t[:3] for t in tries])],
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                           timeout=60)
-        got = {}
-        for line in r.stdout.splitlines():
-            try:
-                name, rep = json.loads(line)
-                got[name] = rep
-            except ValueError:
-                pass
-        check("non-root client in the group: connected, every request answered",
-              len(got) == len(tries), r.stdout)
-        for name, _, _, want in tries:
-            rep = got.get(name, {})
-            if want is None:
-                check("non-root client may run %s" % name, "return" in rep, rep)
-            else:
-                check("non-root client may not %s: GenericError naming why" % name,
-                      err_class(rep) == "GenericError" and want in err(rep), rep)
+        wpstest.nonroot_requests(S, tries)
         check("after the refusals: daemon alive, guest still registered, "
               "nothing written", p.poll() is None and wait_registered(root, "rootvm", 1)
               and not os.path.exists(d + "/stolen.img")

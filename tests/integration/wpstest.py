@@ -222,9 +222,50 @@ def uffd_ready(c, name, timeout=60):
                                 for g in c.cmd("query-guests")["return"]), timeout)
 
 
-def start_daemon(sock, *extra):
+def nonroot_requests(S, tries, timeout=60):
+    """Send requests (name, command, args, want) to wpsnapd at S on one
+    connection as uid and gid 65534 (nogroup: the daemon runs with --group
+    nogroup; setpriv must be there) and check each reply: want None, a
+    return; a string, a GenericError whose desc holds it. {name: reply}."""
+    client = (
+        "import json, sys; sys.path.insert(0, %r)\n"
+        "from wpstest import Conn\n"
+        "c = Conn(%r)\n"
+        "for name, cmd, args in json.loads(sys.argv[1]):\n"
+        "    print(json.dumps([name, c.cmd(cmd, args)]), flush=True)\n"
+        % (os.path.dirname(os.path.abspath(__file__)), S))
+    r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534",
+                        "--clear-groups", "--inh-caps=-all",
+                        sys.executable, "-c", client,
+                        json.dumps([t[:3] for t in tries])],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                       timeout=timeout)
+    got = {}
+    for line in r.stdout.splitlines():
+        try:
+            name, rep = json.loads(line)
+            got[name] = rep
+        except ValueError:
+            pass
+    check("non-root client in the group: connected, every request answered",
+          len(got) == len(tries), r.stdout)
+    for name, _, _, want in tries:
+        rep = got.get(name, {})
+        if want is None:
+            check("non-root client may run %s" % name, "return" in rep, rep)
+        else:
+            check("non-root client may not %s: GenericError naming why" % name,
+                  err_class(rep) == "GenericError" and want in err(rep), rep)
+    return got
+
+
+def start_daemon(sock, *extra, env=None):
+    """wpsnapd on sock, its output (and what its children print: a
+    watchdog's virsh) in sock.log; env: more environment variables."""
+    log = open(sock + ".log", "w")
     p = subprocess.Popen([WPSNAPD, "--socket", sock, "--foreground"] + list(extra),
-                         stderr=open(sock + ".log", "w"))
+                         stdout=log, stderr=log,
+                         env=dict(os.environ, **(env or {})))
     procs.append(p)
     if not wait_for(lambda: os.path.exists(sock), 5):
         raise RuntimeError("wpsnapd did not create " + sock)
