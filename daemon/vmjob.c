@@ -18,12 +18,9 @@
  * time (two would fight over QEMU's ptrace and DIR.partial), and the
  * library's first logged error as the failure's cause.
  *
- * The instant: WPS_VM_SNAPSHOT_FROZEN carries the pause and its parts.
- * wps_vm_snapshot() reports them only when it returns, after the RAM has
- * streamed, so today the event goes out then, right before
- * WPS_VM_SNAPSHOT_COMPLETED; vmsnap_frozen() is where a callback at the
- * instant (the QEMU module has one, <wpsnap/vm.h> does not pass it on
- * yet) would post it.
+ * The instant: WPS_VM_SNAPSHOT_FROZEN carries the pause and its parts,
+ * posted from wps_vm_snapshot_opts.frozen, once the guest runs again and
+ * before the RAM streams.
  *
  * Owns: the job's arguments (a reference to the request's) and the
  * library's reports. The worker writes a report and posts under the
@@ -223,22 +220,33 @@ static void vm_finish(struct wpsd_job *j, int ret)
 	wpsd_notify(j->d);
 }
 
+/* Worker, inside wps_vm_snapshot(): the guest runs again. */
+static void vmsnap_at_instant(void *arg, const struct wps_vm_report *pause)
+{
+	struct wpsd_job *j = arg;
+
+	pthread_mutex_lock(&j->lock);
+	vm_of(j)->rep = *pause;
+	pthread_mutex_unlock(&j->lock);
+	vmsnap_frozen(j);
+}
+
 static void *vmsnap_main(void *arg)
 {
 	struct wpsd_job *j = arg;
 	struct wps_vm_snapshot_opts o = {
 		.uri = vm_arg(j, "connect"), .domain = vm_arg(j, "domain"),
-		.dir = vm_arg(j, "dir"),
+		.dir = vm_arg(j, "dir"), .frozen = vmsnap_at_instant,
+		.frozen_arg = j,
 	};
 	struct wps_vm_report rep;
 	int ret;
 
 	ret = wps_vm_snapshot(j->ctx, &o, &rep);
 	pthread_mutex_lock(&j->lock);
-	vm_of(j)->rep = rep;
-	pthread_mutex_unlock(&j->lock);
 	if (!ret)
-		vmsnap_frozen(j);
+		vm_of(j)->rep = rep;
+	pthread_mutex_unlock(&j->lock);
 	vm_finish(j, ret);
 	return NULL;
 }

@@ -59,6 +59,7 @@ struct vmsnap {
 	const struct wps_vm_snapshot_opts *o;
 	char partial[PATH_MAX];
 	struct wps_qemu_blob blob;
+	uint64_t t_resume, t_resumed;   /* around our resume */
 };
 
 /* ------------------------------------------------------------------ */
@@ -486,29 +487,6 @@ static void remove_partial(struct vmsnap *s)
 			 strerror(errno));
 }
 
-static void fill_report(const struct vm_instant *s,
-			const struct wps_qemu_report *qr, uint64_t t0,
-			struct wps_vm_report *rep)
-{
-	unsigned int i;
-
-	rep->pid = qr->pid;
-	rep->was_running = s->m.was_running;
-	rep->pause_ns = qr->pause_ns;
-	rep->suspend_ns = s->t_suspended - s->t_pause;
-	rep->devices_ns = s->t_devices - s->t_suspended;
-	rep->disks_ns = s->t_disks - s->t_devices;
-	rep->freeze_ns = qr->freeze_ns;
-	rep->resume_ns = s->m.was_running ? qr->cont_ns : 0;
-	rep->prepare_ns = s->t_pause - t0;
-	rep->total_ns = wps_now_ns() - t0;
-	rep->devices_bytes = s->devices_len;
-	rep->ram_bytes = qr->ram_bytes;
-	rep->stats = qr->stats;
-	for (i = 0; i < s->m.nr_disks; i++)
-		rep->nr_disks += s->m.disks[i].snap;
-}
-
 /* The instant's pause, and its device state as the image's blob (the
  * QEMU module reads the blobs after the freeze). */
 static int snap_pause(void *arg)
@@ -525,8 +503,55 @@ static int snap_pause(void *arg)
 static int snap_resume(void *arg)
 {
 	struct vmsnap *s = arg;
+	int err;
 
-	return vm_resume(&s->in);
+	s->t_resume = wps_now_ns();
+	err = vm_resume(&s->in);
+	s->t_resumed = wps_now_ns();
+	return err;
+}
+
+/* The pause's figures, from our own stamps: the same whether told at
+ * the instant (frozen) or in the final report. */
+static void pause_figures(const struct vmsnap *s, struct wps_vm_report *p)
+{
+	const struct vm_instant *in = &s->in;
+	unsigned int i;
+
+	p->was_running = in->m.was_running;
+	p->pause_ns = s->t_resumed - in->t_pause;
+	p->suspend_ns = in->t_suspended - in->t_pause;
+	p->devices_ns = in->t_devices - in->t_suspended;
+	p->disks_ns = in->t_disks - in->t_devices;
+	p->freeze_ns = s->t_resume - in->t_disks;
+	p->resume_ns = in->m.was_running ? s->t_resumed - s->t_resume : 0;
+	p->devices_bytes = in->devices_len;
+	p->nr_disks = 0;
+	for (i = 0; i < in->m.nr_disks; i++)
+		p->nr_disks += in->m.disks[i].snap;
+}
+
+/* The QEMU module's "frozen": the guest runs again; the caller hears of
+ * the pause now, not after the RAM has streamed. */
+static void snap_frozen(void *arg)
+{
+	struct vmsnap *s = arg;
+	struct wps_vm_report p = { 0 };
+
+	pause_figures(s, &p);
+	s->o->frozen(s->o->frozen_arg, &p);
+}
+
+static void fill_report(const struct vmsnap *s,
+			const struct wps_qemu_report *qr, uint64_t t0,
+			struct wps_vm_report *rep)
+{
+	rep->pid = qr->pid;
+	pause_figures(s, rep);
+	rep->prepare_ns = s->in.t_pause - t0;
+	rep->total_ns = wps_now_ns() - t0;
+	rep->ram_bytes = qr->ram_bytes;
+	rep->stats = qr->stats;
 }
 
 int vm_virsh_resume_argv(struct vm_instant *s, char *virsh, size_t size,
@@ -612,6 +637,10 @@ int wps_vm_snapshot(struct wps_ctx *ctx, const struct wps_vm_snapshot_opts *o,
 	qo.resume_direct = s.in.monitor[0] ? s.in.monitor : NULL;
 	qo.blobs = &s.blob;
 	qo.nr_blobs = 1;
+	if (o->frozen) {
+		qo.frozen = snap_frozen;
+		qo.frozen_arg = &s;
+	}
 	err = wps_qemu_snapshot(s.in.q, s.in.layout, &qo, &qr);
 	if (err) {
 		vm_warn_overlays(&s.in);
@@ -622,7 +651,7 @@ int wps_vm_snapshot(struct wps_ctx *ctx, const struct wps_vm_snapshot_opts *o,
 		err = publish(&s);
 	if (!err) {
 		made = false;
-		fill_report(&s.in, &qr, t0, rep);
+		fill_report(&s, &qr, t0, rep);
 	}
 out:
 	if (made)

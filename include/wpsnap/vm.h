@@ -45,11 +45,18 @@ extern "C" {
  * the devices only, as xen-save-devices-state writes it). */
 #define WPS_VM_DEVICES_BLOB "qemu-devices"
 
+struct wps_vm_report;
+
 struct wps_vm_snapshot_opts {
 	const char *uri;        /* libvirt connection; NULL: libvirt's default */
 	const char *domain;     /* name or UUID */
 	const char *dir;        /* the snapshot directory: must not exist */
 	unsigned int flags;     /* WPS_SNAP_* for the memory image */
+	/* Optional: called once the guest runs again after the instant,
+	 * before the RAM streams, with the pause's figures (was_running,
+	 * pause_ns and its parts, devices_bytes, nr_disks; the rest 0). */
+	void (*frozen)(void *arg, const struct wps_vm_report *pause);
+	void *frozen_arg;
 };
 
 struct wps_vm_report {
