@@ -35,6 +35,7 @@
 #include <wpsnap/attach.h>
 #include <wpsnap/pager.h>
 
+#include "base/clock.h"
 #include "base/log.h"
 #include "src/vm_int.h"
 
@@ -80,6 +81,7 @@ int vm_lazy_block(struct wps_ctx *ctx, struct wps_image *img, unsigned int r,
 	struct wps_attach_range range = {
 		.start = dst->host_addr, .end = dst->host_addr + dst->size,
 	};
+	uint64_t t0 = wps_now_ns(), t1 = 0, t2 = 0, t3 = 0;
 	struct vm_lazy *l;
 	int uffd = -1, err;
 
@@ -88,10 +90,12 @@ int vm_lazy_block(struct wps_ctx *ctx, struct wps_image *img, unsigned int r,
 	if (!l)
 		return -ENOMEM;
 	err = punch_populated(ctx, dst->fd, dst->fd_offset, dst->size);
+	t1 = wps_now_ns();
 	if (!err)
 		err = wps_attach_new(ctx, pid, &range, 1, &l->at);
 	if (!err)
 		err = wps_attach_take_uffd(l->at, &uffd);
+	t2 = wps_now_ns();
 	if (err) {
 		wps_err(ctx, "lazy restore: no userfaultfd in QEMU (pid %d): "
 			"%s", (int)pid, strerror(-err));
@@ -100,8 +104,14 @@ int vm_lazy_block(struct wps_ctx *ctx, struct wps_image *img, unsigned int r,
 	po.uffd = uffd;         /* the pager's from here, even on failure */
 	po.pid = pid;
 	err = wps_pager_new(ctx, img, r, dst, &po, &l->pg);
+	t3 = wps_now_ns();
 	if (!err)
 		err = wps_pager_start(l->pg);
+	if (!err)
+		wps_dbg(ctx, "lazy block %s: punched in %.1f ms, attached %.1f, "
+			"pager ready %.1f, started %.1f", dst->name ? dst->name :
+			"?", (t1 - t0) / 1e6, (t2 - t1) / 1e6, (t3 - t2) / 1e6,
+			(wps_now_ns() - t3) / 1e6);
 	if (err) {
 		wps_err(ctx, "lazy restore of region %u into QEMU (pid %d): %s",
 			r, (int)pid, strerror(-err));

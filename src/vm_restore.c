@@ -665,6 +665,9 @@ int wps_vm_restore(struct wps_ctx *ctx, const struct wps_vm_restore_opts *o,
 	if (!err)
 		err = fill_ram(&r);
 	t2 = wps_now_ns();
+	wps_dbg(ctx, "restore: domain started in %.1f ms, RAM %s in %.1f ms",
+		(t1 - t0) / 1e6, o->lazy ? "set up for paging" : "written",
+		(t2 - t1) / 1e6);
 	if (!err)
 		err = load_devices(&r);
 	if (!err && !o->paused && virDomainResume(r.dom) < 0) {
