@@ -403,3 +403,42 @@ out:
 	wps_chain_close(c);
 	return ret;
 }
+
+int wps_chain_open_flat(struct wps_ctx *ctx, const char *path,
+			unsigned int flags, struct wps_image **out,
+			unsigned int *merged)
+{
+	static const uint8_t none[16];
+	struct wps_chain *chain;
+	char tmp[PATH_MAX];
+	int ret;
+
+	if (merged)
+		*merged = 0;
+	ret = wps_image_open(ctx, path, flags, out);
+	if (ret || !memcmp(wps_image_get_info(*out)->parent_uuid, none, 16))
+		return ret;
+	wps_image_close(*out);
+	*out = NULL;
+	if (strstr(path, "://")) {
+		wps_err(ctx, "%s: an incremental image over a URI cannot be "
+			"merged here: merge it where its chain is (wpsnap "
+			"merge)", path);
+		return -EOPNOTSUPP;
+	}
+	if ((size_t)snprintf(tmp, sizeof(tmp), "%s.flat.%d", path,
+			     (int)getpid()) >= sizeof(tmp))
+		return -ENAMETOOLONG;
+	ret = wps_chain_open(ctx, path, flags, &chain);
+	if (ret)
+		return ret;
+	ret = wps_chain_merge(chain, wps_chain_length(chain) - 1, tmp,
+			      WPS_CHAIN_MERGE_OVERWRITE);
+	if (!ret && merged)
+		*merged = wps_chain_length(chain);
+	wps_chain_close(chain);
+	if (!ret)
+		ret = wps_image_open(ctx, tmp, flags, out);
+	unlink(tmp);
+	return ret;
+}

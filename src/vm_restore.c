@@ -66,6 +66,7 @@ struct vmrest {
 	char *xml;
 	struct wps_chain *chain;  /* the RAM: one image, or a checkpoint's chain */
 	struct wps_image *img;    /* its newest: layout and device state */
+	struct wps_image *flat;   /* lazy: the chain as one image to page */
 	struct wps_qemu_layout *saved, *now;
 	const void *devices;
 	size_t devices_len;
@@ -441,7 +442,7 @@ static int lazy_block(struct vmrest *r, const struct wps_qemu_block *sb,
 		return -E2BIG;
 	}
 	r->lazy_fd[r->nr_lazy] = fd;
-	err = vm_lazy_block(r->ctx, r->img, (unsigned int)sb->region,
+	err = vm_lazy_block(r->ctx, r->flat, (unsigned int)sb->region,
 			    wps_qemu_pid(r->q), &dst, &r->lazy[r->nr_lazy]);
 	r->nr_lazy++;           /* the fd is closed with the others */
 	if (!err)
@@ -648,14 +649,15 @@ int wps_vm_restore(struct wps_ctx *ctx, const struct wps_vm_restore_opts *o,
 	err = load_dir(&r);
 	if (err)
 		goto out;
-	if (o->lazy && wps_chain_length(r.chain) > 1) {
-		wps_err(ctx, "%s: a lazy restore pages from one image, and "
-			"this checkpoint is an increment over %u others: "
-			"restore it without --lazy, or fold the series (vm "
-			"checkpoint --keep 1)", o->dir,
-			wps_chain_length(r.chain) - 1);
-		err = -ENOTSUP;
-		goto out;
+	if (o->lazy) {
+		char mem[PATH_MAX];
+
+		/* the pager reads one image: an increment is merged first */
+		snprintf(mem, sizeof(mem), "%s",
+			 wps_chain_path(r.chain, wps_chain_length(r.chain) - 1));
+		err = wps_chain_open_flat(ctx, mem, 0, &r.flat, NULL);
+		if (err)
+			goto out;
 	}
 	name = o->name ? o->name : r.m.domain;
 	err = vm_connect(ctx, o->uri, &r.conn);
@@ -706,6 +708,7 @@ out:
 		virConnectClose(r.conn);
 	wps_qemu_layout_free(r.saved);
 	wps_qemu_layout_free(r.now);
+	wps_image_close(r.flat);
 	wps_chain_close(r.chain);
 	free(r.xml);
 	return err;

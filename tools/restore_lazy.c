@@ -141,42 +141,23 @@ static void usage(void)
 }
 
 /*
- * The image to page from. An incremental image (a checkpoint) is merged
- * with its chain first into a hidden file beside it, unlinked as soon as
- * it is open: the pager reads one image, and the merge (each block once,
- * from the newest image that has it) costs one sequential pass.
+ * The image to page from: an incremental image (a checkpoint) is merged
+ * with its chain first (wps_chain_open_flat): the pager reads one image,
+ * and the merge costs one sequential pass. The working set belongs to
+ * the image named; the merge keeps its UUID.
  */
 static int open_flat(struct wps_ctx *ctx, const char *path,
 		     struct wps_image **img, uint8_t *uuid)
 {
-	static const uint8_t none[16];
-	struct wps_chain *chain;
-	char tmp[4096];
-	int ret;
+	unsigned int merged;
+	int ret = wps_chain_open_flat(ctx, path, 0, img, &merged);
 
-	ret = wps_image_open(ctx, path, 0, img);
 	if (ret)
 		return ret;
-	/* The working set belongs to the image named, not to a merge. */
+	if (merged)
+		printf("merged a chain of %u images for paging\n", merged);
 	memcpy(uuid, wps_image_get_info(*img)->uuid, 16);
-	if (!memcmp(wps_image_get_info(*img)->parent_uuid, none, 16))
-		return 0;
-	wps_image_close(*img);
-	*img = NULL;
-	ret = wps_chain_open(ctx, path, 0, &chain);
-	if (ret)
-		return ret;
-	snprintf(tmp, sizeof(tmp), "%s.lazy-merge.%d", path, (int)getpid());
-	ret = wps_chain_merge(chain, wps_chain_length(chain) - 1, tmp,
-			      WPS_CHAIN_MERGE_OVERWRITE);
-	if (!ret)
-		printf("merged a chain of %u images for paging\n",
-		       wps_chain_length(chain));
-	wps_chain_close(chain);
-	if (!ret)
-		ret = wps_image_open(ctx, tmp, 0, img);
-	unlink(tmp);
-	return ret;
+	return 0;
 }
 
 /* Say what the working-set plan (src/wsplan.c) uses. */

@@ -58,6 +58,20 @@ int wps_chain_merge(struct wps_chain *c, unsigned int upto,
 		    const char *out_path, unsigned int flags);
 
 /*
+ * The image at path as one full image, for what reads a single image
+ * (the lazy restore's pager): the image itself when it has no parent;
+ * else its chain merged (wps_chain_merge, same UUID) into a hidden file
+ * beside it, "PATH.flat.PID", unlinked as soon as it is open, so that it
+ * takes disk space only while open and is never left behind. *merged
+ * (may be NULL): the chain's length when a merge was made, else 0. An
+ * increment reached through a URI (nbd://) has no directory to merge
+ * into: -EOPNOTSUPP.
+ */
+int wps_chain_open_flat(struct wps_ctx *ctx, const char *path,
+			unsigned int flags, struct wps_image **out,
+			unsigned int *merged);
+
+/*
  * Retention: keep the newest `keep` checkpoints (>= 1) and fold everything
  * older into the oldest of them, which becomes the chain's full image.
  * The merge is written as "<its path>.partial" and renamed over it (same

@@ -110,8 +110,8 @@ struct wps_vm_restore_opts {
 	 * background (<wpsnap/pager.h>), private blocks are written first as
 	 * without it. The call returns once every page is in place
 	 * (graduation); running(arg) is called when the domain runs. A
-	 * single image only (a snapshot, or the first checkpoint): -ENOTSUP
-	 * for an increment. If this process dies before the call returns,
+	 * checkpoint increment is merged with its chain first, beside it
+	 * (wps_chain_open_flat). If this process dies before the call returns,
 	 * the pages not yet delivered are lost to the guest: keep it alive.
 	 */
 	bool lazy;

@@ -11,6 +11,8 @@
 #    flattened up to N page for page, its disk is the one frozen at N and
 #    of the same instant as its RAM, and once resumed it continues from
 #    that checkpoint's sequence number (no reboot);
+#    and a lazy restore of an increment (its chain merged for the pager)
+#    graduates to the same RAM;
 # 3. --keep 2: the older RAM images are folded into the oldest kept one
 #    and their .json files go; the oldest kept one still restores;
 # 4. SIGTERM ends a series cleanly (exit 0, the checkpoint under way
@@ -114,16 +116,23 @@ def take_series(lv, tmp, kind, d, disk):
     return cdir
 
 
-def restore_link(lv, tmp, d, cdir, n, newest):
-    c = "%s-c%d" % (d, n)
+def restore_link(lv, tmp, d, cdir, n, newest, lazy=False):
+    c = "%s-c%d%s" % (d, n, "-lazy" if lazy else "")
     phys, ranges, rec = flat(tmp, cdir, n, c)
     args = ["restore", cdir, "--name", c, "--paused", "--json"]
     if not newest:
         args += ["--checkpoint", str(n)]
+    if lazy:
+        args.append("--lazy")
     r = vs.wpsnap(lv, *args)
-    check("%s: restore of checkpoint %d%s succeeds" % (
-        d, n, " (the newest, by default)" if newest else ""),
+    check("%s: %srestore of checkpoint %d%s succeeds" % (
+        d, "lazy " if lazy else "", n,
+        " (the newest, by default)" if newest else ""),
         r.returncode == 0, r.stderr.strip())
+    if lazy:
+        check("%s: the chain merged for paging is gone" % c,
+              not glob.glob(os.path.join(cdir, "*.flat.*")),
+              glob.glob(os.path.join(cdir, "*.flat.*")))
     if r.returncode:
         os.unlink(phys)
         return
@@ -233,6 +242,8 @@ def main(lv, tmp):
             for n in links:
                 restore_link(lv, tmp, d, cdir, n, n == COUNT - 1)
             if kind == vs.KINDS[0]:
+                # an increment, paged: its chain merged into one image
+                restore_link(lv, tmp, d, cdir, 2, False, lazy=True)
                 keep_series(lv, tmp, d)
                 signals(lv, tmp, d)
                 bad_input(lv, tmp, d, cdir)
