@@ -62,6 +62,8 @@ static const struct wpsd_arg resumed_args[] = {
 	{ "token", WPSD_T_UINT, true }, { NULL, 0, false } };
 static const struct wpsd_arg vmquery_args[] = {
 	{ "token", WPSD_T_UINT, false }, { NULL, 0, false } };
+static const struct wpsd_arg vmstop_args[] = {
+	{ "token", WPSD_T_UINT, true }, { NULL, 0, false } };
 
 static const char *arg_str(json_t *args, const char *k)
 {
@@ -372,6 +374,8 @@ static const struct wpsd_cmd cmds[] = {
 	 * the client's own rights in libvirt (docs/PROTOCOL.md). */
 	{ "vm-snapshot", NULL, WPSD_ROOT, wpsd_vm_snapshot },
 	{ "vm-restore", NULL, WPSD_ROOT, wpsd_vm_restore },
+	{ "vm-checkpoint", NULL, WPSD_ROOT, wpsd_vm_checkpoint },
+	{ "vm-stop", vmstop_args, WPSD_ROOT, wpsd_vm_stop },
 	{ "query-vm", vmquery_args, WPSD_ANY, wpsd_vm_query },
 	{ "quit", no_args, WPSD_ROOT, cmd_quit },
 	{ NULL, NULL, WPSD_ANY, NULL },

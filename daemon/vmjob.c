@@ -29,6 +29,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <stddef.h>
@@ -45,6 +46,11 @@ struct wpsd_vm {
 	json_t *args;                   /* the request's, validated */
 	struct wps_vm_report rep;       /* vm-snapshot's */
 	struct wps_vm_restore_report rrep; /* vm-restore's */
+	/* vm-checkpoint's, under j->lock: the checkpoints not yet sent as
+	 * events, and how many were taken (vm-stop and a shutdown end the
+	 * series through the job's own cancel: j->cancelled, j->cond) */
+	json_t *pending;
+	uint64_t taken;
 };
 
 static struct wpsd_vm *vm_of(struct wpsd_job *j)
@@ -58,11 +64,21 @@ static const char *vm_arg(struct wpsd_job *j, const char *k)
 }
 
 /* defined at the end, with the hooks they name */
-static const struct wpsd_job_ops vmsnap_ops, vmrestore_ops;
+static const struct wpsd_job_ops vmsnap_ops, vmrestore_ops, vmckpt_ops;
 
 static const struct wpsd_arg vmsnap_spec[] = {
 	{ "domain", WPSD_T_STR, true },
 	{ "dir", WPSD_T_STR, true },
+	{ "connect", WPSD_T_STR, false },
+	{ NULL, 0, false },
+};
+
+static const struct wpsd_arg vmckpt_spec[] = {
+	{ "domain", WPSD_T_STR, true },
+	{ "dir", WPSD_T_STR, true },
+	{ "interval-ms", WPSD_T_UINT, false },
+	{ "count", WPSD_T_UINT, false },
+	{ "keep", WPSD_T_UINT, false },
 	{ "connect", WPSD_T_STR, false },
 	{ NULL, 0, false },
 };
@@ -251,6 +267,98 @@ static void *vmsnap_main(void *arg)
 	return NULL;
 }
 
+/* ------------------------------------------------------------------ */
+/* vm-checkpoint: a series until its count or vm-stop                   */
+/* ------------------------------------------------------------------ */
+
+/* Worker, between checkpoints: the deadline (CLOCK_MONOTONIC, as
+ * j->cond's), or vm-stop / a shutdown (the job's cancel). */
+static bool vmckpt_wait(void *arg, const struct timespec *deadline)
+{
+	struct wpsd_job *j = arg;
+	bool stop;
+
+	pthread_mutex_lock(&j->lock);
+	while (!j->cancelled &&
+	       pthread_cond_timedwait(&j->cond, &j->lock, deadline) == 0)
+		;
+	stop = j->cancelled;
+	pthread_mutex_unlock(&j->lock);
+	return stop;
+}
+
+/* Worker: a durable checkpoint, queued as an event for the loop. */
+static int vmckpt_report(void *arg, const struct wps_vm_checkpoint_report *c)
+{
+	struct wpsd_job *j = arg;
+	json_t *e = vm_head(j, "running");
+
+	json_object_set_new(e, "seq", json_integer((json_int_t)c->seq));
+	json_object_set_new(e, "image", json_string(c->image));
+	json_object_set_new(e, "meta", json_string(c->meta));
+	json_object_set_new(e, "pause-ns", json_integer((json_int_t)c->pause_ns));
+	json_object_set_new(e, "suspend-ns",
+			    json_integer((json_int_t)c->suspend_ns));
+	json_object_set_new(e, "devices-ns",
+			    json_integer((json_int_t)c->devices_ns));
+	json_object_set_new(e, "disks-ns", json_integer((json_int_t)c->disks_ns));
+	json_object_set_new(e, "devices-bytes",
+			    json_integer((json_int_t)c->devices_bytes));
+	json_object_set_new(e, "disks", json_integer(c->nr_disks));
+	json_object_set_new(e, "dirty-bytes",
+			    json_integer((json_int_t)c->st->dirty_bytes));
+	json_object_set_new(e, "total-ns",
+			    json_integer((json_int_t)c->st->total_ns));
+	pthread_mutex_lock(&j->lock);
+	json_array_append_new(vm_of(j)->pending, e);
+	vm_of(j)->taken = c->seq + 1;
+	pthread_mutex_unlock(&j->lock);
+	wpsd_notify(j->d);
+	return 0;
+}
+
+static void *vmckpt_main(void *arg)
+{
+	struct wpsd_job *j = arg;
+	json_t *a = vm_of(j)->args, *iv = json_object_get(a, "interval-ms");
+	struct wps_vm_checkpoint_opts o = {
+		.uri = vm_arg(j, "connect"), .domain = vm_arg(j, "domain"),
+		.dir = vm_arg(j, "dir"),
+		.interval_ms = iv ? (unsigned int)json_integer_value(iv) : 0,
+		.count = (uint64_t)json_integer_value(json_object_get(a, "count")),
+		.keep = (unsigned int)json_integer_value(json_object_get(a,
+									 "keep")),
+		.wait = vmckpt_wait, .report = vmckpt_report, .arg = j,
+	};
+
+	vm_finish(j, wps_vm_checkpoint(j->ctx, &o));
+	return NULL;
+}
+
+/* Loop: WPS_VM_CHECKPOINT for each checkpoint the worker queued. */
+static void vmckpt_poll(struct wpsd_job *j)
+{
+	json_t *q, *e;
+	size_t i;
+
+	pthread_mutex_lock(&j->lock);
+	q = vm_of(j)->pending;
+	vm_of(j)->pending = json_array();
+	pthread_mutex_unlock(&j->lock);
+	json_array_foreach(q, i, e)
+		wpsd_broadcast(j->d, "WPS_VM_CHECKPOINT", json_incref(e));
+	json_decref(q);
+}
+
+static json_t *vmckpt_done(struct wpsd_job *j)
+{
+	json_t *s = vm_head(j, "completed");
+
+	json_object_set_new(s, "checkpoints",
+			    json_integer((json_int_t)vm_of(j)->taken));
+	return s;
+}
+
 static void *vmrestore_main(void *arg)
 {
 	struct wpsd_job *j = arg;
@@ -288,12 +396,15 @@ static void vmsnap_poll(struct wpsd_job *j)
 /* Worker joined: the final event, kept for query-vm. */
 static void vm_reaped(struct wpsd_job *j, bool tell)
 {
-	const char *ev = j->ops == &vmsnap_ops ? "WPS_VM_SNAPSHOT" : "WPS_VM_RESTORE";
+	const char *ev = j->ops == &vmsnap_ops ? "WPS_VM_SNAPSHOT" :
+			 j->ops == &vmckpt_ops ? "WPS_VM_CHECKPOINT" :
+			 "WPS_VM_RESTORE";
 	char name[64];
 	json_t *s;
 
 	if (!j->result) {
-		s = j->ops == &vmsnap_ops ? vmsnap_done(j) : vmrestore_done(j);
+		s = j->ops == &vmsnap_ops ? vmsnap_done(j) :
+		    j->ops == &vmckpt_ops ? vmckpt_done(j) : vmrestore_done(j);
 		wps_info(j->d->ctx, "%s (token %" PRIu64 ") of %s completed",
 			 j->ops->name, j->token, vm_arg(j, j->ops == &vmsnap_ops ?
 						     "domain" : "dir"));
@@ -325,8 +436,10 @@ static void vm_free(struct wpsd_job *j)
 {
 	struct wpsd_vm *vm = vm_of(j);
 
-	if (vm)
+	if (vm) {
 		json_decref(vm->args);
+		json_decref(vm->pending);
+	}
 	free(vm);
 }
 
@@ -372,23 +485,26 @@ static int vm_check(struct wpsd_conn *c, const struct wpsd_job_ops *ops,
 			       "name" : "connect");
 		return -EINVAL;
 	}
-	if (ops != &vmsnap_ops)
+	if (ops == &vmrestore_ops)
 		return 0;
+	/* a snapshot and a series of one domain would both attach to its
+	 * QEMU; two jobs in one directory would write over each other */
 	for (o = c->d->jobs; o; o = o->next) {
 		const char *ou = vm_arg(o, "connect");
 
-		if (o->ops != &vmsnap_ops)
+		if (o->ops == &vmrestore_ops)
 			continue;
 		if (!strcmp(vm_arg(o, "dir"), dir)) {
 			wpsd_reply_err(r, WPSD_GENERIC, "%s is being written by "
-				       "vm-snapshot (token %" PRIu64 ")", dir, o->token);
+				       "%s (token %" PRIu64 ")", dir, o->ops->name,
+				       o->token);
 			return -EBUSY;
 		}
 		if (!strcmp(vm_arg(o, "domain"), dom) &&
 		    !strcmp(ou ? ou : "", uri ? uri : "")) {
 			wpsd_reply_err(r, WPSD_GENERIC, "domain '%s' already has a "
-				       "vm-snapshot running (token %" PRIu64 ")", dom,
-				       o->token);
+				       "%s running (token %" PRIu64 ")", dom,
+				       o->ops->name, o->token);
 			return -EBUSY;
 		}
 	}
@@ -417,14 +533,22 @@ static int vm_start(struct wpsd_conn *c, const struct wpsd_job_ops *ops,
 		goto fail;
 	}
 	vm->args = json_incref(args);
+	if (ops == &vmckpt_ops) {
+		vm->pending = json_array();
+		if (!vm->pending) {
+			wpsd_reply_err(r, WPSD_GENERIC, "out of memory");
+			ret = -ENOMEM;
+			goto fail;
+		}
+	}
 	wps_ctx_set_log_level(j->ctx, wps_ctx_get_log_level(c->d->ctx));
 	wpsd_job_set_log(j);
 	ret = wpsd_job_launch(j, fn, r);
 	if (ret)
 		goto fail;
 	wps_info(c->d->ctx, "%s (token %" PRIu64 ") of %s started by connection "
-		 "%u", ops->name, j->token, vm_arg(j, ops == &vmsnap_ops ? "domain" :
-						 "dir"), c->id);
+		 "%u", ops->name, j->token, vm_arg(j, ops == &vmrestore_ops ? "dir" :
+						 "domain"), c->id);
 	return 0;
 fail:
 	if (j)
@@ -442,6 +566,32 @@ void wpsd_vm_restore(struct wpsd_conn *c, json_t *args, json_t *id,
 		     struct wpsd_reply *r)
 {
 	vm_start(c, &vmrestore_ops, vmrestore_spec, vmrestore_main, args, r);
+}
+
+void wpsd_vm_checkpoint(struct wpsd_conn *c, json_t *args, json_t *id,
+			struct wpsd_reply *r)
+{
+	vm_start(c, &vmckpt_ops, vmckpt_spec, vmckpt_main, args, r);
+}
+
+void wpsd_vm_stop(struct wpsd_conn *c, json_t *args, json_t *id,
+		  struct wpsd_reply *r)
+{
+	uint64_t t = (uint64_t)json_integer_value(json_object_get(args,
+								  "token"));
+	struct wpsd_job *j;
+
+	for (j = c->d->jobs; j; j = j->next)
+		if (j->token == t)
+			break;
+	if (!j || j->ops != &vmckpt_ops) {
+		wpsd_reply_err(r, WPSD_GENERIC, "no running vm-checkpoint has "
+			       "token %" PRIu64 "%s", t, j ? " (only a series "
+			       "stops; the other VM jobs run to their end)" : "");
+		return;
+	}
+	wpsd_job_cancel(j, NULL);      /* no cause: it completes */
+	r->ret = json_object();
 }
 
 void wpsd_vm_query(struct wpsd_conn *c, json_t *args, json_t *id,
@@ -467,6 +617,16 @@ static const struct wpsd_job_ops vmsnap_ops = {
 	.name = "vm-snapshot",
 	.poll = vmsnap_poll,
 	VM_HOOKS,
+};
+
+/* A series ends with vm-stop or a shutdown (after the checkpoint under
+ * way), its count, or an error. */
+static const struct wpsd_job_ops vmckpt_ops = {
+	.name = "vm-checkpoint",
+	.poll = vmckpt_poll,
+	.no_cancel = "is a VM job: stop it with vm-stop",
+	.status = vm_status, .query = vm_query, .reaped = vm_reaped,
+	.free = vm_free,
 };
 
 static const struct wpsd_job_ops vmrestore_ops = {

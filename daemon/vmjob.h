@@ -17,6 +17,14 @@ void wpsd_vm_snapshot(struct wpsd_conn *c, json_t *args, json_t *id,
 /* vm-restore {dir, name?, paused?, connect?}: wps_vm_restore(). */
 void wpsd_vm_restore(struct wpsd_conn *c, json_t *args, json_t *id,
 		     struct wpsd_reply *r);
+/* vm-checkpoint {domain, dir, interval-ms?, count?, keep?, connect?}:
+ * wps_vm_checkpoint(), an event per checkpoint, until count or vm-stop. */
+void wpsd_vm_checkpoint(struct wpsd_conn *c, json_t *args, json_t *id,
+			struct wpsd_reply *r);
+/* vm-stop {token}: end a vm-checkpoint series after the checkpoint under
+ * way. */
+void wpsd_vm_stop(struct wpsd_conn *c, json_t *args, json_t *id,
+		  struct wpsd_reply *r);
 /* query-vm {token?}: one job (running, or its kept summary), or all. */
 void wpsd_vm_query(struct wpsd_conn *c, json_t *args, json_t *id,
 		   struct wpsd_reply *r);

@@ -24,6 +24,9 @@
 #    nothing appears in the root-only directory it named, query-vm works;
 # 5. wpsnapd killed while the domain is suspended for a vm-snapshot: the
 #    domain runs again, unprotected, nothing published;
+# 5b. vm-checkpoint until vm-stop: an event per durable checkpoint, then
+#    COMPLETED with their count; a vm-snapshot of that domain meanwhile
+#    is refused; the newest checkpoint restores; the domain runs on;
 # 6. quit while a vm-snapshot runs: the daemon waits for it and exits 0,
 #    the domain runs on, unprotected, the directory complete.
 #
@@ -39,7 +42,8 @@ import wpstest  # noqa: E402
 from wpstest import Conn, check, err, err_class  # noqa: E402
 
 VM_END = ("WPS_VM_SNAPSHOT_COMPLETED", "WPS_VM_SNAPSHOT_FAILED",
-          "WPS_VM_RESTORE_COMPLETED", "WPS_VM_RESTORE_FAILED")
+          "WPS_VM_RESTORE_COMPLETED", "WPS_VM_RESTORE_FAILED",
+          "WPS_VM_CHECKPOINT_COMPLETED", "WPS_VM_CHECKPOINT_FAILED")
 PAUSE_PARTS = ("suspend-ns", "devices-ns", "disks-ns", "freeze-ns",
                "resume-ns")
 
@@ -203,6 +207,50 @@ def refused_later(lv, tmp, c, d, what, args, cause, errno):
           vs.state(lv, d))
 
 
+def checkpoints(lv, tmp, c, d, pid):
+    """vm-checkpoint until vm-stop: an event per durable checkpoint, then
+    COMPLETED with their count; the series restores; the domain runs."""
+    cdir = os.path.join(tmp, d + "-ckpt")
+    r = c.cmd("vm-checkpoint", {"domain": d, "dir": cdir, "connect": lv.uri,
+                                "interval-ms": 300})
+    check("vm-checkpoint: the reply is a token",
+          isinstance(r.get("return", {}).get("token"), int), r)
+    if "return" not in r:
+        return
+    token = r["return"]["token"]
+    r2 = c.cmd("vm-snapshot", {"domain": d, "dir": cdir + "-x",
+                               "connect": lv.uri})
+    check("a vm-snapshot of the domain meanwhile: refused, naming the "
+          "series", "already has a vm-checkpoint running" in err(r2), r2)
+    seen = events_of(c, token, "WPS_VM_CHECKPOINT")
+    while len(seen) < 3 and seen[-1]["event"] == "WPS_VM_CHECKPOINT":
+        seen += events_of(c, token, "WPS_VM_CHECKPOINT")
+    r = c.cmd("vm-stop", {"token": token})
+    check("vm-stop: accepted", "return" in r, r)
+    evs = seen + events_of(c, token, None)
+    ck = [e["data"] for e in evs if e["event"] == "WPS_VM_CHECKPOINT"]
+    end = evs[-1]
+    check("an event per checkpoint, seq 0, 1, 2, ..., with its pause",
+          len(ck) >= 3 and [x["seq"] for x in ck] == list(range(len(ck)))
+          and all(x["pause-ns"] > 0 and x["disks"] == 1 and
+                  os.path.exists(x["image"]) and os.path.exists(x["meta"])
+                  for x in ck), ck)
+    check("then WPS_VM_CHECKPOINT_COMPLETED with their count",
+          end["event"] == "WPS_VM_CHECKPOINT_COMPLETED" and
+          end["data"]["checkpoints"] == len(ck), end)
+    check("the domain runs on", vs.state(lv, d) == "running",
+          vs.state(lv, d))
+    vs.clean_of_us(pid, "after vm-stop")
+    r = c.cmd("vm-stop", {"token": token})
+    check("vm-stop of a series that ended: an error naming the token",
+          "no running vm-checkpoint has token %d" % token in err(r), r)
+    n = ck[-1]["seq"] if ck else 0
+    r = vs.wpsnap(lv, "restore", cdir, "--name", d + "-ck", "--paused")
+    check("the newest checkpoint (%d) restores" % n, r.returncode == 0,
+          r.stderr.strip())
+    lv.virsh("destroy", d + "-ck", check=False)
+
+
 def bad_input(lv, tmp, c, d, snap):
     out = os.path.join(tmp, "bad")
     refused_later(lv, tmp, c, d, "unknown domain", {"domain": "nosuch",
@@ -330,6 +378,7 @@ def main(lv, tmp):
                 if qp:
                     pids.append(qp)
                 lv.virsh("destroy", name, check=False)
+        checkpoints(lv, tmp, c, d, pid)
         bad_input(lv, tmp, c, d, snap)
         nonroot(lv, S, dd, d)
         killed_during(lv, tmp, dd, d, pid)
