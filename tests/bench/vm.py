@@ -88,16 +88,16 @@ def bench(lv, tmp, a):
         rows["z_after_start"].append(r["total_ms"] - r["start_ms"])
         rows["z_grad"].append(r["graduate_ms"])
         lv.virsh("destroy", c)
+        c = "copy%d" % i
+        drop_caches()
+        r = wpsnap(lv, "restore", snap, "--name", c, env=a.restore_env)
+        rows["w_restore"].append(r["total_ms"])
+        rows["w_rstart"].append(r["start_ms"])
+        rows["w_rfill"].append(r["fill_ms"])
+        rows["w_rdev"].append(r["devices_ms"])
+        lv.virsh("destroy", c)
+        shutil.rmtree(snap)
         if a.lazy_only:
-            c = "copy%d" % i
-            drop_caches()
-            r = wpsnap(lv, "restore", snap, "--name", c, env=a.restore_env)
-            rows["w_restore"].append(r["total_ms"])
-            rows["w_rstart"].append(r["start_ms"])
-            rows["w_rfill"].append(r["fill_ms"])
-            rows["w_rdev"].append(r["devices_ms"])
-            lv.virsh("destroy", c)
-            shutil.rmtree(snap)
             continue
         # libvirt's own: memory + disks, guest paused for all of it
         mem = os.path.join(tmp, "l%d.mem" % i)
@@ -109,15 +109,6 @@ def bench(lv, tmp, a):
         rows["l_pause"].append(ms(t0))
         rows["l_file"].append(os.stat(mem).st_blocks * 512)
         os.unlink(mem)
-        c = "copy%d" % i
-        drop_caches()
-        r = wpsnap(lv, "restore", snap, "--name", c, env=a.restore_env)
-        rows["w_restore"].append(r["total_ms"])
-        rows["w_rstart"].append(r["start_ms"])
-        rows["w_rfill"].append(r["fill_ms"])
-        rows["w_rdev"].append(r["devices_ms"])
-        lv.virsh("destroy", c)
-        shutil.rmtree(snap)
     for i in range(0 if a.lazy_only else a.runs):
         save = os.path.join(tmp, "save%d" % i)
         t0 = time.monotonic()

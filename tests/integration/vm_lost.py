@@ -143,15 +143,5 @@ def main(lv, tmp):
         lv.finish(pids)
 
 
-def top():
-    r = subprocess.run([wpstest.WPSNAP, "vm", "snapshot", "x", "-o",
-                        "/nonexistent/x", "--connect", "test:///default"],
-                       stderr=subprocess.PIPE, text=True)
-    if "built without libvirt" in r.stderr:
-        print("# SKIP: wpsnap was built without libvirt", flush=True)
-        sys.exit(77)
-    vl.run_test(main, "wpsnap-vmlost.")
-
-
 if __name__ == "__main__":
-    top()
+    vl.run_vm_test(main, "wpsnap-vmlost.")

@@ -337,16 +337,5 @@ def main(lv, tmp):
         lv.finish(pids)
 
 
-def top():
-    # libvirt's in-process test driver: no daemon needed to ask
-    r = subprocess.run([wpstest.WPSNAP, "vm", "snapshot", "x", "-o",
-                        "/nonexistent/x", "--connect", "test:///default"],
-                       stderr=subprocess.PIPE, text=True)
-    if "built without libvirt" in r.stderr:
-        print("# SKIP: wpsnap was built without libvirt", flush=True)
-        sys.exit(77)
-    vl.run_test(main, "wpsnap-vmsnap.")
-
-
 if __name__ == "__main__":
-    top()
+    vl.run_vm_test(main, "wpsnap-vmsnap.")
