@@ -18,7 +18,9 @@
 # 4. SIGTERM ends a series cleanly (exit 0, the checkpoint under way
 #    finished); SIGKILL mid-series leaves the domain running, untraced,
 #    unprotected;
-# 5. bad input: an unknown domain, a directory holding a series already:
+# 5. the domain destroyed mid-series: a clear error, the checkpoints
+#    before it whole;
+# 6. bad input: an unknown domain, a directory holding a series already:
 #    a clear error, nothing written, the domain untouched.
 #
 # Exit 77 when libvirtd cannot run here or wpsnap was built without
@@ -209,6 +211,38 @@ def signals(lv, tmp, d):
               glob.glob(os.path.join(cdir, "*.partial")))
 
 
+def domain_gone(lv, tmp, d):
+    """The domain destroyed in the middle of a series: wpsnap stops with a
+    clear error; the checkpoints before stay whole and restorable."""
+    cdir = os.path.join(tmp, d + "-gone")
+    p = subprocess.Popen([wpstest.WPSNAP, "vm", "checkpoint", d, "--dir",
+                          cdir, "--interval", "300", "--json", "--connect",
+                          lv.uri], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    seen = 0
+    while seen < 2:
+        line = p.stdout.readline()
+        if not line:
+            break
+        seen += line.startswith("{")
+    lv.virsh("destroy", d)
+    try:
+        out, err = p.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        out, err = p.communicate()
+    check("domain destroyed mid-series: wpsnap stops, exit 1, saying so",
+          p.returncode == 1 and "the series stopped" in err and
+          "wpsnap-private" in err, "%s: %s" % (p.returncode, err.strip()))
+    r = subprocess.run([wpstest.WPSNAP, "verify", ckpt(cdir, 1) + ".wpsnap"],
+                       capture_output=True, text=True)
+    check("the checkpoints taken before it are whole (verify ckpt 1)",
+          seen >= 2 and r.returncode == 0, r.stdout + r.stderr)
+    check("no .partial left of the series",
+          not glob.glob(os.path.join(cdir, "*.partial")),
+          glob.glob(os.path.join(cdir, "*.partial")))
+
+
 def bad_input(lv, tmp, d, cdir):
     out = os.path.join(tmp, "nosuch-ckpt")
     r = vs.wpsnap(lv, "checkpoint", "nosuch", "--dir", out, "--count", "1")
@@ -247,7 +281,9 @@ def main(lv, tmp):
                 keep_series(lv, tmp, d)
                 signals(lv, tmp, d)
                 bad_input(lv, tmp, d, cdir)
-            lv.virsh("destroy", d)
+                lv.virsh("destroy", d)
+            else:
+                domain_gone(lv, tmp, d)
     except SystemExit as e:
         wpstest.ko("main", "terminated (exit %s): cleaning up" % e.code)
         raise
