@@ -9,7 +9,12 @@
 # namespaces and the pair made here, removed on exit; nothing leaves
 # them). The export is written once untimed first (nbdkit memory
 # allocates on first write); nbdcopy is timed before and after the
-# snapshot, so that a change of load during the run shows.
+# snapshots, so that a change of load during the run shows. Two
+# snapshots: the reference guest snapshotting itself (one writer at
+# 16 MiB/s: the live case), and `wpsnap snapshot --pid` of an idle guest
+# process, whose CPU time is the snapshot's alone and is printed beside
+# nbdcopy's, with the server's (nbdkit) for each: CPU per GiB does not
+# depend on what else runs, which the wall-clock rates do.
 # Run it on a quiet machine: both figures share the CPUs.
 # Not a test: prints figures, asserts nothing. Needs root, nbdkit, nbdcopy.
 # Usage: tests/bench/nbd_write.sh [SIZE_MIB] [TRANSPORT...]
@@ -22,9 +27,10 @@ MIB=${1:-1024}
 WHICH=${*:-unix tcp-lo tcp-veth}
 NS_S=wpsnbdwb-s-$$ NS_C=wpsnbdwb-c-$$
 T=$(mktemp -d /dev/shm/wpsnap-nbdwb.XXXXXX)
-srv=
+srv= idle=
 cleanup() {
-	[ -n "$srv" ] && kill $srv 2>/dev/null && wait $srv 2>/dev/null
+	[ -n "$srv" ] && kill $srv 2>/dev/null && wait $srv 2>/dev/null || true
+	[ -n "$idle" ] && kill $idle 2>/dev/null && wait $idle 2>/dev/null || true
 	ip netns del $NS_S 2>/dev/null || true
 	ip netns del $NS_C 2>/dev/null || true
 	rm -rf "$T"
@@ -41,14 +47,27 @@ for n in $NS_S $NS_C; do ip -n $n link set lo up; done
 ip -n $NS_S link set wbs$$ up
 ip -n $NS_C link set wbc$$ up
 head -c $((MIB << 20)) /dev/urandom >"$T/raw"
+# The idle guest process for snapshot --pid (its RAM populated once).
+"$G" --size ${MIB}M --threads 1 --pattern idle --duration 100000 >"$T/idle.out" 2>&1 &
+idle=$!
+# ... populated (writes every page first) before anything is timed
+until [ "$(awk '/^VmRSS/ { print int($2 / 1024) }' /proc/$idle/status)" -ge $MIB ]; do
+	sleep 0.2
+done
 now_ms() { echo $(($(date +%s%N) / 1000000)); }
+# CPU time (user + system) of a live process, in ms
+cpu_ms() { awk -v hz=$(getconf CLK_TCK) '{ printf "%d", ($14 + $15) * 1000 / hz }' /proc/$1/stat; }
 
-# copy NS URI: nbdcopy of the random file, flushed; prints MiB/s
+# copy NS URI: nbdcopy of the random file, flushed; prints
+# "MiB/s client-CPU-ms server-CPU-ms"
 copy() {
+	c0=$(cpu_ms $srv)
 	t0=$(now_ms)
-	ip netns exec $1 nbdcopy --flush "$T/raw" "$2"
+	/usr/bin/time -f "%U %S" -o "$T/time" ip netns exec $1 nbdcopy --flush "$T/raw" "$2"
 	t1=$(now_ms)
-	awk -v m=$MIB -v ms=$((t1 - t0)) 'BEGIN { printf "%.0f", m * 1000 / ms }'
+	c1=$(cpu_ms $srv)
+	awk -v m=$MIB -v ms=$((t1 - t0)) -v s=$((c1 - c0)) '
+		{ printf "%.0f %.0f %d", m * 1000 / ms, ($1 + $2) * 1000, s }' "$T/time"
 }
 
 # bench NAME CLIENT_NS URI SERVER-ARGS...
@@ -62,14 +81,26 @@ bench() {
 	# nbdkit memory allocates on first write: pay that before either
 	# timed writer, so neither is charged for it.
 	ip netns exec $cns nbdcopy "$T/raw" "$uri"
-	raw1=$(copy $cns "$uri")
-	# The snapshot: its own total (freeze to published) and rate.
+	set -- $(copy $cns "$uri")
+	raw1=$1 rawc=$2 raws=$3
+	# The live snapshot: its own total (freeze to published) and rate.
 	ip netns exec $cns "$G" --size ${MIB}M --threads 1 --rate 16 \
 		--snapshot "$uri" --overwrite >"$T/snap.out" 2>&1
 	snap=$(sed -n 's/.*total \([0-9.]*\) ms, \([0-9.]*\) MiB\/s.*/\1 \2/p' "$T/snap.out")
-	raw2=$(copy $cns "$uri")
-	echo "$name: snapshot ${snap% *} ms, ${snap#* } MiB/s; nbdcopy $raw1, $raw2 MiB/s; ratio" \
+	# The idle process: the snapshot's CPU alone (attach included).
+	c0=$(cpu_ms $srv)
+	/usr/bin/time -f "%U %S" -o "$T/time" ip netns exec $cns "$B/tools/wpsnap" \
+		snapshot --pid $idle -o "$uri" --overwrite >"$T/pid.out" 2>&1
+	c1=$(cpu_ms $srv)
+	pid=$(sed -n 's/.*total *\([0-9.]*\) ms, \([0-9.]*\) MiB\/s.*/\2/p' "$T/pid.out")
+	pidc=$(awk '{ printf "%.0f", ($1 + $2) * 1000 }' "$T/time")
+	set -- $(copy $cns "$uri")
+	raw2=$1
+	echo "$name: live snapshot ${snap% *} ms, ${snap#* } MiB/s; nbdcopy $raw1, $raw2 MiB/s; ratio" \
 		"$(awk -v a=${snap#* } -v b=$raw1 -v c=$raw2 'BEGIN { printf "%.2f", 2 * a / (b + c) }')"
+	echo "$name: idle --pid snapshot $pid MiB/s, ratio" \
+		"$(awk -v a=$pid -v b=$raw1 -v c=$raw2 'BEGIN { printf "%.2f", 2 * a / (b + c) }')," \
+		"CPU ms client/server: snapshot $pidc/$((c1 - c0)), nbdcopy $rawc/$raws"
 	kill $srv
 	wait $srv 2>/dev/null || true
 	srv=
