@@ -75,7 +75,7 @@ bench() {
 	name=$1 cns=$2 uri=$3
 	shift 3
 	rm -f "$T/sock"
-	ip netns exec $NS_S nbdkit -f "$@" memory $((MIB + 64))M >"$T/srv.log" 2>&1 &
+	ip netns exec $NS_S nbdkit -f "$@" memory $((MIB * 5 / 4 + 64))M >"$T/srv.log" 2>&1 &
 	srv=$!
 	until ip netns exec $cns nbdinfo --size "$uri" >/dev/null 2>&1; do sleep 0.1; done
 	# nbdkit memory allocates on first write: pay that before either
