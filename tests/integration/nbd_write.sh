@@ -112,6 +112,13 @@ serve "nbdkit memory 8M" $TCP nbdkit -f -i 127.0.0.1 memory 8M &&
 has "refusal names both sizes" "the export is 8388608 bytes, the image needs at least 6[0-9]*$"
 has "refusal is ENOSPC" "result failed ENOSPC"
 has "guest running, unprotected, intact after ENOSPC" "guest ok"
+# A request timeout that is not one: refused before anything is sent.
+fails "an invalid WPSNAP_NBD_TIMEOUT is refused" \
+	N env WPSNAP_NBD_TIMEOUT=soon "$DRV" snapshot $TCP 4
+has "the refusal names the variable and what it takes" \
+	"WPSNAP_NBD_TIMEOUT=soon is not a timeout in seconds (0.001 to 86400)"
+has "the refusal is EINVAL" "result failed EINVAL"
+has "guest running, unprotected, intact after EINVAL" "guest ok"
 stop_srv
 
 if command -v qemu-nbd >/dev/null 2>&1; then
