@@ -305,7 +305,6 @@ static void *nbdw_io_main(void *arg)
 	for (;;) {
 		unsigned int i, k = 1;
 		uint64_t v;
-
 		int tmo;
 
 		nbdw_submit(w, n);
@@ -530,7 +529,6 @@ static uint64_t min_image_size(const struct wps_img_writer *w)
 static int check_existing(struct wps_img_writer *w, struct nbdw_conn *c)
 {
 	uint8_t sb[WPS_IMG_BLOCK];
-
 	int err;
 
 	if (w->flags & WPS_IMGW_OVERWRITE)
