@@ -28,15 +28,28 @@
  * Back-pressure: at most NBDW_DEPTH requests per connection are given to
  * libnbd; the rest stays in the writer's queue, whose buffers are the
  * writer's fixed budget, so a slow server stalls the lanes, never memory.
+ *
+ * Stalls: a server that accepts the connection and then stops answering
+ * (stopped, hung, or a link whose packets vanish: TCP notices that only
+ * after many minutes) must not hang the snapshot, whose guest may be
+ * waiting on a write fault. Every wait for the server is bounded by
+ * n->timeout_ms of silence (WPSNAP_NBD_TIMEOUT, default 30 s): in the
+ * I/O thread, a connection with requests outstanding and no reply for
+ * that long is failed with ETIMEDOUT; the synchronous requests (open,
+ * metadata, flushes) wait through wps_nbd_wait. A failed connection is
+ * closed at once, so that no late callback of it can touch an extent the
+ * writer has reused, and the extents it held are finished as failed.
  */
 #include "config.h"
 
 #include <errno.h>
 #include <poll.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "base/clock.h"
 #include "base/log.h"
 #include "stream/img_out.h"
 #include "stream/nbd_conn.h"
@@ -48,10 +61,17 @@
 #define NBDW_EXTRA_CONNECT_MS 3000  /* further ones: else use what we have */
 
 struct nbdw_conn {
-	struct nbd_handle *h;
+	struct nbd_handle *h;       /* NULL once dead */
 	struct wps_img_writer *w;
 	unsigned int inflight;      /* requests; I/O thread only */
-	bool dead;                  /* poll failed: never used again */
+	uint64_t since_ns;          /* last reply, or the first request
+				       after none was outstanding */
+	/* Extents with requests on this connection (or being issued on
+	 * it): what a failed connection must finish. Each but the one
+	 * being issued has a request in flight, hence the bound. */
+	struct imgw_ext *ext[NBDW_DEPTH + 1];
+	unsigned int nr_ext;
+	bool dead;                  /* lost or stalled: never used again */
 };
 
 struct nbdw {
@@ -60,6 +80,7 @@ struct nbdw {
 	unsigned int next;          /* round robin over connections */
 	uint64_t export_size;
 	uint64_t piece;
+	int timeout_ms;             /* silence that makes the server stalled */
 	bool can_flush;
 	struct imgw_ext *cur;       /* extent being issued, piece by piece */
 	uint32_t cur_done;          /* its bytes issued */
@@ -86,6 +107,42 @@ static struct nbdw_conn *live_conn(struct nbdw *n)
 /* The I/O thread                                                      */
 /* ------------------------------------------------------------------ */
 
+/* e has no request left on its connection: it is written (or failed,
+ * the error set). */
+static void ext_finish(struct nbdw_conn *c, struct imgw_ext *e)
+{
+	unsigned int i;
+
+	for (i = 0; i < c->nr_ext; i++)
+		if (c->ext[i] == e) {
+			c->ext[i] = c->ext[--c->nr_ext];
+			break;
+		}
+	wps_imgw_done(c->w, e);
+}
+
+/*
+ * c is gone (its error already set): close it now, before anything
+ * else, so that none of its callbacks can ever run again (they would
+ * find extents the writer has reused), then finish the extents it held
+ * as failed. After this the writer waits for nothing from c.
+ */
+static void conn_fail(struct nbdw *n, struct nbdw_conn *c)
+{
+	c->dead = true;
+	nbd_close(c->h);
+	c->h = NULL;
+	if (n->cur && n->cur->conn == c)
+		n->cur = NULL;
+	while (c->nr_ext) {
+		struct imgw_ext *e = c->ext[--c->nr_ext];
+
+		e->pieces = 0;
+		wps_imgw_done(c->w, e);
+	}
+	c->inflight = 0;
+}
+
 /* Completion of one piece, from nbd_aio_notify_* in the I/O thread
  * (also for the requests libnbd aborts when the connection dies, with
  * ENOTCONN). An extent is done when its last piece is. */
@@ -96,8 +153,9 @@ static int piece_done(void *user_data, int *error)
 	struct wps_img_writer *w = c->w;
 
 	if (c->dead)
-		return 1;   /* accounted for by conn_lost */
+		return 1;   /* accounted for by conn_fail */
 	c->inflight--;
+	c->since_ns = wps_now_ns();
 	if (*error)
 		wps_imgw_set_error(w, -*error, "image %s: the NBD server failed "
 				   "a write of %u bytes at offset %llu: %s",
@@ -105,7 +163,7 @@ static int piece_done(void *user_data, int *error)
 				   (unsigned long long)e->file_off,
 				   strerror(*error));
 	if (--e->pieces == 0)
-		wps_imgw_done(w, e);
+		ext_finish(c, e);
 	return 1;   /* retire the command */
 }
 
@@ -147,6 +205,7 @@ static void nbdw_submit(struct wps_img_writer *w, struct nbdw *n)
 			if (!c)
 				return;     /* a completion wakes us */
 			wps_imgw_consumed(w, 1);
+			c->ext[c->nr_ext++] = e;
 			e->conn = c;
 			e->pieces = 1;
 			n->cur = e;
@@ -172,7 +231,8 @@ static void nbdw_submit(struct wps_img_writer *w, struct nbdw *n)
 				n->cur_done = e->len;
 				break;
 			}
-			c->inflight++;
+			if (!c->inflight++)
+				c->since_ns = wps_now_ns();
 			e->pieces++;
 			n->cur_done += len;
 		}
@@ -180,29 +240,59 @@ static void nbdw_submit(struct wps_img_writer *w, struct nbdw *n)
 			return;             /* connection full */
 		n->cur = NULL;
 		if (--e->pieces == 0)
-			wps_imgw_done(w, e);
+			ext_finish(c, e);
 	}
 }
 
-static void conn_lost(struct wps_img_writer *w, struct nbdw_conn *c)
+/* libnbd aborts a dead connection's requests (their callbacks ran in
+ * the notify that failed); conn_fail finishes whatever remains. */
+static void conn_lost(struct wps_img_writer *w, struct nbdw *n,
+		      struct nbdw_conn *c)
 {
 	wps_imgw_set_error(w, wps_nbd_errno_or(-EIO), "image %s: connection "
 			   "to the NBD server lost: %s", w->path,
 			   wps_nbd_why());
-	c->dead = true;
-	if (c->inflight) {
-		/* libnbd aborts a dead connection's requests (their
-		 * callbacks ran in the notify that failed); should any
-		 * remain, they never complete, and waiting for them would
-		 * hang the abort: forget them (the error is set). */
-		wps_warn(w->ctx, "image %s: %u NBD requests lost with the "
-			 "connection", w->path, c->inflight);
-		pthread_mutex_lock(&w->lock);
-		w->inflight -= c->inflight;
-		pthread_cond_broadcast(&w->cond);
-		pthread_mutex_unlock(&w->lock);
-		c->inflight = 0;
+	conn_fail(n, c);
+}
+
+/* The words of every stall, asynchronous or not: they name the server
+ * (the URI), what waited, the timeout and how to change it. */
+#define STALL_FMT "image %s: the NBD server did not answer %s within %g s " \
+	"(stalled server or cut link; WPSNAP_NBD_TIMEOUT sets the timeout)"
+
+/*
+ * Fail every connection whose outstanding requests got no reply for the
+ * timeout; return the poll timeout until the next one could, -1 when
+ * no request is outstanding (nothing to wait for but the writer).
+ */
+static int check_stalls(struct wps_img_writer *w, struct nbdw *n)
+{
+	uint64_t now = wps_now_ns();
+	uint64_t limit = (uint64_t)n->timeout_ms * 1000000u;
+	int next = -1;
+	unsigned int i;
+
+	for (i = 0; i < n->nr_conns; i++) {
+		struct nbdw_conn *c = &n->conn[i];
+		uint64_t waited, ms;
+		char what[64];
+
+		if (c->dead || !c->inflight)
+			continue;
+		waited = now > c->since_ns ? now - c->since_ns : 0;
+		if (waited >= limit) {
+			snprintf(what, sizeof(what), "%u write requests",
+				 c->inflight);
+			wps_imgw_set_error(w, -ETIMEDOUT, STALL_FMT, w->path,
+					   what, n->timeout_ms / 1000.0);
+			conn_fail(n, c);
+			continue;
+		}
+		ms = (limit - waited + 999999) / 1000000;
+		if (next < 0 || ms < (uint64_t)next)
+			next = (int)ms;
 	}
+	return next;
 }
 
 static void *nbdw_io_main(void *arg)
@@ -215,8 +305,10 @@ static void *nbdw_io_main(void *arg)
 	for (;;) {
 		unsigned int i, k = 1;
 		uint64_t v;
+		int tmo;
 
 		nbdw_submit(w, n);
+		tmo = check_stalls(w, n);
 		if (wps_imgw_io_finished(w))
 			return NULL;
 		pfd[0] = (struct pollfd){ .fd = w->efd, .events = POLLIN };
@@ -234,7 +326,7 @@ static void *nbdw_io_main(void *arg)
 			pfd[k].revents = 0;
 			pc[k++] = c;
 		}
-		if (poll(pfd, k, -1) < 0) {
+		if (poll(pfd, k, tmo) < 0) {
 			if (errno == EINTR)
 				continue;
 			wps_imgw_set_error(w, -errno, "image %s: poll: %s",
@@ -254,14 +346,38 @@ static void *nbdw_io_main(void *arg)
 			else if (pfd[i].revents & POLLOUT)
 				r = nbd_aio_notify_write(pc[i]->h);
 			if (r < 0 || (pfd[i].revents & POLLNVAL))
-				conn_lost(w, pc[i]);
+				conn_lost(w, n, pc[i]);
 		}
 	}
 }
 
 /* ------------------------------------------------------------------ */
-/* Synchronous writes (after the I/O thread stopped)                   */
+/* Synchronous requests (before the I/O thread, or after it stopped)   */
 /* ------------------------------------------------------------------ */
+
+/*
+ * Wait for the command cookie on c (issued without a callback; -1 when
+ * the issue itself failed), bounded by the timeout. -errno, logged as
+ * "image URI: WHAT: why". A stalled connection is failed (closed), so
+ * that what comes next (the discard's clearing of the superblock) goes
+ * to another connection or fails at once instead of waiting again.
+ */
+static int conn_wait(struct wps_img_writer *w, struct nbdw_conn *c,
+		     int64_t cookie, const char *what)
+{
+	struct nbdw *n = priv(w);
+	int err = wps_nbd_wait(c->h, cookie, n->timeout_ms);
+
+	if (err == -ETIMEDOUT) {
+		wps_err(w->ctx, STALL_FMT, w->path, what,
+			n->timeout_ms / 1000.0);
+		conn_fail(n, c);
+	} else if (err) {
+		wps_err(w->ctx, "image %s: %s: %s%s", w->path, what,
+			wps_nbd_lost(), wps_nbd_why());
+	}
+	return err;
+}
 
 static int nbdw_write_sync(struct wps_img_writer *w, const void *data,
 			   size_t len, uint64_t off, const char *what)
@@ -288,16 +404,16 @@ static int nbdw_write_sync(struct wps_img_writer *w, const void *data,
 		n->sb_sent = true;
 	while (len) {
 		size_t piece = len < n->piece ? len : n->piece;
+		char desc[128];
+		int err;
 
-		if (nbd_pwrite(c->h, p, piece, off, 0) < 0) {
-			int err = wps_nbd_errno_or(-EIO);
-
-			wps_err(w->ctx, "image %s: writing %s (%zu bytes at "
-				"offset %llu): %s%s", w->path, what, piece,
-				(unsigned long long)off, wps_nbd_lost(),
-				wps_nbd_why());
+		snprintf(desc, sizeof(desc), "writing %s (%zu bytes at offset "
+			 "%llu)", what, piece, (unsigned long long)off);
+		err = conn_wait(w, c, nbd_aio_pwrite(c->h, p, piece, off,
+						     NBD_NULL_COMPLETION, 0),
+				desc);
+		if (err)
 			return err;
-		}
 		p += piece;
 		off += piece;
 		len -= piece;
@@ -311,6 +427,7 @@ static int nbdw_flush(struct wps_img_writer *w, const char *why)
 {
 	struct nbdw *n = priv(w);
 	struct nbdw_conn *c = live_conn(n);
+	char desc[96];
 
 	if (!n->can_flush)
 		return 0;
@@ -319,14 +436,9 @@ static int nbdw_flush(struct wps_img_writer *w, const char *why)
 			"NBD server", w->path, why);
 		return -ENOTCONN;
 	}
-	if (nbd_flush(c->h, 0) < 0) {
-		int err = wps_nbd_errno_or(-EIO);
-
-		wps_err(w->ctx, "image %s: NBD flush %s failed: %s%s",
-			w->path, why, wps_nbd_lost(), wps_nbd_why());
-		return err;
-	}
-	return 0;
+	snprintf(desc, sizeof(desc), "NBD flush %s", why);
+	return conn_wait(w, c, nbd_aio_flush(c->h, NBD_NULL_COMPLETION, 0),
+			 desc);
 }
 
 /* ------------------------------------------------------------------ */
@@ -362,17 +474,15 @@ static int zero_super(struct wps_img_writer *w, const char *why)
 	struct nbdw *n = priv(w);
 	struct nbdw_conn *c = live_conn(n);
 	static const uint8_t zero[WPS_IMG_BLOCK];
+	char desc[96];
+	int err;
 
 	if (!c)
 		return -ENOTCONN;
-	if (nbd_pwrite(c->h, zero, sizeof(zero), 0, 0) < 0) {
-		int err = wps_nbd_errno_or(-EIO);
-
-		wps_err(w->ctx, "image %s: clearing the superblock %s: %s%s",
-			w->path, why, wps_nbd_lost(), wps_nbd_why());
-		return err;
-	}
-	return nbdw_flush(w, why);
+	snprintf(desc, sizeof(desc), "clearing the superblock %s", why);
+	err = conn_wait(w, c, nbd_aio_pwrite(c->h, zero, sizeof(zero), 0,
+					     NBD_NULL_COMPLETION, 0), desc);
+	return err ? err : nbdw_flush(w, why);
 }
 
 static void nbdw_discard(struct wps_img_writer *w)
@@ -396,7 +506,8 @@ static void nbdw_close(struct wps_img_writer *w)
 	if (!n)
 		return;
 	for (i = 0; i < n->nr_conns; i++)
-		nbd_close(n->conn[i].h);
+		if (n->conn[i].h)
+			nbd_close(n->conn[i].h);
 	free(n);
 	w->out_priv = NULL;
 }
@@ -418,16 +529,15 @@ static uint64_t min_image_size(const struct wps_img_writer *w)
 static int check_existing(struct wps_img_writer *w, struct nbdw_conn *c)
 {
 	uint8_t sb[WPS_IMG_BLOCK];
+	int err;
 
 	if (w->flags & WPS_IMGW_OVERWRITE)
 		return 0;
-	if (nbd_pread(c->h, sb, sizeof(sb), 0, 0) < 0) {
-		int err = wps_nbd_errno_or(-EIO);
-
-		wps_err(w->ctx, "image %s: reading the export's first block: %s",
-			w->path, wps_nbd_why());
+	err = conn_wait(w, c, nbd_aio_pread(c->h, sb, sizeof(sb), 0,
+					    NBD_NULL_COMPLETION, 0),
+			"reading the export's first block");
+	if (err)
 		return err;
-	}
 	if (!memcmp(sb, WPS_IMG_MAGIC, 8)) {
 		wps_err(w->ctx, "image %s: the export already holds an image "
 			"(not overwriting)", w->path);
@@ -441,7 +551,9 @@ static void open_more_conns(struct wps_img_writer *w, struct nbdw *n)
 	while (n->nr_conns < NBDW_CONNS) {
 		struct nbdw_conn *c = &n->conn[n->nr_conns];
 
-		if (wps_nbd_connect(w->ctx, w->path, NBDW_EXTRA_CONNECT_MS,
+		if (wps_nbd_connect(w->ctx, w->path,
+				    n->timeout_ms < NBDW_EXTRA_CONNECT_MS ?
+				    n->timeout_ms : NBDW_EXTRA_CONNECT_MS,
 				    true, &c->h))
 			break;
 		if (nbd_get_size(c->h) != (int64_t)n->export_size) {
@@ -471,8 +583,13 @@ static int nbdw_open(struct wps_img_writer *w)
 	}
 	w->out_priv = n;
 	n->piece = NBDW_PIECE;
+	err = wps_nbd_timeout_ms(w->ctx, w->path, &n->timeout_ms);
+	if (err)
+		return err;
 	c = &n->conn[0];
-	err = wps_nbd_connect(w->ctx, w->path, NBDW_CONNECT_MS, false, &c->h);
+	err = wps_nbd_connect(w->ctx, w->path,
+			      n->timeout_ms < NBDW_CONNECT_MS ? n->timeout_ms :
+			      NBDW_CONNECT_MS, false, &c->h);
 	if (err)
 		return err;
 	c->w = w;

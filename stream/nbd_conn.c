@@ -1,15 +1,19 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * Connecting to an NBD export (stream/nbd_conn.h). Owns nothing beyond
- * the handle it returns; shared by the NBD reader and the NBD writer so
- * that both bound the handshake the same way.
+ * Connecting to an NBD export (stream/nbd_conn.h), and waiting for one
+ * command with a bound. Owns nothing beyond the handle it returns; shared
+ * by the NBD reader and the NBD writer so that both bound the handshake
+ * (and a request) the same way: a server that accepts a connection and
+ * then stops answering must turn into an error, never into a hang.
  */
 #include "config.h"
 
 #include <errno.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 #include "base/clock.h"
+#include "base/deadline.h"
 #include "base/log.h"
 #include "stream/nbd_conn.h"
 
@@ -100,4 +104,55 @@ int wps_nbd_connect(struct wps_ctx *ctx, const char *uri, int timeout_ms,
 fail:
 	nbd_close(h);
 	return err;
+}
+
+int wps_nbd_timeout_ms(struct wps_ctx *ctx, const char *uri, int *ms)
+{
+	const char *v = getenv("WPSNAP_NBD_TIMEOUT");
+	char *end;
+	double s;
+
+	*ms = WPS_NBD_TIMEOUT_MS;
+	if (!v || !*v)
+		return 0;
+	errno = 0;
+	s = strtod(v, &end);
+	/* The upper bound keeps the milliseconds in an int (poll()). */
+	if (errno || *end || !(s >= 0.001 && s <= 86400)) {
+		wps_err(ctx, "image %s: WPSNAP_NBD_TIMEOUT=%s is not a timeout "
+			"in seconds (0.001 to 86400)", uri, v);
+		return -EINVAL;
+	}
+	*ms = (int)(s * 1000 + 0.5);
+	return 0;
+}
+
+/*
+ * The deadline restarts whenever the connection made progress (nbd_poll
+ * returned 1: bytes moved), so a large write behind a slow link is not
+ * cut short while the server keeps reading; only silence counts.
+ */
+int wps_nbd_wait(struct nbd_handle *h, int64_t cookie, int timeout_ms)
+{
+	struct timespec dl = wps_deadline_from_ms((uint64_t)timeout_ms);
+
+	if (cookie < 0)
+		return wps_nbd_errno_or(-EIO);
+	for (;;) {
+		int r = nbd_aio_command_completed(h, (uint64_t)cookie);
+		int left;
+
+		if (r == 1)
+			return 0;
+		if (r < 0)
+			return wps_nbd_errno_or(-EIO);
+		left = wps_deadline_poll_ms(&dl);
+		if (!left)
+			return -ETIMEDOUT;
+		r = nbd_poll(h, left);
+		if (r < 0)
+			return wps_nbd_errno_or(-EIO);
+		if (r == 1)
+			dl = wps_deadline_from_ms((uint64_t)timeout_ms);
+	}
 }

@@ -8,6 +8,7 @@
 #define WPS_NBD_CONN_H
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <libnbd.h>
 
 #include <wpsnap/wpsnap.h>
@@ -19,6 +20,24 @@
  */
 int wps_nbd_connect(struct wps_ctx *ctx, const char *uri, int timeout_ms,
 		    bool quiet, struct nbd_handle **out);
+
+/*
+ * How long a request may go unanswered before the server counts as
+ * stalled: WPS_NBD_TIMEOUT_MS, or WPSNAP_NBD_TIMEOUT (seconds, decimals
+ * allowed, e.g. "2" or "0.5") from the environment. -EINVAL, logged
+ * naming uri, for a value that is not a duration.
+ */
+#define WPS_NBD_TIMEOUT_MS 30000
+int wps_nbd_timeout_ms(struct wps_ctx *ctx, const char *uri, int *ms);
+
+/*
+ * Wait until the command cookie (of an nbd_aio_* call without a
+ * completion callback) is answered, polling h, at most timeout_ms
+ * without progress of the connection. 0: done and retired; -ETIMEDOUT:
+ * no answer in time (the command stays outstanding: the caller should
+ * close h); else libnbd's -errno, its message in wps_nbd_why().
+ */
+int wps_nbd_wait(struct nbd_handle *h, int64_t cookie, int timeout_ms);
 
 /* libnbd's message for the last failed call of this thread. */
 const char *wps_nbd_why(void);
