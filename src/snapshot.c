@@ -20,6 +20,7 @@
 
 #include "base/clock.h"
 #include "base/log.h"
+#include "src/snapshot_trace.h"
 #include "stream/img_writer.h"
 #include "wp/engine.h"
 
@@ -226,6 +227,14 @@ void wps_snapshot_stats(struct wps_snapshot *s, struct wps_snapshot_stats *st)
 	st->direct_io = ws.direct;
 	if (s->t_end)
 		st->total_ns = s->t_end - s->t_start;
+}
+
+int wps_snapshot_fault_trace(struct wps_snapshot *s,
+			     struct wps_fault_trace *out)
+{
+	if (!s->waited || !s->frozen)
+		return -EBUSY;
+	return wps_engine_fault_trace(s->eng, out);
 }
 
 void wps_snapshot_free(struct wps_snapshot *s)

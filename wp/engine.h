@@ -15,6 +15,7 @@
 #include <wpsnap/wpsnap.h>
 
 struct wps_engine;
+struct wps_fault_trace;
 
 struct wps_engine_opts {
 	int uffd;                     /* -1: open our own */
@@ -57,6 +58,9 @@ void wps_engine_cancel(struct wps_engine *e);
 
 void wps_engine_progress(struct wps_engine *e, struct wps_progress *p);
 void wps_engine_stats(struct wps_engine *e, struct wps_snapshot_stats *st);
+/* The breakdown of the slowest write faults (wp/ftrace.h), slowest
+ * first. Only once wps_engine_wait returned (-EBUSY before). */
+int wps_engine_fault_trace(struct wps_engine *e, struct wps_fault_trace *out);
 void wps_engine_instant(const struct wps_engine *e, int64_t *realtime_ns,
 			int64_t *monotonic_ns);
 
