@@ -72,7 +72,6 @@
 #define THP_SIZE (2ull << 20)
 #define THP_UNITS 512u
 #define SWEEP_NICE 10
-#define SPILL_DRAIN 16          /* spilled pages written back per turn */
 
 struct ereg {
 	unsigned int idx;       /* index in the caller's table (sink's r) */
@@ -97,14 +96,12 @@ struct ereg {
  * The spill pool: 4 KiB slots, allocated and populated before the freeze,
  * where the fault thread puts a faulting unit's pre-image when the sink
  * has no buffer free at once, so that the writer never waits for the
- * disk. Two single-producer rings of slot numbers: `full` (filled ->
- * drainer) and `avail` (drainer -> filler). The fault thread fills and,
- * while no message waits, drains into the fault lane as its buffers free
- * up (so the sweep's buffers keep their long sequential runs: draining
- * 4 KiB blocks through the sweep lane cut the stream to 0.7x); once both
- * threads are joined, wps_engine_wait's caller drains the rest. Counters
- * only grow; a ring holds at most nslots entries, so (tail - head) <=
- * nslots. The rings stay lock-free so the roles could be split again.
+ * disk. Two single-producer rings of slot numbers: `full` (fault thread
+ * -> drainer) and `avail` (drainer -> fault thread). The drainer is the
+ * sweep while it runs, then wps_engine_wait's caller once both threads
+ * are joined; it puts a slot into the sink on the sweep lane, ahead of
+ * the sweep's own next step. Counters only grow; a ring holds at most
+ * nslots entries, so (tail - head) <= nslots.
  */
 struct spill {
 	uint8_t *mem;           /* nslots x 4 KiB */
@@ -567,44 +564,34 @@ wait:
 				    false);
 }
 
-static bool spill_pending(struct wps_engine *e)
-{
-	return e->spill.nslots &&
-	       __atomic_load_n(&e->spill.full_head, __ATOMIC_RELAXED) !=
-	       __atomic_load_n(&e->spill.full_tail, __ATOMIC_ACQUIRE);
-}
-
 /*
- * Drainer: put up to max spilled pre-images into the sink on the fault
- * lane and hand their slots back. nowait: only while the sink has room
- * at once (the fault thread between messages); else wait for it (the
- * caller of wps_engine_wait, both threads joined). Returns how many were
- * put, or -errno.
+ * Drainer: put every spilled pre-image published so far into the sink on
+ * the sweep lane (which may wait for the disk: no writer waits on these)
+ * and hand the slots back. The sweep thread while it runs, the caller of
+ * wps_engine_wait after both threads are joined; never both at once.
  */
-static int spill_drain(struct wps_engine *e, bool nowait, unsigned int max)
+static int spill_drain(struct wps_engine *e)
 {
 	struct spill *sp = &e->spill;
 	uint64_t head, tail;
-	int ret = 0, n = 0;
+	int ret = 0;
 
 	if (!sp->nslots)
 		return 0;
 	head = __atomic_load_n(&sp->full_head, __ATOMIC_RELAXED);
 	tail = __atomic_load_n(&sp->full_tail, __ATOMIC_ACQUIRE);
-	for (; head != tail && !ret && (unsigned int)n < max; head++, n++) {
+	for (; head != tail && !ret; head++) {
 		uint64_t slot = sp->full[head % sp->nslots], at;
 		const struct spill_slot *m = &sp->meta[slot];
 
 		if (!failed(e)) {
 			if (e->sink.ops->reserve)
 				ret = e->sink.ops->reserve(e->sink.priv,
-							   WPS_LANE_FAULT,
-							   4096, nowait);
-			if (ret == -EAGAIN && nowait)
-				return n;
+							   WPS_LANE_SWEEP,
+							   4096, false);
 			if (!ret)
 				ret = e->sink.ops->put(e->sink.priv,
-						       WPS_LANE_FAULT, m->r->idx,
+						       WPS_LANE_SWEEP, m->r->idx,
 						       m->u << m->r->shift,
 						       sp->mem + (slot << 12),
 						       4096);
@@ -622,7 +609,7 @@ static int spill_drain(struct wps_engine *e, bool nowait, unsigned int max)
 		__atomic_store_n(&sp->avail_tail, at + 1, __ATOMIC_RELEASE);
 		__atomic_store_n(&sp->full_head, head + 1, __ATOMIC_RELEASE);
 	}
-	return ret ? ret : n;
+	return ret;
 }
 
 /*
@@ -820,19 +807,6 @@ static void *fault_main(void *arg)
 		}
 		if (__atomic_load_n(&e->stop, __ATOMIC_ACQUIRE))
 			break;
-		/* No message waits: write spilled pre-images back while the
-		 * fault lane has room, a few at a time so that a fault
-		 * arriving meanwhile waits for at most SPILL_DRAIN copies. */
-		if (spill_pending(e) && !failed(e)) {
-			int d = spill_drain(e, true, SPILL_DRAIN);
-
-			if (d < 0)
-				set_error(e, d);
-			if (d > 0) {
-				dirty = true;
-				continue;
-			}
-		}
 		/* A blocking poll costs ~100 us of wake-up; a guest waiting
 		 * on us feels that, so spin for a while after activity. */
 		if (t0 - last < spin) {
@@ -845,9 +819,7 @@ static void *fault_main(void *arg)
 		 * buffer to the disk only after the fault path has been quiet
 		 * for a while, or each burst would take a buffer of its own
 		 * and drain the reserve down to the disk's pace. */
-		/* Spilled pages waiting for room: look again soon (buffers
-		 * free as the disk completes, which does not wake us). */
-		pr = poll(pfd, 2, dirty || spill_pending(e) ? FLUSH_IDLE_MS : -1);
+		pr = poll(pfd, 2, dirty ? FLUSH_IDLE_MS : -1);
 		if (pr < 0 && errno != EINTR) {
 			set_error(e, -errno);
 			break;
@@ -1105,7 +1077,11 @@ static int sweep_chunk(struct wps_engine *e, struct ereg *r, uint64_t u0,
 
 		if (u + n > u1)
 			n = u1 - u;
-		ret = claim_copy(e, r, u, n, WPS_LANE_SWEEP);
+		/* Pre-images the fault thread spilled go first: they hold
+		 * pool slots a later fault may need. */
+		ret = spill_drain(e);
+		if (!ret)
+			ret = claim_copy(e, r, u, n, WPS_LANE_SWEEP);
 		if (ret)
 			return ret;
 		u += n;
@@ -1189,6 +1165,9 @@ static void *sweep_main(void *arg)
 		if (ret)
 			set_error(e, ret);
 	}
+	ret = spill_drain(e);
+	if (ret)
+		set_error(e, ret);
 	ret = e->sink.ops->flush(e->sink.priv, WPS_LANE_SWEEP);
 	if (ret)
 		set_error(e, ret);
@@ -1734,12 +1713,15 @@ int wps_engine_wait(struct wps_engine *e)
 		pthread_join(e->fault_thr, NULL);
 		e->fault_started = false;
 	}
-	/* What the fault thread had no room to drain: both threads are
-	 * joined, so this thread is the only user of the fault lane now. */
-	if (spill_pending(e) && !failed(e)) {
-		ret = spill_drain(e, false, UINT32_MAX);
-		if (ret >= 0)
-			ret = e->sink.ops->flush(e->sink.priv, WPS_LANE_FAULT);
+	/* Spilled after the sweep's last drain (a fault that claimed a unit
+	 * just before the sweep reached it): both threads are joined, so
+	 * this thread is the only user of the sweep lane now. */
+	if (e->spill.nslots && !failed(e) &&
+	    __atomic_load_n(&e->spill.full_head, __ATOMIC_ACQUIRE) !=
+	    __atomic_load_n(&e->spill.full_tail, __ATOMIC_ACQUIRE)) {
+		ret = spill_drain(e);
+		if (!ret)
+			ret = e->sink.ops->flush(e->sink.priv, WPS_LANE_SWEEP);
 		if (ret)
 			set_error(e, ret);
 	}

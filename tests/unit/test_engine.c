@@ -36,10 +36,6 @@ struct memsink {
 	 * so every faulting pre-image spills or, the pool full, waits; the
 	 * sweep lane is held until a fault waited (or 20 s passed). */
 	unsigned int fault_waits;
-	/* alternate: the fault lane refuses every other nowait reserve
-	 * instead, and the sweep is never held */
-	bool alternate;
-	unsigned int nowaits;
 	pthread_cond_t cond;
 	pthread_mutex_t lock;
 };
@@ -82,11 +78,7 @@ static int gate_reserve(void *priv, enum wps_lane lane, size_t len,
 
 	(void)len;
 	if (lane == WPS_LANE_FAULT && nowait)
-		return m->alternate && __atomic_fetch_add(&m->nowaits, 1,
-							  __ATOMIC_RELAXED) % 2 ?
-		       0 : -EAGAIN;
-	if (lane == WPS_LANE_SWEEP && m->alternate)
-		return 0;
+		return -EAGAIN;
 	pthread_mutex_lock(&m->lock);
 	if (lane == WPS_LANE_FAULT) {
 		m->fault_waits++;
@@ -161,8 +153,7 @@ static int oracle_resume(void *arg)
 static void run_snapshot_ex(struct tu_mem *mem, unsigned int nthreads,
 			    unsigned int populate_pct, int fail_after,
 			    int expect, const struct wps_sink_ops *ops,
-			    uint64_t spill_budget, bool alternate,
-			    struct wps_fault_trace *trace,
+			    uint64_t spill_budget, struct wps_fault_trace *trace,
 			    unsigned int *fault_waits)
 {
 	struct wps_ctx *ctx;
@@ -180,7 +171,6 @@ static void run_snapshot_ex(struct tu_mem *mem, unsigned int nthreads,
 	tu_mem_populate(mem, populate_pct);
 	memsink_init(&m, mem->size);
 	m.fail_after = fail_after;
-	m.alternate = alternate;
 	w = tu_writers_start(mem->p, mem->size, nthreads);
 	o = (struct oracle){ .w = w, .copy = malloc(mem->size), .mem = mem->p,
 			     .size = mem->size };
@@ -231,7 +221,7 @@ static void run_snapshot(struct tu_mem *mem, unsigned int nthreads,
 			 unsigned int populate_pct, int fail_after, int expect)
 {
 	run_snapshot_ex(mem, nthreads, populate_pct, fail_after, expect, NULL,
-			0, false, NULL, NULL);
+			0, NULL, NULL);
 }
 
 START_TEST(anon_random_writers)
@@ -308,8 +298,7 @@ START_TEST(spill_pool_exhausted_falls_back)
 
 	ck_assert_ptr_nonnull(tr);
 	ck_assert_int_eq(tu_mem_new(&mem, TU_ANON, 32 << 20), 0);
-	run_snapshot_ex(&mem, 2, 100, 0, 0, &gate_ops, 4 * 4096, false, tr,
-			&waits);
+	run_snapshot_ex(&mem, 2, 100, 0, 0, &gate_ops, 4 * 4096, tr, &waits);
 	ck_assert_uint_ge(tr->spilled, 4);
 	ck_assert_uint_ge(tr->spill_full, 1);
 	ck_assert_uint_ge(waits, 1);
@@ -323,10 +312,8 @@ START_TEST(spill_pool_exhausted_falls_back)
 }
 END_TEST
 
-/* Shared memory, partly populated (a fault on a hole spills a zero
- * pre-image), a 256-slot pool, and a fault lane that has room every
- * other time: faults spill and the fault thread writes the pool back
- * between messages; the image must still be the freeze instant. */
+/* The same on shared memory, partly populated (a fault on a hole spills
+ * a zero pre-image, which must become a hole), with a 256-slot pool. */
 START_TEST(spill_pool_memfd)
 {
 	struct wps_fault_trace *tr = malloc(sizeof(*tr));
@@ -335,8 +322,7 @@ START_TEST(spill_pool_memfd)
 
 	ck_assert_ptr_nonnull(tr);
 	ck_assert_int_eq(tu_mem_new(&mem, TU_MEMFD, 32 << 20), 0);
-	run_snapshot_ex(&mem, 2, 70, 0, 0, &gate_ops, 1 << 20, true, tr,
-			&waits);
+	run_snapshot_ex(&mem, 2, 70, 0, 0, &gate_ops, 1 << 20, tr, &waits);
 	tu_mem_free(&mem);
 	free(tr);
 }
