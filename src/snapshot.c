@@ -24,11 +24,6 @@
 #include "stream/img_writer.h"
 #include "wp/engine.h"
 
-/* The image writer's default buffer budget (stream/img_writer.h), of
- * which 1/SNAP_SPILL_SHARE becomes the engine's spill pool. */
-#define SNAP_DEFAULT_BUDGET (64ull << 20)
-#define SNAP_SPILL_SHARE 8
-
 struct wps_snapshot {
 	struct wps_ctx *ctx;
 	struct wps_engine *eng;
@@ -65,7 +60,6 @@ int wps_snapshot_new(struct wps_ctx *ctx, const struct wps_region *regions,
 	struct wps_img_writer_region *wr = NULL;
 	struct wps_engine_opts eo;
 	struct wps_snapshot *s;
-	uint64_t budget, spill = 0;
 	unsigned int i;
 	int ret;
 
@@ -92,16 +86,7 @@ int wps_snapshot_new(struct wps_ctx *ctx, const struct wps_region *regions,
 			snprintf(wr[i].name, sizeof(wr[i].name), "%s",
 				 regions[i].name);
 	}
-	/* An eighth of the buffer budget becomes the engine's spill pool
-	 * (wp/engine.h): a faulting write whose pre-image finds no I/O
-	 * buffer free goes there instead of waiting for the disk. Carved
-	 * out of the budget, so the tracker's memory stays what the caller
-	 * allowed. Only 4 KiB units spill. */
-	budget = opts->buffer_budget ? opts->buffer_budget : SNAP_DEFAULT_BUDGET;
-	for (i = 0; i < nr; i++)
-		if (regions[i].page_size == 4096)
-			spill = budget / SNAP_SPILL_SHARE / 4096 * 4096;
-	wo.buffer_budget = budget - spill;
+	wo.buffer_budget = opts->buffer_budget;
 	if (opts->flags & WPS_SNAP_OVERWRITE)
 		wo.flags |= WPS_IMGW_OVERWRITE;
 	if (opts->flags & WPS_SNAP_NO_DIRECT)
@@ -120,7 +105,6 @@ int wps_snapshot_new(struct wps_ctx *ctx, const struct wps_region *regions,
 		.pause_arg = opts->pause_arg,
 		.freeze_simple = !!(opts->flags & WPS_SNAP_FREEZE_SIMPLE),
 		.fault_window = opts->fault_window,
-		.spill_budget = spill,
 		.written = note_written,
 		.written_arg = s->written,
 	};

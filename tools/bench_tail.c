@@ -148,8 +148,6 @@ int bench_tail_take(struct wps_snapshot *snap, const struct rguest_latency *lat,
 	}
 	t->faults = (double)tr->faults;
 	/* The engine's threads are joined by now: they read their own. */
-	t->spilled = (double)tr->spilled;
-	t->spill_full = (double)tr->spill_full;
 	t->rq_fault_ms = tr->fault_rq_ns / 1e6;
 	t->rq_sweep_ms = tr->sweep_rq_ns / 1e6;
 	t->writer_p99_us = lat->slow_writes ? lat->slow_p99_ns / 1e3 : NAN;
@@ -219,11 +217,9 @@ json_t *bench_tail_json(const struct bench_tail *t)
 {
 	if (!t->valid)
 		return json_null();
-	return json_pack("{s:o, s:o, s:o, s:i, s:o, s:o, s:o, s:o, s:o, s:o, s:o,"
-			 " s:o, s:{s:o, s:o, s:o, s:o}}",
+	return json_pack("{s:o, s:i, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o,"
+			 " s:{s:o, s:o, s:o, s:o}}",
 		"faults", json_integer((json_int_t)t->faults),
-		"spilled", json_integer((json_int_t)t->spilled),
-		"spill_pool_full", json_integer((json_int_t)t->spill_full),
 		"top", (int)t->top,
 		"all_mean", split_json(&t->all, false),
 		"top_0_1pct_mean", split_json(&t->slow, false),
@@ -277,8 +273,6 @@ void bench_tail_print(const struct bench_tail *t)
 	       t->writer_p99_us, t->server_p99_us,
 	       t->writer_minus_server_p99_us, t->writer_max_us,
 	       t->writer_minus_server_max_us);
-	printf("  pre-images spilled to memory: %.0f (pool full %.0f times)\n",
-	       t->spilled, t->spill_full);
 	printf("  time runnable without a CPU during the run (ms): fault "
 	       "thread %.1f, sweep %.1f, guest writers %.1f, other %.1f\n",
 	       t->rq_fault_ms, t->rq_sweep_ms, t->rq_writers_ms,

@@ -26,7 +26,6 @@ struct bench_fault_split {
 struct bench_tail {
 	bool valid;
 	double faults;              /* recorded faults */
-	double spilled, spill_full; /* pre-images spilled; pool found full */
 	unsigned int top;           /* faults in the "top 0.1 %" (>= 1) */
 	struct bench_fault_split all;   /* mean over every fault */
 	struct bench_fault_split slow;  /* mean over the top 0.1 % */

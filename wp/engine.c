@@ -33,7 +33,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
-#include <sys/mman.h>
 #include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
@@ -92,29 +91,6 @@ struct ereg {
 	bool gone;              /* unmapped by the guest mid-snapshot */
 };
 
-/*
- * The spill pool: 4 KiB slots, allocated and populated before the freeze,
- * where the fault thread puts a faulting unit's pre-image when the sink
- * has no buffer free at once, so that the writer never waits for the
- * disk. Two single-producer rings of slot numbers: `full` (fault thread
- * -> drainer) and `avail` (drainer -> fault thread). The drainer is the
- * sweep while it runs, then wps_engine_wait's caller once both threads
- * are joined; it puts a slot into the sink on the sweep lane, ahead of
- * the sweep's own next step. Counters only grow; a ring holds at most
- * nslots entries, so (tail - head) <= nslots.
- */
-struct spill {
-	uint8_t *mem;           /* nslots x 4 KiB */
-	uint32_t nslots;
-	struct spill_slot {
-		struct ereg *r;
-		uint64_t u;
-	} *meta;                /* written by the producer before publish */
-	uint32_t *full, *avail; /* rings of slot numbers, nslots each */
-	uint64_t full_head, full_tail;   /* atomic */
-	uint64_t avail_head, avail_tail; /* atomic */
-};
-
 struct wps_engine {
 	struct wps_ctx *ctx;
 	int uffd;
@@ -154,7 +130,6 @@ struct wps_engine {
 	uint64_t pause_protect_units, tracker_bytes;
 	struct wps_histo fault_lat; /* fault thread only until joined */
 	struct wps_fault_trace *trace; /* likewise: the slowest faults */
-	struct spill spill;     /* nslots 0: no pool */
 
 	int64_t rt_instant, mono_instant;
 	uint64_t t_start, t_end, pause_ns, protect_ns;
@@ -525,94 +500,6 @@ static bool serve_thp_fault(struct wps_engine *e, struct ereg *r, uint64_t u,
 }
 
 /*
- * Room for a faulting unit's pre-image: a sink buffer free now (0), else
- * a spill slot, filled here (1), else wait for a sink buffer (0, or
- * -errno). The unit is claimed and still protected.
- */
-static int fault_room(struct wps_engine *e, struct ereg *r, uint64_t u,
-		      struct wps_fault_rec *f)
-{
-	struct spill *sp = &e->spill;
-	uint64_t head, tail, slot;
-	int ret;
-
-	ret = e->sink.ops->reserve(e->sink.priv, WPS_LANE_FAULT, r->unit, true);
-	if (ret != -EAGAIN)
-		return ret;
-	if (!sp->nslots)
-		goto wait;
-	head = __atomic_load_n(&sp->avail_head, __ATOMIC_RELAXED);
-	if (head == __atomic_load_n(&sp->avail_tail, __ATOMIC_ACQUIRE)) {
-		e->trace->spill_full++;
-		goto wait;
-	}
-	slot = sp->avail[head % sp->nslots];
-	ret = wps_memsrc_read(&r->src, u << r->shift,
-			      sp->mem + (slot << 12), r->unit);
-	if (ret)
-		return ret;
-	sp->meta[slot] = (struct spill_slot){ .r = r, .u = u };
-	__atomic_store_n(&sp->avail_head, head + 1, __ATOMIC_RELEASE);
-	tail = __atomic_load_n(&sp->full_tail, __ATOMIC_RELAXED);
-	sp->full[tail % sp->nslots] = slot;
-	__atomic_store_n(&sp->full_tail, tail + 1, __ATOMIC_RELEASE);
-	e->trace->spilled++;
-	f->flags |= WPS_FTRACE_SPILLED;
-	return 1;
-wait:
-	return e->sink.ops->reserve(e->sink.priv, WPS_LANE_FAULT, r->unit,
-				    false);
-}
-
-/*
- * Drainer: put every spilled pre-image published so far into the sink on
- * the sweep lane (which may wait for the disk: no writer waits on these)
- * and hand the slots back. The sweep thread while it runs, the caller of
- * wps_engine_wait after both threads are joined; never both at once.
- */
-static int spill_drain(struct wps_engine *e)
-{
-	struct spill *sp = &e->spill;
-	uint64_t head, tail;
-	int ret = 0;
-
-	if (!sp->nslots)
-		return 0;
-	head = __atomic_load_n(&sp->full_head, __ATOMIC_RELAXED);
-	tail = __atomic_load_n(&sp->full_tail, __ATOMIC_ACQUIRE);
-	for (; head != tail && !ret; head++) {
-		uint64_t slot = sp->full[head % sp->nslots], at;
-		const struct spill_slot *m = &sp->meta[slot];
-
-		if (!failed(e)) {
-			if (e->sink.ops->reserve)
-				ret = e->sink.ops->reserve(e->sink.priv,
-							   WPS_LANE_SWEEP,
-							   4096, false);
-			if (!ret)
-				ret = e->sink.ops->put(e->sink.priv,
-						       WPS_LANE_SWEEP, m->r->idx,
-						       m->u << m->r->shift,
-						       sp->mem + (slot << 12),
-						       4096);
-			if (ret) {
-				wps_err(e->ctx, "saving the spilled pre-image "
-					"of 0x%llx failed: %s",
-					(unsigned long long)(m->r->start +
-							     (m->u << m->r->shift)),
-					strerror(-ret));
-				set_error(e, ret);
-			}
-		}
-		at = __atomic_load_n(&sp->avail_tail, __ATOMIC_RELAXED);
-		sp->avail[at % sp->nslots] = slot;
-		__atomic_store_n(&sp->avail_tail, at + 1, __ATOMIC_RELEASE);
-		__atomic_store_n(&sp->full_head, head + 1, __ATOMIC_RELEASE);
-	}
-	return ret;
-}
-
-/*
  * t0: when the message was read; f: its record, with pickup (and the
  * queue wait, from t0 to now) already set.
  */
@@ -659,13 +546,12 @@ static void serve_wp_fault(struct wps_engine *e, uint64_t addr, uint64_t t0,
 		f->flags |= WPS_FTRACE_COPIED;
 		ret = 0;
 		if (!failed(e) && e->sink.ops->reserve && r->unit == 4096) {
-			ret = fault_room(e, r, u, f);
+			ret = e->sink.ops->reserve(e->sink.priv, WPS_LANE_FAULT,
+						   r->unit, false);
 			f->buf_ns = wps_now_ns() - t1;
 			t1 += f->buf_ns;
 		}
-		if (!failed(e) && ret == 1)
-			ret = 0;        /* spilled: in the pool */
-		else if (!failed(e) && !ret)
+		if (!failed(e) && !ret)
 			ret = save_units(e, r, WPS_LANE_FAULT, u, 1);
 		if (!failed(e)) {
 			if (ret) {
@@ -1077,11 +963,7 @@ static int sweep_chunk(struct wps_engine *e, struct ereg *r, uint64_t u0,
 
 		if (u + n > u1)
 			n = u1 - u;
-		/* Pre-images the fault thread spilled go first: they hold
-		 * pool slots a later fault may need. */
-		ret = spill_drain(e);
-		if (!ret)
-			ret = claim_copy(e, r, u, n, WPS_LANE_SWEEP);
+		ret = claim_copy(e, r, u, n, WPS_LANE_SWEEP);
 		if (ret)
 			return ret;
 		u += n;
@@ -1165,9 +1047,6 @@ static void *sweep_main(void *arg)
 		if (ret)
 			set_error(e, ret);
 	}
-	ret = spill_drain(e);
-	if (ret)
-		set_error(e, ret);
 	ret = e->sink.ops->flush(e->sink.priv, WPS_LANE_SWEEP);
 	if (ret)
 		set_error(e, ret);
@@ -1277,47 +1156,6 @@ static int check_marker_cost(struct wps_ctx *ctx,
 	return -E2BIG;
 }
 
-/* The spill pool (struct spill): every slot free, its memory populated
- * now so that a fault never takes a page fault of ours on it. */
-static int spill_new(struct wps_engine *e, uint64_t budget)
-{
-	struct spill *sp = &e->spill;
-	uint64_t n = budget / 4096, i;
-
-	if (!n)
-		return 0;
-	if (n > (1u << 20)) {
-		wps_err(e->ctx, "spill budget %llu bytes is over 4 GiB",
-			(unsigned long long)budget);
-		return -EINVAL;
-	}
-	sp->mem = aligned_alloc(4096, n * 4096);
-	sp->meta = calloc(n, sizeof(*sp->meta));
-	sp->full = calloc(n, sizeof(*sp->full));
-	sp->avail = calloc(n, sizeof(*sp->avail));
-	if (!sp->mem || !sp->meta || !sp->full || !sp->avail) {
-		wps_err(e->ctx, "cannot allocate a %llu KiB spill pool",
-			(unsigned long long)(budget >> 10));
-		return -ENOMEM;
-	}
-	if (madvise(sp->mem, n * 4096, MADV_POPULATE_WRITE))
-		memset(sp->mem, 0, n * 4096);
-	for (i = 0; i < n; i++)
-		sp->avail[i] = (uint32_t)i;
-	sp->avail_tail = n;
-	sp->nslots = (uint32_t)n;
-	e->tracker_bytes += n * (4096 + sizeof(*sp->meta) + 2 * sizeof(uint32_t));
-	return 0;
-}
-
-static void spill_free(struct spill *sp)
-{
-	free(sp->mem);
-	free(sp->meta);
-	free(sp->full);
-	free(sp->avail);
-}
-
 int wps_engine_new(struct wps_ctx *ctx, const struct wps_region *regions,
 		   unsigned int nr, const struct wps_engine_opts *opts,
 		   struct wps_engine **out)
@@ -1364,9 +1202,6 @@ int wps_engine_new(struct wps_ctx *ctx, const struct wps_region *regions,
 	}
 	e->tracker_bytes = sizeof(*e) + nr * sizeof(*e->r) +
 			   sizeof(struct fault_queue) + sizeof(*e->trace);
-	ret = spill_new(e, opts->spill_budget);
-	if (ret)
-		goto fail;
 	if (window > 64 || (window & (window - 1))) {
 		wps_err(ctx, "fault window %u must be a power of two <= 64 "
 			"units", window);
@@ -1713,18 +1548,6 @@ int wps_engine_wait(struct wps_engine *e)
 		pthread_join(e->fault_thr, NULL);
 		e->fault_started = false;
 	}
-	/* Spilled after the sweep's last drain (a fault that claimed a unit
-	 * just before the sweep reached it): both threads are joined, so
-	 * this thread is the only user of the sweep lane now. */
-	if (e->spill.nslots && !failed(e) &&
-	    __atomic_load_n(&e->spill.full_head, __ATOMIC_ACQUIRE) !=
-	    __atomic_load_n(&e->spill.full_tail, __ATOMIC_ACQUIRE)) {
-		ret = spill_drain(e);
-		if (!ret)
-			ret = e->sink.ops->flush(e->sink.priv, WPS_LANE_SWEEP);
-		if (ret)
-			set_error(e, ret);
-	}
 	/* After a complete sweep every unit was unprotected, by the sweep or
 	 * by the fault thread once its copy was safe; walking the page
 	 * tables once more would cost ~15 ms/GiB for nothing. Any failure
@@ -1829,6 +1652,5 @@ void wps_engine_free(struct wps_engine *e)
 		free(e->r);
 	}
 	free(e->trace);
-	spill_free(&e->spill);
 	free(e);
 }

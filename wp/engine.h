@@ -26,11 +26,6 @@ struct wps_engine_opts {
 	void *pause_arg;
 	bool freeze_simple;           /* protect all inside the pause */
 	unsigned int fault_window;    /* units saved per fault (0: default) */
-	/* Bytes of memory (4 KiB slots) where a faulting 4 KiB unit's
-	 * pre-image goes when the sink has no buffer free at once, so the
-	 * guest does not wait for the disk; 0: none (the fault waits for
-	 * the sink). Counted in tracker_bytes. */
-	uint64_t spill_budget;
 	/* Optional: called by the fault thread for each unit whose write
 	 * faulted after the instant, in fault order: blocks [block, block +
 	 * count) (4 KiB blocks) of region (index in the caller's table). It

@@ -26,7 +26,6 @@ enum {
 	WPS_FTRACE_SWEEP_HELD = 4,  /* the sweep held the unit: waited for it */
 	WPS_FTRACE_POLLED = 8,      /* read right after a sleep in poll():
 				       the wake-up is not in pickup */
-	WPS_FTRACE_SPILLED = 16,    /* pre-image went to the spill pool */
 };
 
 struct wps_fault_rec {
@@ -54,8 +53,6 @@ struct wps_fault_trace {
 	/* Time the fault thread and the sweep spent runnable without a CPU
 	 * (the scheduler's run_delay) over their lives; 0 if unknown. */
 	uint64_t fault_rq_ns, sweep_rq_ns;
-	uint64_t spilled;       /* pre-images put in the spill pool */
-	uint64_t spill_full;    /* times the pool was full: waited instead */
 	struct wps_fault_rec sum; /* every component summed over all faults */
 	unsigned int nr;        /* records in slow[] */
 	struct wps_fault_rec slow[WPS_FTRACE_KEEP]; /* min-heap on total_ns;

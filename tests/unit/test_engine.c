@@ -22,7 +22,6 @@
 #include "guest/guest.h"
 #include "wp/compat.h"
 #include "wp/engine.h"
-#include "wp/ftrace.h"
 #include "wp/pagemap.h"
 
 struct memsink {
@@ -32,11 +31,6 @@ struct memsink {
 	uint64_t puts[WPS_NR_LANES];
 	int fail_after;         /* put() fails with -ENOSPC after this many */
 	int calls;
-	/* With reserve (gate_ops): the fault lane never has room at once,
-	 * so every faulting pre-image spills or, the pool full, waits; the
-	 * sweep lane is held until a fault waited (or 20 s passed). */
-	unsigned int fault_waits;
-	pthread_cond_t cond;
 	pthread_mutex_t lock;
 };
 
@@ -70,37 +64,6 @@ static int mem_flush(void *priv, enum wps_lane lane)
 
 static const struct wps_sink_ops mem_ops = { .put = mem_put, .flush = mem_flush };
 
-static int gate_reserve(void *priv, enum wps_lane lane, size_t len,
-			bool nowait)
-{
-	struct memsink *m = priv;
-	struct timespec until;
-
-	(void)len;
-	if (lane == WPS_LANE_FAULT && nowait)
-		return -EAGAIN;
-	pthread_mutex_lock(&m->lock);
-	if (lane == WPS_LANE_FAULT) {
-		m->fault_waits++;
-		pthread_cond_broadcast(&m->cond);
-	} else {
-		/* Holding no claim (the engine reserves before it claims):
-		 * the sweep drains nothing while it waits here, so the
-		 * pool must fill and a fault fall back to waiting. */
-		clock_gettime(CLOCK_REALTIME, &until);
-		until.tv_sec += 20;
-		while (!m->fault_waits &&
-		       pthread_cond_timedwait(&m->cond, &m->lock, &until) == 0)
-			;
-	}
-	pthread_mutex_unlock(&m->lock);
-	return 0;
-}
-
-static const struct wps_sink_ops gate_ops = {
-	.put = mem_put, .flush = mem_flush, .reserve = gate_reserve,
-};
-
 static void memsink_init(struct memsink *m, uint64_t size)
 {
 	memset(m, 0, sizeof(*m));
@@ -110,7 +73,6 @@ static void memsink_init(struct memsink *m, uint64_t size)
 	ck_assert_ptr_nonnull(m->data);
 	ck_assert_ptr_nonnull(m->seen);
 	pthread_mutex_init(&m->lock, NULL);
-	pthread_cond_init(&m->cond, NULL);
 }
 
 static void memsink_fini(struct memsink *m)
@@ -118,7 +80,6 @@ static void memsink_fini(struct memsink *m)
 	free(m->data);
 	free(m->seen);
 	pthread_mutex_destroy(&m->lock);
-	pthread_cond_destroy(&m->cond);
 }
 
 /* Oracle: copy guest RAM while the writers are parked. */
@@ -146,15 +107,10 @@ static int oracle_resume(void *arg)
 	return 0;
 }
 
-/* Snapshot mem while writers run; check the result against the oracle.
- * ops NULL: the plain memory sink. With trace, the engine's fault trace
- * is copied out, and the sink's count of faults that waited returned in
- * *fault_waits. */
-static void run_snapshot_ex(struct tu_mem *mem, unsigned int nthreads,
-			    unsigned int populate_pct, int fail_after,
-			    int expect, const struct wps_sink_ops *ops,
-			    uint64_t spill_budget, struct wps_fault_trace *trace,
-			    unsigned int *fault_waits)
+/* Snapshot mem while writers run; check the result against the oracle. */
+static void run_snapshot(struct tu_mem *mem, unsigned int nthreads,
+			 unsigned int populate_pct, int fail_after,
+			 int expect)
 {
 	struct wps_ctx *ctx;
 	struct wps_engine *e;
@@ -178,11 +134,10 @@ static void run_snapshot_ex(struct tu_mem *mem, unsigned int nthreads,
 	tu_mem_region(mem, &reg);
 	eo = (struct wps_engine_opts){
 		.uffd = -1,
-		.sink = { ops ? ops : &mem_ops, &m },
+		.sink = { &mem_ops, &m },
 		.pause = oracle_pause,
 		.resume = oracle_resume,
 		.pause_arg = &o,
-		.spill_budget = spill_budget,
 	};
 	usleep(20000);
 	ck_assert_int_eq(wps_engine_new(ctx, &reg, 1, &eo, &e), 0);
@@ -207,21 +162,10 @@ static void run_snapshot_ex(struct tu_mem *mem, unsigned int nthreads,
 		}
 		ck_assert_uint_eq(st.saved_bytes, st.sweep_bytes + st.fault_bytes);
 	}
-	if (trace) {
-		ck_assert_int_eq(wps_engine_fault_trace(e, trace), 0);
-		*fault_waits = m.fault_waits;
-	}
 	wps_engine_free(e);
 	free(o.copy);
 	memsink_fini(&m);
 	wps_ctx_free(ctx);
-}
-
-static void run_snapshot(struct tu_mem *mem, unsigned int nthreads,
-			 unsigned int populate_pct, int fail_after, int expect)
-{
-	run_snapshot_ex(mem, nthreads, populate_pct, fail_after, expect, NULL,
-			0, NULL, NULL);
 }
 
 START_TEST(anon_random_writers)
@@ -280,51 +224,6 @@ START_TEST(sink_failure_unprotects)
 	ck_assert_int_eq(tu_mem_new(&mem, TU_ANON, 32 << 20), 0);
 	run_snapshot(&mem, 2, 100, 50, -ENOSPC);
 	tu_mem_free(&mem);
-}
-END_TEST
-
-/*
- * The spill pool: the sink never has room for a fault at once, so
- * faulting pre-images go to a 4-slot pool; the sweep is held (no drain)
- * until the pool is full and a fault falls back to waiting for the sink.
- * The image must still be the freeze instant, every block put once, and
- * the trace must show both paths taken.
- */
-START_TEST(spill_pool_exhausted_falls_back)
-{
-	struct wps_fault_trace *tr = malloc(sizeof(*tr));
-	unsigned int waits = 0;
-	struct tu_mem mem;
-
-	ck_assert_ptr_nonnull(tr);
-	ck_assert_int_eq(tu_mem_new(&mem, TU_ANON, 32 << 20), 0);
-	run_snapshot_ex(&mem, 2, 100, 0, 0, &gate_ops, 4 * 4096, tr, &waits);
-	ck_assert_uint_ge(tr->spilled, 4);
-	ck_assert_uint_ge(tr->spill_full, 1);
-	ck_assert_uint_ge(waits, 1);
-	/* Faults recorded, slowest first. */
-	ck_assert_uint_gt(tr->faults, 0);
-	ck_assert_uint_gt(tr->nr, 0);
-	if (tr->nr > 1)
-		ck_assert_uint_ge(tr->slow[0].total_ns, tr->slow[tr->nr - 1].total_ns);
-	tu_mem_free(&mem);
-	free(tr);
-}
-END_TEST
-
-/* The same on shared memory, partly populated (a fault on a hole spills
- * a zero pre-image, which must become a hole), with a 256-slot pool. */
-START_TEST(spill_pool_memfd)
-{
-	struct wps_fault_trace *tr = malloc(sizeof(*tr));
-	unsigned int waits = 0;
-	struct tu_mem mem;
-
-	ck_assert_ptr_nonnull(tr);
-	ck_assert_int_eq(tu_mem_new(&mem, TU_MEMFD, 32 << 20), 0);
-	run_snapshot_ex(&mem, 2, 70, 0, 0, &gate_ops, 1 << 20, tr, &waits);
-	tu_mem_free(&mem);
-	free(tr);
 }
 END_TEST
 
@@ -399,8 +298,6 @@ static Suite *engine_suite(void)
 	tcase_add_test(tc, memfd_random_writers);
 	tcase_add_test(tc, thp_random_writers);
 	tcase_add_test(tc, hugetlb_random_writers);
-	tcase_add_test(tc, spill_pool_exhausted_falls_back);
-	tcase_add_test(tc, spill_pool_memfd);
 	tcase_add_test(tc, sink_failure_unprotects);
 	tcase_add_test(tc, bad_regions);
 	tcase_add_test(tc, huge_sparse_refused);
