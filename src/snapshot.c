@@ -43,9 +43,9 @@ static void set_phase(struct wps_snapshot *s, enum wps_phase p)
 }
 
 /* The engine's written-page callback (fault thread only, so the set has
- * one writer). Best effort: the list is bounded and ENOMEM only loses the
- * hint, never the snapshot; the add is an append that grows its array
- * geometrically, as cheap as when the engine called it directly. */
+ * one writer; called between faults, in batches, so the realloc of a
+ * growing list never stalls a guest write). Best effort: the list is
+ * bounded and ENOMEM only loses the hint, never the snapshot. */
 static void note_written(void *arg, uint32_t region, uint64_t block,
 			 uint64_t count)
 {

@@ -71,6 +71,7 @@
 #define THP_SIZE (2ull << 20)
 #define THP_UNITS 512u
 #define SWEEP_NICE 10
+#define HINT_BATCH 1024         /* written-page hints held between idles */
 
 struct ereg {
 	unsigned int idx;       /* index in the caller's table (sink's r) */
@@ -105,10 +106,19 @@ struct wps_engine {
 	int (*pause)(void *arg);
 	int (*resume)(void *arg);
 	void *pause_arg;
-	/* Written-page reporter: called from the fault thread only. */
+	/* Written-page reporter: called from the fault thread only, off the
+	 * fault path: faults append to hints[], handed over in fault order
+	 * when the thread is idle (or the array is full). The callback may
+	 * allocate (the snapshot's list grows by realloc): one such call
+	 * was a 49 ms fault in the trace. */
 	void (*written)(void *arg, uint32_t region, uint64_t block,
 			uint64_t count);
 	void *written_arg;
+	struct hint {
+		uint32_t region;
+		uint64_t block, count;
+	} *hints;
+	unsigned int nr_hints;
 
 	int stop_efd;
 	pthread_t sweep_thr, fault_thr;
@@ -499,6 +509,18 @@ static bool serve_thp_fault(struct wps_engine *e, struct ereg *r, uint64_t u,
 	return true;
 }
 
+/* Hand the written-page hints gathered since the last call to the
+ * caller's callback, in fault order. Fault thread only. */
+static void hints_flush(struct wps_engine *e)
+{
+	unsigned int i;
+
+	for (i = 0; i < e->nr_hints; i++)
+		e->written(e->written_arg, e->hints[i].region,
+			   e->hints[i].block, e->hints[i].count);
+	e->nr_hints = 0;
+}
+
 /*
  * t0: when the message was read; f: its record, with pickup (and the
  * queue wait, from t0 to now) already set.
@@ -529,9 +551,12 @@ static void serve_wp_fault(struct wps_engine *e, uint64_t addr, uint64_t t0,
 	 * which the caller may record (the snapshot glue keeps it as the
 	 * working-set hint of a later lazy restore). */
 	t1 = wps_now_ns();
-	if (e->written)
-		e->written(e->written_arg, r->idx, (u << r->shift) / 4096,
-			   r->unit / 4096);
+	if (e->written) {
+		if (e->nr_hints == HINT_BATCH)
+			hints_flush(e);
+		e->hints[e->nr_hints++] = (struct hint){
+			r->idx, (u << r->shift) / 4096, r->unit / 4096 };
+	}
 	f->addr = addr;
 	f->hint_ns = wps_now_ns() - t1;
 	if (serve_thp_fault(e, r, u, t0, f, q))
@@ -691,6 +716,9 @@ static void *fault_main(void *arg)
 			last = t0;
 			continue;
 		}
+		/* Idle: the hints go to their owner now, not on a fault. */
+		if (e->nr_hints)
+			hints_flush(e);
 		if (__atomic_load_n(&e->stop, __ATOMIC_ACQUIRE))
 			break;
 		/* A blocking poll costs ~100 us of wake-up; a guest waiting
@@ -726,6 +754,8 @@ static void *fault_main(void *arg)
 		polled = true;
 	}
 	free(q);
+	if (e->nr_hints)
+		hints_flush(e);
 	e->trace->fault_rq_ns = thread_rq_ns() - rq0;
 	return NULL;
 }
@@ -1196,12 +1226,14 @@ int wps_engine_new(struct wps_ctx *ctx, const struct wps_region *regions,
 	}
 	e->nr = nr;
 	e->trace = calloc(1, sizeof(*e->trace));
-	if (!e->trace) {
+	e->hints = e->written ? calloc(HINT_BATCH, sizeof(*e->hints)) : NULL;
+	if (!e->trace || (e->written && !e->hints)) {
 		ret = -ENOMEM;
 		goto fail;
 	}
 	e->tracker_bytes = sizeof(*e) + nr * sizeof(*e->r) +
-			   sizeof(struct fault_queue) + sizeof(*e->trace);
+			   sizeof(struct fault_queue) + sizeof(*e->trace) +
+			   (e->hints ? HINT_BATCH * sizeof(*e->hints) : 0);
 	if (window > 64 || (window & (window - 1))) {
 		wps_err(ctx, "fault window %u must be a power of two <= 64 "
 			"units", window);
@@ -1652,5 +1684,6 @@ void wps_engine_free(struct wps_engine *e)
 		free(e->r);
 	}
 	free(e->trace);
+	free(e->hints);
 	free(e);
 }
