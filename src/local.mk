@@ -1,6 +1,7 @@
 # The library: every policy a front end needs, once (docs/ARCHITECTURE.md).
 libwpsnap_priv_la_SOURCES += \
 	src/snapshot.c \
+	src/snapshot_trace.h \
 	src/checkpoint.c \
 	src/ckpt_session.c \
 	src/chain.c

@@ -20,6 +20,7 @@
 
 #include "base/clock.h"
 #include "base/log.h"
+#include "src/snapshot_trace.h"
 #include "stream/img_writer.h"
 #include "wp/engine.h"
 
@@ -42,9 +43,9 @@ static void set_phase(struct wps_snapshot *s, enum wps_phase p)
 }
 
 /* The engine's written-page callback (fault thread only, so the set has
- * one writer). Best effort: the list is bounded and ENOMEM only loses the
- * hint, never the snapshot; the add is an append that grows its array
- * geometrically, as cheap as when the engine called it directly. */
+ * one writer; called between faults, in batches, so the realloc of a
+ * growing list never stalls a guest write). Best effort: the list is
+ * bounded and ENOMEM only loses the hint, never the snapshot. */
 static void note_written(void *arg, uint32_t region, uint64_t block,
 			 uint64_t count)
 {
@@ -226,6 +227,14 @@ void wps_snapshot_stats(struct wps_snapshot *s, struct wps_snapshot_stats *st)
 	st->direct_io = ws.direct;
 	if (s->t_end)
 		st->total_ns = s->t_end - s->t_start;
+}
+
+int wps_snapshot_fault_trace(struct wps_snapshot *s,
+			     struct wps_fault_trace *out)
+{
+	if (!s->waited || !s->frozen)
+		return -EBUSY;
+	return wps_engine_fault_trace(s->eng, out);
 }
 
 void wps_snapshot_free(struct wps_snapshot *s)

@@ -18,7 +18,7 @@ declare -A allow=(
 	[tools]="base guest tools"
 )
 # Private headers a tool may use, and why (docs/ARCHITECTURE.md).
-tools_private="wp/dirty.h wp/histo.h wp/compat.h"
+tools_private="wp/dirty.h wp/histo.h wp/compat.h wp/ftrace.h src/snapshot_trace.h"
 
 check_folder() {
 	local dir=$1 bad=0 f line inc top ok a

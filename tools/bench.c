@@ -39,6 +39,7 @@
 #include "tools/bench_base.h"
 #include "tools/bench_ckpt.h"
 #include "tools/bench_restore.h"
+#include "tools/bench_tail.h"
 #include "guest/guest.h"
 
 #define MiB (1024.0 * 1024.0)
@@ -118,6 +119,8 @@ struct bench_run {
 	double direct_io;
 	double raw_write_mib_s;     /* baseline, measured before this run */
 	double stream_vs_raw_write; /* this run's stream / its raw write */
+	struct bench_tail tail;     /* where the slow faults' time went (not
+				       a double: never medianed) */
 };
 
 /*
@@ -758,6 +761,7 @@ static int snapshot_run(struct bench *b, unsigned int idx, struct bench_run *r)
 	struct wps_snapshot_stats st;
 	struct rguest_latency lat;
 	struct rss_sampler rs = { .status_fd = -1 };
+	struct bench_sched sched;
 	struct wps_region reg;
 	uint64_t w0, w1, growth = 0, pop = 0;
 	int ret, ret2;
@@ -771,6 +775,8 @@ static int snapshot_run(struct bench *b, unsigned int idx, struct bench_run *r)
 	so.pause_arg = b->g;
 	so.fault_window = b->o.fault_window;
 
+	/* Before the sampler starts: the threads now are the guest's. */
+	bench_sched_begin(&sched);
 	ret = rss_start(&rs, b);
 	if (ret) {
 		fprintf(stderr, "wpsnap bench: RSS sampler: %s\n",
@@ -793,6 +799,7 @@ static int snapshot_run(struct bench *b, unsigned int idx, struct bench_run *r)
 	}
 	ret = wps_snapshot_wait(snap);
 	w1 = rguest_writes(b->g);
+	bench_sched_end(&sched, &r->tail);
 	if (ret) {
 		fprintf(stderr, "wpsnap bench: run %u: SNAPSHOT FAILED: %s\n",
 			idx + 1, strerror(-ret));
@@ -801,6 +808,10 @@ static int snapshot_run(struct bench *b, unsigned int idx, struct bench_run *r)
 	ret2 = rss_stop(&rs, &growth);
 	wps_snapshot_stats(snap, &st);
 	rguest_latency_get(b->g, &lat);
+	ret = bench_tail_take(snap, &lat, &r->tail);
+	if (ret)
+		fprintf(stderr, "wpsnap bench: run %u: no fault breakdown: "
+			"%s\n", idx + 1, strerror(-ret));
 
 	ret = ledger_populated(b, &pop);
 	if (ret) {
@@ -928,7 +939,8 @@ static json_t *jcmp(double v, double limit, bool at_least)
 static json_t *run_json(const struct bench_run *r)
 {
 	return json_pack("{s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o,"
-			 " s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}",
+			 " s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o,"
+			 " s:o}",
 		"pause_ms", jnum(r->pause_ms),
 		"protect_ms", jnum(r->protect_ms),
 		"total_ms", jnum(r->total_ms),
@@ -950,7 +962,22 @@ static json_t *run_json(const struct bench_run *r)
 		"pause_protect_pages", jint(r->pause_protect_pages),
 		"direct_io", json_boolean(r->direct_io > 0),
 		"raw_write_mib_s", jnum(r->raw_write_mib_s),
-		"stream_vs_raw_write", jnum(r->stream_vs_raw_write));
+		"stream_vs_raw_write", jnum(r->stream_vs_raw_write),
+		"fault_breakdown", bench_tail_json(&r->tail));
+}
+
+/* The run whose slowest fault was slowest: its breakdown is the report's
+ * (a median of breakdowns would explain no fault at all). */
+static const struct bench_tail *worst_tail(const struct bench *b)
+{
+	const struct bench_tail *w = NULL;
+	unsigned int i;
+
+	for (i = 0; i < b->o.runs; i++)
+		if (b->runs[i].tail.valid &&
+		    (!w || b->runs[i].tail.max.total_us > w->max.total_us))
+			w = &b->runs[i].tail;
+	return w;
 }
 
 static json_t *build_json(const struct bench *b, const struct bench_summary *s)
@@ -998,6 +1025,8 @@ static json_t *build_json(const struct bench *b, const struct bench_summary *s)
 	SETN("tracker_rss_measured_mib", m->tracker_rss_measured_mib);
 	SETI("protect_rounds", m->protect_rounds);
 	SETI("pause_protect_pages", m->pause_protect_pages);
+	json_object_set_new(root, "fault_breakdown", worst_tail(b) ?
+			    bench_tail_json(worst_tail(b)) : json_null());
 	json_object_set_new(root, "direct_io", json_boolean(m->direct_io > 0));
 #undef SETN
 #undef SETI
@@ -1147,6 +1176,8 @@ static void print_table(const struct bench *b, const struct bench_summary *s)
 	row("protect rounds", m->protect_rounds, NAN, NAN, 0, "");
 	row("pages re-protected in pause", m->pause_protect_pages, NAN, NAN, 0,
 	    "");
+	if (worst_tail(b))
+		bench_tail_print(worst_tail(b));
 
 	nn = json_array_size(b->notes);
 	if (nn)

@@ -42,6 +42,7 @@
 #include "base/memsrc.h"
 #include "wp/compat.h"
 #include "wp/engine.h"
+#include "wp/ftrace.h"
 #include "wp/histo.h"
 #include "wp/pagemap.h"
 #include "wp/uffd.h"
@@ -70,6 +71,7 @@
 #define THP_SIZE (2ull << 20)
 #define THP_UNITS 512u
 #define SWEEP_NICE 10
+#define HINT_BATCH 1024         /* written-page hints held between idles */
 
 struct ereg {
 	unsigned int idx;       /* index in the caller's table (sink's r) */
@@ -104,10 +106,19 @@ struct wps_engine {
 	int (*pause)(void *arg);
 	int (*resume)(void *arg);
 	void *pause_arg;
-	/* Written-page reporter: called from the fault thread only. */
+	/* Written-page reporter: called from the fault thread only, off the
+	 * fault path: faults append to hints[], handed over in fault order
+	 * when the thread is idle (or the array is full). The callback may
+	 * allocate (the snapshot's list grows by realloc): one such call
+	 * was a 49 ms fault in the trace. */
 	void (*written)(void *arg, uint32_t region, uint64_t block,
 			uint64_t count);
 	void *written_arg;
+	struct hint {
+		uint32_t region;
+		uint64_t block, count;
+	} *hints;
+	unsigned int nr_hints;
 
 	int stop_efd;
 	pthread_t sweep_thr, fault_thr;
@@ -128,6 +139,7 @@ struct wps_engine {
 	unsigned int rounds;
 	uint64_t pause_protect_units, tracker_bytes;
 	struct wps_histo fault_lat; /* fault thread only until joined */
+	struct wps_fault_trace *trace; /* likewise: the slowest faults */
 
 	int64_t rt_instant, mono_instant;
 	uint64_t t_start, t_end, pause_ns, protect_ns;
@@ -423,14 +435,59 @@ static void serve_round_fault(struct wps_engine *e, struct ereg *r, uint64_t u,
  * fault was fully served this way; false leaves it to the 4 KiB path
  * (what this managed to save stays saved).
  */
-static bool serve_thp_fault(struct wps_engine *e, struct ereg *r, uint64_t u,
-			    uint64_t t0, struct fault_queue *q)
+/* The calling thread's run_delay so far (time runnable but waiting for a
+ * CPU), 0 if the kernel does not say; read at a thread's start and end
+ * only (a /proc read). */
+static uint64_t thread_rq_ns(void)
 {
-	uint64_t x = u / THP_UNITS, u0 = x * THP_UNITS, w;
+	unsigned long long cpu = 0, delay = 0;
+	FILE *f = fopen("/proc/thread-self/schedstat", "re");
+
+	if (!f)
+		return 0;
+	if (fscanf(f, "%llu %llu", &cpu, &delay) != 2)
+		delay = 0;
+	fclose(f);
+	return delay;
+}
+
+/* CPU time of the calling thread: the trace tells the fault thread's
+ * waits for a CPU from its work (a system call, not a vDSO read: once a
+ * loop turn and once a fault). */
+static uint64_t thread_cpu_ns(void)
+{
+	struct timespec ts;
+
+	if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts))
+		return 0;
+	return (uint64_t)ts.tv_sec * 1000000000ull + ts.tv_nsec;
+}
+
+/* The writer was just woken (unprotect started at t_wake): account the
+ * fault's service time and its breakdown. f->offcpu_ns holds the thread's
+ * CPU time when pickup started; it becomes the time it was off CPU. */
+static void fault_done(struct wps_engine *e, struct wps_fault_rec *f,
+		       uint64_t t0, uint64_t t_wake)
+{
+	uint64_t now = wps_now_ns(), cpu = thread_cpu_ns() - f->offcpu_ns;
+
+	wps_histo_add(&e->fault_lat, now - t0);
+	f->wake_ns = now - t_wake;
+	f->total_ns = f->pickup_ns + (now - t0);
+	f->offcpu_ns = f->total_ns > cpu ? f->total_ns - cpu : 0;
+	wps_ftrace_add(e->trace, f);
+}
+
+static bool serve_thp_fault(struct wps_engine *e, struct ereg *r, uint64_t u,
+			    uint64_t t0, struct wps_fault_rec *f,
+			    struct fault_queue *q)
+{
+	uint64_t x = u / THP_UNITS, u0 = x * THP_UNITS, w, t1;
 	int ret;
 
 	if (!in_thp(r, u) || failed(e))
 		return false;
+	t1 = wps_now_ns();
 	for (w = u0; w < u0 + THP_UNITS; w += 64) {
 		ret = claim_copy(e, r, w, 64, WPS_LANE_FAULT);
 		if (ret) {
@@ -442,18 +499,37 @@ static bool serve_thp_fault(struct wps_engine *e, struct ereg *r, uint64_t u,
 		if (__atomic_load_n(&r->copied[w / 64], __ATOMIC_ACQUIRE) != ~0ull)
 			return false;
 	e->thp_faults++;
+	f->flags |= WPS_FTRACE_THP;
+	f->copy_ns = wps_now_ns() - t1;
+	t1 += f->copy_ns;
 	ret = unprotect_units(e, r, u0, THP_UNITS, true, q);
 	if (ret)
 		set_error(e, ret);
-	wps_histo_add(&e->fault_lat, wps_now_ns() - t0);
+	fault_done(e, f, t0, t1);
 	return true;
 }
 
+/* Hand the written-page hints gathered since the last call to the
+ * caller's callback, in fault order. Fault thread only. */
+static void hints_flush(struct wps_engine *e)
+{
+	unsigned int i;
+
+	for (i = 0; i < e->nr_hints; i++)
+		e->written(e->written_arg, e->hints[i].region,
+			   e->hints[i].block, e->hints[i].count);
+	e->nr_hints = 0;
+}
+
+/*
+ * t0: when the message was read; f: its record, with pickup (and the
+ * queue wait, from t0 to now) already set.
+ */
 static void serve_wp_fault(struct wps_engine *e, uint64_t addr, uint64_t t0,
-			   struct fault_queue *q)
+			   struct wps_fault_rec *f, struct fault_queue *q)
 {
 	struct ereg *r = find_region(e, addr);
-	uint64_t u, w0, w1;
+	uint64_t u, w0, w1, t1;
 	int ret;
 
 	if (!r) {
@@ -474,16 +550,35 @@ static void serve_wp_fault(struct wps_engine *e, uint64_t addr, uint64_t t0,
 	/* The guest writes this unit after the instant: a page it needs,
 	 * which the caller may record (the snapshot glue keeps it as the
 	 * working-set hint of a later lazy restore). */
-	if (e->written)
-		e->written(e->written_arg, r->idx, (u << r->shift) / 4096,
-			   r->unit / 4096);
-	if (serve_thp_fault(e, r, u, t0, q))
+	t1 = wps_now_ns();
+	if (e->written) {
+		if (e->nr_hints == HINT_BATCH)
+			hints_flush(e);
+		e->hints[e->nr_hints++] = (struct hint){
+			r->idx, (u << r->shift) / 4096, r->unit / 4096 };
+	}
+	f->addr = addr;
+	f->hint_ns = wps_now_ns() - t1;
+	if (serve_thp_fault(e, r, u, t0, f, q))
 		return;
+	t1 = wps_now_ns();
 	if (!bit_test_and_set(r->claimed, u)) {
 		/* Ours to save: the unit is still protected, so what we read
-		 * is its content at the freeze (zero if it was unpopulated). */
-		if (!failed(e)) {
+		 * is its content at the freeze (zero if it was unpopulated).
+		 * Room first, apart, so that the trace can tell waiting for
+		 * the disk's buffers from copying (the put would otherwise
+		 * take the same wait inside). */
+		f->flags |= WPS_FTRACE_COPIED;
+		ret = 0;
+		if (!failed(e) && e->sink.ops->reserve && r->unit == 4096) {
+			ret = e->sink.ops->reserve(e->sink.priv, WPS_LANE_FAULT,
+						   r->unit, false);
+			f->buf_ns = wps_now_ns() - t1;
+			t1 += f->buf_ns;
+		}
+		if (!failed(e) && !ret)
 			ret = save_units(e, r, WPS_LANE_FAULT, u, 1);
+		if (!failed(e)) {
 			if (ret) {
 				wps_err(e->ctx, "saving the pre-image of "
 					"0x%llx failed: %s",
@@ -498,6 +593,7 @@ static void serve_wp_fault(struct wps_engine *e, uint64_t addr, uint64_t t0,
 			}
 		}
 		bits_set_release(r->copied, u, 1);
+		f->copy_ns = wps_now_ns() - t1;
 	} else {
 		/* The sweep is copying it: that takes one claim step. Spin
 		 * briefly, then sleep rather than yield, so that a sweep
@@ -505,18 +601,21 @@ static void serve_wp_fault(struct wps_engine *e, uint64_t addr, uint64_t t0,
 		struct timespec nap = { .tv_nsec = 5000 };
 		unsigned int spins = 0;
 
+		f->flags |= WPS_FTRACE_SWEEP_HELD;
 		while (!bit_get(r->copied, u) && !failed(e)) {
 			if (++spins < 256)
 				cpu_relax();
 			else
 				nanosleep(&nap, NULL);
 		}
+		f->sweep_wait_ns = wps_now_ns() - t1;
 	}
 	/* Wake the writer first: its unit alone is what it waits for. */
+	t1 = wps_now_ns();
 	ret = unprotect_units(e, r, u, 1, true, q);
 	if (ret)
 		set_error(e, ret);
-	wps_histo_add(&e->fault_lat, wps_now_ns() - t0);
+	fault_done(e, f, t0, t1);
 	/* Then neighbours ride along: a write near a write is likely, and
 	 * copying 64 KiB costs less than one more fault round trip. Only
 	 * once the population is known (copying an unpopulated neighbour of
@@ -537,10 +636,19 @@ static void *fault_main(void *arg)
 {
 	struct wps_engine *e = arg;
 	uint64_t spin = SPIN_MIN_NS, last = wps_now_ns();
+	/* When a read last found the kernel's queue empty: a message read
+	 * later arrived after it, so (read - empty) bounds its wait there. */
+	uint64_t t_empty = last, cpu_empty = thread_cpu_ns();
+	uint64_t t_idle = last;     /* the last batch was fully served */
 	struct fault_queue *q;
 	struct pollfd pfd[2];
-	bool dirty = false;
+	bool dirty = false, polled = false;
 
+	/* Named, so that per-thread figures (/proc/PID/task/TID/schedstat,
+	 * top -H, perf) can tell the fault thread from the guest's. */
+	uint64_t rq0 = thread_rq_ns();
+
+	pthread_setname_np(pthread_self(), "wps-fault");
 	q = calloc(1, sizeof(*q));
 	if (!q) {
 		set_error(e, -ENOMEM);
@@ -549,14 +657,23 @@ static void *fault_main(void *arg)
 	pfd[0] = (struct pollfd){ .fd = e->uffd, .events = POLLIN };
 	pfd[1] = (struct pollfd){ .fd = e->stop_efd, .events = POLLIN };
 	for (;;) {
-		uint64_t t0;
+		uint64_t t0, t_read, pickup, behind, cpu_read, cpu_start;
 		int n, pr;
 
 		/* busy is raised before the read, so a pauser that sees it
 		 * low knows every message read so far was fully handled. */
 		__atomic_store_n(&e->busy, 1, __ATOMIC_SEQ_CST);
+		cpu_read = thread_cpu_ns();
+		t_read = wps_now_ns();
 		n = pump(e, q);
 		t0 = wps_now_ns();
+		pickup = t0 - t_empty;
+		behind = t_idle > t_empty ? t_idle - t_empty : 0;
+		cpu_start = cpu_empty;
+		if (n < MSG_BATCH) {
+			t_empty = t_read;
+			cpu_empty = cpu_read;
+		}
 		if (n < 0) {
 			wps_err(e->ctx, "reading the userfaultfd failed: %s",
 				strerror(-n));
@@ -568,7 +685,16 @@ static void *fault_main(void *arg)
 			struct uffd_msg *m = &q->m[q->head++ % FAULT_QUEUE];
 
 			if (m->arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WP) {
-				serve_wp_fault(e, m->arg.pagefault.address, t0, q);
+				struct wps_fault_rec f = {
+					.pickup_ns = pickup,
+					.behind_ns = behind,
+					.queue_ns = wps_now_ns() - t0,
+					.offcpu_ns = cpu_start,
+					.flags = polled ? WPS_FTRACE_POLLED : 0,
+				};
+
+				serve_wp_fault(e, m->arg.pagefault.address, t0,
+					       &f, q);
 				dirty = true;
 			} else {
 				struct uffdio_range range = {
@@ -581,6 +707,8 @@ static void *fault_main(void *arg)
 			}
 		}
 		__atomic_store_n(&e->busy, 0, __ATOMIC_RELEASE);
+		t_idle = wps_now_ns();
+		polled = false;
 		if (n > 0) {
 			/* Faults keep coming: spin longer next time. */
 			if (t0 - last < spin && spin < SPIN_MAX_NS)
@@ -588,6 +716,9 @@ static void *fault_main(void *arg)
 			last = t0;
 			continue;
 		}
+		/* Idle: the hints go to their owner now, not on a fault. */
+		if (e->nr_hints)
+			hints_flush(e);
 		if (__atomic_load_n(&e->stop, __ATOMIC_ACQUIRE))
 			break;
 		/* A blocking poll costs ~100 us of wake-up; a guest waiting
@@ -615,8 +746,17 @@ static void *fault_main(void *arg)
 			dirty = false;
 		}
 		last = wps_now_ns();
+		/* A message that woke poll() arrived during the sleep; its
+		 * wait for the wake-up cannot be told from here (the writer's
+		 * side shows it), so pickup counts from the wake. */
+		t_empty = t_idle = last;
+		cpu_empty = thread_cpu_ns();
+		polled = true;
 	}
 	free(q);
+	if (e->nr_hints)
+		hints_flush(e);
+	e->trace->fault_rq_ns = thread_rq_ns() - rq0;
 	return NULL;
 }
 
@@ -893,6 +1033,9 @@ static void *sweep_main(void *arg)
 	/* The sweep is background work: a guest thread woken from a fault
 	 * should get a CPU at once, not after the scheduler's wake-up
 	 * granularity (~1 ms, which is what faulted writes' p99 showed). */
+	uint64_t rq0 = thread_rq_ns();
+
+	pthread_setname_np(pthread_self(), "wps-sweep");
 	if (setpriority(PRIO_PROCESS, (id_t)gettid(), SWEEP_NICE))
 		wps_dbg(e->ctx, "sweep thread keeps its priority: %s",
 			strerror(errno));
@@ -938,6 +1081,7 @@ static void *sweep_main(void *arg)
 	if (ret)
 		set_error(e, ret);
 	e->swept = !failed(e);
+	e->trace->sweep_rq_ns = thread_rq_ns() - rq0;
 	return NULL;
 }
 
@@ -1081,8 +1225,15 @@ int wps_engine_new(struct wps_ctx *ctx, const struct wps_region *regions,
 		goto fail;
 	}
 	e->nr = nr;
+	e->trace = calloc(1, sizeof(*e->trace));
+	e->hints = e->written ? calloc(HINT_BATCH, sizeof(*e->hints)) : NULL;
+	if (!e->trace || (e->written && !e->hints)) {
+		ret = -ENOMEM;
+		goto fail;
+	}
 	e->tracker_bytes = sizeof(*e) + nr * sizeof(*e->r) +
-			   sizeof(struct fault_queue);
+			   sizeof(struct fault_queue) + sizeof(*e->trace) +
+			   (e->hints ? HINT_BATCH * sizeof(*e->hints) : 0);
 	if (window > 64 || (window & (window - 1))) {
 		wps_err(ctx, "fault window %u must be a power of two <= 64 "
 			"units", window);
@@ -1488,6 +1639,15 @@ void wps_engine_stats(struct wps_engine *e, struct wps_snapshot_stats *st)
 	}
 }
 
+int wps_engine_fault_trace(struct wps_engine *e, struct wps_fault_trace *out)
+{
+	if (!e->waited)
+		return -EBUSY;
+	*out = *e->trace;
+	wps_ftrace_sort(out);
+	return 0;
+}
+
 void wps_engine_instant(const struct wps_engine *e, int64_t *realtime_ns,
 			int64_t *monotonic_ns)
 {
@@ -1523,5 +1683,7 @@ void wps_engine_free(struct wps_engine *e)
 		}
 		free(e->r);
 	}
+	free(e->trace);
+	free(e->hints);
 	free(e);
 }

@@ -15,6 +15,7 @@
 #include <wpsnap/wpsnap.h>
 
 struct wps_engine;
+struct wps_fault_trace;
 
 struct wps_engine_opts {
 	int uffd;                     /* -1: open our own */
@@ -27,12 +28,13 @@ struct wps_engine_opts {
 	unsigned int fault_window;    /* units saved per fault (0: default) */
 	/* Optional: called by the fault thread for each unit whose write
 	 * faulted after the instant, in fault order: blocks [block, block +
-	 * count) (4 KiB blocks) of region (index in the caller's table). It
-	 * runs on the fault path before the pre-image is saved, so the guest
-	 * waits for it: it must be cheap, must not block and must not call
-	 * back into the engine. The engine ignores its result (the record is
-	 * a hint). Calls end when wps_engine_wait returns (the thread is
-	 * joined). */
+	 * count) (4 KiB blocks) of region (index in the caller's table).
+	 * The fault path only records the unit; the calls come in batches
+	 * while the thread is idle (or every 1024 faults), so no guest
+	 * thread waits for them, but faults arriving meanwhile do: keep it
+	 * cheap, never block, never call back into the engine. The engine
+	 * ignores its result (the record is a hint). Calls end when
+	 * wps_engine_wait returns (the thread is joined). */
 	void (*written)(void *arg, uint32_t region, uint64_t block,
 			uint64_t count);
 	void *written_arg;
@@ -57,6 +59,9 @@ void wps_engine_cancel(struct wps_engine *e);
 
 void wps_engine_progress(struct wps_engine *e, struct wps_progress *p);
 void wps_engine_stats(struct wps_engine *e, struct wps_snapshot_stats *st);
+/* The breakdown of the slowest write faults (wp/ftrace.h), slowest
+ * first. Only once wps_engine_wait returned (-EBUSY before). */
+int wps_engine_fault_trace(struct wps_engine *e, struct wps_fault_trace *out);
 void wps_engine_instant(const struct wps_engine *e, int64_t *realtime_ns,
 			int64_t *monotonic_ns);
 

@@ -9,4 +9,5 @@ libwpsnap_priv_la_SOURCES += \
 	wp/regions.c \
 	wp/engine.c \
 	wp/engine.h \
-	wp/histo.h
+	wp/histo.h \
+	wp/ftrace.h

@@ -22,6 +22,7 @@
 #include "guest/guest.h"
 #include "wp/compat.h"
 #include "wp/engine.h"
+#include "wp/ftrace.h"
 #include "wp/pagemap.h"
 
 struct memsink {
@@ -107,10 +108,36 @@ static int oracle_resume(void *arg)
 	return 0;
 }
 
-/* Snapshot mem while writers run; check the result against the oracle. */
-static void run_snapshot(struct tu_mem *mem, unsigned int nthreads,
-			 unsigned int populate_pct, int fail_after,
-			 int expect)
+/* The written-page hints a run received (struct wps_engine_opts.written):
+ * calls, blocks out of range, calls from a thread other than the first. */
+struct hints {
+	uint64_t calls, bad, blocks_max;
+	pthread_t thread;
+	bool have_thread, other_thread;
+};
+
+static void hints_cb(void *arg, uint32_t region, uint64_t block,
+		     uint64_t count)
+{
+	struct hints *h = arg;
+
+	if (!h->have_thread) {
+		h->thread = pthread_self();
+		h->have_thread = true;
+	} else if (!pthread_equal(h->thread, pthread_self())) {
+		h->other_thread = true;
+	}
+	h->calls++;
+	if (region != 0 || count != 1 || block >= h->blocks_max)
+		h->bad++;
+}
+
+/* Snapshot mem while writers run; check the result against the oracle.
+ * With hints, the written-page callback is set and its calls checked
+ * against the faults the engine counted. */
+static void run_snapshot_h(struct tu_mem *mem, unsigned int nthreads,
+			   unsigned int populate_pct, int fail_after,
+			   int expect, struct hints *hints)
 {
 	struct wps_ctx *ctx;
 	struct wps_engine *e;
@@ -138,7 +165,11 @@ static void run_snapshot(struct tu_mem *mem, unsigned int nthreads,
 		.pause = oracle_pause,
 		.resume = oracle_resume,
 		.pause_arg = &o,
+		.written = hints ? hints_cb : NULL,
+		.written_arg = hints,
 	};
+	if (hints)
+		hints->blocks_max = mem->size / 4096;
 	usleep(20000);
 	ck_assert_int_eq(wps_engine_new(ctx, &reg, 1, &eo, &e), 0);
 	ck_assert_int_eq(wps_engine_freeze(e), 0);
@@ -162,10 +193,30 @@ static void run_snapshot(struct tu_mem *mem, unsigned int nthreads,
 		}
 		ck_assert_uint_eq(st.saved_bytes, st.sweep_bytes + st.fault_bytes);
 	}
+	if (hints) {
+		/* One hint per fault after the instant, all delivered by the
+		 * time wait returned, from one thread, never on the fault path
+		 * (so the engine's own trace counts the same faults). */
+		struct wps_fault_trace *tr = malloc(sizeof(*tr));
+
+		ck_assert_ptr_nonnull(tr);
+		ck_assert_int_eq(wps_engine_fault_trace(e, tr), 0);
+		ck_assert_uint_eq(hints->calls, st.faults);
+		ck_assert_uint_eq(tr->faults, st.faults);
+		ck_assert_uint_eq(hints->bad, 0);
+		ck_assert(!hints->other_thread);
+		free(tr);
+	}
 	wps_engine_free(e);
 	free(o.copy);
 	memsink_fini(&m);
 	wps_ctx_free(ctx);
+}
+
+static void run_snapshot(struct tu_mem *mem, unsigned int nthreads,
+			 unsigned int populate_pct, int fail_after, int expect)
+{
+	run_snapshot_h(mem, nthreads, populate_pct, fail_after, expect, NULL);
 }
 
 START_TEST(anon_random_writers)
@@ -223,6 +274,19 @@ START_TEST(sink_failure_unprotects)
 
 	ck_assert_int_eq(tu_mem_new(&mem, TU_ANON, 32 << 20), 0);
 	run_snapshot(&mem, 2, 100, 50, -ENOSPC);
+	tu_mem_free(&mem);
+}
+END_TEST
+
+/* Written-page hints are gathered on the fault path and handed over
+ * between faults: none lost, none twice, all before wait returns. */
+START_TEST(written_hints_all_delivered)
+{
+	struct hints h = { 0 };
+	struct tu_mem mem;
+
+	ck_assert_int_eq(tu_mem_new(&mem, TU_ANON, 32 << 20), 0);
+	run_snapshot_h(&mem, 2, 100, 0, 0, &h);
 	tu_mem_free(&mem);
 }
 END_TEST
@@ -298,6 +362,7 @@ static Suite *engine_suite(void)
 	tcase_add_test(tc, memfd_random_writers);
 	tcase_add_test(tc, thp_random_writers);
 	tcase_add_test(tc, hugetlb_random_writers);
+	tcase_add_test(tc, written_hints_all_delivered);
 	tcase_add_test(tc, sink_failure_unprotects);
 	tcase_add_test(tc, bad_regions);
 	tcase_add_test(tc, huge_sparse_refused);
