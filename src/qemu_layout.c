@@ -231,13 +231,47 @@ static bool memfd_of(const struct wps_maps_vma *v, const char *name)
 }
 
 /*
- * The mapping of each chosen block: a memfd named after it if QEMU named
- * it so (first pass); otherwise the only unused MADV_DONTFORK mapping of
- * exactly its size (second pass).
+ * Where QEMU itself says block b is: HMP `gpa2hva` of the first
+ * guest-physical range it backs ("Host virtual address for 0xGPA (NAME)
+ * is 0xHVA"), less that range's offset into the block. 0 when QEMU
+ * cannot say (the block is not mapped for the guest, no such command).
  */
-static int find_mappings(struct wps_ctx *ctx, struct wps_qemu_layout *l,
-			 pid_t pid)
+static uint64_t block_hva(struct wps_qemu *q, const struct wps_qemu_layout *l,
+			  unsigned int b)
 {
+	unsigned int i;
+
+	for (i = 0; i < l->nr_phys; i++) {
+		const struct wps_qemu_phys *p = &l->phys[i];
+		char cmd[48], *out = NULL, *at;
+		uint64_t hva = 0;
+
+		if (p->block != b)
+			continue;
+		snprintf(cmd, sizeof(cmd), "gpa2hva 0x%" PRIx64, p->gpa);
+		if (q->ops->hmp(q, cmd, &out))
+			return 0;
+		at = out ? strstr(out, " is 0x") : NULL;
+		if (at)
+			hva = strtoull(at + 4, NULL, 16);
+		free(out);
+		return hva > p->offset ? hva - p->offset : 0;
+	}
+	return 0;
+}
+
+/*
+ * The mapping of each chosen block: where QEMU says it is (gpa2hva, for a
+ * block the guest sees: exact, whatever other blocks look like; first
+ * pass); else a memfd named after it if QEMU named it so (second pass);
+ * else the only unused MADV_DONTFORK mapping of exactly its size (third
+ * pass). Without the first, two private blocks of one size (the RAM of
+ * two NUMA nodes) could not be told apart.
+ */
+static int find_mappings(struct wps_qemu *q, struct wps_qemu_layout *l)
+{
+	struct wps_ctx *ctx = q->ctx;
+	pid_t pid = q->ops->pid(q);
 	struct wps_maps_vma *v = NULL;
 	unsigned int nv = 0, i, j, pass;
 	bool *used;
@@ -256,29 +290,31 @@ static int find_mappings(struct wps_ctx *ctx, struct wps_qemu_layout *l,
 		free(v);
 		return -ENOMEM;
 	}
-	for (pass = 0; pass < 2 && !err; pass++) {
+	for (pass = 0; pass < 3 && !err; pass++) {
 		for (i = 0; i < l->nr_blocks; i++) {
 			struct wps_qemu_block *b = &l->blocks[i];
 			uint64_t size = qemu_block_span(b, b->max);
+			uint64_t hva = pass ? 0 : block_hva(q, l, i);
 			int found = -1, count = 0;
 
-			if (!b->snap || b->host_addr)
+			if (!b->snap || b->host_addr || (!pass && !hva))
 				continue;
 			for (j = 0; j < nv; j++) {
 				if (used[j] || !ram_like(&v[j]) ||
 				    v[j].end - v[j].start != size)
 					continue;
-				if (!pass && memfd_of(&v[j], b->name)) {
+				if ((!pass && v[j].start == hva) ||
+				    (pass == 1 && memfd_of(&v[j], b->name))) {
 					found = (int)j;
 					count = 1;
 					break;
 				}
-				if (pass && v[j].dontfork) {
+				if (pass == 2 && v[j].dontfork) {
 					found = (int)j;
 					count++;
 				}
 			}
-			if (!pass && count != 1)
+			if (pass < 2 && count != 1)
 				continue;
 			if (count > 1) {
 				wps_err(ctx, "%d mappings of QEMU (pid %d) could "
@@ -363,7 +399,7 @@ int wps_qemu_discover(struct wps_qemu *q, struct wps_qemu_layout **out)
 		err = parse_mtree(q->ctx, l, text);
 	free(text);
 	if (!err)
-		err = find_mappings(q->ctx, l, q->ops->pid(q));
+		err = find_mappings(q, l);
 	if (err) {
 		wps_qemu_layout_free(l);
 		return err;

@@ -396,13 +396,15 @@ def _sigterm(signum, frame):
 
 
 def domain_xml(name, mem_mib, ram, disk=None, cmdline="", debugcon=None,
-               kernel=GUEST):
+               kernel=GUEST, numa=False):
     """A TCG domain booting kernel (the multiboot qguest: libvirt's
     <os><kernel> is QEMU's -kernel, whose loader knows multiboot). ram:
     "shared" (memfd, share=on: what wpsnap needs for lazy restore) or
     "private" (plain anonymous). disk: a qcow2 as IDE primary master, where
     qguest writes its disk sequence. debugcon: a file for the guest's
-    port-0xe9 lines (a <qemu:commandline>: taints the domain custom-argv)."""
+    port-0xe9 lines (a <qemu:commandline>: taints the domain custom-argv).
+    numa: two NUMA nodes of half the RAM each (two RAM blocks of one
+    size; 2 vCPUs, the second never started by qguest)."""
     from xml.sax.saxutils import escape, quoteattr
     backing = ""
     if ram == "shared":
@@ -424,8 +426,8 @@ def domain_xml(name, mem_mib, ram, disk=None, cmdline="", debugcon=None,
 xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>
   <name>{name}</name>
   <memory unit='MiB'>{mem}</memory>
-  <vcpu>1</vcpu>
-{backing}  <os><type arch='x86_64' machine='pc'>hvm</type>\
+  <vcpu>{vcpus}</vcpu>
+{numa}{backing}  <os><type arch='x86_64' machine='pc'>hvm</type>\
 <kernel>{kernel}</kernel><cmdline>{cmdline}</cmdline></os>
   <on_poweroff>destroy</on_poweroff><on_reboot>destroy</on_reboot>
   <on_crash>destroy</on_crash>
@@ -436,6 +438,10 @@ xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>
   </devices>
 {extra}</domain>
 """.format(name=escape(name), mem=mem_mib, backing=backing,
+           vcpus=2 if numa else 1,
+           numa=("  <cpu><numa><cell id='0' cpus='0' memory='%d' unit='MiB'/>"
+                 "<cell id='1' cpus='1' memory='%d' unit='MiB'/></numa>"
+                 "</cpu>\n" % (mem_mib // 2, mem_mib // 2)) if numa else "",
            kernel=escape(kernel), cmdline=escape(cmdline),
            qemu=shutil.which("qemu-system-x86_64"), disk=disk_xml,
            extra=extra)

@@ -19,7 +19,9 @@
 # 4. wpsnap killed at each step of a snapshot: the domain runs again
 #    (the watchdog's virsh resume), nothing traced or protected, nothing
 #    published under the final name;
-# 5. bad input: an unknown or shut-off domain, an existing directory, a
+# 5. two private RAM blocks of one size (two NUMA nodes): told apart,
+#    the image equals pmemsave over both, the restore equals the image;
+# 6. bad input: an unknown or shut-off domain, an existing directory, a
 #    restore over a running domain, a machine-type mismatch: a clear
 #    error, the domain untouched, nothing left behind.
 #
@@ -248,6 +250,53 @@ def lazy_restored(lv, tmp, d, snap, phys, ranges, rec):
         lv.virsh("destroy", c)
 
 
+def numa(lv, tmp):
+    """Two private RAM blocks of one size (two NUMA nodes), told apart by
+    asking QEMU where each is (gpa2hva): a paused snapshot equals
+    pmemsave over both nodes, and a restored copy equals the image."""
+    d = "wpsnap-numa"
+    disk = os.path.join(tmp, d + ".qcow2")
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", disk, "8M"],
+                   check=True)
+    xml = os.path.join(tmp, d + ".xml")
+    with open(xml, "w") as f:
+        f.write(vl.domain_xml(d, MEM_MIB, "private", disk, "size=40",
+                              numa=True))
+    lv.virsh("create", xml)
+    pid = lv.qemu_pid(d)
+    r = lv.wait_done(d, tmp, 2)
+    check("%s: boots with two NUMA nodes, writes its disk sequence" % d,
+          r and r["done"] > 2, r)
+    blocks = lv.hmp(d, "info ramblock")
+    check("%s: two RAM blocks of one size" % d, "ram-node0" in blocks and
+          "ram-node1" in blocks, blocks)
+    lv.virsh("suspend", d)
+    snap = os.path.join(tmp, d + "-snap")
+    r = wpsnap(lv, "snapshot", d, "-o", snap)
+    check("%s: snapshot succeeds (not 'cannot tell which')" % d,
+          r.returncode == 0, r.stderr.strip())
+    if r.returncode == 0:
+        phys, ranges, rec = image_ram(snap, tmp, d)
+        with open(phys, "rb") as f:
+            lo = f.read(MEM_MIB << 19)
+            hi = f.read(MEM_MIB << 19)
+        check("%s: the guest's data differ between the nodes (a swap "
+              "would show)" % d, lo != hi and any(hi), "")
+        same_ram(lv, d, phys, ranges, tmp,
+                 "%s: image RAM against pmemsave, both nodes" % d)
+        c = d + "-copy"
+        r = wpsnap(lv, "restore", snap, "--name", c, "--paused")
+        check("%s: restore succeeds" % c, r.returncode == 0,
+              r.stderr.strip())
+        if r.returncode == 0:
+            same_ram(lv, c, phys, ranges, tmp,
+                     "%s: restored RAM against the image, both nodes" % c)
+            lv.virsh("destroy", c)
+        os.unlink(phys)
+    lv.virsh("destroy", d)
+    return pid
+
+
 def killed(lv, tmp, d):
     pid = lv.qemu_pid(d)
     for point in KILL_POINTS:
@@ -330,6 +379,7 @@ def main(lv, tmp):
                 killed(lv, tmp, d)
                 bad_input(lv, tmp, d, live[0])
             lv.virsh("destroy", d)
+        pids.append(numa(lv, tmp))
     except SystemExit as e:
         wpstest.ko("main", "terminated (exit %s): cleaning up" % e.code)
         raise
