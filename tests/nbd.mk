@@ -7,7 +7,8 @@ EXTRA_DIST += tests/integration/nbd.sh
 
 # Snapshots written to an NBD export (tests/integration/nbd_write.sh):
 # nbdkit and qemu-nbd in a network namespace made by the test, TCP and
-# Unix socket, refusals and a server killed mid-snapshot; skipped (77)
+# Unix socket, refusals, a server killed, stopped or cut off mid-snapshot
+# (WPSNAP_NBD_TIMEOUT), memory bounded under a slow server; skipped (77)
 # without root, nbdkit or network namespaces.
 TESTS += tests/integration/nbd_write.sh
 EXTRA_DIST += tests/integration/nbd_write.sh
