@@ -223,10 +223,11 @@ static void nbdw_submit(struct wps_img_writer *w, struct nbdw *n)
 			cb.user_data = e;
 			if (nbd_aio_pwrite(c->h, e->buf->data + e->buf_off +
 					   n->cur_done, len, off, cb, 0) < 0) {
-				wps_imgw_set_error(w, wps_nbd_errno_or(-EIO),
+				wps_imgw_set_error(w, wps_nbd_err(c->h, -EIO),
 						   "image %s: NBD write of %u bytes "
-						   "at offset %llu: %s", w->path,
+						   "at offset %llu: %s%s", w->path,
 						   len, (unsigned long long)off,
+						   wps_nbd_lost(c->h),
 						   wps_nbd_why());
 				n->cur_done = e->len;
 				break;
@@ -374,7 +375,7 @@ static int conn_wait(struct wps_img_writer *w, struct nbdw_conn *c,
 		conn_fail(n, c);
 	} else if (err) {
 		wps_err(w->ctx, "image %s: %s: %s%s", w->path, what,
-			wps_nbd_lost(), wps_nbd_why());
+			wps_nbd_lost(c->h), wps_nbd_why());
 	}
 	return err;
 }

@@ -31,15 +31,25 @@ int wps_nbd_errno_or(int fallback)
 	return e > 0 ? -e : fallback;
 }
 
-const char *wps_nbd_lost(void)
+static bool conn_gone(struct nbd_handle *h)
 {
 	switch (nbd_get_errno()) {
 	case ENOTCONN: case ECONNRESET: case EPIPE: case ESHUTDOWN:
 	case ECONNABORTED:
-		return "the connection to the NBD server is lost: ";
+		return true;
 	default:
-		return "";
+		return h && (nbd_aio_is_closed(h) > 0 || nbd_aio_is_dead(h) > 0);
 	}
+}
+
+const char *wps_nbd_lost(struct nbd_handle *h)
+{
+	return conn_gone(h) ? "the connection to the NBD server is lost: " : "";
+}
+
+int wps_nbd_err(struct nbd_handle *h, int fallback)
+{
+	return conn_gone(h) ? -ENOTCONN : wps_nbd_errno_or(fallback);
 }
 
 /*

@@ -47,10 +47,15 @@ int wps_nbd_errno_or(int fallback);
 
 /*
  * "the connection to the NBD server is lost: " when the last failed
- * libnbd call of this thread failed because the server went away, else
- * "". libnbd's own words for that ("Transport endpoint is not
- * connected") do not tell an operator which side broke.
+ * libnbd call of this thread failed because the server went away: its
+ * errno says so, or h (may be NULL) is closed or dead (a call on such a
+ * handle fails with EINVAL, "invalid state: CLOSED"); else "". libnbd's
+ * own words do not tell an operator which side broke.
  */
-const char *wps_nbd_lost(void);
+const char *wps_nbd_lost(struct nbd_handle *h);
+
+/* The -errno of the last failed libnbd call on h: -ENOTCONN when the
+ * connection is gone (as wps_nbd_lost), else its errno, else fallback. */
+int wps_nbd_err(struct nbd_handle *h, int fallback);
 
 #endif /* WPS_NBD_CONN_H */
