@@ -62,6 +62,8 @@ struct vmck {
 	char base_id[40];       /* the series' id; checkpoint N's is ID.cN */
 	char roots[VM_MAX_DISKS][PATH_MAX]; /* overlay names derive from them */
 	uint64_t kept_from;     /* ckpt-N.json below this are gone */
+	bool wrote_xml;         /* domain.xml is ours */
+	bool published;         /* a checkpoint exists */
 };
 
 static int ckpt_name(const struct vmck *k, uint64_t seq, const char *ext,
@@ -194,6 +196,7 @@ static int ck_report(void *arg, const struct wps_ckpt_session_report *r)
 	unsigned int i;
 	int err;
 
+	k->published = true;
 	rep.seq = r->seq;
 	rep.image = r->path;
 	rep.meta = ckpt_name(k, r->seq, ".json", meta, sizeof(meta)) ? "" :
@@ -292,7 +295,26 @@ static int prepare(struct vmck *k, char *virsh, size_t size, char *argv[6])
 	if (!err)
 		err = vm_write_file(k->in.ctx, k->o->dir, WPS_VM_DOMAIN_XML,
 				    k->in.xml, NULL);
+	k->wrote_xml = !err;
 	return err;
+}
+
+/* A series that failed before its first checkpoint leaves DIR as it
+ * found it, so that the same command can be run again. */
+static void undo_start(struct vmck *k)
+{
+	static const char *const ext[] = { ".json", ".json.partial" };
+	char path[PATH_MAX];
+	unsigned int i;
+
+	if (k->published || !k->wrote_xml)
+		return;
+	for (i = 0; i < 2; i++)
+		if (!ckpt_name(k, 0, ext[i], path, sizeof(path)))
+			unlink(path);
+	if ((size_t)snprintf(path, sizeof(path), "%s/%s", k->o->dir,
+			     WPS_VM_DOMAIN_XML) < sizeof(path))
+		unlink(path);
 }
 
 static int run(struct vmck *k, struct wps_attach **at,
@@ -380,8 +402,10 @@ int wps_vm_checkpoint(struct wps_ctx *ctx,
 	}
 	if (!err)
 		err = run(k, &at, &s);
-	if (err)
+	if (err) {
 		vm_warn_overlays(&k->in);
+		undo_start(k);
+	}
 	wps_ckpt_session_free(s);       /* unregisters: nothing protected */
 	wps_attach_free(at);
 	qemu_watchdog_stop(&k->wd);
