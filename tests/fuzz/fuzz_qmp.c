@@ -30,6 +30,7 @@
 #include "daemon/job.h"
 #include "daemon/qmp.h"
 #include "daemon/restorejob.h"
+#include "daemon/vmjob.h"
 #include "tests/fuzz/fuzzutil.h"
 
 /* Replies of the current line: exactly one per request. */
@@ -159,6 +160,37 @@ int wpsd_restore_start(struct wpsd_conn *c, struct wpsd_guest *g, json_t *args,
 		       struct wpsd_reply *r)
 {
 	return refuse(r, "restore");
+}
+
+/* The VM jobs (daemon/vmjob.c) would reach libvirt: refused. */
+void wpsd_vm_snapshot(struct wpsd_conn *c, json_t *args, json_t *id,
+		      struct wpsd_reply *r)
+{
+	refuse(r, "vm-snapshot");
+}
+
+void wpsd_vm_restore(struct wpsd_conn *c, json_t *args, json_t *id,
+		     struct wpsd_reply *r)
+{
+	refuse(r, "vm-restore");
+}
+
+void wpsd_vm_checkpoint(struct wpsd_conn *c, json_t *args, json_t *id,
+			struct wpsd_reply *r)
+{
+	refuse(r, "vm-checkpoint");
+}
+
+void wpsd_vm_stop(struct wpsd_conn *c, json_t *args, json_t *id,
+		  struct wpsd_reply *r)
+{
+	refuse(r, "vm-stop");
+}
+
+void wpsd_vm_query(struct wpsd_conn *c, json_t *args, json_t *id,
+		   struct wpsd_reply *r)
+{
+	refuse(r, "query-vm");
 }
 
 /* ---- the target ---- */
