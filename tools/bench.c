@@ -36,6 +36,7 @@
 #include <wpsnap/wpsnap.h>
 
 #include "tools/bench.h"
+#include "tools/parse.h"
 #include "tools/bench_base.h"
 #include "tools/bench_ckpt.h"
 #include "tools/bench_restore.h"
@@ -185,15 +186,12 @@ static void usage(FILE *f)
 static int parse_uint(const char *s, unsigned int min, unsigned int max,
 		      unsigned int *out)
 {
-	unsigned long v;
-	char *end;
+	uint64_t v;
+	int err = tools_parse_u64(s, min, max, &v);
 
-	errno = 0;
-	v = strtoul(s, &end, 10);
-	if (end == s || *end || errno || *s == '-' || v < min || v > max)
-		return -EINVAL;
-	*out = (unsigned int)v;
-	return 0;
+	if (!err)
+		*out = (unsigned int)v;
+	return err;
 }
 
 /* 0: run, 1: --help printed, -EINVAL: usage error (printed). */

@@ -24,6 +24,7 @@
 #include <wpsnap/wpsnap.h>
 
 #include "tools/checkpoint_cmd.h"
+#include "tools/parse.h"
 #include "tools/vm_cmd.h"
 
 #define MiB (1024.0 * 1024.0)
@@ -142,15 +143,11 @@ static int snapshot(struct wps_ctx *ctx, int argc, char **argv)
 
 static int parse_u64(const char *s, uint64_t *v, const char *what)
 {
-	char *end;
+	int err = tools_parse_u64(s, 0, UINT64_MAX, v);
 
-	errno = 0;
-	*v = strtoull(s, &end, 10);
-	if (errno || end == s || *end || *s == '-') {
+	if (err)
 		fprintf(stderr, "wpsnap vm: %s: not a number: '%s'\n", what, s);
-		return -EINVAL;
-	}
-	return 0;
+	return err;
 }
 
 struct series {
