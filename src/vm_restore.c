@@ -168,10 +168,9 @@ static int load_dir(struct vmrest *r)
 	if (err)
 		return err;
 	r->img = wps_chain_image(r->chain, wps_chain_length(r->chain) - 1);
-	snprintf(path, sizeof(path), "%s", mem);
 	err = wps_qemu_layout_load(r->ctx, r->img, &r->saved);
 	if (err) {
-		wps_err(r->ctx, "%s: no QEMU layout in the image", path);
+		wps_err(r->ctx, "%s: no QEMU layout in the image", mem);
 		return err;
 	}
 	in = wps_image_get_info(r->img);
@@ -187,7 +186,7 @@ static int load_dir(struct vmrest *r)
 		}
 	}
 	if (!r->devices || !r->devices_len) {
-		wps_err(r->ctx, "%s: no device state (blob %s)", path,
+		wps_err(r->ctx, "%s: no device state (blob %s)", mem,
 			WPS_VM_DEVICES_BLOB);
 		return -EINVAL;
 	}
@@ -649,13 +648,10 @@ int wps_vm_restore(struct wps_ctx *ctx, const struct wps_vm_restore_opts *o,
 	err = load_dir(&r);
 	if (err)
 		goto out;
+	/* the pager reads one image: an increment is merged first */
 	if (o->lazy) {
-		char mem[PATH_MAX];
-
-		/* the pager reads one image: an increment is merged first */
-		snprintf(mem, sizeof(mem), "%s",
-			 wps_chain_path(r.chain, wps_chain_length(r.chain) - 1));
-		err = wps_chain_open_flat(ctx, mem, 0, &r.flat, NULL);
+		err = wps_chain_open_flat(ctx, wps_chain_path(r.chain,
+				wps_chain_length(r.chain) - 1), 0, &r.flat, NULL);
 		if (err)
 			goto out;
 	}
