@@ -39,9 +39,12 @@
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <sys/user.h>
 #include <sys/wait.h>
+#include <stddef.h>
 #include <time.h>
+#include <ucontext.h>
 #include <unistd.h>
 
 #include <wpsnap/attach.h>
@@ -95,6 +98,10 @@ struct inject {
 	uint64_t insn;                  /* a `syscall` instruction (0f 05) */
 	bool poked;
 	long poke_word;                 /* original text at insn */
+	/* Restartable injection (inject_arm): 0 if the target lacks the
+	 * two code sequences or room on its stack. */
+	uint64_t gadget;                /* `syscall; ret` (0f 05 c3) */
+	uint64_t frame;                 /* our signal frame on its stack */
 };
 
 /* ------------------------------------------------------------------ */
@@ -692,11 +699,13 @@ static int attach_resume(void *arg)
 /* Syscall injection (x86_64)                                          */
 /* ------------------------------------------------------------------ */
 
-static bool find_insn_in(struct wps_ctx *ctx, pid_t pid, uint64_t start,
-			 uint64_t end, uint64_t *out)
+/* The first occurrence of pat in [start, end) of pid's text. */
+static bool find_bytes_in(struct wps_ctx *ctx, pid_t pid, uint64_t start,
+			  uint64_t end, const uint8_t *pat, size_t plen,
+			  uint64_t *out)
 {
 	static const size_t chunk = 64 << 10;
-	uint8_t *buf = malloc(chunk + 1);
+	uint8_t *buf = malloc(chunk);
 	struct wps_memsrc text;
 	uint64_t pos;
 	bool found = false;
@@ -707,23 +716,49 @@ static bool find_insn_in(struct wps_ctx *ctx, pid_t pid, uint64_t start,
 	if (end - start > (4u << 20))
 		end = start + (4u << 20);
 	wps_memsrc_init_remote(&text, ctx, pid, start, end - start);
-	for (pos = start; pos < end && !found; pos += chunk) {
+	/* Chunks overlap by plen - 1 bytes, so no match is cut in two. */
+	for (pos = start; pos < end && !found; pos += chunk - (plen - 1)) {
 		size_t len = end - pos < chunk ? end - pos : chunk, k;
 
 		/* Unreadable text is no error: the next mapping may do,
 		 * and writing one at rip is the last resort. */
-		if (len < 2 || wps_memsrc_try_read(&text, pos - start, buf, len))
+		if (len < plen ||
+		    wps_memsrc_try_read(&text, pos - start, buf, len))
 			break;
-		for (k = 0; k + 1 < len; k++) {
-			if (buf[k] == 0x0f && buf[k + 1] == 0x05) {
+		for (k = 0; k + plen <= len; k++) {
+			if (buf[k] == pat[0] && !memcmp(buf + k, pat, plen)) {
 				*out = pos + k;
 				found = true;
 				break;
 			}
 		}
+		if (len < chunk)
+			break;
 	}
 	free(buf);
 	return found;
+}
+
+/* pat in any executable mapping but [vsyscall], the vdso first. */
+static bool find_bytes(struct wps_attach *at, const struct wps_maps_vma *v,
+		       unsigned int n, const uint8_t *pat, size_t plen,
+		       uint64_t *out)
+{
+	unsigned int pass, i;
+
+	for (pass = 0; pass < 2; pass++) {
+		for (i = 0; i < n; i++) {
+			bool vdso = !strcmp(v[i].path, "[vdso]");
+
+			if (v[i].perms[2] != 'x' || vdso != !pass ||
+			    !strcmp(v[i].path, "[vsyscall]"))
+				continue;
+			if (find_bytes_in(at->ctx, at->pid, v[i].start,
+					  v[i].end, pat, plen, out))
+				return true;
+		}
+	}
+	return false;
 }
 
 /*
@@ -735,21 +770,11 @@ static bool find_insn_in(struct wps_ctx *ctx, pid_t pid, uint64_t start,
 static int find_syscall_insn(struct wps_attach *at, struct inject *inj,
 			     const struct wps_maps_vma *v, unsigned int n)
 {
-	unsigned int pass, i;
+	static const uint8_t insn[] = { 0x0f, 0x05 };
 	long word;
 
-	for (pass = 0; pass < 2; pass++) {
-		for (i = 0; i < n; i++) {
-			bool vdso = !strcmp(v[i].path, "[vdso]");
-
-			if (v[i].perms[2] != 'x' || vdso != !pass ||
-			    !strcmp(v[i].path, "[vsyscall]"))
-				continue;
-			if (find_insn_in(at->ctx, at->pid, v[i].start,
-					 v[i].end, &inj->insn))
-				return 0;
-		}
-	}
+	if (find_bytes(at, v, n, insn, sizeof(insn), &inj->insn))
+		return 0;
 	errno = 0;
 	word = ptrace(PTRACE_PEEKTEXT, inj->t->tid, inj->saved.rip, 0);
 	if (errno) {
@@ -772,6 +797,119 @@ static int find_syscall_insn(struct wps_attach *at, struct inject *inj,
 }
 
 /*
+ * Make the borrowed registers safe to lose. If we die (SIGKILL) while the
+ * thread holds our registers, the kernel detaches it and it runs on from
+ * wherever they point: a `syscall` in the middle of some libc function,
+ * with our rax, rdi, rsi and rsp. To close that window the way a signal
+ * handler returns, the thread is pointed at a `syscall; ret` sequence with
+ * rsp on a signal frame we write below its stack's red zone: the frame's
+ * first word (a handler's return address) is libc's __restore_rt, whose
+ * rt_sigreturn loads every register, the signal mask and the SSE state
+ * the thread had. While we live, every injected call is stopped at its
+ * exit and the registers are put back by PTRACE_SETREGS, so the `ret` and
+ * the frame are never used; if we die, the thread finishes the one
+ * syscall under way, returns through the frame and goes on as if it had
+ * taken a signal. What can be left is one unused userfaultfd in the
+ * target, if we die between its creation and the close().
+ *
+ * Best effort: without the sequences, or without room on the stack, the
+ * injection runs as before (logged at debug) and the window stays open.
+ */
+struct sigframe_img {
+	uint64_t pretcode;              /* where rt_sigreturn is called */
+	ucontext_t uc;                  /* the kernel reads a prefix */
+	struct user_fpregs_struct fx __attribute__((aligned(64)));
+};
+
+/* The kernel's struct ucontext is a prefix of glibc's (sigset_t aside,
+ * of which it reads the first 8 bytes): the offsets it reads. */
+_Static_assert(offsetof(ucontext_t, uc_mcontext) == 40, "ucontext ABI");
+_Static_assert(offsetof(ucontext_t, uc_sigmask) == 296, "ucontext ABI");
+_Static_assert(sizeof(struct user_fpregs_struct) == 512, "fxsave ABI");
+
+#define K_UC_SIGCONTEXT_SS      0x2
+#define K_UC_STRICT_RESTORE_SS  0x4
+#define X86_RED_ZONE            128
+
+static void inject_arm(struct wps_attach *at, struct inject *inj,
+		       const struct wps_maps_vma *v, unsigned int n)
+{
+	static const uint8_t ret_gadget[] = { 0x0f, 0x05, 0xc3 };
+	/* mov $15,%rax; syscall (glibc, musl) or mov $15,%eax; syscall */
+	static const uint8_t restorer[2][9] = {
+		{ 0x48, 0xc7, 0xc0, 0x0f, 0x00, 0x00, 0x00, 0x0f, 0x05 },
+		{ 0xb8, 0x0f, 0x00, 0x00, 0x00, 0x0f, 0x05 },
+	};
+	const struct user_regs_struct *r = &inj->saved;
+	struct sigframe_img f;
+	uint64_t gadget, restore, mask, frame;
+	mcontext_t *mc = &f.uc.uc_mcontext;
+	pid_t tid = inj->t->tid;
+	struct iovec local, remote;
+
+	if (!find_bytes(at, v, n, ret_gadget, sizeof(ret_gadget), &gadget) ||
+	    (!find_bytes(at, v, n, restorer[0], 9, &restore) &&
+	     !find_bytes(at, v, n, restorer[1], 7, &restore))) {
+		wps_dbg(at->ctx, "process %d: no syscall-return sequences; "
+			"the injection cannot be undone if we die in it",
+			(int)at->pid);
+		return;
+	}
+	memset(&f, 0, sizeof(f));
+	if (ptrace(PTRACE_GETSIGMASK, tid, sizeof(mask), &mask) ||
+	    ptrace(PTRACE_GETFPREGS, tid, 0, &f.fx)) {
+		wps_dbg(at->ctx, "thread %d: cannot read its signal mask or "
+			"FPU state (%s); the injection cannot be undone if we "
+			"die in it", (int)tid, strerror(errno));
+		return;
+	}
+	/* No xstate magic in the software bytes: the kernel restores the
+	 * legacy x87/SSE area only (AVX upper halves return to init). */
+	memset(f.fx.padding, 0, sizeof(f.fx.padding));
+	frame = (r->rsp - X86_RED_ZONE - sizeof(f)) & ~(uint64_t)63;
+	f.pretcode = restore;
+	f.uc.uc_flags = K_UC_SIGCONTEXT_SS | K_UC_STRICT_RESTORE_SS;
+	/* An invalid mode: sigreturn's sigaltstack() fails, and the
+	 * thread's alternate stack, which we cannot read, stays as it is. */
+	f.uc.uc_stack.ss_flags = SS_ONSTACK | SS_DISABLE;
+	mc->gregs[REG_R8] = r->r8;
+	mc->gregs[REG_R9] = r->r9;
+	mc->gregs[REG_R10] = r->r10;
+	mc->gregs[REG_R11] = r->r11;
+	mc->gregs[REG_R12] = r->r12;
+	mc->gregs[REG_R13] = r->r13;
+	mc->gregs[REG_R14] = r->r14;
+	mc->gregs[REG_R15] = r->r15;
+	mc->gregs[REG_RDI] = r->rdi;
+	mc->gregs[REG_RSI] = r->rsi;
+	mc->gregs[REG_RBP] = r->rbp;
+	mc->gregs[REG_RBX] = r->rbx;
+	mc->gregs[REG_RDX] = r->rdx;
+	mc->gregs[REG_RAX] = r->rax;
+	mc->gregs[REG_RCX] = r->rcx;
+	mc->gregs[REG_RSP] = r->rsp;
+	mc->gregs[REG_RIP] = r->rip;
+	mc->gregs[REG_EFL] = r->eflags;
+	/* cs, gs, fs, ss as four 16-bit fields */
+	mc->gregs[REG_CSGSFS] = (r->cs & 0xffff) | (r->ss & 0xffff) << 48;
+	mc->fpregs = (void *)(uintptr_t)(frame +
+					 offsetof(struct sigframe_img, fx));
+	memcpy(&f.uc.uc_sigmask, &mask, sizeof(mask));
+	local = (struct iovec){ &f, sizeof(f) };
+	remote = (struct iovec){ (void *)(uintptr_t)frame, sizeof(f) };
+	if (process_vm_writev(at->pid, &local, 1, &remote, 1, 0) !=
+	    (ssize_t)sizeof(f)) {
+		wps_dbg(at->ctx, "thread %d: no room for a frame below its "
+			"stack at 0x%llx (%s); the injection cannot be undone "
+			"if we die in it", (int)tid,
+			(unsigned long long)r->rsp, strerror(errno));
+		return;
+	}
+	inj->gadget = gadget;
+	inj->frame = frame;
+}
+
+/*
  * Borrow t. If it stopped on its way out of an interrupted syscall, rax
  * holds a restart code that the kernel would have turned into a restart
  * (rax = nr, rip back onto the syscall) had we not changed the registers:
@@ -783,6 +921,7 @@ static int inject_begin(struct wps_attach *at, struct athread *t,
 			struct inject *inj)
 {
 	struct user_regs_struct *r = &inj->saved;
+	int ret;
 
 	memset(inj, 0, sizeof(*inj));
 	inj->t = t;
@@ -812,7 +951,10 @@ static int inject_begin(struct wps_attach *at, struct athread *t,
 			break;
 		}
 	}
-	return find_syscall_insn(at, inj, v, n);
+	ret = find_syscall_insn(at, inj, v, n);
+	if (!ret && !inj->poked)
+		inject_arm(at, inj, v, n);
+	return ret;
 }
 
 /* Put back the registers and any text we wrote. The thread stays held. */
@@ -838,6 +980,22 @@ static int inject_end(struct wps_attach *at, struct inject *inj)
 }
 
 /*
+ * $WPSNAP_ATTACH_TEST_KILL=NAME-entry|NAME-exit (NAME: userfaultfd or
+ * close) makes us SIGKILL ourselves while the borrowed thread is stopped
+ * at that syscall's entry or exit: tests/integration/attach.sh uses it to
+ * check that the target survives our death inside the injection.
+ */
+static void test_kill(const char *what, bool exit)
+{
+	const char *k = getenv("WPSNAP_ATTACH_TEST_KILL");
+	size_t n = strcspn(what, "(");
+
+	if (k && !strncmp(k, what, n) && k[n] == '-' &&
+	    !strcmp(k + n + 1, exit ? "exit" : "entry"))
+		raise(SIGKILL);
+}
+
+/*
  * Run one syscall in the borrowed thread: point it at the instruction,
  * step to the syscall's entry stop, then to its exit stop, read rax.
  * orig_rax = -1 keeps the kernel from "restarting" whatever syscall the
@@ -856,6 +1014,10 @@ static int inject_call(struct wps_attach *at, struct inject *inj,
 	r.rdi = a0;
 	r.rsi = a1;
 	r.rip = inj->insn;
+	if (inj->frame) {
+		r.rip = inj->gadget;
+		r.rsp = inj->frame;
+	}
 	if (ptrace(PTRACE_SETREGS, t->tid, 0, &r)) {
 		wps_err(at->ctx, "cannot set the registers of thread %d: %s",
 			(int)t->tid, strerror(errno));
@@ -898,6 +1060,7 @@ static int inject_call(struct wps_attach *at, struct inject *inj,
 			continue;
 		if (ptrace(PTRACE_GET_SYSCALL_INFO, t->tid, sizeof(si), &si) <= 0)
 			return -errno;
+		test_kill(what, si.op == PTRACE_SYSCALL_INFO_EXIT);
 		if (si.op == PTRACE_SYSCALL_INFO_EXIT) {
 			*result = si.exit.rval;
 			return 0;

@@ -47,6 +47,11 @@ sweep() {
 # finish NAME: fds unchanged, then stop it; it must verify itself, exit 0
 finish() {
 	ls -l "/proc/$PID/fd" | awk 'NR > 1 {print $9, $10, $11}' >"$T/$1.fd2"
+	# after a kill between userfaultfd() and close() (case 9)
+	if [ "${finish_fd_filter:-}" = userfaultfd ]; then
+		grep -v 'anon_inode:\[userfaultfd\]' "$T/$1.fd2" >"$T/fd.tmp"
+		mv "$T/fd.tmp" "$T/$1.fd2"
+	fi
 	if cmp -s "$T/$1.fd" "$T/$1.fd2"; then ok "$1: fds unchanged"
 	else diff "$T/$1.fd" "$T/$1.fd2" >"$T/out"; ko "$1: fds unchanged"; fi
 	kill -USR1 "$PID"
@@ -159,6 +164,36 @@ done
 grep -q "^TracerPid:	0" "/proc/$PID/status" && ok "checkpoint --pid: not traced afterwards" ||
 	ko "checkpoint --pid: still traced"
 finish ckpt
+
+# 9. wpsnap killed inside the injected syscall, at each of its stops. The
+#    borrowed thread (the main one, parked in read()) must go on as if it
+#    had taken a signal: its read() comes back whole and the target
+#    verifies itself (before the injection returned through a signal
+#    frame, the thread ran on with our registers and crashed). A kill
+#    between userfaultfd() and close() leaves that one unused fd behind,
+#    and no other.
+for k in userfaultfd-entry userfaultfd-exit close-entry close-exit; do
+	start "kill-$k" --memfd 16 --anon 16 || exit 1
+	WPSNAP_ATTACH_TEST_KILL=$k timeout 120 "$W" snapshot --pid "$PID" \
+		-o "$T/img" --overwrite >"$T/out" 2>&1
+	st=$?
+	[ $st = 137 ] && ok "killed at $k: died as told" || ko "killed at $k: exit $st"
+	i=0
+	while ! grep -q "^TracerPid:	0" "/proc/$PID/status" && [ $i -lt 100 ]; do
+		i=$((i + 1)); sleep 0.05
+	done
+	grep -q "^TracerPid:	0" "/proc/$PID/status" && ok "killed at $k: not traced" ||
+		ko "killed at $k: still traced"
+	if [ "${k%-*}" = userfaultfd ]; then
+		ls -l "/proc/$PID/fd" | awk 'NR > 1 {print $9, $10, $11}' >"$T/fd.now"
+		n=$(grep -c 'anon_inode:\[userfaultfd\]' "$T/fd.now")
+		[ "$n" -le 1 ] && ok "killed at $k: at most one userfaultfd left ($n)" ||
+			ko "killed at $k: $n userfaultfds left"
+	fi
+	finish_fd_filter=${k%-*}
+	finish "kill-$k"
+	finish_fd_filter=
+done
 
 # 7. no such process
 PID=999999999
