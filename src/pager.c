@@ -9,13 +9,14 @@
  * the fault thread, for hugetlb a shared mapping of the guest's memfd
  * through which it fills the page cache, the per-unit state array,
  * and its threads: the fault thread (the only reader of the uffd) and
- * two prefetch threads sharing the sweep. Reads name their lane of the
- * image source (stream/img_reader_int.h): faults the FAULT lane, which a
- * remote (NBD) image serves on a connection of its own, prefetch the BULK
- * lane. A local image's bulk reads bypass the page cache (O_DIRECT, a
- * descriptor of the pager's own) and pass the I/O gate, which keeps at
- * most two of them at the disk and one while a fault's read is out, so
- * that a fault never queues behind much bulk I/O.
+ * two prefetch threads (four on a local image: below) sharing the sweep.
+ * Reads name their lane of the image source (stream/img_reader_int.h):
+ * faults the FAULT lane, which a remote (NBD) image serves on a
+ * connection of its own, prefetch the BULK lane. A local image's bulk reads bypass the page cache (O_DIRECT, a
+ * descriptor of the pager's own), are made by four prefetch threads and
+ * pass the I/O gate, which keeps at most two of them at the disk and one
+ * while a fault's read is out, so that a fault never queues behind much
+ * bulk I/O.
  *
  * What the kernel (6.x) accepts, and therefore how each backing is filled:
  *  - ANON: register MODE_MISSING. A fault gets UFFDIO_COPY of verified
@@ -91,12 +92,16 @@ struct uffdio_poison {
 #define PAGER_MSGS 64u
 /* Prefetch threads sharing the address-order sweep chunk by chunk: while
  * one installs its chunk the other's read is in flight, so I/O (a disk,
- * or an NBD round trip) overlaps installs. */
+ * or an NBD round trip) overlaps installs. A local image read with
+ * O_DIRECT gets more of them, so that the gate below always has reads
+ * waiting while the others verify and install (docs/PERFORMANCE.md,
+ * "Lazy restore: full population against eager"). */
 #define PAGER_PREFETCHERS 2u
+#define PAGER_PREFETCHERS_DIRECT 4u
 /* Bulk reads of a local image in flight at once (the I/O gate), and
  * their size: the disk's bandwidth with little in front of a fault. */
 #define PAGER_BULK_INFLIGHT 2u
-#define PAGER_CHUNK_DIRECT (1ull << 20)
+#define PAGER_CHUNK_DIRECT (512ull << 10)
 /* Fault order kept for wps_pager_fault_order: 16 bytes per range, at
  * most 1 MiB; faults beyond are served, not recorded. */
 #define PAGER_ORDER_MAX 65536u
@@ -152,7 +157,7 @@ struct wps_pager {
 	pthread_cond_t gate_cond;
 	unsigned int bulk_inflight, fault_reads;
 	atomic_bool stop;
-	pthread_t fault_tid, prefetch_tid[PAGER_PREFETCHERS];
+	pthread_t fault_tid, prefetch_tid[PAGER_PREFETCHERS_DIRECT];
 	unsigned int nr_prefetchers;    /* running prefetch threads */
 	atomic_uint_fast64_t sweep_next; /* next chunk of the shared sweep */
 	bool fault_running;
@@ -993,7 +998,8 @@ static int start_prefetchers(struct wps_pager *pg)
 
 	atomic_init(&pg->sweep_next, 0);
 	atomic_init(&pg->first_next, 0);
-	for (i = 0; i < PAGER_PREFETCHERS; i++) {
+	for (i = 0; i < (pg->dio_fd >= 0 ? PAGER_PREFETCHERS_DIRECT
+					  : PAGER_PREFETCHERS); i++) {
 		struct prefetcher *pf = malloc(sizeof(*pf));
 
 		if (!pf) {

@@ -48,7 +48,7 @@ struct wps_pager_opts {
 	 * nothing else changes. Its anonymous memory is served with
 	 * UFFDIO_COPY into that process as well. */
 	pid_t pid;
-	/* Bytes per prefetch read (0: 1 MiB from a local image read with
+	/* Bytes per prefetch read (0: 512 KiB from a local image read with
 	 * O_DIRECT, else 2 MiB). */
 	uint64_t prefetch_chunk;
 	/* Do not start the prefetch thread (faults only; graduate then
