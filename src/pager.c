@@ -459,7 +459,7 @@ static void fail_group(struct wps_pager *pg, uint64_t g, int err)
  * The I/O gate of a local image. Its disk gives its full bandwidth with
  * one large read in flight, and serves a small read queued behind many
  * large ones tens of milliseconds late (docs/PERFORMANCE.md, "Lazy
- * restore: full population"). So bulk reads go out at most
+ * restore: full population against eager"). So bulk reads go out at most
  * PAGER_BULK_INFLIGHT at a time, and none starts while a fault's read
  * is out: a fault's read waits for at most what was already in flight.
  */
