@@ -9,10 +9,14 @@
  * the fault thread, for hugetlb a shared mapping of the guest's memfd
  * through which it fills the page cache, the per-unit state array,
  * and its threads: the fault thread (the only reader of the uffd) and
- * two prefetch threads sharing the sweep. Reads name their lane of the
- * image source (stream/img_reader_int.h): faults the FAULT lane, which a
- * remote (NBD) image serves on a connection of its own, prefetch the BULK
- * lane.
+ * two prefetch threads (four on a local image: below) sharing the sweep.
+ * Reads name their lane of the image source (stream/img_reader_int.h):
+ * faults the FAULT lane, which a remote (NBD) image serves on a
+ * connection of its own, prefetch the BULK lane. A local image's bulk reads bypass the page cache (O_DIRECT, a
+ * descriptor of the pager's own), are made by four prefetch threads and
+ * pass the I/O gate, which keeps at most two of them at the disk and one
+ * while a fault's read is out, so that a fault never queues behind much
+ * bulk I/O.
  *
  * What the kernel (6.x) accepts, and therefore how each backing is filled:
  *  - ANON: register MODE_MISSING. A fault gets UFFDIO_COPY of verified
@@ -38,7 +42,9 @@
  * thread under the lock) exclusive with an install of stale image data
  * into the same range. The fault thread has priority: it bumps
  * fault_waiting before taking the lock, and prefetch steps aside between
- * two 64 KiB windows while that is non-zero.
+ * two 64 KiB windows while that is non-zero. The fault thread does not
+ * hold the lock across its own read of the image (installs re-check
+ * every unit's state under the lock afterwards).
  *
  * Working sets (include/wpsnap/wset.h): the prefetch threads take the
  * caller's ordered list (opts.first) before the sweep, claiming its ranges
@@ -51,6 +57,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <stdio.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
@@ -85,8 +92,16 @@ struct uffdio_poison {
 #define PAGER_MSGS 64u
 /* Prefetch threads sharing the address-order sweep chunk by chunk: while
  * one installs its chunk the other's read is in flight, so I/O (a disk,
- * or an NBD round trip) overlaps installs. */
+ * or an NBD round trip) overlaps installs. A local image read with
+ * O_DIRECT gets more of them, so that the gate below always has reads
+ * waiting while the others verify and install (docs/PERFORMANCE.md,
+ * "Lazy restore: full population against eager"). */
 #define PAGER_PREFETCHERS 2u
+#define PAGER_PREFETCHERS_DIRECT 4u
+/* Bulk reads of a local image in flight at once (the I/O gate), and
+ * their size: the disk's bandwidth with little in front of a fault. */
+#define PAGER_BULK_INFLIGHT 2u
+#define PAGER_CHUNK_DIRECT (512ull << 10)
 /* Fault order kept for wps_pager_fault_order: 16 bytes per range, at
  * most 1 MiB; faults beyond are served, not recorded. */
 #define PAGER_ORDER_MAX 65536u
@@ -126,6 +141,7 @@ struct wps_pager {
 	uint8_t *zero;          /* one unit of zeros (anon write faults) */
 	uint8_t *fault_buf;     /* win bytes, fault thread only */
 	int uffd;               /* owned */
+	int dio_fd;             /* local image reopened O_DIRECT, or -1 */
 	int stop_fd;            /* eventfd, owned */
 	uint64_t features;
 	struct wps_pager_range *first;
@@ -135,8 +151,13 @@ struct wps_pager {
 
 	pthread_mutex_t lock;   /* state[], installs, stats below */
 	atomic_uint fault_waiting;
+	/* the I/O gate (local image): bulk reads in flight, and faults
+	 * reading, under gate_lock */
+	pthread_mutex_t gate_lock;
+	pthread_cond_t gate_cond;
+	unsigned int bulk_inflight, fault_reads;
 	atomic_bool stop;
-	pthread_t fault_tid, prefetch_tid[PAGER_PREFETCHERS];
+	pthread_t fault_tid, prefetch_tid[PAGER_PREFETCHERS_DIRECT];
 	unsigned int nr_prefetchers;    /* running prefetch threads */
 	atomic_uint_fast64_t sweep_next; /* next chunk of the shared sweep */
 	bool fault_running;
@@ -434,10 +455,66 @@ static void fail_group(struct wps_pager *pg, uint64_t g, int err)
 		(unsigned long long)(pg->dst.host_addr + e));
 }
 
+/*
+ * The I/O gate of a local image. Its disk gives its full bandwidth with
+ * one large read in flight, and serves a small read queued behind many
+ * large ones tens of milliseconds late (docs/PERFORMANCE.md, "Lazy
+ * restore: full population against eager"). So bulk reads go out at most
+ * PAGER_BULK_INFLIGHT at a time, and none starts while a fault's read
+ * is out: a fault's read waits for at most what was already in flight.
+ */
+static void gate_fault(struct wps_pager *pg, int d)
+{
+	pthread_mutex_lock(&pg->gate_lock);
+	pg->fault_reads += (unsigned int)d;
+	if (!pg->fault_reads)
+		pthread_cond_broadcast(&pg->gate_cond);
+	pthread_mutex_unlock(&pg->gate_lock);
+}
+
+/* Enter (wait for a slot) or leave the gate with one bulk read. */
+static void gate_bulk(struct wps_pager *pg, bool enter)
+{
+	pthread_mutex_lock(&pg->gate_lock);
+	if (enter) {
+		while (pg->bulk_inflight >=
+		       (pg->fault_reads ? 1u : PAGER_BULK_INFLIGHT))
+			pthread_cond_wait(&pg->gate_cond, &pg->gate_lock);
+		pg->bulk_inflight++;
+	} else {
+		pg->bulk_inflight--;
+		pthread_cond_broadcast(&pg->gate_cond);
+	}
+	pthread_mutex_unlock(&pg->gate_lock);
+}
+
+/*
+ * A bulk read of groups [g0, g0 + ng) of a local image: their stored
+ * bytes (holes included) with O_DIRECT, no page cache copy. 0 when all
+ * arrived; anything else (a short read at the end of a truncated file,
+ * an error) and the caller reads them again buffered, which names it.
+ */
+static int read_direct(struct wps_pager *pg, uint64_t g0, uint64_t ng,
+		       uint8_t *buf)
+{
+	uint64_t bpg = pg->group_bytes / WPS_IMG_BLOCK_SIZE, b1 = (g0 + ng) * bpg;
+	uint64_t len = ((b1 < pg->nr_blocks ? b1 : pg->nr_blocks) - g0 * bpg) *
+		       WPS_IMG_BLOCK_SIZE;
+	off_t off = (off_t)wps_image_group_offset(pg->img, pg->r, g0);
+	ssize_t n;
+
+	gate_bulk(pg, true);
+	do
+		n = pread(pg->dio_fd, buf, len, off);
+	while (n < 0 && errno == EINTR);
+	gate_bulk(pg, false);
+	return n == (ssize_t)len ? 0 : -EIO;
+}
+
 /* Read windows [w, w + n) into buf on the given lane (faults: the fault
- * lane, whose NBD connection nothing else uses). Returns the number of
- * leading windows that are good (== n on success); a bad group fails its
- * window. */
+ * lane, whose NBD connection nothing else uses; bulk reads of a local
+ * image go through read_direct). Returns the number of leading windows
+ * that are good (== n on success); a bad group fails its window. */
 static uint64_t read_windows(struct wps_pager *pg, enum wps_img_lane lane,
 			     uint64_t w, uint64_t n, uint8_t *buf, int *err,
 			     uint64_t *bad_group)
@@ -448,8 +525,13 @@ static uint64_t read_windows(struct wps_pager *pg, enum wps_img_lane lane,
 	if (ng > pg->nr_groups - g0)
 		ng = pg->nr_groups - g0;
 	memset(buf + ng * pg->group_bytes, 0, (n * gpw - ng) * pg->group_bytes);
-	*err = wps_image_read_groups_lane(pg->img, lane, pg->r, g0, ng, buf,
-					  bad_group);
+	if (lane == WPS_IMG_LANE_BULK && pg->dio_fd >= 0 &&
+	    !read_direct(pg, g0, ng, buf))
+		*err = wps_image_check_groups(pg->img, pg->r, g0, ng, buf,
+					      bad_group);
+	else
+		*err = wps_image_read_groups_lane(pg->img, lane, pg->r, g0,
+						  ng, buf, bad_group);
 	if (!*err)
 		return n;
 	if (*err != -EBADMSG)
@@ -575,10 +657,31 @@ static void note_fault(struct wps_pager *pg, uint64_t u)
 	pg->order[pg->nr_order++] = (struct wps_pager_range){ b, bpu };
 }
 
-/* Fault thread, lock held. */
-static int serve_fault(struct wps_pager *pg, const struct pending_fault *f)
+/* The fault thread takes the lock ahead of prefetch (yield_to_faults). */
+static void fault_lock(struct wps_pager *pg)
 {
+	atomic_fetch_add(&pg->fault_waiting, 1);
+	pthread_mutex_lock(&pg->lock);
+}
+
+static void fault_unlock(struct wps_pager *pg)
+{
+	pthread_mutex_unlock(&pg->lock);
+	atomic_fetch_sub(&pg->fault_waiting, 1);
+}
+
+/*
+ * Fault thread, lock held. The window's read happens without the lock
+ * (and without fault_waiting): prefetch installs go on meanwhile instead
+ * of spinning behind a disk read, and install_window re-checks every
+ * unit afterwards. Only this thread reads the uffd, so no event is
+ * consumed while it reads. pf is copied: drain may move the queue.
+ */
+static int serve_fault(struct wps_pager *pg, const struct pending_fault *pf)
+{
+	const struct pending_fault fault = *pf, *f = &fault;
 	uint64_t base = pg->dst.host_addr, u, w, bad = 0, bytes = 0;
+	uint64_t good;
 	int ret = 0;
 
 	/* After graduation's unregister the thread refaults normally. */
@@ -592,8 +695,13 @@ static int serve_fault(struct wps_pager *pg, const struct pending_fault *f)
 			return 0;
 		case U_NEED_DATA:
 			w = u * pg->unit / pg->win;
-			if (read_windows(pg, WPS_IMG_LANE_FAULT, w, 1,
-					 pg->fault_buf, &ret, &bad) != 1) {
+			fault_unlock(pg);
+			gate_fault(pg, 1);
+			good = read_windows(pg, WPS_IMG_LANE_FAULT, w, 1,
+					    pg->fault_buf, &ret, &bad);
+			gate_fault(pg, -1);
+			fault_lock(pg);
+			if (good != 1) {
 				fail_group(pg, bad, ret);
 				return 0;
 			}
@@ -657,8 +765,7 @@ static void *fault_main(void *arg)
 			ret = -EPIPE;
 			goto fail;
 		}
-		atomic_fetch_add(&pg->fault_waiting, 1);
-		pthread_mutex_lock(&pg->lock);
+		fault_lock(pg);
 		ret = drain(pg);
 		if (ret)
 			set_error(pg, ret);
@@ -666,8 +773,7 @@ static void *fault_main(void *arg)
 		for (i = 0; i < pg->qn; i++)
 			serve_fault(pg, &pg->q[i]);
 		pg->qn = 0;
-		pthread_mutex_unlock(&pg->lock);
-		atomic_fetch_sub(&pg->fault_waiting, 1);
+		fault_unlock(pg);
 	}
 	return NULL;
 fail:
@@ -713,13 +819,48 @@ static int prefetch_window(struct wps_pager *pg, uint64_t w,
 	}
 }
 
+/*
+ * Install windows [w, w + good) of the n read into buf; when good < n,
+ * window w + good holds the group that failed (bad, err): fail it, the
+ * walk resumes after it. Returns 0 or the first hard install error.
+ */
+static int prefetch_install(struct wps_pager *pg, uint64_t w, uint64_t n,
+			    uint64_t good, const uint8_t *buf, int err,
+			    uint64_t bad, bool first)
+{
+	uint64_t i;
+	int ret;
+
+	for (i = 0; i < good; i++) {
+		ret = prefetch_window(pg, w + i, buf + i * pg->win, first);
+		if (ret) {
+			pthread_mutex_lock(&pg->lock);
+			set_error(pg, ret);
+			pthread_mutex_unlock(&pg->lock);
+			wps_err(pg->ctx, "lazy restore: prefetch at 0x%llx "
+				"failed: %s", (unsigned long long)
+				(pg->dst.host_addr + (w + i) * pg->win),
+				strerror(-ret));
+			return ret;
+		}
+	}
+	if (good < n) {
+		pthread_mutex_lock(&pg->lock);
+		fail_group(pg, bad, err);
+		pthread_mutex_unlock(&pg->lock);
+	}
+	return 0;
+}
+
 /* Populate every needed unit of windows [w, we) in large sequential
- * reads. Returns 0 or the first hard error (damaged groups are recorded
- * by fail_group and skipped, not returned). */
+ * reads, one at a time (the working set, graduation's pass, a remote
+ * image, a file without O_DIRECT). Returns 0 or the first hard error
+ * (damaged groups are recorded by fail_group and skipped, not
+ * returned). */
 static int prefetch_span(struct wps_pager *pg, uint64_t w, uint64_t we,
 			 uint8_t *buf, bool first)
 {
-	uint64_t per = pg->chunk / pg->win, n, good, i, bad = 0;
+	uint64_t per = pg->chunk / pg->win, n, good, bad = 0;
 	int err, ret;
 
 	while (w < we && !atomic_load(&pg->stop)) {
@@ -728,33 +869,12 @@ static int prefetch_span(struct wps_pager *pg, uint64_t w, uint64_t we,
 		if (w >= we)
 			break;
 		n = we - w < per ? we - w : per;
-		/* Stop the read at the first run of windows already done
-		 * only when it is long: reading through a few is cheaper
-		 * than another syscall. */
 		good = read_windows(pg, WPS_IMG_LANE_BULK, w, n, buf, &err,
 				    &bad);
-		for (i = 0; i < good; i++) {
-			ret = prefetch_window(pg, w + i, buf + i * pg->win,
-					      first);
-			if (ret) {
-				pthread_mutex_lock(&pg->lock);
-				set_error(pg, ret);
-				pthread_mutex_unlock(&pg->lock);
-				wps_err(pg->ctx, "lazy restore: prefetch at "
-					"0x%llx failed: %s",
-					(unsigned long long)(pg->dst.host_addr +
-							     (w + i) * pg->win),
-					strerror(-ret));
-				return ret;
-			}
-		}
-		if (good < n) {
-			pthread_mutex_lock(&pg->lock);
-			fail_group(pg, bad, err);
-			pthread_mutex_unlock(&pg->lock);
-			good++;     /* resume after the damaged window */
-		}
-		w += good;
+		ret = prefetch_install(pg, w, n, good, buf, err, bad, first);
+		if (ret)
+			return ret;
+		w += good < n ? good + 1 : good;    /* after a damaged one */
 	}
 	return 0;
 }
@@ -778,7 +898,7 @@ static int prefetch_all(struct wps_pager *pg)
 	unsigned int i;
 	int ret = 0;
 
-	buf = malloc(pg->chunk);
+	buf = aligned_alloc(4096, pg->chunk);
 	if (!buf)
 		return -ENOMEM;
 	for (i = 0; i < pg->nr_first && !ret; i++)
@@ -811,7 +931,7 @@ static void *prefetch_main(void *arg)
 	uint8_t *buf;
 	int ret = 0;
 
-	buf = malloc(pg->chunk);
+	buf = aligned_alloc(4096, pg->chunk);
 	if (!buf)
 		goto out;
 	while (!ret && !atomic_load(&pg->stop)) {
@@ -878,7 +998,8 @@ static int start_prefetchers(struct wps_pager *pg)
 
 	atomic_init(&pg->sweep_next, 0);
 	atomic_init(&pg->first_next, 0);
-	for (i = 0; i < PAGER_PREFETCHERS; i++) {
+	for (i = 0; i < (pg->dio_fd >= 0 ? PAGER_PREFETCHERS_DIRECT
+					  : PAGER_PREFETCHERS); i++) {
 		struct prefetcher *pf = malloc(sizeof(*pf));
 
 		if (!pf) {
@@ -921,6 +1042,29 @@ static uint64_t backing_need(uint32_t backing)
 	}
 }
 
+/*
+ * A local image is read by the sweep with O_DIRECT (read_direct): the
+ * same open file, reopened through /proc so that it cannot be another
+ * file by now, in a description of its own (the fault lane keeps its
+ * buffered one). Not possible (a remote image, a filesystem without
+ * O_DIRECT, no /proc): dio_fd stays -1 and the sweep reads buffered.
+ */
+static void open_direct(struct wps_pager *pg)
+{
+	struct wps_img_src *src = wps_image_source(pg->img);
+	char path[64];
+
+	if (src->remote || src->fd < 0 ||
+	    wps_image_group_offset(pg->img, pg->r, 0) % 4096)
+		return;
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", src->fd);
+	pg->dio_fd = open(path, O_RDONLY | O_DIRECT | O_CLOEXEC);
+	if (pg->dio_fd < 0)
+		wps_dbg(pg->ctx, "lazy restore: image %s without O_DIRECT "
+			"(%s): the sweep reads it buffered", src->name,
+			strerror(errno));
+}
+
 int wps_pager_new(struct wps_ctx *ctx, struct wps_image *img, unsigned int r,
 		  const struct wps_region *dst,
 		  const struct wps_pager_opts *opts, struct wps_pager **out)
@@ -960,8 +1104,11 @@ int wps_pager_new(struct wps_ctx *ctx, struct wps_image *img, unsigned int r,
 	pg->dst.name = NULL;
 	pg->uffd = opts->uffd;
 	pg->stop_fd = -1;
+	pg->dio_fd = -1;
 	pg->map = MAP_FAILED;
 	pthread_mutex_init(&pg->lock, NULL);
+	pthread_mutex_init(&pg->gate_lock, NULL);
+	pthread_cond_init(&pg->gate_cond, NULL);
 	pg->unit = dst->page_size;
 	pg->nr_units = dst->size / pg->unit;
 	pg->nr_blocks = ir->nr_blocks;
@@ -977,8 +1124,9 @@ int wps_pager_new(struct wps_ctx *ctx, struct wps_image *img, unsigned int r,
 		ret = -EINVAL;
 		goto fail;
 	}
-	pg->chunk = opts->prefetch_chunk ? opts->prefetch_chunk
-					 : PAGER_CHUNK_DEFAULT;
+	open_direct(pg);
+	pg->chunk = opts->prefetch_chunk ? opts->prefetch_chunk :
+		    pg->dio_fd >= 0 ? PAGER_CHUNK_DIRECT : PAGER_CHUNK_DEFAULT;
 	pg->chunk = (pg->chunk + pg->win - 1) / pg->win * pg->win;
 
 	ret = -ENOMEM;
@@ -1269,9 +1417,13 @@ void wps_pager_free(struct wps_pager *pg)
 		close(pg->uffd);
 	if (pg->stop_fd >= 0)
 		close(pg->stop_fd);
+	if (pg->dio_fd >= 0)
+		close(pg->dio_fd);
 	if (pg->map != MAP_FAILED)
 		munmap(pg->map, pg->dst.size);
 	pthread_mutex_destroy(&pg->lock);
+	pthread_mutex_destroy(&pg->gate_lock);
+	pthread_cond_destroy(&pg->gate_cond);
 	free(pg->q);
 	free(pg->order);
 	free(pg->first);

@@ -1476,9 +1476,50 @@ struct wps_img_src *wps_image_source(struct wps_image *img)
 	return img->src;
 }
 
+/* Blocks [*s, *e) of region r covered by groups [g0, g0 + ng), or
+ * -EINVAL if those groups are not all in the region. */
+static int group_span(const struct wps_image *img, unsigned int r,
+		      uint64_t g0, uint64_t ng, uint64_t *s, uint64_t *e)
+{
+	uint32_t G = img->info.group_blocks;
+
+	if (r >= img->info.nr_regions || !ng ||
+	    g0 >= img->regions[r].nr_groups ||
+	    ng > img->regions[r].nr_groups - g0)
+		return -EINVAL;
+	*s = g0 * G;
+	*e = (g0 + ng) * G < img->regions[r].pub.nr_blocks ?
+	     (g0 + ng) * G : img->regions[r].pub.nr_blocks;
+	return 0;
+}
+
 int wps_image_read_groups_lane(struct wps_image *img, enum wps_img_lane lane,
 			       unsigned int r, uint64_t g0, uint64_t ng,
 			       void *buf, uint64_t *bad_group)
+{
+	const struct imgr_region *reg;
+	uint32_t G = img->info.group_blocks;
+	uint64_t s, e;
+	uint8_t *out = buf;
+	int err;
+
+	if (group_span(img, r, g0, ng, &s, &e))
+		return -EINVAL;
+	reg = &img->regions[r];
+	/* Nothing present: no I/O at all. */
+	if (wps_bit_find(reg->bitmap, s, e, true) >= e) {
+		memset(out, 0, (ng * G) << WPS_IMG_BLOCK_SHIFT);
+		return 0;
+	}
+	err = wps_img_src_read(img->src, lane, out, (e - s) << WPS_IMG_BLOCK_SHIFT,
+			       reg->data_offset + (s << WPS_IMG_BLOCK_SHIFT));
+	if (err)
+		return err;
+	return wps_image_check_groups(img, r, g0, ng, buf, bad_group);
+}
+
+int wps_image_check_groups(struct wps_image *img, unsigned int r, uint64_t g0,
+			   uint64_t ng, void *buf, uint64_t *bad_group)
 {
 	const struct imgr_region *reg;
 	uint32_t G = img->info.group_blocks;
@@ -1486,26 +1527,13 @@ int wps_image_read_groups_lane(struct wps_image *img, enum wps_img_lane lane,
 	uint8_t *out = buf;
 	int err;
 
-	if (r >= img->info.nr_regions || !ng ||
-	    g0 >= img->regions[r].nr_groups ||
-	    ng > img->regions[r].nr_groups - g0)
+	if (group_span(img, r, g0, ng, &s, &e))
 		return -EINVAL;
 	reg = &img->regions[r];
-	s = g0 * G;
-	e = (g0 + ng) * G < reg->pub.nr_blocks ? (g0 + ng) * G
-					       : reg->pub.nr_blocks;
+	/* The region's last group may be short: the rest of buf reads 0. */
 	if (e - s < ng * G)
 		memset(out + ((e - s) << WPS_IMG_BLOCK_SHIFT), 0,
 		       (ng * G - (e - s)) << WPS_IMG_BLOCK_SHIFT);
-	/* Nothing present: no I/O at all. */
-	if (wps_bit_find(reg->bitmap, s, e, true) >= e) {
-		memset(out, 0, (e - s) << WPS_IMG_BLOCK_SHIFT);
-		return 0;
-	}
-	err = wps_img_src_read(img->src, lane, out, (e - s) << WPS_IMG_BLOCK_SHIFT,
-			       reg->data_offset + (s << WPS_IMG_BLOCK_SHIFT));
-	if (err)
-		return err;
 	for (g = g0; g < g0 + ng; g++) {
 		uint8_t *grp = out + (((g - g0) * G) << WPS_IMG_BLOCK_SHIFT);
 

@@ -93,6 +93,15 @@ int wps_image_read_groups_lane(struct wps_image *img, enum wps_img_lane lane,
 			       unsigned int r, uint64_t g0, uint64_t ng,
 			       void *buf, uint64_t *bad_group);
 
+/*
+ * The verification half of wps_image_read_groups_lane, for bytes the
+ * caller read itself (the pager's O_DIRECT bulk reads): buf holds groups
+ * [g0, g0 + ng) as stored (holes included). Same result and buf
+ * contents as a read_groups of them; no I/O.
+ */
+int wps_image_check_groups(struct wps_image *img, unsigned int r, uint64_t g0,
+			   uint64_t ng, void *buf, uint64_t *bad_group);
+
 /* File offset of group g of region r (for error reports). */
 uint64_t wps_image_group_offset(const struct wps_image *img, unsigned int r,
 				uint64_t g);

@@ -203,6 +203,7 @@ static void *probe_main(void *arg)
 
 struct lazy_fig {
 	double p50_us, p99_us;  /* guest side, faulting touches */
+	double h50_us, h99_us;  /* the pager's handler (message .. wake) */
 	double full_ms;         /* start .. every page present */
 	double mib_s;           /* image data / full_ms */
 };
@@ -252,6 +253,8 @@ static int lazy_run(struct wps_ctx *ctx, struct wps_image *img,
 	wps_pager_stats(pg, &st);
 	f->p50_us = p->faulted.count ? wps_histo_pct(&p->faulted, 50) / 1e3 : NAN;
 	f->p99_us = p->faulted.count ? wps_histo_pct(&p->faulted, 99) / 1e3 : NAN;
+	f->h50_us = st.faults ? st.fault_p50_ns / 1e3 : NAN;
+	f->h99_us = st.faults ? st.fault_p99_ns / 1e3 : NAN;
 	f->full_ms = st.full_ns / 1e6;
 	f->mib_s = st.full_ns ? st.data_bytes / MiB / (st.full_ns / 1e9) : NAN;
 out:
@@ -630,6 +633,17 @@ static double median_of(const double *v, unsigned int n)
 	return m ? median(tmp, m) : NAN;
 }
 
+/* Per-run figures, in run order (null where not measured). */
+static json_t *num_array(const double *v, unsigned int n)
+{
+	json_t *a = json_array();
+	unsigned int i;
+
+	for (i = 0; a && i < n; i++)
+		json_array_append_new(a, isnan(v[i]) ? json_null() : json_real(v[i]));
+	return a;
+}
+
 static json_t *num_or_null(double v)
 {
 	return isnan(v) ? json_null() : json_real(v);
@@ -639,7 +653,8 @@ int bench_restore(struct wps_ctx *ctx, const struct bench_restore_opts *o)
 {
 	double raw[MAX_RUNS], load[MAX_RUNS], ms[MAX_RUNS], ratio[MAX_RUNS];
 	double lz_p50[MAX_RUNS], lz_p99[MAX_RUNS], lz_ms[MAX_RUNS];
-	double lz_mib[MAX_RUNS], lz_vs_raw[MAX_RUNS];
+	double lz_mib[MAX_RUNS], lz_vs_raw[MAX_RUNS], lz_vs_eager[MAX_RUNS];
+	double lz_h50[MAX_RUNS], lz_h99[MAX_RUNS];
 	double ws_a[MAX_RUNS], ws_b[MAX_RUNS], ws_ratio[MAX_RUNS];
 	double ws_fa[MAX_RUNS], ws_fb[MAX_RUNS];
 	struct rguest_opts fo = { .size = o->size, .backing = o->backing,
@@ -716,6 +731,9 @@ int bench_restore(struct wps_ctx *ctx, const struct bench_restore_opts *o)
 		lz_ms[i] = lf.full_ms;
 		lz_mib[i] = lf.mib_s;
 		lz_vs_raw[i] = lf.mib_s / raw[i];
+		lz_vs_eager[i] = lf.full_ms / ms[i];
+		lz_h50[i] = lf.h50_us;
+		lz_h99[i] = lf.h99_us;
 		ret = ws_pair(ctx, img, path, &fo, &wl, &wa, &wb);
 		if (ret) {
 			fprintf(stderr, "wpsnap bench --restore: working-set "
@@ -754,6 +772,10 @@ int bench_restore(struct wps_ctx *ctx, const struct bench_restore_opts *o)
 			json_object_set_new(j, "lazy_full_ms", num_or_null(median_of(lz_ms, runs)));
 			json_object_set_new(j, "lazy_mib_s", num_or_null(median_of(lz_mib, runs)));
 			json_object_set_new(j, "lazy_vs_raw_read", num_or_null(median_of(lz_vs_raw, runs)));
+			json_object_set_new(j, "lazy_handler_p50_us", num_or_null(median_of(lz_h50, runs)));
+			json_object_set_new(j, "lazy_handler_p99_us", num_or_null(median_of(lz_h99, runs)));
+			json_object_set_new(j, "lazy_full_vs_eager", num_or_null(median_of(lz_vs_eager, runs)));
+			json_object_set_new(j, "lazy_full_vs_eager_runs", num_array(lz_vs_eager, runs));
 			json_object_set_new(j, "ws_bytes", json_integer((json_int_t)(wl.n * WS_RUN * WPS_IMG_BLOCK_SIZE)));
 			json_object_set_new(j, "ws_no_wset_ms", json_real(median(ws_a, runs)));
 			json_object_set_new(j, "ws_wset_ms", json_real(median(ws_b, runs)));
@@ -794,6 +816,10 @@ int bench_restore(struct wps_ctx *ctx, const struct bench_restore_opts *o)
 		       median_of(lz_p50, runs), median_of(lz_p99, runs),
 		       median_of(lz_ms, runs), median_of(lz_mib, runs),
 		       median_of(lz_vs_raw, runs));
+		printf("  lazy vs eager  full population %.2fx the eager restore "
+		       "(target <= 1.20); pager handler p50 %.1f us p99 %.1f us\n",
+		       median_of(lz_vs_eager, runs), median_of(lz_h50, runs),
+		       median_of(lz_h99, runs));
 		printf("  working set    %.1f MiB in runs of %u blocks, read once "
 		       "after resume: %.2f ms without working-set info (%.0f "
 		       "faults), %.2f ms with the order recorded by that restore "

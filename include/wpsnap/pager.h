@@ -48,7 +48,8 @@ struct wps_pager_opts {
 	 * nothing else changes. Its anonymous memory is served with
 	 * UFFDIO_COPY into that process as well. */
 	pid_t pid;
-	/* Bytes per prefetch read (0: 2 MiB). */
+	/* Bytes per prefetch read (0: 512 KiB from a local image read with
+	 * O_DIRECT, else 2 MiB). */
 	uint64_t prefetch_chunk;
 	/* Do not start the prefetch thread (faults only; graduate then
 	 * populates the rest itself). */

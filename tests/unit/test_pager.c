@@ -5,7 +5,9 @@
  * see the freeze content; writers may start at the first instant; after
  * graduation the guest equals its ledger, keeps no registration and no fd
  * leaks; absent blocks read zero, discarded ones are not repopulated, and
- * a damaged block is never delivered.
+ * a damaged block is never delivered. The verification the pager's
+ * O_DIRECT sweep applies to bytes it read itself gives what a verified
+ * group read gives.
  */
 #include "config.h"
 
@@ -16,6 +18,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
@@ -27,6 +30,7 @@
 #include <wpsnap/pager.h>
 #include <wpsnap/wpsnap.h>
 
+#include "stream/img_reader_int.h"
 #include "tests/unit/snaputil.h"
 #include "tests/unit/testutil.h"
 #include "guest/guest.h"
@@ -371,6 +375,65 @@ START_TEST(damaged_never_delivered)
 }
 END_TEST
 
+/*
+ * wps_image_check_groups on the stored bytes of a region (read raw, as
+ * the sweep's O_DIRECT reads do) yields exactly what
+ * wps_image_read_groups yields, and a flipped bit names its group.
+ */
+START_TEST(check_groups_as_read)
+{
+	const struct wps_image_region *ir;
+	struct wps_image *img;
+	struct wps_ctx *ctx;
+	uint64_t G, ng, gb, start, count, bad = 0;
+	uint8_t *a, *b;
+	char path[512];
+
+	ck_assert_int_eq(wps_ctx_new(&ctx), 0);
+	wps_ctx_set_log_fn(ctx, tu_log_capture, NULL);
+	snprintf(path, sizeof(path), "%s/img", tu_dir);
+	rguest_ledger_free(su_take(ctx, RGUEST_ANON, (4 << 20) + 3 * 4096, 50,
+				   path));
+	ck_assert_int_eq(wps_image_open(ctx, path, 0, &img), 0);
+	ir = wps_image_get_region(img, 0);
+	G = wps_image_get_info(img)->group_blocks;
+	ng = (ir->nr_blocks + G - 1) / G;
+	gb = G * 4096;
+	ck_assert_uint_ne(ir->nr_blocks % G, 0);    /* a short last group */
+	a = malloc(ng * gb);
+	b = malloc(ng * gb);
+	ck_assert(a && b);
+	memset(a, 0x5a, ng * gb);
+	memset(b, 0xa5, ng * gb);
+	ck_assert_int_eq(wps_image_read_groups(img, 0, 0, ng, a, &bad), 0);
+	ck_assert_int_eq(wps_image_pread(img, b, ir->nr_blocks * 4096,
+					 wps_image_group_offset(img, 0, 0)), 0);
+	ck_assert_int_eq(wps_image_check_groups(img, 0, 0, ng, b, &bad), 0);
+	ck_assert(!memcmp(a, b, ng * gb));
+	/* The same for a slice at the end of the region. */
+	ck_assert_int_eq(wps_image_pread(img, b, (ir->nr_blocks - (ng - 2) * G) *
+					 4096, wps_image_group_offset(img, 0,
+								      ng - 2)), 0);
+	ck_assert_int_eq(wps_image_check_groups(img, 0, ng - 2, 2, b, &bad), 0);
+	ck_assert(!memcmp(a + (ng - 2) * gb, b, 2 * gb));
+	/* One flipped bit in a present block: its group is named. */
+	ck_assert_int_eq(wps_image_pread(img, b, ir->nr_blocks * 4096,
+					 wps_image_group_offset(img, 0, 0)), 0);
+	ck_assert_int_eq(wps_image_next_extent(img, 0, ir->nr_blocks / 2,
+					       &start, &count), 0);
+	b[start * 4096 + 7] ^= 1;
+	ck_assert_int_eq(wps_image_check_groups(img, 0, 0, ng, b, &bad),
+			 -EBADMSG);
+	ck_assert_uint_eq(bad, start / G);
+	ck_assert_int_eq(wps_image_check_groups(img, 0, ng, 1, b, &bad),
+			 -EINVAL);
+	free(a);
+	free(b);
+	wps_image_close(img);
+	wps_ctx_free(ctx);
+}
+END_TEST
+
 static Suite *pager_suite(void)
 {
 	Suite *s = suite_create("pager");
@@ -384,6 +447,7 @@ static Suite *pager_suite(void)
 			    sizeof(backings) / sizeof(backings[0]));
 	tcase_add_test(tc, absent_and_removed);
 	tcase_add_test(tc, damaged_never_delivered);
+	tcase_add_test(tc, check_groups_as_read);
 	suite_add_tcase(s, tc);
 	return s;
 }
