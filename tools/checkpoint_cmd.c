@@ -18,6 +18,7 @@
 #include <getopt.h>
 #include <signal.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,6 +35,7 @@
 
 #include "base/deadline.h"
 #include "tools/checkpoint_cmd.h"
+#include "tools/parse.h"
 #include "guest/guest.h"
 #include "tools/snapshot_cmd.h"
 
@@ -187,6 +189,19 @@ static int pid_pause(void *arg)
 	return -ETIMEDOUT;
 }
 
+/* A number option in [min, max] (tools/parse.h), or a usage error naming
+ * the option: strtoul would take "-1", "5x" or "" as a silent number. */
+static int opt_num(const char *opt, const char *s, uint64_t min, uint64_t max,
+		   uint64_t *out)
+{
+	if (!tools_parse_u64(s, min, max, out))
+		return 0;
+	fprintf(stderr, "wpsnap checkpoint: %s: '%s' is not a number from %llu "
+		"to %llu\n", opt, s, (unsigned long long)min,
+		(unsigned long long)max);
+	return -EINVAL;
+}
+
 static int pid_resume(void *arg)
 {
 	return kill(*(pid_t *)arg, SIGCONT) ? -errno : 0;
@@ -239,14 +254,26 @@ int checkpoint_cmd_main(struct wps_ctx *ctx, int argc, char **argv)
 	sigset_t old_mask;
 	bool ledger = false;
 	double rate_mib = 0;
+	uint64_t v;
 	int c, ret, status = 1;
 
 	while ((c = getopt_long(argc, argv, "d:n:i:k:s:b:t:p:r:lPoN:S:Q:I:R:h", opts, NULL)) != -1) {
 		switch (c) {
 		case 'd': dir = optarg; break;
-		case 'n': count = strtoull(optarg, NULL, 0); break;
-		case 'i': interval_ms = (unsigned int)strtoul(optarg, NULL, 0); break;
-		case 'k': keep = (unsigned int)strtoul(optarg, NULL, 0); break;
+		case 'n':
+			if (opt_num("--count", optarg, 0, UINT64_MAX, &count))
+				return 2;
+			break;
+		case 'i':
+			if (opt_num("--interval", optarg, 0, UINT_MAX, &v))
+				return 2;
+			interval_ms = (unsigned int)v;
+			break;
+		case 'k':
+			if (opt_num("--keep", optarg, 0, UINT_MAX, &v))
+				return 2;
+			keep = (unsigned int)v;
+			break;
 		case 't': go.threads = (unsigned int)strtoul(optarg, NULL, 0); break;
 		case 'l': ledger = true; break;
 		case 'r': rate_mib = strtod(optarg, NULL); break;
