@@ -49,9 +49,12 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <wpsnap/image.h>
+
 #include "base/clock.h"
 #include "base/log.h"
 #include "stream/img_out.h"
+#include "stream/nbd_chain.h"
 #include "stream/nbd_conn.h"
 
 #define NBDW_CONNS 4u               /* connections at most (multi-conn) */
@@ -76,6 +79,15 @@ struct nbdw_conn {
 
 struct nbdw {
 	struct nbdw_conn conn[NBDW_CONNS];
+	char *uri;                  /* what libnbd connects to (no "#N") */
+	/* A chain member ("URI#N"): the table read at open, the member's
+	 * seq, and where its image goes. base is 0 and chain NULL for a
+	 * plain image at the export's start. */
+	struct wps_nbd_chain *chain;
+	int64_t seq;
+	uint64_t base;
+	uint64_t avail;             /* export bytes from base on */
+	bool can_fua;
 	unsigned int nr_conns;
 	unsigned int next;          /* round robin over connections */
 	uint64_t export_size;
@@ -216,7 +228,7 @@ static void nbdw_submit(struct wps_img_writer *w, struct nbdw *n)
 			n->cur_done = e->len;   /* the rest is not written */
 		while (n->cur_done < e->len && c->inflight < NBDW_DEPTH) {
 			uint32_t len = e->len - n->cur_done;
-			uint64_t off = e->file_off + n->cur_done;
+			uint64_t off = n->base + e->file_off + n->cur_done;
 
 			if (len > n->piece)
 				len = (uint32_t)n->piece;
@@ -392,17 +404,19 @@ static int nbdw_write_sync(struct wps_img_writer *w, const void *data,
 			"the NBD server", w->path, what);
 		return -ENOTCONN;
 	}
-	if (off > n->export_size || len > n->export_size - off) {
+	if (off > n->avail || len > n->avail - off) {
 		wps_err(w->ctx, "image %s: %s (%zu bytes at offset %llu) ends "
 			"past the end of the %llu-byte export", w->path, what,
-			len, (unsigned long long)off,
+			len, (unsigned long long)(n->base + off),
 			(unsigned long long)n->export_size);
 		return -ENOSPC;
 	}
 	/* The superblock goes at offset 0, last of all: from its first
-	 * byte on, a failure must take it back. */
-	if (off == 0)
+	 * byte on, a failure must take it back (a chain member's is not
+	 * published before its table entry: nothing to take back). */
+	if (off == 0 && !n->chain)
 		n->sb_sent = true;
+	off += n->base;
 	while (len) {
 		size_t piece = len < n->piece ? len : n->piece;
 		char desc[128];
@@ -450,22 +464,91 @@ static int nbdw_seal(struct wps_img_writer *w, uint64_t size)
 {
 	struct nbdw *n = priv(w);
 
-	if (size > n->export_size) {
-		wps_err(w->ctx, "image %s: the image is %llu bytes, the export "
-			"only %llu", w->path, (unsigned long long)size,
-			(unsigned long long)n->export_size);
+	if (size > n->avail) {
+		if (n->chain)
+			wps_err(w->ctx, "image %s: the checkpoint is %llu bytes, "
+				"the export has %llu left after the %u checkpoint(s) "
+				"it holds: export full (they stay intact)", w->path,
+				(unsigned long long)size,
+				(unsigned long long)n->avail, n->chain->nr);
+		else
+			wps_err(w->ctx, "image %s: the image is %llu bytes, the "
+				"export only %llu", w->path,
+				(unsigned long long)size,
+				(unsigned long long)n->export_size);
 		return -ENOSPC;
+	}
+	if (n->chain) {
+		struct wps_nbd_chain_ent *e = &n->chain->ent[n->chain->nr];
+
+		/* the entry publish will add: what seal made durable */
+		memset(e, 0, sizeof(*e));
+		e->seq = (uint64_t)n->seq;
+		e->offset = n->base;
+		e->length = size;
+		memcpy(e->uuid, w->uuid, 16);
+		memcpy(e->parent_uuid, w->parent_uuid, 16);
 	}
 	__atomic_store_n(&w->st_file_bytes, size, __ATOMIC_RELAXED);
 	return nbdw_flush(w, "before the superblock");
 }
 
+/*
+ * Write the table copy of generation t->generation into its slot and
+ * make it durable: with FUA where the server offers it (one round trip),
+ * else write + flush. The other slot keeps the previous generation
+ * until this one is complete.
+ */
+static int table_write(struct wps_img_writer *w, const struct wps_nbd_chain *t,
+		       const char *why)
+{
+	struct nbdw *n = priv(w);
+	struct nbdw_conn *c = live_conn(n);
+	uint64_t off = wps_nbd_chain_slot(t->generation);
+	char desc[160];
+	void *buf;
+	int err;
+
+	if (!c) {
+		wps_err(w->ctx, "image %s: writing the chain table %s: no live "
+			"connection to the NBD server", w->path, why);
+		return -ENOTCONN;
+	}
+	buf = malloc(WPS_NBD_CHAIN_COPY);
+	if (!buf)
+		return -ENOMEM;
+	wps_nbd_chain_encode(t, buf);
+	snprintf(desc, sizeof(desc), "writing the chain table %s (generation "
+		 "%llu at offset %llu)", why, (unsigned long long)t->generation,
+		 (unsigned long long)off);
+	err = conn_wait(w, c, nbd_aio_pwrite(c->h, buf, WPS_NBD_CHAIN_COPY, off,
+					     NBD_NULL_COMPLETION,
+					     n->can_fua ? LIBNBD_CMD_FLAG_FUA : 0),
+			desc);
+	free(buf);
+	if (!err && !n->can_fua)
+		err = nbdw_flush(w, why);
+	return err;
+}
+
 static int nbdw_publish(struct wps_img_writer *w)
 {
+	struct nbdw *n = priv(w);
 	int err = nbdw_flush(w, "of the superblock");
 
-	if (!err)
-		priv(w)->sb_sent = false;
+	if (err)
+		return err;
+	n->sb_sent = false;
+	if (!n->chain)
+		return 0;
+	/* The image is durable; only its entry makes it a checkpoint. */
+	n->chain->nr++;
+	n->chain->generation++;
+	err = table_write(w, n->chain, "entering the checkpoint");
+	if (err) {
+		n->chain->nr--;
+		n->chain->generation--;
+	}
 	return err;
 }
 
@@ -509,6 +592,8 @@ static void nbdw_close(struct wps_img_writer *w)
 	for (i = 0; i < n->nr_conns; i++)
 		if (n->conn[i].h)
 			nbd_close(n->conn[i].h);
+	free(n->chain);
+	free(n->uri);
 	free(n);
 	w->out_priv = NULL;
 }
@@ -544,6 +629,109 @@ static int check_existing(struct wps_img_writer *w, struct nbdw_conn *c)
 			"(not overwriting)", w->path);
 		return -EEXIST;
 	}
+	if (!memcmp(sb, WPS_NBD_CHAIN_MAGIC, 8)) {
+		wps_err(w->ctx, "image %s: the export holds a checkpoint chain "
+			"(not overwriting)", w->path);
+		return -EEXIST;
+	}
+	return 0;
+}
+
+/*
+ * Open a chain member "URI#N": read the table and decide where the
+ * image goes. A new series (N == 0) starts a new table, over an existing
+ * chain or image only with WPS_IMGW_OVERWRITE; the table is reset (an
+ * empty generation, durable) before any image byte lands, so the old
+ * chain is never half overwritten. A later checkpoint is appended after
+ * the last entry, which must be its parent: a table that changed under
+ * the series (another writer) is refused, not extended.
+ */
+static int chain_open(struct wps_img_writer *w, struct nbdw *n,
+		      struct nbdw_conn *c)
+{
+	struct wps_nbd_chain *t;
+	const struct wps_nbd_chain_ent *last;
+	static const uint8_t none[16];
+	bool reset = false;
+	char a[40], b[40];
+	int err;
+
+	t = n->chain = calloc(1, sizeof(*t));
+	if (!t)
+		return -ENOMEM;
+	err = wps_nbd_chain_read(w->ctx, c->h, w->path, n->timeout_ms, t);
+	if (err)
+		return err;
+	last = wps_nbd_chain_find(t, -1);
+	switch (t->state) {
+	case WPS_NBD_CHAIN_NONE:
+		reset = true;
+		break;
+	case WPS_NBD_CHAIN_PLAIN:
+	case WPS_NBD_CHAIN_DAMAGED:
+		if (!(w->flags & WPS_IMGW_OVERWRITE)) {
+			wps_err(w->ctx, "image %s: the export holds %s (not "
+				"overwriting)", w->path,
+				t->state == WPS_NBD_CHAIN_PLAIN ? "an image" :
+				"a chain table no copy of which is valid");
+			return t->state == WPS_NBD_CHAIN_PLAIN ? -EEXIST : -EBADMSG;
+		}
+		reset = true;
+		break;
+	case WPS_NBD_CHAIN_VALID:
+		if (n->seq == 0 && t->nr) {
+			if (!(w->flags & WPS_IMGW_OVERWRITE)) {
+				wps_err(w->ctx, "image %s: the export holds a chain "
+					"of %u checkpoint(s), the last #%llu (not "
+					"overwriting)", w->path, t->nr,
+					(unsigned long long)last->seq);
+				return -EEXIST;
+			}
+			reset = true;
+		} else if (last && (uint64_t)n->seq <= last->seq) {
+			wps_err(w->ctx, "image %s: the export's chain already "
+				"reaches checkpoint #%llu", w->path,
+				(unsigned long long)last->seq);
+			return -EEXIST;
+		} else if (memcmp(w->parent_uuid, none, 16) &&
+			   (!last || memcmp(last->uuid, w->parent_uuid, 16))) {
+			wps_uuid_str(w->parent_uuid, a);
+			if (last)
+				wps_uuid_str(last->uuid, b);
+			wps_err(w->ctx, "image %s: its parent is image %s, but "
+				"the export's chain ends with %s: the table changed "
+				"under this series (another writer?)", w->path, a,
+				last ? b : "nothing");
+			return -ESTALE;
+		}
+		break;
+	}
+	if (reset) {
+		t->state = WPS_NBD_CHAIN_VALID;
+		t->nr = 0;
+		t->generation++;
+		err = table_write(w, t, "starting a new chain");
+		if (err)
+			return err;
+	}
+	if (t->nr == WPS_IMG_CHAIN_MAX) {
+		wps_err(w->ctx, "image %s: the export's chain holds %u "
+			"checkpoints, the most a chain may have (docs/FORMAT.md "
+			"3.1): start a new one (--overwrite)", w->path, t->nr);
+		return -ENOSPC;
+	}
+	n->base = wps_nbd_chain_next_offset(t);
+	n->avail = n->base < n->export_size ? n->export_size - n->base : 0;
+	if (n->avail < min_image_size(w)) {
+		wps_err(w->ctx, "image %s: checkpoint #%llu needs at least %llu "
+			"bytes, the export has %llu left at offset %llu after "
+			"its %u checkpoint(s): export full (they stay intact)",
+			w->path, (unsigned long long)n->seq,
+			(unsigned long long)min_image_size(w),
+			(unsigned long long)n->avail,
+			(unsigned long long)n->base, t->nr);
+		return -ENOSPC;
+	}
 	return 0;
 }
 
@@ -552,7 +740,7 @@ static void open_more_conns(struct wps_img_writer *w, struct nbdw *n)
 	while (n->nr_conns < NBDW_CONNS) {
 		struct nbdw_conn *c = &n->conn[n->nr_conns];
 
-		if (wps_nbd_connect(w->ctx, w->path,
+		if (wps_nbd_connect(w->ctx, n->uri,
 				    n->timeout_ms < NBDW_EXTRA_CONNECT_MS ?
 				    n->timeout_ms : NBDW_EXTRA_CONNECT_MS,
 				    true, &c->h))
@@ -584,11 +772,14 @@ static int nbdw_open(struct wps_img_writer *w)
 	}
 	w->out_priv = n;
 	n->piece = NBDW_PIECE;
+	err = wps_nbd_chain_split(w->ctx, w->path, &n->uri, &n->seq);
+	if (err)
+		return err;
 	err = wps_nbd_timeout_ms(w->ctx, w->path, &n->timeout_ms);
 	if (err)
 		return err;
 	c = &n->conn[0];
-	err = wps_nbd_connect(w->ctx, w->path,
+	err = wps_nbd_connect(w->ctx, n->uri,
 			      n->timeout_ms < NBDW_CONNECT_MS ? n->timeout_ms :
 			      NBDW_CONNECT_MS, false, &c->h);
 	if (err)
@@ -607,7 +798,8 @@ static int nbdw_open(struct wps_img_writer *w)
 		return err;
 	}
 	n->export_size = (uint64_t)size;
-	if (n->export_size < min_image_size(w)) {
+	n->avail = n->export_size;
+	if (n->seq < 0 && n->export_size < min_image_size(w)) {
 		wps_err(w->ctx, "image %s: the export is %llu bytes, the image "
 			"needs at least %llu", w->path,
 			(unsigned long long)n->export_size,
@@ -620,13 +812,18 @@ static int nbdw_open(struct wps_img_writer *w)
 			   (uint64_t)max & ~(uint64_t)(WPS_IMG_BLOCK - 1) :
 			   (uint64_t)max;
 	n->can_flush = nbd_can_flush(c->h) == 1;
+	n->can_fua = nbd_can_fua(c->h) == 1;
 	if (!n->can_flush)
 		wps_warn(w->ctx, "image %s: the NBD server offers no flush: the "
 			 "image is as durable as the server makes its writes",
 			 w->path);
-	err = check_existing(w, c);
-	if (!err)
-		err = zero_super(w, "before writing");
+	if (n->seq >= 0) {
+		err = chain_open(w, n, c);
+	} else {
+		err = check_existing(w, c);
+		if (!err)
+			err = zero_super(w, "before writing");
+	}
 	if (err)
 		return err;
 	/* Several connections only where the server promises that a flush

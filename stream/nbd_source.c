@@ -33,6 +33,7 @@
 #include <time.h>
 
 #include "base/log.h"
+#include "stream/nbd_chain.h"
 #include "stream/nbd_conn.h"
 #include "stream/nbd_source.h"
 
@@ -59,7 +60,12 @@ struct nbd_conn {
 
 struct nbd_src {
 	struct wps_img_src pub;
-	char *uri;
+	char *uri;              /* the image's name: "URI" or "URI#N" */
+	char *conn_uri;         /* what libnbd connects to (no "#N") */
+	/* A member of a checkpoint chain on the export (stream/nbd_chain.h)
+	 * starts at base; every read is shifted by it, and pub.size is the
+	 * member's length. 0 for an image at the export's start. */
+	uint64_t base;
 	uint64_t piece;
 	pthread_mutex_t lock;   /* bulk[].busy/dead, fault.dead */
 	pthread_cond_t freed;
@@ -76,7 +82,8 @@ struct nbd_src {
 static int conn_open(struct nbd_src *s, struct nbd_conn *c, int timeout_ms,
 		     bool quiet)
 {
-	int err = wps_nbd_connect(s->pub.ctx, s->uri, timeout_ms, quiet, &c->h);
+	int err = wps_nbd_connect(s->pub.ctx, s->conn_uri, timeout_ms, quiet,
+				  &c->h);
 
 	if (!err)
 		nbd_set_pread_initialize(c->h, false);
@@ -126,7 +133,7 @@ static int conn_read(struct nbd_src *s, struct nbd_conn *c,
 			if (len > s->piece)
 				len = s->piece;
 			if (nbd_aio_pread(c->h, (uint8_t *)seg[i].buf + done, len,
-					  seg[i].off + done, cb, 0) < 0) {
+					  s->base + seg[i].off + done, cb, 0) < 0) {
 				err = wps_nbd_errno_or(-EIO);
 				fail_off = seg[i].off + done;
 				wps_err(s->pub.ctx, "image %s: NBD read of %zu "
@@ -263,6 +270,7 @@ static void nbd_src_close(struct wps_img_src *src)
 	pthread_mutex_destroy(&s->fault_lock);
 	pthread_mutex_destroy(&s->lock);
 	free(s->uri);
+	free(s->conn_uri);
 	free(s);
 }
 
@@ -271,11 +279,111 @@ static const struct wps_img_src_ops nbd_src_ops = {
 	.close = nbd_src_close,
 };
 
+/*
+ * If the export holds a checkpoint chain, point the source at the member
+ * sel names (sel < 0: the last entry, the last durable checkpoint): base
+ * and size become the member's, the name "URI#N". Its superblock must
+ * carry the UUID the table names, so a table and an image that disagree
+ * (a damaged or foreign export) are refused here, not restored. Without
+ * a table, a selector is an error and the export is read from offset 0.
+ */
+static int find_member(struct nbd_src *s, int64_t sel)
+{
+	struct wps_ctx *ctx = s->pub.ctx;
+	const struct wps_nbd_chain_ent *e;
+	struct wps_img_super sb;
+	struct wps_nbd_chain *t;
+	char name[64], a[40], b[40];
+	size_t len;
+	int timeout_ms, err;
+	char *p;
+
+	err = wps_nbd_timeout_ms(ctx, s->uri, &timeout_ms);
+	if (err)
+		return err;
+	t = calloc(1, sizeof(*t));
+	if (!t)
+		return -ENOMEM;
+	err = wps_nbd_chain_read(ctx, s->fault.h, s->uri, timeout_ms, t);
+	if (err)
+		goto out;
+	if (t->state == WPS_NBD_CHAIN_DAMAGED) {
+		wps_err(ctx, "image %s: the export's chain table is damaged (no "
+			"copy of it is valid)", s->uri);
+		err = -EBADMSG;
+		goto out;
+	}
+	if (t->state != WPS_NBD_CHAIN_VALID) {
+		if (sel >= 0) {
+			wps_err(ctx, "image %s: the export holds no checkpoint "
+				"chain, so no checkpoint #%lld", s->uri,
+				(long long)sel);
+			err = -ENOENT;
+		}
+		goto out;
+	}
+	e = wps_nbd_chain_find(t, sel);
+	if (!e) {
+		if (t->nr)
+			wps_err(ctx, "image %s: the export's chain has no "
+				"checkpoint #%lld (it holds #%llu to #%llu)",
+				s->uri, (long long)sel,
+				(unsigned long long)t->ent[0].seq,
+				(unsigned long long)t->ent[t->nr - 1].seq);
+		else
+			wps_err(ctx, "image %s: the export's checkpoint chain is "
+				"empty (its first checkpoint never became "
+				"durable)", s->uri);
+		err = -ENOENT;
+		goto out;
+	}
+	err = wps_nbd_wait(s->fault.h, nbd_aio_pread(s->fault.h, &sb, sizeof(sb),
+						     e->offset, NBD_NULL_COMPLETION,
+						     0), timeout_ms);
+	if (err) {
+		wps_err(ctx, "image %s: reading the superblock of checkpoint "
+			"#%llu at offset %llu: %s", s->uri,
+			(unsigned long long)e->seq, (unsigned long long)e->offset,
+			err == -ETIMEDOUT ? "the NBD server did not answer" :
+			wps_nbd_why());
+		goto out;
+	}
+	if (memcmp(sb.magic, WPS_IMG_MAGIC, 8) || memcmp(sb.uuid, e->uuid, 16)) {
+		wps_uuid_str(e->uuid, a);
+		wps_uuid_str(sb.uuid, b);
+		wps_err(ctx, "image %s: the chain table names image %s at offset "
+			"%llu (checkpoint #%llu), but %s is there: damaged export",
+			s->uri, a, (unsigned long long)e->offset,
+			(unsigned long long)e->seq,
+			memcmp(sb.magic, WPS_IMG_MAGIC, 8) ? "no image" : b);
+		err = -EBADMSG;
+		goto out;
+	}
+	s->base = e->offset;
+	s->pub.size = e->length;
+	/* the canonical name: the member, whatever selected it */
+	snprintf(name, sizeof(name), "#%llu", (unsigned long long)e->seq);
+	len = strlen(s->conn_uri);
+	p = malloc(len + strlen(name) + 1);
+	if (!p) {
+		err = -ENOMEM;
+		goto out;
+	}
+	memcpy(p, s->conn_uri, len);
+	strcpy(p + len, name);
+	free(s->uri);
+	s->uri = p;
+	s->pub.name = s->uri;
+out:
+	free(t);
+	return err;
+}
+
 int wps_nbd_src_open(struct wps_ctx *ctx, const char *uri,
 		     struct wps_img_src **out)
 {
 	struct nbd_src *s;
-	int64_t size, max;
+	int64_t size, max, sel;
 	unsigned int i;
 	int err;
 
@@ -283,10 +391,13 @@ int wps_nbd_src_open(struct wps_ctx *ctx, const char *uri,
 	s = calloc(1, sizeof(*s));
 	if (!s)
 		return -ENOMEM;
+	err = wps_nbd_chain_split(ctx, uri, &s->conn_uri, &sel);
 	s->uri = strdup(uri);
-	if (!s->uri) {
+	if (err || !s->uri) {
+		free(s->conn_uri);
+		free(s->uri);
 		free(s);
-		return -ENOMEM;
+		return err ? err : -ENOMEM;
 	}
 	s->pub.ops = &nbd_src_ops;
 	s->pub.ctx = ctx;
@@ -309,6 +420,9 @@ int wps_nbd_src_open(struct wps_ctx *ctx, const char *uri,
 		goto fail;
 	}
 	s->pub.size = (uint64_t)size;
+	err = find_member(s, sel);
+	if (err)
+		goto fail;
 	/* The server's largest request, if it says; pieces stay 4 KiB
 	 * multiples (every image structure is). */
 	max = nbd_get_block_size(s->fault.h, LIBNBD_SIZE_MAXIMUM);

@@ -50,7 +50,8 @@ static void checkpoint_usage(FILE *f)
 		"hugetlb]\n"
 		"                         [--threads N] [--pattern idle|seq|random|"
 		"hot]\n"
-		"                         [--rate MIB/S] [--ledger] [--no-precopy] "
+		"                         [--rate MIB/S] [--ledger] [--ledger-dir D] "
+		"[--no-precopy]\n                         "
 		"[--overwrite]\n"
 		"                         [--netbuf IF [--netns NS] [--queue N]]\n"
 		"       wpsnap checkpoint --dir DIR --pid PID [--range START-END]... "
@@ -60,7 +61,11 @@ static void checkpoint_usage(FILE *f)
 		"image, each later one an\nincrement over the one before. --keep N "
 		"folds older checkpoints into the\noldest kept one after each "
 		"checkpoint. --ledger writes DIR/ckpt-NNNNNN.ledger,\nthe guest's "
-		"content at each instant, for 'wpsnap chain --ledger'.\n");
+		"content at each instant, for 'wpsnap chain --ledger'.\n"
+		"DIR may be an NBD export (nbd://HOST[:PORT]/EXPORT, nbd+unix:///"
+		"EXPORT?socket=P):\nthe whole chain goes into it, checkpoint N "
+		"readable as EXPORT-URI#N, the last\ndurable one as EXPORT-URI "
+		"(docs/REMOTE.md); ledgers then go to --ledger-dir D.\n");
 }
 
 /*
@@ -69,7 +74,7 @@ static void checkpoint_usage(FILE *f)
  */
 struct series {
 	sigset_t stop;             /* SIGINT, SIGTERM: blocked from the start */
-	const char *dir;
+	const char *ledger_dir;    /* DIR, or --ledger-dir for an export */
 	struct rguest *g;       /* --ledger: write the guest's ledger */
 	bool netbuf;               /* print the epoch and commit lines */
 };
@@ -104,9 +109,6 @@ static int report(void *arg, const struct wps_ckpt_session_report *r)
 {
 	const struct wps_ckpt_stats *st = r->st;
 	struct series *se = arg;
-	struct rguest_ledger *l = NULL;
-	char lpath[4096];
-	int ret;
 
 	/* output commit: the lines of `wpsnap netbuf hold` (CLOCK_MONOTONIC
 	 * ns around closing the epoch and releasing it) */
@@ -120,14 +122,30 @@ static int report(void *arg, const struct wps_ckpt_session_report *r)
 	       st->seq, st->pause_ns / 1e6, st->scan_ns / 1e6, st->copy_ns / 1e6,
 	       st->rounds, st->dirty_bytes / MiB, st->precopy_bytes / MiB,
 	       st->total_ns / 1e6);
-	if (!se->g)
-		return 0;
-	/* The instant's generations stay recorded (copy on write) until the
-	 * next freeze_pause, which is the next checkpoint's. */
+	return 0;
+}
+
+/*
+ * --ledger: the guest's content at checkpoint seq's instant, written
+ * before the image is committed, so that every durable checkpoint has
+ * its ledger even if this process dies right after the commit (a fail
+ * over restores the last durable one and checks it against its ledger).
+ * The instant's generations stay recorded (copy on write) until the next
+ * freeze_pause, which is the next checkpoint's.
+ */
+static int write_ledger(void *arg, struct wps_ckpt *ck, uint64_t seq)
+{
+	struct series *se = arg;
+	struct rguest_ledger *l = NULL;
+	char lpath[4096];
+	int ret;
+
+	(void)ck;
 	rguest_pause(se->g);
 	ret = rguest_ledger(se->g, &l);
 	rguest_resume(se->g);
-	snprintf(lpath, sizeof(lpath), "%s/ckpt-%06" PRIu64 ".ledger", se->dir, r->seq);
+	snprintf(lpath, sizeof(lpath), "%s/ckpt-%06" PRIu64 ".ledger",
+		 se->ledger_dir, seq);
 	if (!ret)
 		ret = rguest_ledger_write(l, lpath);
 	rguest_ledger_free(l);
@@ -219,6 +237,7 @@ int checkpoint_cmd_main(struct wps_ctx *ctx, int argc, char **argv)
 		{ "threads", required_argument, NULL, 't' },
 		{ "pattern", required_argument, NULL, 'p' },
 		{ "ledger", no_argument, NULL, 'l' },
+		{ "ledger-dir", required_argument, NULL, 'L' },
 		{ "rate", required_argument, NULL, 'r' },
 		{ "no-precopy", no_argument, NULL, 'P' },
 		{ "overwrite", no_argument, NULL, 'o' },
@@ -252,12 +271,13 @@ int checkpoint_cmd_main(struct wps_ctx *ctx, int argc, char **argv)
 	struct wps_region reg;
 	const char *dir = NULL;
 	sigset_t old_mask;
-	bool ledger = false;
+	bool ledger = false, remote;
+	const char *ledger_dir = NULL;
 	double rate_mib = 0;
 	uint64_t v;
 	int c, ret, status = 1;
 
-	while ((c = getopt_long(argc, argv, "d:n:i:k:s:b:t:p:r:lPoN:S:Q:I:R:h", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "d:n:i:k:s:b:t:p:r:lL:PoN:S:Q:I:R:h", opts, NULL)) != -1) {
 		switch (c) {
 		case 'd': dir = optarg; break;
 		case 'n':
@@ -276,6 +296,7 @@ int checkpoint_cmd_main(struct wps_ctx *ctx, int argc, char **argv)
 			break;
 		case 't': go.threads = (unsigned int)strtoul(optarg, NULL, 0); break;
 		case 'l': ledger = true; break;
+		case 'L': ledger = true; ledger_dir = optarg; break;
 		case 'r': rate_mib = strtod(optarg, NULL); break;
 		case 'P': co.precopy_rounds = WPS_CKPT_NO_PRECOPY; break;
 		case 'o': co.flags |= WPS_CKPT_OVERWRITE; break;
@@ -321,8 +342,24 @@ int checkpoint_cmd_main(struct wps_ctx *ctx, int argc, char **argv)
 	}
 	if (rate_mib > 0 && go.threads)
 		go.rate = (uint64_t)(rate_mib * MiB / 4096 / go.threads) + 1;
-	if (mkdir(dir, 0755) && errno != EEXIST) {
+	/* An NBD URI is a chain export (docs/REMOTE.md): nothing to
+	 * create, and the ledgers need a directory of their own. */
+	remote = strstr(dir, "://") != NULL;
+	if (!ledger_dir && !remote)
+		ledger_dir = dir;
+	if (ledger && !ledger_dir) {
+		fprintf(stderr, "wpsnap checkpoint: --dir %s is an export: give "
+			"the ledgers a directory (--ledger-dir DIR)\n", dir);
+		return 2;
+	}
+	if (!remote && mkdir(dir, 0755) && errno != EEXIST) {
 		fprintf(stderr, "wpsnap checkpoint: %s: %s\n", dir, strerror(errno));
+		return 1;
+	}
+	if (ledger_dir && ledger_dir != dir && mkdir(ledger_dir, 0755) &&
+	    errno != EEXIST) {
+		fprintf(stderr, "wpsnap checkpoint: %s: %s\n", ledger_dir,
+			strerror(errno));
 		return 1;
 	}
 	setvbuf(stdout, NULL, _IOLBF, 0);
@@ -332,7 +369,7 @@ int checkpoint_cmd_main(struct wps_ctx *ctx, int argc, char **argv)
 	sigaddset(&se.stop, SIGINT);
 	sigaddset(&se.stop, SIGTERM);
 	sigprocmask(SIG_BLOCK, &se.stop, &old_mask);
-	se.dir = dir;
+	se.ledger_dir = ledger_dir;
 	so.dir = dir;
 	so.first_ms = interval_ms;   /* the guest writes for an interval first */
 	so.interval_ms = interval_ms;
@@ -404,6 +441,10 @@ int checkpoint_cmd_main(struct wps_ctx *ctx, int argc, char **argv)
 		co.resume = rguest_resume;
 		co.pause_arg = g;
 		se.g = ledger ? g : NULL;
+		if (ledger) {
+			co.before_commit = write_ledger;
+			co.instant_arg = &se;
+		}
 		ret = wps_ckpt_session_new(ctx, &reg, 1, &co, &so, &s);
 		if (ret) {
 			fprintf(stderr, "wpsnap checkpoint: cannot track the guest's "
