@@ -132,7 +132,10 @@ int wps_chain_open(struct wps_ctx *ctx, const char *path, unsigned int flags,
 			ret = -EBADMSG;
 			goto fail;
 		}
-		ret = wps_image_open(ctx, next, flags, &cur);
+		/* a parent on the same chain export shares the child's
+		 * connections (stream/nbd_source.h) */
+		ret = n ? wps_image_open_near(img[n - 1], next, flags, &cur) :
+		      wps_image_open(ctx, next, flags, &cur);
 		if (ret) {
 			if (ret == -ENOENT && n)
 				wps_err(ctx, "%s: its parent %s is missing", paths[n - 1],
