@@ -12,8 +12,8 @@
  * synchronous metadata writes come after that thread stopped, so a
  * handle never has two pollers.
  *
- * Publication. An export cannot be renamed, so what makes it an image is
- * its superblock (offset 0), written last:
+ * Publication. An export cannot be renamed, so what makes a plain image
+ * is its superblock (offset 0), written last:
  *   open:    the old superblock is overwritten with zeros and flushed, so
  *            from here until publish the export holds no valid image;
  *   pages, trailer, footer, region table (the writer; holes not written:
@@ -24,6 +24,14 @@
  * superblock was sent is undone by zeroing it again (best effort, as the
  * server may be gone; then the reader still refuses an image whose
  * superblock is torn or names a footer that is not there).
+ *
+ * A member of a checkpoint chain ("URI#N", stream/nbd_chain.h) is
+ * published by its entry in the export's chain table instead: the image
+ * goes after the table's last entry (n->base; every offset is shifted
+ * by it), superblock included, then one flush, acknowledged, then the
+ * next table generation with the entry, FUA (or write + flush). Until
+ * that write is acknowledged the table names the previous checkpoint;
+ * the image's own bytes, in no entry, are never read.
  *
  * Back-pressure: at most NBDW_DEPTH requests per connection are given to
  * libnbd; the rest stays in the writer's queue, whose buffers are the
@@ -488,6 +496,11 @@ static int nbdw_seal(struct wps_img_writer *w, uint64_t size)
 		e->length = size;
 		memcpy(e->uuid, w->uuid, 16);
 		memcpy(e->parent_uuid, w->parent_uuid, 16);
+		/* A member's superblock publishes nothing (its table entry
+		 * does): it may go out with the rest, and publish's one
+		 * flush covers them all, before the entry is written. */
+		__atomic_store_n(&w->st_file_bytes, size, __ATOMIC_RELAXED);
+		return 0;
 	}
 	__atomic_store_n(&w->st_file_bytes, size, __ATOMIC_RELAXED);
 	return nbdw_flush(w, "before the superblock");
@@ -534,7 +547,8 @@ static int table_write(struct wps_img_writer *w, const struct wps_nbd_chain *t,
 static int nbdw_publish(struct wps_img_writer *w)
 {
 	struct nbdw *n = priv(w);
-	int err = nbdw_flush(w, "of the superblock");
+	int err = nbdw_flush(w, n->chain ? "of the checkpoint's image" :
+			     "of the superblock");
 
 	if (err)
 		return err;

@@ -12,7 +12,7 @@ EXTRA_DIST += tests/integration/nbd.sh
 # without root, nbdkit or network namespaces.
 TESTS += tests/integration/nbd_write.sh
 EXTRA_DIST += tests/integration/nbd_write.sh
-EXTRA_DIST += tests/bench/nbd_write.sh docs/REMOTE.md
+EXTRA_DIST += tests/bench/nbd_write.sh tests/bench/nbd_ckpt.sh docs/REMOTE.md
 
 # Checkpoint chains on one NBD export (tests/integration/nbd_chain.sh):
 # nbdkit and qemu-nbd in a network namespace made by the test; every
