@@ -163,6 +163,17 @@ static void conn_fail(struct nbdw *n, struct nbdw_conn *c)
 	c->inflight = 0;
 }
 
+/* libnbd aborts a dead connection's requests (their callbacks ran in
+ * the notify that failed); conn_fail finishes whatever remains. */
+static void conn_lost(struct wps_img_writer *w, struct nbdw *n,
+		      struct nbdw_conn *c)
+{
+	wps_imgw_set_error(w, wps_nbd_errno_or(-EIO), "image %s: connection "
+			   "to the NBD server lost: %s", w->path,
+			   wps_nbd_why());
+	conn_fail(n, c);
+}
+
 /* Completion of one piece, from nbd_aio_notify_* in the I/O thread
  * (also for the requests libnbd aborts when the connection dies, with
  * ENOTCONN). An extent is done when its last piece is. */
@@ -241,8 +252,20 @@ static void nbdw_submit(struct wps_img_writer *w, struct nbdw *n)
 			if (len > n->piece)
 				len = (uint32_t)n->piece;
 			cb.user_data = e;
+			/* Counted before the call: a request libnbd queued
+			 * is completed (its callback run) even when the
+			 * connection dies inside this very call, before it
+			 * returns; counted after, that callback would take
+			 * the extent's last reference and finish it, and
+			 * the issue would finish it a second time. */
+			if (!c->inflight++)
+				c->since_ns = wps_now_ns();
+			e->pieces++;
 			if (nbd_aio_pwrite(c->h, e->buf->data + e->buf_off +
 					   n->cur_done, len, off, cb, 0) < 0) {
+				/* not queued: no callback will come */
+				c->inflight--;
+				e->pieces--;
 				wps_imgw_set_error(w, wps_nbd_err(c->h, -EIO),
 						   "image %s: NBD write of %u bytes "
 						   "at offset %llu: %s%s", w->path,
@@ -252,10 +275,14 @@ static void nbdw_submit(struct wps_img_writer *w, struct nbdw *n)
 				n->cur_done = e->len;
 				break;
 			}
-			if (!c->inflight++)
-				c->since_ns = wps_now_ns();
-			e->pieces++;
 			n->cur_done += len;
+			if (nbd_aio_is_dead(c->h) > 0 || nbd_aio_is_closed(c->h) > 0) {
+				/* died inside the call: its requests were
+				 * completed as failed; finish the rest,
+				 * this extent included, and leave it */
+				conn_lost(w, n, c);
+				return;
+			}
 		}
 		if (n->cur_done < e->len)
 			return;             /* connection full */
@@ -263,17 +290,6 @@ static void nbdw_submit(struct wps_img_writer *w, struct nbdw *n)
 		if (--e->pieces == 0)
 			ext_finish(c, e);
 	}
-}
-
-/* libnbd aborts a dead connection's requests (their callbacks ran in
- * the notify that failed); conn_fail finishes whatever remains. */
-static void conn_lost(struct wps_img_writer *w, struct nbdw *n,
-		      struct nbdw_conn *c)
-{
-	wps_imgw_set_error(w, wps_nbd_errno_or(-EIO), "image %s: connection "
-			   "to the NBD server lost: %s", w->path,
-			   wps_nbd_why());
-	conn_fail(n, c);
 }
 
 /* The words of every stall, asynchronous or not: they name the server
