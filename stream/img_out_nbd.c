@@ -292,11 +292,6 @@ static void nbdw_submit(struct wps_img_writer *w, struct nbdw *n)
 	}
 }
 
-/* The words of every stall, asynchronous or not: they name the server
- * (the URI), what waited, the timeout and how to change it. */
-#define STALL_FMT "image %s: the NBD server did not answer %s within %g s " \
-	"(stalled server or cut link; WPSNAP_NBD_TIMEOUT sets the timeout)"
-
 /*
  * Fail every connection whose outstanding requests got no reply for the
  * timeout; return the poll timeout until the next one could, -1 when
@@ -320,7 +315,7 @@ static int check_stalls(struct wps_img_writer *w, struct nbdw *n)
 		if (waited >= limit) {
 			snprintf(what, sizeof(what), "%u write requests",
 				 c->inflight);
-			wps_imgw_set_error(w, -ETIMEDOUT, STALL_FMT, w->path,
+			wps_imgw_set_error(w, -ETIMEDOUT, WPS_NBD_STALL_FMT, w->path,
 					   what, n->timeout_ms / 1000.0);
 			conn_fail(n, c);
 			continue;
@@ -406,7 +401,7 @@ static int conn_wait(struct wps_img_writer *w, struct nbdw_conn *c,
 	int err = wps_nbd_wait(c->h, cookie, n->timeout_ms);
 
 	if (err == -ETIMEDOUT) {
-		wps_err(w->ctx, STALL_FMT, w->path, what,
+		wps_err(w->ctx, WPS_NBD_STALL_FMT, w->path, what,
 			n->timeout_ms / 1000.0);
 		conn_fail(n, c);
 	} else if (err) {

@@ -148,13 +148,14 @@ int wps_nbd_chain_read(struct wps_ctx *ctx, struct nbd_handle *h,
 	}
 	err = wps_nbd_wait(h, nbd_aio_pread(h, buf, 2 * WPS_NBD_CHAIN_COPY, 0,
 					    NBD_NULL_COMPLETION, 0), timeout_ms);
-	if (err) {
+	if (err == -ETIMEDOUT)
+		wps_err(ctx, WPS_NBD_STALL_FMT, uri, "the read of its chain table",
+			timeout_ms / 1000.0);
+	else if (err)
 		wps_err(ctx, "image %s: reading the export's chain table: %s%s",
-			uri, err == -ETIMEDOUT ? "" : wps_nbd_lost(h),
-			err == -ETIMEDOUT ? "the NBD server did not answer "
-			"(WPSNAP_NBD_TIMEOUT sets the timeout)" : wps_nbd_why());
+			uri, wps_nbd_lost(h), wps_nbd_why());
+	if (err)
 		goto out;
-	}
 	for (k = 0; k < 2; k++)
 		if (decode(buf + k * WPS_NBD_CHAIN_COPY, c[k]))
 			c[k]->generation = 0;

@@ -20,6 +20,14 @@
  * to NBD_DEPTH in flight) on it, so that even one reader keeps the
  * network busy. Several readers (the eager loader's workers) use several
  * connections in parallel.
+ *
+ * Every wait for the server is bounded by silence (WPSNAP_NBD_TIMEOUT,
+ * default 30 s, as for the writer): a connection whose reads get no
+ * reply for that long fails them with ETIMEDOUT and is never used
+ * again, so a stopped server or a cut link ends a restore with a clear
+ * error instead of hanging it. A chain export's members (stream/
+ * nbd_chain.h) share one set of connections (struct nbd_export) and
+ * read at their own offset.
  */
 #include "config.h"
 
@@ -66,6 +74,7 @@ struct nbd_export {
 	unsigned int refs;      /* sources using it; atomic */
 	char *conn_uri;         /* what libnbd connects to (no "#N") */
 	uint64_t piece;
+	int timeout_ms;         /* silence that makes the server stalled */
 	pthread_mutex_t lock;   /* bulk[].busy/dead, fault.dead */
 	pthread_cond_t freed;
 	pthread_mutex_t fault_lock;     /* held across a fault-lane read */
@@ -126,7 +135,7 @@ static int conn_read(struct nbd_src *s, struct nbd_conn *c,
 	uint64_t fail_off = 0;
 	size_t done = 0;
 	unsigned int i = 0;
-	int err = 0;
+	int err = 0, r;
 
 	io->err = 0;
 	io->inflight = 0;
@@ -159,11 +168,26 @@ static int conn_read(struct nbd_src *s, struct nbd_conn *c,
 		}
 		if (!io->inflight)
 			break;
-		if (nbd_poll(c->h, -1) < 0) {
-			int e = wps_nbd_errno_or(-EIO);
+		/* Bounded by silence, as the writer's waits: a server that
+		 * stops answering (stopped, hung, a link whose packets
+		 * vanish) fails the read instead of hanging a restore, or a
+		 * guest's fault, for TCP's minutes. Each reply restarts it. */
+		r = nbd_poll(c->h, s->x->timeout_ms);
+		if (r <= 0) {
+			int e = r ? wps_nbd_errno_or(-EIO) : -ETIMEDOUT;
+			char what[64];
 
-			wps_err(s->pub.ctx, "image %s: connection to the NBD "
-				"server lost: %s", s->uri, wps_nbd_why());
+			if (r) {
+				wps_err(s->pub.ctx, "image %s: connection to the "
+					"NBD server lost: %s", s->uri, wps_nbd_why());
+			} else {
+				snprintf(what, sizeof(what), "%u read requests",
+					 io->inflight);
+				wps_err(s->pub.ctx, WPS_NBD_STALL_FMT, s->uri, what,
+					s->x->timeout_ms / 1000.0);
+			}
+			/* never polled again: its reads may never complete,
+			 * and no late one lands in the caller's buffers */
 			pthread_mutex_lock(&s->x->lock);
 			c->dead = true;
 			pthread_mutex_unlock(&s->x->lock);
@@ -268,13 +292,15 @@ static void export_put(struct nbd_export *x)
 
 	if (!x || __atomic_sub_fetch(&x->refs, 1, __ATOMIC_ACQ_REL))
 		return;
+	/* A connection that failed or stalled is closed without a word;
+	 * the others say goodbye, bounded: the server may stall now. */
 	for (i = 0; i < x->nr_bulk; i++) {
 		if (!x->bulk[i].dead)
-			nbd_shutdown(x->bulk[i].h, 0);
+			wps_nbd_disconnect(x->bulk[i].h, x->timeout_ms);
 		nbd_close(x->bulk[i].h);
 	}
 	if (x->fault.h && !x->fault.dead)
-		nbd_shutdown(x->fault.h, 0);
+		wps_nbd_disconnect(x->fault.h, x->timeout_ms);
 	nbd_close(x->fault.h);
 	pthread_cond_destroy(&x->freed);
 	pthread_mutex_destroy(&x->fault_lock);
@@ -318,9 +344,7 @@ static int find_member(struct nbd_src *s, int64_t sel)
 	int timeout_ms, err;
 	char *p;
 
-	err = wps_nbd_timeout_ms(ctx, s->uri, &timeout_ms);
-	if (err)
-		return err;
+	timeout_ms = s->x->timeout_ms;
 	t = calloc(1, sizeof(*t));
 	if (!t)
 		return -ENOMEM;
@@ -367,14 +391,16 @@ static int find_member(struct nbd_src *s, int64_t sel)
 	}
 	err = wps_nbd_wait(h, nbd_aio_pread(h, &sb, sizeof(sb), e->offset,
 					    NBD_NULL_COMPLETION, 0), timeout_ms);
-	if (err) {
+	if (err == -ETIMEDOUT)
+		wps_err(ctx, WPS_NBD_STALL_FMT, s->uri, "the read of the "
+			"checkpoint's superblock", timeout_ms / 1000.0);
+	else if (err)
 		wps_err(ctx, "image %s: reading the superblock of checkpoint "
 			"#%llu at offset %llu: %s", s->uri,
 			(unsigned long long)e->seq, (unsigned long long)e->offset,
-			err == -ETIMEDOUT ? "the NBD server did not answer" :
 			wps_nbd_why());
+	if (err)
 		goto out;
-	}
 	if (memcmp(sb.magic, WPS_IMG_MAGIC, 8) || memcmp(sb.uuid, e->uuid, 16)) {
 		wps_uuid_str(e->uuid, a);
 		wps_uuid_str(sb.uuid, b);
@@ -468,7 +494,11 @@ static int export_open(struct wps_ctx *ctx, const char *uri, char *conn_uri,
 	pthread_cond_init(&x->freed, NULL);
 	tmp.x = x;
 
-	err = conn_open(&tmp, &x->fault, NBD_CONNECT_MS, false);
+	err = wps_nbd_timeout_ms(ctx, uri, &x->timeout_ms);
+	if (err)
+		goto fail;
+	err = conn_open(&tmp, &x->fault, x->timeout_ms < NBD_CONNECT_MS ?
+			x->timeout_ms : NBD_CONNECT_MS, false);
 	if (err)
 		goto fail;
 	size = nbd_get_size(x->fault.h);
@@ -493,7 +523,8 @@ static int export_open(struct wps_ctx *ctx, const char *uri, char *conn_uri,
 	for (i = 0; i < WPS_NBD_BULK_CONNS; i++) {
 		struct nbd_conn *c = &x->bulk[x->nr_bulk];
 
-		if (conn_open(&tmp, c, NBD_EXTRA_CONNECT_MS, true))
+		if (conn_open(&tmp, c, x->timeout_ms < NBD_EXTRA_CONNECT_MS ?
+			      x->timeout_ms : NBD_EXTRA_CONNECT_MS, true))
 			break;
 		if (nbd_get_size(c->h) != size) {
 			wps_warn(ctx, "image %s: a second connection sees a "
