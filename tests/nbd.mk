@@ -12,7 +12,7 @@ EXTRA_DIST += tests/integration/nbd.sh
 # without root, nbdkit or network namespaces.
 TESTS += tests/integration/nbd_write.sh
 EXTRA_DIST += tests/integration/nbd_write.sh
-EXTRA_DIST += tests/bench/nbd_write.sh tests/bench/nbd_ckpt.sh docs/REMOTE.md
+EXTRA_DIST += tests/bench/nbd_write.sh tests/bench/nbd_ckpt.sh tests/bench/nbd_lib.sh docs/REMOTE.md
 
 # Checkpoint chains on one NBD export (tests/integration/nbd_chain.sh):
 # nbdkit and qemu-nbd in a network namespace made by the test; every
@@ -20,4 +20,4 @@ EXTRA_DIST += tests/bench/nbd_write.sh tests/bench/nbd_ckpt.sh docs/REMOTE.md
 # server killed mid-series, refusals and a full export (ENOSPC); skipped
 # (77) without root, nbdkit, python3 or network namespaces.
 TESTS += tests/integration/nbd_chain.sh
-EXTRA_DIST += tests/integration/nbd_chain.sh
+EXTRA_DIST += tests/integration/nbd_chain.sh tests/integration/nbd_lib.sh

@@ -18,6 +18,7 @@
 #        (defaults 256 MiB guest, 30 checkpoints per series, 2 rounds)
 set -eu
 B=${WPSNAP_BUILDDIR:-$(cd "$(dirname "$0")/../.." && pwd)}
+. "$(dirname "$0")/nbd_lib.sh"
 W="$B/tools/wpsnap"
 MIB=${1:-256}
 COUNT=${2:-30}
@@ -27,20 +28,12 @@ T=$(mktemp -d /var/tmp/wpsnap-nbdcb.XXXXXX)
 srv=
 cleanup() {
 	[ -n "$srv" ] && kill $srv 2>/dev/null && wait $srv 2>/dev/null || true
-	ip netns del $NS_S 2>/dev/null || true
-	ip netns del $NS_C 2>/dev/null || true
+	ns_pair_del $NS_S $NS_C
 	rm -rf "$T"
 }
 trap cleanup EXIT
 trap 'exit 1' INT TERM
-ip netns add $NS_S
-ip netns add $NS_C
-ip link add cbs$$ netns $NS_S type veth peer name cbc$$ netns $NS_C
-ip -n $NS_S addr add 10.79.0.1/24 dev cbs$$
-ip -n $NS_C addr add 10.79.0.2/24 dev cbc$$
-for n in $NS_S $NS_C; do ip -n $n link set lo up; done
-ip -n $NS_S link set cbs$$ up
-ip -n $NS_C link set cbc$$ up
+ns_pair $NS_S $NS_C cb 10.79.0
 U=nbd://10.79.0.1:10809/
 truncate -s $(( (COUNT + 2) * (MIB + 4) ))M "$T/export.raw"
 ip netns exec $NS_S nbdkit -f -i 10.79.0.1 file "$T/export.raw" >"$T/srv.log" 2>&1 &

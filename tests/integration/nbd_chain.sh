@@ -18,7 +18,7 @@
 set -u
 . "$(dirname "$0")/tap.sh"
 G="$B/tools/wpsnap-guest"
-skip() { echo "SKIP: $1"; exit 77; }
+. "$(dirname "$0")/nbd_lib.sh"
 
 [ "$(id -u)" = 0 ] || skip "needs root (network namespaces, userfaultfd)"
 command -v ip >/dev/null 2>&1 || skip "ip not installed"
@@ -27,37 +27,7 @@ command -v python3 >/dev/null 2>&1 || skip "python3 not installed"
 
 T=$(mktemp -d /var/tmp/wpsnap-nbdc.XXXXXX)
 NS=wpsnbdc-$$
-srv=
-stop_srv() { [ -n "$srv" ] && kill "$srv" 2>/dev/null && wait "$srv" 2>/dev/null; srv=; }
-cleanup() { stop_srv; ip netns del $NS 2>/dev/null; rm -rf "$T"; }
-trap cleanup EXIT
-trap 'exit 1' INT TERM HUP
-ip netns add $NS || skip "cannot create a network namespace"
-ip -n $NS link set lo up
-N() { ip netns exec $NS "$@"; }
-: >"$T/all"
-run() { local n=$1; shift; if "$@" >"$T/out" 2>&1; then ok "$n"; else ko "$n"; fi; cat "$T/out" >>"$T/all"; }
-has() { if grep -q -- "$2" "$T/out"; then ok "$1"; else ko "$1"; fi; }
-fails() { local n=$1; shift; if "$@" >"$T/out" 2>&1; then ko "$n (it succeeded)"; else ok "$n"; fi; cat "$T/out" >>"$T/all"; }
-
-# serve NAME URI CMD...: a server in the namespace, answering
-serve() {
-	local n=$1 uri=$2 i=0
-	shift 2
-	ip netns exec $NS "$@" >"$T/srv.log" 2>&1 &
-	srv=$!
-	while N "$W" inspect "$uri" 2>&1 | grep -q "cannot connect"; do
-		i=$((i + 1))
-		if [ $i -ge 100 ] || ! kill -0 $srv 2>/dev/null; then
-			ko "$n: server started"; sed 's/^/#   server: /' "$T/srv.log"
-			return 1
-		fi
-		sleep 0.1
-	done
-	kill -0 $srv 2>/dev/null && return 0
-	ko "$n: server started"; sed 's/^/#   server: /' "$T/srv.log"
-	return 1
-}
+nbd_setup
 
 # ckpt URI LEDGERS COUNT [OPTION...]: a checkpoint series to URI
 ckpt() {
@@ -261,6 +231,5 @@ else
 	sk "qemu-nbd export" "qemu-nbd not installed"
 fi
 
-grep -q "ERROR: AddressSanitizer\|runtime error:\|LeakSanitizer" "$T/all" &&
-	ko "no sanitizer report" || ok "no sanitizer report"
+sanitizer_verdict
 tap_end

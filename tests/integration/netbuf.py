@@ -319,6 +319,30 @@ def udp_case(name, epoch_ms, ckpt_ms, rate=1000, seconds=2.0, backend="nfqueue",
         check(name + ": rule removed on exit", "wpsnap-netbuf" not in rules, rules)
 
 
+def end_series(name, hp, out, rp, rlog, slog):
+    """The sender is done: let the checkpoints go on until an epoch that
+    closed after its last send is committed, stop the checkpointer
+    (SIGTERM) and the receiver, and check the run. Returns what was
+    sent, what arrived, the epochs and the commits."""
+    sent = parse(slog, 3)
+    last = max((x[2] for x in sent), default=0)
+
+    def covered():
+        ep, cm = parse_driver(out)
+        e = next((e for e in sorted(ep) if ep[e][0] > last), None)
+        return e is not None and any(c[0] >= e for c in cm)
+    end = time.time() + 60
+    while time.time() < end and not covered():
+        time.sleep(0.05)
+    hrc = stop(hp)
+    stop(rp)
+    got = parse(rlog, 2)
+    epochs, commits = parse_driver(out)
+    check(name + ": checkpointer exited cleanly after SIGTERM", hrc == 0, open(out).read()[-600:])
+    check_run(name, sent, got, epochs, commits)
+    return sent, got, epochs, commits
+
+
 def ckpt_case(name):
     """Epochs driven by real checkpoints of the reference guest: wpsnap
     checkpoint closes an epoch at each checkpoint's instant and commits it
@@ -336,24 +360,7 @@ def ckpt_case(name):
         return
     sp, slog = role(G, "udp-send." + name, 1000, 2.0)
     sp.wait(22)
-    sent = parse(slog, 3)
-    # checkpoints go on until an epoch that closed after the last send is
-    # committed
-    last = max((x[2] for x in sent), default=0)
-
-    def covered():
-        ep, cm = parse_driver(out)
-        e = next((e for e in sorted(ep) if ep[e][0] > last), None)
-        return e is not None and any(c[0] >= e for c in cm)
-    end = time.time() + 60
-    while time.time() < end and not covered():
-        time.sleep(0.05)
-    hrc = stop(hp)
-    stop(rp)
-    got = parse(rlog, 2)
-    epochs, commits = parse_driver(out)
-    check(name + ": checkpointer exited cleanly after SIGTERM", hrc == 0, open(out).read()[-600:])
-    check_run(name, sent, got, epochs, commits)
+    sent, got, epochs, commits = end_series(name, hp, out, rp, rlog, slog)
     imgs = [f for f in os.listdir(os.path.join(T, "ckpt")) if f.endswith(".wpsnap")]
     check(name + ": one image per committed epoch (%d images, %d commits)" %
           (len(imgs), len(commits)), len(imgs) == len(commits) and len(imgs) >= 3)
@@ -425,22 +432,7 @@ def remote_case(name):
     t_cont = now()
     srv.send_signal(signal.SIGCONT)
     sp.wait(30)
-    sent = parse(slog, 3)
-    last = max((x[2] for x in sent), default=0)
-
-    def covered():
-        ep, cm = parse_driver(out)
-        e = next((e for e in sorted(ep) if ep[e][0] > last), None)
-        return e is not None and any(c[0] >= e for c in cm)
-    end = time.time() + 60
-    while time.time() < end and not covered():
-        time.sleep(0.05)
-    hrc = stop(hp)
-    stop(rp)
-    got = parse(rlog, 2)
-    epochs, commits = parse_driver(out)
-    check(name + ": checkpointer exited cleanly after SIGTERM", hrc == 0, open(out).read()[-600:])
-    check_run(name, sent, got, epochs, commits)
+    sent, got, epochs, commits = end_series(name, hp, out, rp, rlog, slog)
     s0 = {r[0]: r[1] for r in sent}
     during = [r[0] for r in sent if t_stop < r[1] < t_cont]
     early = [(seq, t) for seq, t in got if s0.get(seq, 0) > t_stop and t < t_cont]
