@@ -416,18 +416,21 @@ def remote_case(name):
         return
     sp, slog = role(G, "udp-send." + name, 1000, 3.0)
     wait_file(out, 20, r"^commit 3 ")
-    # Stop it while a take is past its open (its four connections are
-    # up: nbdkit's file plugin offers multi-conn), so that the take's
-    # pause, and its epoch's close, fall inside the stop, and the take
-    # then waits for the server to make the image durable.
-    conns, end = 0, time.time() + 20
-    while conns < 4 and time.time() < end:
-        conns = len(sh("ss", "-Htn", "state", "established", "( sport = :10809 )",
-                       ns=P).splitlines())
-    check(name + ": caught a checkpoint writing to the export (%d connections)" % conns,
-          conns >= 4)
+    # Stop it while a take is between its pause and its commit: the CLI
+    # writes checkpoint N's ledger there (before_commit), after the
+    # epoch closed and before the writer's commit, whose flushes need the
+    # server. So the first ledger not yet written, as soon as it exists,
+    # is the moment (a busy wait: the commit is a flush round trip away).
+    ldir = os.path.join(T, name.replace(" ", "-") + ".ledgers")
+    seq = max([int(f[5:11]) for f in os.listdir(ldir) if f.startswith("ckpt-")] or [0]) + 1
+    target = os.path.join(ldir, "ckpt-%06d.ledger" % seq)
+    end = time.time() + 20
+    while not os.path.exists(target) and time.time() < end:
+        pass
     srv.send_signal(signal.SIGSTOP)
     t_stop = now()
+    check(name + ": caught checkpoint #%d between its pause and its commit" % seq,
+          os.path.exists(target))
     time.sleep(1.0)
     t_cont = now()
     srv.send_signal(signal.SIGCONT)
