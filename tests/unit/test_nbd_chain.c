@@ -24,9 +24,8 @@ static struct wps_ctx *ctx;
 
 static void setup(void)
 {
-	ck_assert_int_eq(wps_ctx_new(&ctx), 0);
-	wps_ctx_set_log_fn(ctx, tu_log_capture, NULL);
-	tu_log_reset();
+	ctx = tu_ctx_capture();
+	ck_assert_ptr_nonnull(ctx);
 }
 
 static void teardown(void)
