@@ -718,26 +718,27 @@ static int chain_open(struct wps_img_writer *w, struct nbdw *n,
 				"reaches checkpoint #%llu", w->path,
 				(unsigned long long)last->seq);
 			return -EEXIST;
-		} else if (memcmp(w->parent_uuid, none, 16) &&
-			   (!last || memcmp(last->uuid, w->parent_uuid, 16))) {
-			wps_uuid_str(w->parent_uuid, a);
-			if (last)
-				wps_uuid_str(last->uuid, b);
-			wps_err(w->ctx, "image %s: its parent is image %s, but "
-				"the export's chain ends with %s: the table changed "
-				"under this series (another writer?)", w->path, a,
-				last ? b : "nothing");
-			return -ESTALE;
 		}
 		break;
+	}
+	if (reset)
+		last = NULL;
+	/* An increment goes only after its parent: on a fresh (or reset)
+	 * table its chain could never be followed. */
+	if (memcmp(w->parent_uuid, none, 16) &&
+	    (!last || memcmp(last->uuid, w->parent_uuid, 16))) {
+		wps_uuid_str(w->parent_uuid, a);
+		if (last)
+			wps_uuid_str(last->uuid, b);
+		wps_err(w->ctx, "image %s: its parent is image %s, but the "
+			"export's chain ends with %s: the table changed under "
+			"this series (another writer?)", w->path, a,
+			last ? b : "nothing");
+		return -ESTALE;
 	}
 	if (reset) {
 		t->state = WPS_NBD_CHAIN_VALID;
 		t->nr = 0;
-		t->generation++;
-		err = table_write(w, t, "starting a new chain");
-		if (err)
-			return err;
 	}
 	if (t->nr == WPS_IMG_CHAIN_MAX) {
 		wps_err(w->ctx, "image %s: the export's chain holds %u "
@@ -757,7 +758,13 @@ static int chain_open(struct wps_img_writer *w, struct nbdw *n,
 			(unsigned long long)n->base, t->nr);
 		return -ENOSPC;
 	}
-	return 0;
+	/* Only once the image is known to fit: a refused series leaves
+	 * the export as it found it. */
+	if (reset) {
+		t->generation++;
+		err = table_write(w, t, "starting a new chain");
+	}
+	return err;
 }
 
 static void open_more_conns(struct wps_img_writer *w, struct nbdw *n)

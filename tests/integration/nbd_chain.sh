@@ -164,6 +164,7 @@ stop_srv
 killed() {
 	local n=$1 who=$2 ck i seq
 	rm -rf "$T/K"
+	: >"$T/ck.out"   # there before the background job opens it
 	ip netns exec $NS "$W" checkpoint --dir $TCP --count 0 --interval 20 \
 		--size 32M --threads 2 --pattern hot --rate 40 --ledger-dir "$T/K" \
 		--overwrite >"$T/ck.out" 2>&1 &
