@@ -24,7 +24,9 @@
 
 #include "base/log.h"
 #include "stream/format.h"
+#include "stream/img_reader_int.h"
 #include "stream/img_writer.h"
+#include "stream/nbd_chain.h"
 
 #define PARENT_BLOB "wpsnap.parent"
 #define MERGE_CHUNK (1u << 20)
@@ -38,7 +40,9 @@ struct wps_chain {
 
 static const uint8_t no_uuid[16];
 
-/* The parent's path: its file name (blob) in the child's directory. */
+/* The parent's path: its file name (blob) in the child's directory, or
+ * on a chain export (stream/nbd_chain.h) the member "#N" of the export
+ * the child was read from, whatever member or URI named the child. */
 static int parent_path(struct wps_ctx *ctx, struct wps_image *img,
 		       const char *child, char *out, size_t len)
 {
@@ -60,6 +64,15 @@ static int parent_path(struct wps_ctx *ctx, struct wps_image *img,
 		}
 		memcpy(name, data, blen);
 		name[blen] = '\0';
+		if (name[0] == '#' && wps_img_name_is_nbd(child)) {
+			const char *m = wps_nbd_chain_member(child);
+			size_t ulen = m ? (size_t)(m - child) : strlen(child);
+
+			if ((size_t)snprintf(out, len, "%.*s%s", (int)ulen, child,
+					     name) >= len)
+				return -ENAMETOOLONG;
+			return 0;
+		}
 		snprintf(dir, sizeof(dir), "%s", child);
 		if ((size_t)snprintf(out, len, "%s/%s", dirname(dir), name) >= len)
 			return -ENAMETOOLONG;
@@ -119,7 +132,10 @@ int wps_chain_open(struct wps_ctx *ctx, const char *path, unsigned int flags,
 			ret = -EBADMSG;
 			goto fail;
 		}
-		ret = wps_image_open(ctx, next, flags, &cur);
+		/* a parent on the same chain export shares the child's
+		 * connections (stream/nbd_source.h) */
+		ret = n ? wps_image_open_near(img[n - 1], next, flags, &cur) :
+		      wps_image_open(ctx, next, flags, &cur);
 		if (ret) {
 			if (ret == -ENOENT && n)
 				wps_err(ctx, "%s: its parent %s is missing", paths[n - 1],
@@ -381,6 +397,16 @@ int wps_chain_fold(struct wps_chain *c, unsigned int keep)
 
 	if (!keep)
 		return -EINVAL;
+	if (wps_img_name_is_nbd(c->path[c->n - 1])) {
+		/* A fold rewrites the oldest kept image in place and removes
+		 * the older ones: neither exists on an export's chain table
+		 * (docs/REMOTE.md, "Retention"). */
+		wps_err(c->ctx, "%s: a chain on an NBD export cannot be folded: "
+			"merge it into a file (wpsnap merge) or start a new chain",
+			c->path[c->n - 1]);
+		wps_chain_close(c);
+		return -EOPNOTSUPP;
+	}
 	if (c->n <= keep) {
 		wps_chain_close(c);
 		return 0;
@@ -420,15 +446,25 @@ int wps_chain_open_flat(struct wps_ctx *ctx, const char *path,
 		return ret;
 	wps_image_close(*out);
 	*out = NULL;
-	if (strstr(path, "://")) {
+	if (wps_img_name_is_nbd(path)) {
+		/* A chain on an export (stream/nbd_chain.h) has no directory
+		 * beside it: the merge goes to a local temporary directory,
+		 * unlinked as soon as it is open, like the file case. */
+		const char *td = getenv("TMPDIR");
+
+		if ((size_t)snprintf(tmp, sizeof(tmp), "%s/wpsnap-flat.%d.wpsnap",
+				     td && *td ? td : "/var/tmp",
+				     (int)getpid()) >= sizeof(tmp))
+			return -ENAMETOOLONG;
+	} else if (strstr(path, "://")) {
 		wps_err(ctx, "%s: an incremental image over a URI cannot be "
 			"merged here: merge it where its chain is (wpsnap "
 			"merge)", path);
 		return -EOPNOTSUPP;
-	}
-	if ((size_t)snprintf(tmp, sizeof(tmp), "%s.flat.%d", path,
-			     (int)getpid()) >= sizeof(tmp))
+	} else if ((size_t)snprintf(tmp, sizeof(tmp), "%s.flat.%d", path,
+				    (int)getpid()) >= sizeof(tmp)) {
 		return -ENAMETOOLONG;
+	}
 	ret = wps_chain_open(ctx, path, flags, &chain);
 	if (ret)
 		return ret;

@@ -47,6 +47,7 @@
 #include "base/log.h"
 #include "base/memsrc.h"
 #include "stream/img_writer.h"
+#include "stream/nbd_chain.h"
 #include "wp/compat.h"
 #include "wp/dirty.h"
 #include "wp/pagemap.h"
@@ -378,11 +379,17 @@ static int open_writer(struct wps_ckpt *ck, const char *path,
 	if (ret)
 		return ret;
 	if (ck->have_parent) {
+		/* The parent's name where its child will look for it: a
+		 * file's name in the same directory, or on a chain export
+		 * the member "#N" (stream/nbd_chain.h), which holds whatever
+		 * URI later reaches the export. */
+		const char *member = wps_nbd_chain_member(ck->parent_path);
 		char tmp[PATH_MAX];
+		const char *name;
 
 		snprintf(tmp, sizeof(tmp), "%s", ck->parent_path);
-		ret = wps_img_writer_add_blob(*w, PARENT_BLOB, basename(tmp),
-					      strlen(basename(tmp)));
+		name = member ? member : basename(tmp);
+		ret = wps_img_writer_add_blob(*w, PARENT_BLOB, name, strlen(name));
 	}
 	return ret;
 }

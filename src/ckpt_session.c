@@ -44,6 +44,8 @@
 #include "base/deadline.h"
 #include "base/clock.h"
 #include "base/log.h"
+#include "stream/img_reader_int.h"
+#include "stream/nbd_chain.h"
 
 struct wps_ckpt_session {
 	struct wps_ctx *ctx;
@@ -53,6 +55,7 @@ struct wps_ckpt_session {
 	int (*at_instant)(void *arg, uint64_t seq);
 	int (*before_commit)(void *arg, struct wps_ckpt *ck, uint64_t seq);
 	void *instant_arg;
+	bool nbd;                         /* dir is a chain export */
 	atomic_bool stop;
 	int stop_efd;                     /* wakes the session's own wait */
 	atomic_uint_fast64_t done;
@@ -105,12 +108,25 @@ int wps_ckpt_session_new(struct wps_ctx *ctx, const struct wps_region *regions,
 	}
 	s->ctx = ctx;
 	s->o = *opts;
+	s->nbd = wps_img_name_is_nbd(opts->dir);
 	s->o.dir = strdup(opts->dir);
 	s->o.prefix = strdup(opts->prefix ? opts->prefix : "ckpt");
 	s->stop_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (!s->o.dir || !s->o.prefix || s->stop_efd < 0) {
 		ret = s->stop_efd < 0 ? -errno : -ENOMEM;
 		wps_err(ctx, "checkpoint series in %s: %s", opts->dir, strerror(-ret));
+		goto fail;
+	}
+	if (s->nbd && (opts->keep || wps_nbd_chain_member(opts->dir))) {
+		/* docs/REMOTE.md, "Retention": folding rewrites the oldest
+		 * kept image in place, which an export cannot do atomically;
+		 * the series ends with ENOSPC when the export is full. */
+		wps_err(ctx, "checkpoint series on %s: %s", opts->dir,
+			opts->keep ? "--keep (retention) is not supported on an "
+			"NBD export: its space is finite and a fold cannot be made "
+			"crash-safe in place; size the export for the series "
+			"(docs/REMOTE.md)" : "name the export, not a member (#N)");
+		ret = opts->keep ? -EOPNOTSUPP : -EINVAL;
 		goto fail;
 	}
 	atomic_init(&s->stop, false);
@@ -195,8 +211,12 @@ static int session_one(struct wps_ckpt_session *s, uint64_t seq)
 	char path[PATH_MAX];
 	int ret;
 
-	if ((size_t)snprintf(path, sizeof(path), "%s/%s-%06" PRIu64 ".wpsnap",
-			     s->o.dir, s->o.prefix, seq) >= sizeof(path)) {
+	/* A directory holds files; a chain export (an NBD URI) holds its
+	 * members "URI#N" (stream/nbd_chain.h). */
+	if ((size_t)(s->nbd ?
+		     snprintf(path, sizeof(path), "%s#%" PRIu64, s->o.dir, seq) :
+		     snprintf(path, sizeof(path), "%s/%s-%06" PRIu64 ".wpsnap",
+			      s->o.dir, s->o.prefix, seq)) >= sizeof(path)) {
 		wps_err(s->ctx, "checkpoint %" PRIu64 ": the path in %s is too long",
 			seq, s->o.dir);
 		return -ENAMETOOLONG;

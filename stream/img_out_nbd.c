@@ -12,8 +12,8 @@
  * synchronous metadata writes come after that thread stopped, so a
  * handle never has two pollers.
  *
- * Publication. An export cannot be renamed, so what makes it an image is
- * its superblock (offset 0), written last:
+ * Publication. An export cannot be renamed, so what makes a plain image
+ * is its superblock (offset 0), written last:
  *   open:    the old superblock is overwritten with zeros and flushed, so
  *            from here until publish the export holds no valid image;
  *   pages, trailer, footer, region table (the writer; holes not written:
@@ -24,6 +24,14 @@
  * superblock was sent is undone by zeroing it again (best effort, as the
  * server may be gone; then the reader still refuses an image whose
  * superblock is torn or names a footer that is not there).
+ *
+ * A member of a checkpoint chain ("URI#N", stream/nbd_chain.h) is
+ * published by its entry in the export's chain table instead: the image
+ * goes after the table's last entry (n->base; every offset is shifted
+ * by it), superblock included, then one flush, acknowledged, then the
+ * next table generation with the entry, FUA (or write + flush). Until
+ * that write is acknowledged the table names the previous checkpoint;
+ * the image's own bytes, in no entry, are never read.
  *
  * Back-pressure: at most NBDW_DEPTH requests per connection are given to
  * libnbd; the rest stays in the writer's queue, whose buffers are the
@@ -49,9 +57,12 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <wpsnap/image.h>
+
 #include "base/clock.h"
 #include "base/log.h"
 #include "stream/img_out.h"
+#include "stream/nbd_chain.h"
 #include "stream/nbd_conn.h"
 
 #define NBDW_CONNS 4u               /* connections at most (multi-conn) */
@@ -76,6 +87,15 @@ struct nbdw_conn {
 
 struct nbdw {
 	struct nbdw_conn conn[NBDW_CONNS];
+	char *uri;                  /* what libnbd connects to (no "#N") */
+	/* A chain member ("URI#N"): the table read at open, the member's
+	 * seq, and where its image goes. base is 0 and chain NULL for a
+	 * plain image at the export's start. */
+	struct wps_nbd_chain *chain;
+	int64_t seq;
+	uint64_t base;
+	uint64_t avail;             /* export bytes from base on */
+	bool can_fua;
 	unsigned int nr_conns;
 	unsigned int next;          /* round robin over connections */
 	uint64_t export_size;
@@ -141,6 +161,17 @@ static void conn_fail(struct nbdw *n, struct nbdw_conn *c)
 		wps_imgw_done(c->w, e);
 	}
 	c->inflight = 0;
+}
+
+/* libnbd aborts a dead connection's requests (their callbacks ran in
+ * the notify that failed); conn_fail finishes whatever remains. */
+static void conn_lost(struct wps_img_writer *w, struct nbdw *n,
+		      struct nbdw_conn *c)
+{
+	wps_imgw_set_error(w, wps_nbd_errno_or(-EIO), "image %s: connection "
+			   "to the NBD server lost: %s", w->path,
+			   wps_nbd_why());
+	conn_fail(n, c);
 }
 
 /* Completion of one piece, from nbd_aio_notify_* in the I/O thread
@@ -216,13 +247,25 @@ static void nbdw_submit(struct wps_img_writer *w, struct nbdw *n)
 			n->cur_done = e->len;   /* the rest is not written */
 		while (n->cur_done < e->len && c->inflight < NBDW_DEPTH) {
 			uint32_t len = e->len - n->cur_done;
-			uint64_t off = e->file_off + n->cur_done;
+			uint64_t off = n->base + e->file_off + n->cur_done;
 
 			if (len > n->piece)
 				len = (uint32_t)n->piece;
 			cb.user_data = e;
+			/* Counted before the call: a request libnbd queued
+			 * is completed (its callback run) even when the
+			 * connection dies inside this very call, before it
+			 * returns; counted after, that callback would take
+			 * the extent's last reference and finish it, and
+			 * the issue would finish it a second time. */
+			if (!c->inflight++)
+				c->since_ns = wps_now_ns();
+			e->pieces++;
 			if (nbd_aio_pwrite(c->h, e->buf->data + e->buf_off +
 					   n->cur_done, len, off, cb, 0) < 0) {
+				/* not queued: no callback will come */
+				c->inflight--;
+				e->pieces--;
 				wps_imgw_set_error(w, wps_nbd_err(c->h, -EIO),
 						   "image %s: NBD write of %u bytes "
 						   "at offset %llu: %s%s", w->path,
@@ -232,10 +275,14 @@ static void nbdw_submit(struct wps_img_writer *w, struct nbdw *n)
 				n->cur_done = e->len;
 				break;
 			}
-			if (!c->inflight++)
-				c->since_ns = wps_now_ns();
-			e->pieces++;
 			n->cur_done += len;
+			if (nbd_aio_is_dead(c->h) > 0 || nbd_aio_is_closed(c->h) > 0) {
+				/* died inside the call: its requests were
+				 * completed as failed; finish the rest,
+				 * this extent included, and leave it */
+				conn_lost(w, n, c);
+				return;
+			}
 		}
 		if (n->cur_done < e->len)
 			return;             /* connection full */
@@ -244,22 +291,6 @@ static void nbdw_submit(struct wps_img_writer *w, struct nbdw *n)
 			ext_finish(c, e);
 	}
 }
-
-/* libnbd aborts a dead connection's requests (their callbacks ran in
- * the notify that failed); conn_fail finishes whatever remains. */
-static void conn_lost(struct wps_img_writer *w, struct nbdw *n,
-		      struct nbdw_conn *c)
-{
-	wps_imgw_set_error(w, wps_nbd_errno_or(-EIO), "image %s: connection "
-			   "to the NBD server lost: %s", w->path,
-			   wps_nbd_why());
-	conn_fail(n, c);
-}
-
-/* The words of every stall, asynchronous or not: they name the server
- * (the URI), what waited, the timeout and how to change it. */
-#define STALL_FMT "image %s: the NBD server did not answer %s within %g s " \
-	"(stalled server or cut link; WPSNAP_NBD_TIMEOUT sets the timeout)"
 
 /*
  * Fail every connection whose outstanding requests got no reply for the
@@ -284,7 +315,7 @@ static int check_stalls(struct wps_img_writer *w, struct nbdw *n)
 		if (waited >= limit) {
 			snprintf(what, sizeof(what), "%u write requests",
 				 c->inflight);
-			wps_imgw_set_error(w, -ETIMEDOUT, STALL_FMT, w->path,
+			wps_imgw_set_error(w, -ETIMEDOUT, WPS_NBD_STALL_FMT, w->path,
 					   what, n->timeout_ms / 1000.0);
 			conn_fail(n, c);
 			continue;
@@ -370,7 +401,7 @@ static int conn_wait(struct wps_img_writer *w, struct nbdw_conn *c,
 	int err = wps_nbd_wait(c->h, cookie, n->timeout_ms);
 
 	if (err == -ETIMEDOUT) {
-		wps_err(w->ctx, STALL_FMT, w->path, what,
+		wps_err(w->ctx, WPS_NBD_STALL_FMT, w->path, what,
 			n->timeout_ms / 1000.0);
 		conn_fail(n, c);
 	} else if (err) {
@@ -392,17 +423,19 @@ static int nbdw_write_sync(struct wps_img_writer *w, const void *data,
 			"the NBD server", w->path, what);
 		return -ENOTCONN;
 	}
-	if (off > n->export_size || len > n->export_size - off) {
+	if (off > n->avail || len > n->avail - off) {
 		wps_err(w->ctx, "image %s: %s (%zu bytes at offset %llu) ends "
 			"past the end of the %llu-byte export", w->path, what,
-			len, (unsigned long long)off,
+			len, (unsigned long long)(n->base + off),
 			(unsigned long long)n->export_size);
 		return -ENOSPC;
 	}
 	/* The superblock goes at offset 0, last of all: from its first
-	 * byte on, a failure must take it back. */
-	if (off == 0)
+	 * byte on, a failure must take it back (a chain member's is not
+	 * published before its table entry: nothing to take back). */
+	if (off == 0 && !n->chain)
 		n->sb_sent = true;
+	off += n->base;
 	while (len) {
 		size_t piece = len < n->piece ? len : n->piece;
 		char desc[128];
@@ -450,22 +483,97 @@ static int nbdw_seal(struct wps_img_writer *w, uint64_t size)
 {
 	struct nbdw *n = priv(w);
 
-	if (size > n->export_size) {
-		wps_err(w->ctx, "image %s: the image is %llu bytes, the export "
-			"only %llu", w->path, (unsigned long long)size,
-			(unsigned long long)n->export_size);
+	if (size > n->avail) {
+		if (n->chain)
+			wps_err(w->ctx, "image %s: the checkpoint is %llu bytes, "
+				"the export has %llu left after the %u checkpoint(s) "
+				"it holds: export full (they stay intact)", w->path,
+				(unsigned long long)size,
+				(unsigned long long)n->avail, n->chain->nr);
+		else
+			wps_err(w->ctx, "image %s: the image is %llu bytes, the "
+				"export only %llu", w->path,
+				(unsigned long long)size,
+				(unsigned long long)n->export_size);
 		return -ENOSPC;
+	}
+	if (n->chain) {
+		struct wps_nbd_chain_ent *e = &n->chain->ent[n->chain->nr];
+
+		/* the entry publish will add: what seal made durable */
+		memset(e, 0, sizeof(*e));
+		e->seq = (uint64_t)n->seq;
+		e->offset = n->base;
+		e->length = size;
+		memcpy(e->uuid, w->uuid, 16);
+		memcpy(e->parent_uuid, w->parent_uuid, 16);
+		/* A member's superblock publishes nothing (its table entry
+		 * does): it may go out with the rest, and publish's one
+		 * flush covers them all, before the entry is written. */
+		__atomic_store_n(&w->st_file_bytes, size, __ATOMIC_RELAXED);
+		return 0;
 	}
 	__atomic_store_n(&w->st_file_bytes, size, __ATOMIC_RELAXED);
 	return nbdw_flush(w, "before the superblock");
 }
 
+/*
+ * Write the table copy of generation t->generation into its slot and
+ * make it durable: with FUA where the server offers it (one round trip),
+ * else write + flush. The other slot keeps the previous generation
+ * until this one is complete.
+ */
+static int table_write(struct wps_img_writer *w, const struct wps_nbd_chain *t,
+		       const char *why)
+{
+	struct nbdw *n = priv(w);
+	struct nbdw_conn *c = live_conn(n);
+	uint64_t off = wps_nbd_chain_slot(t->generation);
+	char desc[160];
+	void *buf;
+	int err;
+
+	if (!c) {
+		wps_err(w->ctx, "image %s: writing the chain table %s: no live "
+			"connection to the NBD server", w->path, why);
+		return -ENOTCONN;
+	}
+	buf = malloc(WPS_NBD_CHAIN_COPY);
+	if (!buf)
+		return -ENOMEM;
+	wps_nbd_chain_encode(t, buf);
+	snprintf(desc, sizeof(desc), "writing the chain table %s (generation "
+		 "%llu at offset %llu)", why, (unsigned long long)t->generation,
+		 (unsigned long long)off);
+	err = conn_wait(w, c, nbd_aio_pwrite(c->h, buf, WPS_NBD_CHAIN_COPY, off,
+					     NBD_NULL_COMPLETION,
+					     n->can_fua ? LIBNBD_CMD_FLAG_FUA : 0),
+			desc);
+	free(buf);
+	if (!err && !n->can_fua)
+		err = nbdw_flush(w, why);
+	return err;
+}
+
 static int nbdw_publish(struct wps_img_writer *w)
 {
-	int err = nbdw_flush(w, "of the superblock");
+	struct nbdw *n = priv(w);
+	int err = nbdw_flush(w, n->chain ? "of the checkpoint's image" :
+			     "of the superblock");
 
-	if (!err)
-		priv(w)->sb_sent = false;
+	if (err)
+		return err;
+	n->sb_sent = false;
+	if (!n->chain)
+		return 0;
+	/* The image is durable; only its entry makes it a checkpoint. */
+	n->chain->nr++;
+	n->chain->generation++;
+	err = table_write(w, n->chain, "entering the checkpoint");
+	if (err) {
+		n->chain->nr--;
+		n->chain->generation--;
+	}
 	return err;
 }
 
@@ -509,6 +617,8 @@ static void nbdw_close(struct wps_img_writer *w)
 	for (i = 0; i < n->nr_conns; i++)
 		if (n->conn[i].h)
 			nbd_close(n->conn[i].h);
+	free(n->chain);
+	free(n->uri);
 	free(n);
 	w->out_priv = NULL;
 }
@@ -544,7 +654,117 @@ static int check_existing(struct wps_img_writer *w, struct nbdw_conn *c)
 			"(not overwriting)", w->path);
 		return -EEXIST;
 	}
+	if (!memcmp(sb, WPS_NBD_CHAIN_MAGIC, 8)) {
+		wps_err(w->ctx, "image %s: the export holds a checkpoint chain "
+			"(not overwriting)", w->path);
+		return -EEXIST;
+	}
 	return 0;
+}
+
+/*
+ * Open a chain member "URI#N": read the table and decide where the
+ * image goes. A new series (N == 0) starts a new table, over an existing
+ * chain or image only with WPS_IMGW_OVERWRITE; the table is reset (an
+ * empty generation, durable) before any image byte lands, so the old
+ * chain is never half overwritten. A later checkpoint is appended after
+ * the last entry, which must be its parent: a table that changed under
+ * the series (another writer) is refused, not extended.
+ */
+static int chain_open(struct wps_img_writer *w, struct nbdw *n,
+		      struct nbdw_conn *c)
+{
+	struct wps_nbd_chain *t;
+	const struct wps_nbd_chain_ent *last;
+	static const uint8_t none[16];
+	bool reset = false;
+	char a[40], b[40];
+	int err;
+
+	t = n->chain = calloc(1, sizeof(*t));
+	if (!t)
+		return -ENOMEM;
+	err = wps_nbd_chain_read(w->ctx, c->h, w->path, n->timeout_ms, t);
+	if (err)
+		return err;
+	last = wps_nbd_chain_find(t, -1);
+	switch (t->state) {
+	case WPS_NBD_CHAIN_NONE:
+		reset = true;
+		break;
+	case WPS_NBD_CHAIN_PLAIN:
+	case WPS_NBD_CHAIN_DAMAGED:
+		if (!(w->flags & WPS_IMGW_OVERWRITE)) {
+			wps_err(w->ctx, "image %s: the export holds %s (not "
+				"overwriting)", w->path,
+				t->state == WPS_NBD_CHAIN_PLAIN ? "an image" :
+				"a chain table no copy of which is valid");
+			return t->state == WPS_NBD_CHAIN_PLAIN ? -EEXIST : -EBADMSG;
+		}
+		reset = true;
+		break;
+	case WPS_NBD_CHAIN_VALID:
+		if (n->seq == 0 && t->nr) {
+			if (!(w->flags & WPS_IMGW_OVERWRITE)) {
+				wps_err(w->ctx, "image %s: the export holds a chain "
+					"of %u checkpoint(s), the last #%llu (not "
+					"overwriting)", w->path, t->nr,
+					(unsigned long long)last->seq);
+				return -EEXIST;
+			}
+			reset = true;
+		} else if (last && (uint64_t)n->seq <= last->seq) {
+			wps_err(w->ctx, "image %s: the export's chain already "
+				"reaches checkpoint #%llu", w->path,
+				(unsigned long long)last->seq);
+			return -EEXIST;
+		}
+		break;
+	}
+	if (reset)
+		last = NULL;
+	/* An increment goes only after its parent: on a fresh (or reset)
+	 * table its chain could never be followed. */
+	if (memcmp(w->parent_uuid, none, 16) &&
+	    (!last || memcmp(last->uuid, w->parent_uuid, 16))) {
+		wps_uuid_str(w->parent_uuid, a);
+		if (last)
+			wps_uuid_str(last->uuid, b);
+		wps_err(w->ctx, "image %s: its parent is image %s, but the "
+			"export's chain ends with %s: the table changed under "
+			"this series (another writer?)", w->path, a,
+			last ? b : "nothing");
+		return -ESTALE;
+	}
+	if (reset) {
+		t->state = WPS_NBD_CHAIN_VALID;
+		t->nr = 0;
+	}
+	if (t->nr == WPS_IMG_CHAIN_MAX) {
+		wps_err(w->ctx, "image %s: the export's chain holds %u "
+			"checkpoints, the most a chain may have (docs/FORMAT.md "
+			"3.1): start a new one (--overwrite)", w->path, t->nr);
+		return -ENOSPC;
+	}
+	n->base = wps_nbd_chain_next_offset(t);
+	n->avail = n->base < n->export_size ? n->export_size - n->base : 0;
+	if (n->avail < min_image_size(w)) {
+		wps_err(w->ctx, "image %s: checkpoint #%llu needs at least %llu "
+			"bytes, the export has %llu left at offset %llu after "
+			"its %u checkpoint(s): export full (they stay intact)",
+			w->path, (unsigned long long)n->seq,
+			(unsigned long long)min_image_size(w),
+			(unsigned long long)n->avail,
+			(unsigned long long)n->base, t->nr);
+		return -ENOSPC;
+	}
+	/* Only once the image is known to fit: a refused series leaves
+	 * the export as it found it. */
+	if (reset) {
+		t->generation++;
+		err = table_write(w, t, "starting a new chain");
+	}
+	return err;
 }
 
 static void open_more_conns(struct wps_img_writer *w, struct nbdw *n)
@@ -552,7 +772,7 @@ static void open_more_conns(struct wps_img_writer *w, struct nbdw *n)
 	while (n->nr_conns < NBDW_CONNS) {
 		struct nbdw_conn *c = &n->conn[n->nr_conns];
 
-		if (wps_nbd_connect(w->ctx, w->path,
+		if (wps_nbd_connect(w->ctx, n->uri,
 				    n->timeout_ms < NBDW_EXTRA_CONNECT_MS ?
 				    n->timeout_ms : NBDW_EXTRA_CONNECT_MS,
 				    true, &c->h))
@@ -584,11 +804,14 @@ static int nbdw_open(struct wps_img_writer *w)
 	}
 	w->out_priv = n;
 	n->piece = NBDW_PIECE;
+	err = wps_nbd_chain_split(w->ctx, w->path, &n->uri, &n->seq);
+	if (err)
+		return err;
 	err = wps_nbd_timeout_ms(w->ctx, w->path, &n->timeout_ms);
 	if (err)
 		return err;
 	c = &n->conn[0];
-	err = wps_nbd_connect(w->ctx, w->path,
+	err = wps_nbd_connect(w->ctx, n->uri,
 			      n->timeout_ms < NBDW_CONNECT_MS ? n->timeout_ms :
 			      NBDW_CONNECT_MS, false, &c->h);
 	if (err)
@@ -607,7 +830,8 @@ static int nbdw_open(struct wps_img_writer *w)
 		return err;
 	}
 	n->export_size = (uint64_t)size;
-	if (n->export_size < min_image_size(w)) {
+	n->avail = n->export_size;
+	if (n->seq < 0 && n->export_size < min_image_size(w)) {
 		wps_err(w->ctx, "image %s: the export is %llu bytes, the image "
 			"needs at least %llu", w->path,
 			(unsigned long long)n->export_size,
@@ -620,13 +844,18 @@ static int nbdw_open(struct wps_img_writer *w)
 			   (uint64_t)max & ~(uint64_t)(WPS_IMG_BLOCK - 1) :
 			   (uint64_t)max;
 	n->can_flush = nbd_can_flush(c->h) == 1;
+	n->can_fua = nbd_can_fua(c->h) == 1;
 	if (!n->can_flush)
 		wps_warn(w->ctx, "image %s: the NBD server offers no flush: the "
 			 "image is as durable as the server makes its writes",
 			 w->path);
-	err = check_existing(w, c);
-	if (!err)
-		err = zero_super(w, "before writing");
+	if (n->seq >= 0) {
+		err = chain_open(w, n, c);
+	} else {
+		err = check_existing(w, c);
+		if (!err)
+			err = zero_super(w, "before writing");
+	}
 	if (err)
 		return err;
 	/* Several connections only where the server promises that a flush

@@ -697,8 +697,10 @@ void wps_uuid_str(const uint8_t uuid[16], char out[37])
 	out[o] = '\0';
 }
 
-int wps_image_open(struct wps_ctx *ctx, const char *path, unsigned int flags,
-		   struct wps_image **out)
+/* sibling: an open image whose source path may share (a member of the
+ * same chain export, stream/nbd_source.h), or NULL. */
+static int image_open(struct wps_ctx *ctx, const char *path, unsigned int flags,
+		      struct wps_image *sibling, struct wps_image **out)
 {
 	struct wps_img_super sb;
 	struct wps_img_footer ft;
@@ -719,7 +721,8 @@ int wps_image_open(struct wps_ctx *ctx, const char *path, unsigned int flags,
 		goto out;
 	/* A URI is an export on an NBD server; anything else a file. */
 	if (wps_img_name_is_nbd(path))
-		err = wps_nbd_src_open(ctx, path, &img->src);
+		err = sibling ? wps_nbd_src_member(sibling->src, path, &img->src) :
+		      wps_nbd_src_open(ctx, path, &img->src);
 	else
 		err = file_src_open(img, path, &img->src);
 	if (err)
@@ -830,6 +833,18 @@ out:
 	free(table);
 	wps_image_close(img);
 	return err;
+}
+
+int wps_image_open(struct wps_ctx *ctx, const char *path, unsigned int flags,
+		   struct wps_image **out)
+{
+	return image_open(ctx, path, flags, NULL, out);
+}
+
+int wps_image_open_near(struct wps_image *sibling, const char *path,
+			unsigned int flags, struct wps_image **out)
+{
+	return image_open(sibling->ctx, path, flags, sibling, out);
 }
 
 void wps_image_close(struct wps_image *img)

@@ -106,6 +106,14 @@ int wps_image_check_groups(struct wps_image *img, unsigned int r, uint64_t g0,
 uint64_t wps_image_group_offset(const struct wps_image *img, unsigned int r,
 				uint64_t g);
 
+/*
+ * wps_image_open of path, an image of the same chain as sibling: a member
+ * of the chain export sibling was read from shares its connections
+ * (stream/nbd_source.h); anything else is opened as by wps_image_open.
+ */
+int wps_image_open_near(struct wps_image *sibling, const char *path,
+			unsigned int flags, struct wps_image **out);
+
 /* The image's source (a file or a remote export). */
 struct wps_img_src *wps_image_source(struct wps_image *img);
 

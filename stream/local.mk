@@ -12,6 +12,8 @@ libwpsnap_priv_la_SOURCES += \
 	stream/img_out_nbd.c \
 	stream/img_reader.c \
 	stream/img_reader_int.h \
+	stream/nbd_chain.c \
+	stream/nbd_chain.h \
 	stream/nbd_conn.c \
 	stream/nbd_conn.h \
 	stream/nbd_source.c \

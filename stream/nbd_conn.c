@@ -166,3 +166,20 @@ int wps_nbd_wait(struct nbd_handle *h, int64_t cookie, int timeout_ms)
 			dl = wps_deadline_from_ms((uint64_t)timeout_ms);
 	}
 }
+
+void wps_nbd_disconnect(struct nbd_handle *h, int timeout_ms)
+{
+	struct timespec dl = wps_deadline_from_ms((uint64_t)timeout_ms);
+	int left, r;
+
+	if (!h || nbd_aio_disconnect(h, 0) < 0)
+		return;
+	while (nbd_aio_is_closed(h) <= 0 && nbd_aio_is_dead(h) <= 0 &&
+	       (left = wps_deadline_poll_ms(&dl))) {
+		r = nbd_poll(h, left);
+		if (r < 0)
+			return;
+		if (r == 1)
+			dl = wps_deadline_from_ms((uint64_t)timeout_ms);
+	}
+}

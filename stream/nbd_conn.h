@@ -39,6 +39,20 @@ int wps_nbd_timeout_ms(struct wps_ctx *ctx, const char *uri, int *ms);
  */
 int wps_nbd_wait(struct nbd_handle *h, int64_t cookie, int timeout_ms);
 
+/* The words of every stall, writer or reader, synchronous or not: they
+ * name the server (the URI), what waited (printf %s), the timeout in
+ * seconds (%g) and how to change it. */
+#define WPS_NBD_STALL_FMT "image %s: the NBD server did not answer %s within " \
+	"%g s (stalled server or cut link; WPSNAP_NBD_TIMEOUT sets the timeout)"
+
+/*
+ * Tell the server we are going (NBD_CMD_DISC after what is in flight)
+ * and wait for it to close, at most timeout_ms without progress; the
+ * caller closes h either way. nbd_shutdown would wait without a bound,
+ * so a server stopped at that moment would hang the close.
+ */
+void wps_nbd_disconnect(struct nbd_handle *h, int timeout_ms);
+
 /* libnbd's message for the last failed call of this thread. */
 const char *wps_nbd_why(void);
 

@@ -23,4 +23,15 @@
 int wps_nbd_src_open(struct wps_ctx *ctx, const char *uri,
 		     struct wps_img_src **out);
 
+/*
+ * A checkpoint chain on one export (stream/nbd_chain.h): uri may name a
+ * member ("URI#N"; plain "URI" is the last one). Opening name as the
+ * member of the export sibling reads (an NBD source) shares sibling's
+ * connections, so that a chain of N images costs the connections of
+ * one; on another export (or when sibling is not an NBD source) it
+ * connects anew, as wps_nbd_src_open.
+ */
+int wps_nbd_src_member(struct wps_img_src *sibling, const char *name,
+		       struct wps_img_src **out);
+
 #endif /* WPS_NBD_SOURCE_H */

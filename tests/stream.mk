@@ -3,11 +3,13 @@
 check_PROGRAMS += \
 	tests/unit/test_crc32c \
 	tests/unit/test_format \
+	tests/unit/test_nbd_chain \
 	tests/unit/test_hostile \
 	tests/unit/test_writer
 TESTS += \
 	tests/unit/test_crc32c \
 	tests/unit/test_format \
+	tests/unit/test_nbd_chain \
 	tests/unit/test_hostile \
 	tests/unit/test_writer
 
@@ -18,6 +20,11 @@ tests_unit_test_crc32c_LDADD = tests/unit/libtestutil.la libwpsnap_priv.la $(CHE
 tests_unit_test_format_SOURCES = tests/unit/test_format.c
 tests_unit_test_format_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS)
 tests_unit_test_format_LDADD = tests/unit/libtestutil.la libwpsnap_priv.la $(CHECK_LIBS)
+
+# The chain table of a checkpoint export (names, encoding, lookup).
+tests_unit_test_nbd_chain_SOURCES = tests/unit/test_nbd_chain.c
+tests_unit_test_nbd_chain_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS)
+tests_unit_test_nbd_chain_LDADD = tests/unit/libtestutil.la libwpsnap_priv.la $(CHECK_LIBS)
 
 tests_unit_test_writer_SOURCES = tests/unit/test_writer.c
 tests_unit_test_writer_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS)

@@ -18,6 +18,7 @@
 #include <getopt.h>
 #include <signal.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,6 +35,7 @@
 
 #include "base/deadline.h"
 #include "tools/checkpoint_cmd.h"
+#include "tools/parse.h"
 #include "guest/guest.h"
 #include "tools/snapshot_cmd.h"
 
@@ -48,7 +50,8 @@ static void checkpoint_usage(FILE *f)
 		"hugetlb]\n"
 		"                         [--threads N] [--pattern idle|seq|random|"
 		"hot]\n"
-		"                         [--rate MIB/S] [--ledger] [--no-precopy] "
+		"                         [--rate MIB/S] [--ledger] [--ledger-dir D] "
+		"[--no-precopy]\n                         "
 		"[--overwrite]\n"
 		"                         [--netbuf IF [--netns NS] [--queue N]]\n"
 		"       wpsnap checkpoint --dir DIR --pid PID [--range START-END]... "
@@ -58,7 +61,11 @@ static void checkpoint_usage(FILE *f)
 		"image, each later one an\nincrement over the one before. --keep N "
 		"folds older checkpoints into the\noldest kept one after each "
 		"checkpoint. --ledger writes DIR/ckpt-NNNNNN.ledger,\nthe guest's "
-		"content at each instant, for 'wpsnap chain --ledger'.\n");
+		"content at each instant, for 'wpsnap chain --ledger'.\n"
+		"DIR may be an NBD export (nbd://HOST[:PORT]/EXPORT, nbd+unix:///"
+		"EXPORT?socket=P):\nthe whole chain goes into it, checkpoint N "
+		"readable as EXPORT-URI#N, the last\ndurable one as EXPORT-URI "
+		"(docs/REMOTE.md); ledgers then go to --ledger-dir D.\n");
 }
 
 /*
@@ -67,7 +74,7 @@ static void checkpoint_usage(FILE *f)
  */
 struct series {
 	sigset_t stop;             /* SIGINT, SIGTERM: blocked from the start */
-	const char *dir;
+	const char *ledger_dir;    /* DIR, or --ledger-dir for an export */
 	struct rguest *g;       /* --ledger: write the guest's ledger */
 	bool netbuf;               /* print the epoch and commit lines */
 };
@@ -102,9 +109,6 @@ static int report(void *arg, const struct wps_ckpt_session_report *r)
 {
 	const struct wps_ckpt_stats *st = r->st;
 	struct series *se = arg;
-	struct rguest_ledger *l = NULL;
-	char lpath[4096];
-	int ret;
 
 	/* output commit: the lines of `wpsnap netbuf hold` (CLOCK_MONOTONIC
 	 * ns around closing the epoch and releasing it) */
@@ -114,18 +118,34 @@ static int report(void *arg, const struct wps_ckpt_session_report *r)
 		printf("commit %" PRIu64 " %" PRIu64 " %" PRIu64 "\n", r->epoch,
 		       r->commit_t0_ns, r->commit_t1_ns);
 	}
-	printf("%-4" PRIu64 " %9.3f %9.3f %9.3f %6u %10.1f %10.1f %9.1f\n",
+	printf("%-4" PRIu64 " %9.3f %9.3f %9.3f %6u %10.1f %10.1f %9.1f %9.2f\n",
 	       st->seq, st->pause_ns / 1e6, st->scan_ns / 1e6, st->copy_ns / 1e6,
 	       st->rounds, st->dirty_bytes / MiB, st->precopy_bytes / MiB,
-	       st->total_ns / 1e6);
-	if (!se->g)
-		return 0;
-	/* The instant's generations stay recorded (copy on write) until the
-	 * next freeze_pause, which is the next checkpoint's. */
+	       st->total_ns / 1e6, st->commit_ns / 1e6);
+	return 0;
+}
+
+/*
+ * --ledger: the guest's content at checkpoint seq's instant, written
+ * before the image is committed, so that every durable checkpoint has
+ * its ledger even if this process dies right after the commit (a fail
+ * over restores the last durable one and checks it against its ledger).
+ * The instant's generations stay recorded (copy on write) until the next
+ * freeze_pause, which is the next checkpoint's.
+ */
+static int write_ledger(void *arg, struct wps_ckpt *ck, uint64_t seq)
+{
+	struct series *se = arg;
+	struct rguest_ledger *l = NULL;
+	char lpath[4096];
+	int ret;
+
+	(void)ck;
 	rguest_pause(se->g);
 	ret = rguest_ledger(se->g, &l);
 	rguest_resume(se->g);
-	snprintf(lpath, sizeof(lpath), "%s/ckpt-%06" PRIu64 ".ledger", se->dir, r->seq);
+	snprintf(lpath, sizeof(lpath), "%s/ckpt-%06" PRIu64 ".ledger",
+		 se->ledger_dir, seq);
 	if (!ret)
 		ret = rguest_ledger_write(l, lpath);
 	rguest_ledger_free(l);
@@ -187,6 +207,19 @@ static int pid_pause(void *arg)
 	return -ETIMEDOUT;
 }
 
+/* A number option in [min, max] (tools/parse.h), or a usage error naming
+ * the option: strtoul would take "-1", "5x" or "" as a silent number. */
+static int opt_num(const char *opt, const char *s, uint64_t min, uint64_t max,
+		   uint64_t *out)
+{
+	if (!tools_parse_u64(s, min, max, out))
+		return 0;
+	fprintf(stderr, "wpsnap checkpoint: %s: '%s' is not a number from %llu "
+		"to %llu\n", opt, s, (unsigned long long)min,
+		(unsigned long long)max);
+	return -EINVAL;
+}
+
 static int pid_resume(void *arg)
 {
 	return kill(*(pid_t *)arg, SIGCONT) ? -errno : 0;
@@ -204,6 +237,7 @@ int checkpoint_cmd_main(struct wps_ctx *ctx, int argc, char **argv)
 		{ "threads", required_argument, NULL, 't' },
 		{ "pattern", required_argument, NULL, 'p' },
 		{ "ledger", no_argument, NULL, 'l' },
+		{ "ledger-dir", required_argument, NULL, 'L' },
 		{ "rate", required_argument, NULL, 'r' },
 		{ "no-precopy", no_argument, NULL, 'P' },
 		{ "overwrite", no_argument, NULL, 'o' },
@@ -237,18 +271,32 @@ int checkpoint_cmd_main(struct wps_ctx *ctx, int argc, char **argv)
 	struct wps_region reg;
 	const char *dir = NULL;
 	sigset_t old_mask;
-	bool ledger = false;
+	bool ledger = false, remote;
+	const char *ledger_dir = NULL;
 	double rate_mib = 0;
+	uint64_t v;
 	int c, ret, status = 1;
 
-	while ((c = getopt_long(argc, argv, "d:n:i:k:s:b:t:p:r:lPoN:S:Q:I:R:h", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "d:n:i:k:s:b:t:p:r:lL:PoN:S:Q:I:R:h", opts, NULL)) != -1) {
 		switch (c) {
 		case 'd': dir = optarg; break;
-		case 'n': count = strtoull(optarg, NULL, 0); break;
-		case 'i': interval_ms = (unsigned int)strtoul(optarg, NULL, 0); break;
-		case 'k': keep = (unsigned int)strtoul(optarg, NULL, 0); break;
+		case 'n':
+			if (opt_num("--count", optarg, 0, UINT64_MAX, &count))
+				return 2;
+			break;
+		case 'i':
+			if (opt_num("--interval", optarg, 0, UINT_MAX, &v))
+				return 2;
+			interval_ms = (unsigned int)v;
+			break;
+		case 'k':
+			if (opt_num("--keep", optarg, 0, UINT_MAX, &v))
+				return 2;
+			keep = (unsigned int)v;
+			break;
 		case 't': go.threads = (unsigned int)strtoul(optarg, NULL, 0); break;
 		case 'l': ledger = true; break;
+		case 'L': ledger = true; ledger_dir = optarg; break;
 		case 'r': rate_mib = strtod(optarg, NULL); break;
 		case 'P': co.precopy_rounds = WPS_CKPT_NO_PRECOPY; break;
 		case 'o': co.flags |= WPS_CKPT_OVERWRITE; break;
@@ -294,8 +342,24 @@ int checkpoint_cmd_main(struct wps_ctx *ctx, int argc, char **argv)
 	}
 	if (rate_mib > 0 && go.threads)
 		go.rate = (uint64_t)(rate_mib * MiB / 4096 / go.threads) + 1;
-	if (mkdir(dir, 0755) && errno != EEXIST) {
+	/* An NBD URI is a chain export (docs/REMOTE.md): nothing to
+	 * create, and the ledgers need a directory of their own. */
+	remote = strstr(dir, "://") != NULL;
+	if (!ledger_dir && !remote)
+		ledger_dir = dir;
+	if (ledger && !ledger_dir) {
+		fprintf(stderr, "wpsnap checkpoint: --dir %s is an export: give "
+			"the ledgers a directory (--ledger-dir DIR)\n", dir);
+		return 2;
+	}
+	if (!remote && mkdir(dir, 0755) && errno != EEXIST) {
 		fprintf(stderr, "wpsnap checkpoint: %s: %s\n", dir, strerror(errno));
+		return 1;
+	}
+	if (ledger_dir && ledger_dir != dir && mkdir(ledger_dir, 0755) &&
+	    errno != EEXIST) {
+		fprintf(stderr, "wpsnap checkpoint: %s: %s\n", ledger_dir,
+			strerror(errno));
 		return 1;
 	}
 	setvbuf(stdout, NULL, _IOLBF, 0);
@@ -305,7 +369,7 @@ int checkpoint_cmd_main(struct wps_ctx *ctx, int argc, char **argv)
 	sigaddset(&se.stop, SIGINT);
 	sigaddset(&se.stop, SIGTERM);
 	sigprocmask(SIG_BLOCK, &se.stop, &old_mask);
-	se.dir = dir;
+	se.ledger_dir = ledger_dir;
 	so.dir = dir;
 	so.first_ms = interval_ms;   /* the guest writes for an interval first */
 	so.interval_ms = interval_ms;
@@ -377,6 +441,10 @@ int checkpoint_cmd_main(struct wps_ctx *ctx, int argc, char **argv)
 		co.resume = rguest_resume;
 		co.pause_arg = g;
 		se.g = ledger ? g : NULL;
+		if (ledger) {
+			co.before_commit = write_ledger;
+			co.instant_arg = &se;
+		}
 		ret = wps_ckpt_session_new(ctx, &reg, 1, &co, &so, &s);
 		if (ret) {
 			fprintf(stderr, "wpsnap checkpoint: cannot track the guest's "
@@ -396,8 +464,11 @@ int checkpoint_cmd_main(struct wps_ctx *ctx, int argc, char **argv)
 			printf(" at %.1f MiB/s", rate_mib);
 		printf("; checkpoint every %u ms\n", interval_ms);
 	}
-	printf("%-4s %9s %9s %9s %6s %10s %10s %9s\n", "seq", "pause ms",
-	       "walk ms", "copy ms", "rounds", "saved MiB", "precopy", "total ms");
+	/* commit: from the last page put to durable (drain, trailer, the
+	 * flushes or fsyncs, the rename or the chain table's entry) */
+	printf("%-4s %9s %9s %9s %6s %10s %10s %9s %9s\n", "seq", "pause ms",
+	       "walk ms", "copy ms", "rounds", "saved MiB", "precopy", "total ms",
+	       "commit ms");
 	ret = wps_ckpt_session_run(s);
 	if (ret) {
 		/* the step and the file at fault are logged */

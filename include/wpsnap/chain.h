@@ -64,8 +64,8 @@ int wps_chain_merge(struct wps_chain *c, unsigned int upto,
  * beside it, "PATH.flat.PID", unlinked as soon as it is open, so that it
  * takes disk space only while open and is never left behind. *merged
  * (may be NULL): the chain's length when a merge was made, else 0. An
- * increment reached through a URI (nbd://) has no directory to merge
- * into: -EOPNOTSUPP.
+ * increment on an NBD chain export (docs/REMOTE.md) is merged the same
+ * way into $TMPDIR (default /var/tmp); another URI: -EOPNOTSUPP.
  */
 int wps_chain_open_flat(struct wps_ctx *ctx, const char *path,
 			unsigned int flags, struct wps_image **out,
@@ -79,7 +79,8 @@ int wps_chain_open_flat(struct wps_ctx *ctx, const char *path,
  * older files removed. A crash at any point leaves a restorable chain,
  * with at worst files no chain uses. 0 with nothing to do if the chain
  * has at most keep images. The chain object is closed and must be opened
- * again to be used.
+ * again to be used. A chain on an NBD export: -EOPNOTSUPP (it cannot be
+ * rewritten in place, docs/REMOTE.md).
  */
 int wps_chain_fold(struct wps_chain *c, unsigned int keep);
 

@@ -21,6 +21,7 @@
 #        (default 1024; transports unix tcp-lo tcp-veth, default all)
 set -eu
 B=${WPSNAP_BUILDDIR:-$(cd "$(dirname "$0")/../.." && pwd)}
+. "$(dirname "$0")/nbd_lib.sh"
 G="$B/tools/wpsnap-guest"
 MIB=${1:-1024}
 [ $# -gt 0 ] && shift
@@ -31,21 +32,12 @@ srv= idle=
 cleanup() {
 	[ -n "$srv" ] && kill $srv 2>/dev/null && wait $srv 2>/dev/null || true
 	[ -n "$idle" ] && kill $idle 2>/dev/null && wait $idle 2>/dev/null || true
-	ip netns del $NS_S 2>/dev/null || true
-	ip netns del $NS_C 2>/dev/null || true
+	ns_pair_del $NS_S $NS_C
 	rm -rf "$T"
 }
 trap cleanup EXIT
 trap 'exit 1' INT TERM
-# Server and client "hosts"; deleting a namespace deletes its veth end.
-ip netns add $NS_S
-ip netns add $NS_C
-ip link add wbs$$ netns $NS_S type veth peer name wbc$$ netns $NS_C
-ip -n $NS_S addr add 10.78.0.1/24 dev wbs$$
-ip -n $NS_C addr add 10.78.0.2/24 dev wbc$$
-for n in $NS_S $NS_C; do ip -n $n link set lo up; done
-ip -n $NS_S link set wbs$$ up
-ip -n $NS_C link set wbc$$ up
+ns_pair $NS_S $NS_C wb 10.78.0
 head -c $((MIB << 20)) /dev/urandom >"$T/raw"
 # The idle guest process for snapshot --pid (its RAM populated once).
 "$G" --size ${MIB}M --threads 1 --pattern idle --duration 100000 >"$T/idle.out" 2>&1 &

@@ -23,7 +23,7 @@ set -u
 G="$B/tools/wpsnap-guest"
 DRV="$B/tests/faultinj/fault_driver"
 SIZE=64M
-skip() { echo "SKIP: $1"; exit 77; }
+. "$(dirname "$0")/nbd_lib.sh"
 
 [ "$(id -u)" = 0 ] || skip "needs root (network namespaces, userfaultfd)"
 command -v ip >/dev/null 2>&1 || skip "ip not installed"
@@ -32,45 +32,7 @@ command -v nbdkit >/dev/null 2>&1 || skip "nbdkit not installed (contrib/install
 
 T=$(mktemp -d /var/tmp/wpsnap-nbdw.XXXXXX)
 NS=wpsnbdw-$$
-srv=
-stop_srv() { [ -n "$srv" ] && kill "$srv" 2>/dev/null && wait "$srv" 2>/dev/null; srv=; }
-cleanup() { stop_srv; ip netns del $NS 2>/dev/null; rm -rf "$T"; }
-trap cleanup EXIT
-trap 'exit 1' INT TERM HUP
-ip netns add $NS || skip "cannot create a network namespace"
-ip -n $NS link set lo up
-N() { ip netns exec $NS "$@"; }
-: >"$T/all"
-run() { local n=$1; shift; if "$@" >"$T/out" 2>&1; then ok "$n"; else ko "$n"; fi; cat "$T/out" >>"$T/all"; }
-has() { if grep -q -- "$2" "$T/out"; then ok "$1"; else ko "$1"; fi; }
-# fails NAME CMD...: must fail
-fails() { local n=$1; shift; if "$@" >"$T/out" 2>&1; then ko "$n (it succeeded)"; else ok "$n"; fi; cat "$T/out" >>"$T/all"; }
-
-# serve NAME URI CMD...: start a server in the namespace, wait until it
-# answers (an empty export is fine: any answer but a refusal).
-serve() {
-	local n=$1 uri=$2 i=0
-	shift 2
-	rm -f "$T/sock"
-	# Not through N: a backgrounded shell function is a subshell, and
-	# killing it would leave the server running.
-	ip netns exec $NS "$@" >"$T/srv.log" 2>&1 &
-	srv=$!
-	while N "$W" inspect "$uri" 2>&1 | grep -q "cannot connect"; do
-		i=$((i + 1))
-		if [ $i -ge 100 ] || ! kill -0 $srv 2>/dev/null; then
-			ko "$n: server started"
-			sed 's/^/#   server: /' "$T/srv.log"
-			return 1
-		fi
-		sleep 0.1
-	done
-	# Answered by ours, not by one that has not let go of the port yet.
-	kill -0 $srv 2>/dev/null && return 0
-	ko "$n: server started"
-	sed 's/^/#   server: /' "$T/srv.log"
-	return 1
-}
+nbd_setup
 
 # roundtrip NAME URI [GUEST-OPTION...]: snapshot, verify, eager and lazy
 # restore, all from the export, against the ledger of the freeze.
@@ -278,6 +240,5 @@ else
 	stop_srv
 fi
 
-grep -q "ERROR: AddressSanitizer\|runtime error:\|LeakSanitizer" "$T/all" &&
-	ko "no sanitizer report" || ok "no sanitizer report"
+sanitizer_verdict
 tap_end

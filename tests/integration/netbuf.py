@@ -14,6 +14,17 @@
 # dropped (the rule fails closed) until `wpsnap-netbuf cleanup`.
 # A negative control runs the same check against a driver that holds
 # nothing: the check must report early arrivals, or it proves nothing.
+# Durable means remote (docs/REMOTE.md): a second veth pair joins the
+# guest namespace to the peer's, where an NBD server (nbdkit, file
+# plugin) holds the checkpoint chain; wpsnap checkpoint runs in the guest
+# namespace and releases an epoch only once its checkpoint is on that
+# export (flushed and entered in the table, acknowledged): with the
+# server stopped (SIGSTOP) for a second, nothing sent after the stop
+# arrives before it answers again. Fail over: the storage link cut, then
+# wpsnap and the sender SIGKILLed (host A dies mid-checkpoint); on the
+# peer side (host B) the export's last durable checkpoint is restored
+# lazily, equal to its ledger, and no datagram that arrived belongs to an
+# epoch after that checkpoint's.
 # The sender and receiver are this file run with --role (separate
 # processes, so the holder can be killed alone).
 # Prints "N passed, N failed"; exit 1 on failure, 77 when it cannot run.
@@ -124,6 +135,8 @@ ME = os.path.abspath(__file__)
 TAG = "%d" % (os.getpid() % 100000)
 G, P = "wpsnb-g" + TAG, "wpsnb-p" + TAG          # namespaces
 VG, VP = "nbg" + TAG, "nbp" + TAG                # veth ends
+SG, SP = "nsg" + TAG, "nsp" + TAG                # storage link, G to P
+NBD_URI = "nbd://10.89.0.2:10809/"               # the export, on P's side
 T = None
 procs = []
 
@@ -159,7 +172,11 @@ def setup():
     sh("ip", "link", "add", VG, "netns", G, "type", "veth", "peer", "name", VP, "netns", P)
     sh("ip", "-n", G, "addr", "add", "10.88.0.1/24", "dev", VG)
     sh("ip", "-n", P, "addr", "add", "10.88.0.2/24", "dev", VP)
-    for ns, dev in ((G, VG), (P, VP), (G, "lo"), (P, "lo")):
+    # the storage link: never held (netbuf holds VG only)
+    sh("ip", "link", "add", SG, "netns", G, "type", "veth", "peer", "name", SP, "netns", P)
+    sh("ip", "-n", G, "addr", "add", "10.89.0.1/24", "dev", SG)
+    sh("ip", "-n", P, "addr", "add", "10.89.0.2/24", "dev", SP)
+    for ns, dev in ((G, VG), (P, VP), (G, SG), (P, SP), (G, "lo"), (P, "lo")):
         sh("ip", "-n", ns, "link", "set", dev, "up")
 
 
@@ -302,6 +319,30 @@ def udp_case(name, epoch_ms, ckpt_ms, rate=1000, seconds=2.0, backend="nfqueue",
         check(name + ": rule removed on exit", "wpsnap-netbuf" not in rules, rules)
 
 
+def end_series(name, hp, out, rp, rlog, slog):
+    """The sender is done: let the checkpoints go on until an epoch that
+    closed after its last send is committed, stop the checkpointer
+    (SIGTERM) and the receiver, and check the run. Returns what was
+    sent, what arrived, the epochs and the commits."""
+    sent = parse(slog, 3)
+    last = max((x[2] for x in sent), default=0)
+
+    def covered():
+        ep, cm = parse_driver(out)
+        e = next((e for e in sorted(ep) if ep[e][0] > last), None)
+        return e is not None and any(c[0] >= e for c in cm)
+    end = time.time() + 60
+    while time.time() < end and not covered():
+        time.sleep(0.05)
+    hrc = stop(hp)
+    stop(rp)
+    got = parse(rlog, 2)
+    epochs, commits = parse_driver(out)
+    check(name + ": checkpointer exited cleanly after SIGTERM", hrc == 0, open(out).read()[-600:])
+    check_run(name, sent, got, epochs, commits)
+    return sent, got, epochs, commits
+
+
 def ckpt_case(name):
     """Epochs driven by real checkpoints of the reference guest: wpsnap
     checkpoint closes an epoch at each checkpoint's instant and commits it
@@ -319,29 +360,172 @@ def ckpt_case(name):
         return
     sp, slog = role(G, "udp-send." + name, 1000, 2.0)
     sp.wait(22)
-    sent = parse(slog, 3)
-    # checkpoints go on until an epoch that closed after the last send is
-    # committed
-    last = max((x[2] for x in sent), default=0)
-
-    def covered():
-        ep, cm = parse_driver(out)
-        e = next((e for e in sorted(ep) if ep[e][0] > last), None)
-        return e is not None and any(c[0] >= e for c in cm)
-    end = time.time() + 60
-    while time.time() < end and not covered():
-        time.sleep(0.05)
-    hrc = stop(hp)
-    stop(rp)
-    got = parse(rlog, 2)
-    epochs, commits = parse_driver(out)
-    check(name + ": checkpointer exited cleanly after SIGTERM", hrc == 0, open(out).read()[-600:])
-    check_run(name, sent, got, epochs, commits)
+    sent, got, epochs, commits = end_series(name, hp, out, rp, rlog, slog)
     imgs = [f for f in os.listdir(os.path.join(T, "ckpt")) if f.endswith(".wpsnap")]
     check(name + ": one image per committed epoch (%d images, %d commits)" %
           (len(imgs), len(commits)), len(imgs) == len(commits) and len(imgs) >= 3)
     rules = sh("iptables", "-t", "mangle", "-S", ns=G)
     check(name + ": rule removed on exit", "wpsnap-netbuf" not in rules, rules)
+
+
+def nbd_server(name):
+    """nbdkit in the peer namespace (host B), a sparse file export
+    (flush = fdatasync), reachable from G over the storage link."""
+    path = os.path.join(T, name.replace(" ", "-") + ".export")
+    with open(path, "wb") as f:
+        f.truncate(4 << 30)
+    sp = spawn(["nbdkit", "-f", "-i", "10.89.0.2", "file", path],
+               os.path.join(T, name + ".nbdkit"), P)
+    end = time.time() + 10
+    while time.time() < end and sp.poll() is None:
+        r = subprocess.run(["ip", "netns", "exec", G, WPSNAP, "inspect", NBD_URI],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        if "cannot connect" not in r.stdout:
+            return sp
+        time.sleep(0.1)
+    ko(name + ": nbdkit did not start", open(os.path.join(T, name + ".nbdkit")).read())
+    return None
+
+
+def remote_series(name, ledgers):
+    """wpsnap checkpoint in the guest namespace (host A), its chain on the
+    export across the storage link, the guest's output held on VG."""
+    out = os.path.join(T, name + ".driver")
+    hp = spawn([WPSNAP, "checkpoint", "--dir", NBD_URI, "--count", "0",
+                "--interval", "30", "--size", "32M", "--rate", "20", "--pattern", "hot",
+                "--threads", "2", "--ledger-dir", ledgers,
+                "--netbuf", VG, "--queue", "7"], out, G)
+    m = wait_file(out, 10, r"^ready (\w+)")
+    check(name + ": checkpointer ready (%s)" % (m and m.group(1)), m, open(out).read().strip())
+    return (hp, out) if m else (None, out)
+
+
+def remote_case(name):
+    """Durable means remote: an epoch is released only once its checkpoint
+    is on the export. The server is stopped for a second mid-series: no
+    datagram sent after the stop may arrive before the server answers
+    again (its epoch's checkpoint cannot be durable before)."""
+    srv = nbd_server(name)
+    if not srv:
+        return
+    rp, rlog = role(P, "udp-recv." + name)
+    if not wait_file(rlog + ".ready"):
+        return ko(name + ": receiver did not start")
+    hp, out = remote_series(name, os.path.join(T, name.replace(" ", "-") + ".ledgers"))
+    if not hp:
+        return
+    sp, slog = role(G, "udp-send." + name, 1000, 3.0)
+    wait_file(out, 20, r"^commit 3 ")
+    # Stop it while a take is between its pause and its commit: the CLI
+    # writes checkpoint N's ledger there (before_commit), after the
+    # epoch closed and before the writer's commit, whose flushes need the
+    # server. So the first ledger not yet written, as soon as it exists,
+    # is the moment (a busy wait: the commit is a flush round trip away).
+    ldir = os.path.join(T, name.replace(" ", "-") + ".ledgers")
+    seq = max([int(f[5:11]) for f in os.listdir(ldir) if f.startswith("ckpt-")] or [0]) + 1
+    target = os.path.join(ldir, "ckpt-%06d.ledger" % seq)
+    end = time.time() + 20
+    while not os.path.exists(target) and time.time() < end:
+        pass
+    srv.send_signal(signal.SIGSTOP)
+    t_stop = now()
+    check(name + ": caught checkpoint #%d between its pause and its commit" % seq,
+          os.path.exists(target))
+    time.sleep(1.0)
+    t_cont = now()
+    srv.send_signal(signal.SIGCONT)
+    sp.wait(30)
+    sent, got, epochs, commits = end_series(name, hp, out, rp, rlog, slog)
+    s0 = {r[0]: r[1] for r in sent}
+    during = [r[0] for r in sent if t_stop < r[1] < t_cont]
+    early = [(seq, t) for seq, t in got if s0.get(seq, 0) > t_stop and t < t_cont]
+    check(name + ": %d datagrams sent while the server was stopped" % len(during),
+          len(during) > 100, "too few to prove anything")
+    check(name + ": none sent after the stop arrived before the server answered again",
+          not early, "%d early, first seq %s" % (len(early), early[:1]))
+    # an epoch whose boundary began after the stop belongs to a take that
+    # needs the server (its image, its table entry): released after it
+    # answered, never before (a take under way at the stop may be stuck
+    # in its connect, before its pause: then that is the first such one)
+    held = next((c for c in commits if c[1] > t_stop), None)
+    check(name + ": the epoch of the checkpoint under way, closed before the server "
+          "answered again, was released only after it did",
+          held and epochs[held[0]][1] < t_cont < held[1],
+          "stop %d, cont %d, commit %s, epoch %s" %
+          (t_stop, t_cont, held, held and epochs.get(held[0])))
+    after = [c for c in commits if epochs.get(c[0], (0, 0))[0] > t_stop]
+    check(name + ": every epoch closed after the stop was released after the server answered "
+          "(%d)" % len(after), after and all(c[1] > t_cont for c in after),
+          "stop %d, cont %d, commits %s" % (t_stop, t_cont, after[:3]))
+    r = subprocess.run(["ip", "netns", "exec", P, WPSNAP, "inspect", NBD_URI],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    n = len([l for l in r.stdout.splitlines() if l.startswith("chain ")])
+    check(name + ": the export's chain holds every committed checkpoint (%d, %d commits)" %
+          (n, len(commits)), n == len(commits) >= 3, r.stdout[-600:])
+    stop(srv)
+
+
+def failover_case(name):
+    """Host A (namespace G) runs the reference guest, checkpointing every
+    30 ms to host B's export (namespace P) with its output held. A dies
+    mid-checkpoint: the storage link is cut (the take under way can no
+    longer become durable), then wpsnap and the sender are SIGKILLed. On
+    B the export's last durable checkpoint is restored lazily; it equals
+    its ledger, and no datagram that reached B belongs to a later epoch
+    than that checkpoint's."""
+    srv = nbd_server(name)
+    if not srv:
+        return
+    L = os.path.join(T, "failover.ledgers")
+    rp, rlog = role(P, "udp-recv." + name)
+    if not wait_file(rlog + ".ready"):
+        return ko(name + ": receiver did not start")
+    hp, out = remote_series(name, L)
+    if not hp:
+        return
+    sp, slog = role(G, "udp-send." + name, 1000, 0)
+    wait_file(out, 20, r"^commit 5 ")
+    sh("ip", "-n", G, "link", "set", SG, "down")   # A loses B
+    time.sleep(1.0)                                  # a take is stuck on it
+    hp.kill()
+    sp.kill()
+    hp.wait()
+    sp.wait()
+    time.sleep(0.3)
+    stop(rp)
+    subprocess.run([NB, "cleanup", "--if", VG, "--netns", G, "--queue", "7"],
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    epochs, commits = parse_driver(out)
+    sent, got = parse(slog, 3), parse(rlog, 2)
+    # on B: the last durable checkpoint, as the export's table says
+    r = subprocess.run(["ip", "netns", "exec", P, WPSNAP, "inspect", NBD_URI],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    seq = len([l for l in r.stdout.splitlines() if l.startswith("chain ")]) - 1
+    check(name + ": B's export names a last durable checkpoint (#%d)" % seq, seq >= 4,
+          r.stdout[-600:])
+    check(name + ": it is the last one A reported (#%d)" % (len(commits) - 1),
+          seq == len(commits) - 1, "A printed %d commits" % len(commits))
+    ledger = os.path.join(L, "ckpt-%06d.ledger" % seq)
+    r = subprocess.run(["ip", "netns", "exec", P, WPSNAP, "restore", NBD_URI, "--lazy",
+                        "--writers", "2", "--ledger", ledger],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    check(name + ": on B, restore --lazy of the export resumes the guest, equal to "
+          "checkpoint #%d's ledger" % seq,
+          r.returncode == 0 and "verified: every block as in" in r.stdout, r.stdout[-800:])
+    # checkpoint seq closed epoch seq + 1; a datagram belongs to a later
+    # epoch if it was sent after that epoch's boundary ended
+    e = seq + 1
+    if not check(name + ": A reported epoch %d with checkpoint #%d" % (e, seq), e in epochs,
+                 "epochs %s" % sorted(epochs)[-3:]):
+        return stop(srv)
+    s0 = {r[0]: r[1] for r in sent}
+    later = [g[0] for g in got if s0.get(g[0], 0) >= epochs[e][1]]
+    check(name + ": no datagram that left A belongs to an epoch after #%d's (%d arrived)" %
+          (seq, len(got)), got and not later, "%d later, first seq %s" % (len(later), later[:3]))
+    lost = [r[0] for r in sent if r[2] < epochs[e][0] and r[0] not in {g[0] for g in got}]
+    check(name + ": every datagram of the committed epochs arrived", not lost,
+          "%d lost, first %s" % (len(lost), lost[:3]))
+    stop(srv)
 
 
 def daemon_case(name):
@@ -539,6 +723,11 @@ def main():
         udp_case("ingress", 50, 20, ingress=True)
         udp_case("no holder", 50, 20, raw=True)  # negative control
         ckpt_case("real checkpoints")
+        if subprocess.run(["sh", "-c", "command -v nbdkit"], stdout=subprocess.DEVNULL).returncode:
+            skip("remote checkpoints", "nbdkit not installed (contrib/install-deps.sh)")
+        else:
+            remote_case("remote checkpoints")
+            failover_case("fail over")
         daemon_case("wpsnapd checkpoints")
         kill_case("kill")
         busy_case("busy")

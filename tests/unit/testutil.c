@@ -255,6 +255,17 @@ void tu_log_capture(void *arg, int level, const char *msg)
 	pthread_mutex_unlock(&tu_log.lock);
 }
 
+struct wps_ctx *tu_ctx_capture(void)
+{
+	struct wps_ctx *ctx;
+
+	if (wps_ctx_new(&ctx))
+		return NULL;
+	wps_ctx_set_log_fn(ctx, tu_log_capture, NULL);
+	tu_log_reset();
+	return ctx;
+}
+
 bool tu_logged(const char *needle)
 {
 	bool r;

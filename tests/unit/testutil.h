@@ -47,6 +47,9 @@ void tu_log_capture(void *arg, int level, const char *msg);
 bool tu_logged(const char *needle);
 const char *tu_log_text(void);
 void tu_log_reset(void);
+/* A new context logging into tu_log_capture, the log emptied; NULL if
+ * the context cannot be made (the caller's assert says so). */
+struct wps_ctx *tu_ctx_capture(void);
 
 /* splitmix64: deterministic test data from an index. */
 uint64_t tu_mix64(uint64_t x);
