@@ -374,6 +374,8 @@ static int open_writer(struct wps_ckpt *ck, const char *path,
 	if (ck->o.flags & WPS_CKPT_NO_DIRECT)
 		wo.flags |= WPS_IMGW_NO_DIRECT;
 	wo.buffer_budget = ck->o.buffer_budget;
+	if (wps_nbd_chain_member(path))
+		wo.keep = ck->o.keep;
 	ret = wps_img_writer_open(ck->ctx, path, wr, ck->nr, &wo, w);
 	free(wr);
 	if (ret)
@@ -412,6 +414,11 @@ int wps_ckpt_take(struct wps_ckpt *ck, const char *path,
 
 	if (ck->o.precopy_rounds == WPS_CKPT_NO_PRECOPY)
 		max_rounds = 0;
+	/* Retention on an export reclaims only what no kept checkpoint
+	 * needs: a full image every keep checkpoints is what lets the
+	 * images before it go (docs/REMOTE.md "Retention"). */
+	if (ck->o.keep && wps_nbd_chain_member(path) && ck->seq % ck->o.keep == 0)
+		ck->have_parent = false;
 	ret = open_writer(ck, path, &w);
 	if (ret)
 		goto fail;

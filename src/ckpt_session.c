@@ -14,7 +14,8 @@
  *   3. only after the take returned 0 (the image is durable: renamed and
  *      fsync'd with its directory) is the epoch committed; a failed take
  *      leaves it held, and the caller's wps_netbuf_free drops it;
- *   4. retention (fold to the newest `keep`), after the commit: the
+ *   4. retention (fold to the newest `keep`), after the commit (on an
+ *      export: the writer reclaims, stream/nbd_chain.h): the
  *      output must not wait for a merge it does not depend on;
  *   5. the report, once all of that held.
  * Any failure ends the series (the chain cannot go on from an image that
@@ -117,16 +118,10 @@ int wps_ckpt_session_new(struct wps_ctx *ctx, const struct wps_region *regions,
 		wps_err(ctx, "checkpoint series in %s: %s", opts->dir, strerror(-ret));
 		goto fail;
 	}
-	if (s->nbd && (opts->keep || wps_nbd_chain_member(opts->dir))) {
-		/* docs/REMOTE.md, "Retention": folding rewrites the oldest
-		 * kept image in place, which an export cannot do atomically;
-		 * the series ends with ENOSPC when the export is full. */
-		wps_err(ctx, "checkpoint series on %s: %s", opts->dir,
-			opts->keep ? "--keep (retention) is not supported on an "
-			"NBD export: its space is finite and a fold cannot be made "
-			"crash-safe in place; size the export for the series "
-			"(docs/REMOTE.md)" : "name the export, not a member (#N)");
-		ret = opts->keep ? -EOPNOTSUPP : -EINVAL;
+	if (s->nbd && wps_nbd_chain_member(opts->dir)) {
+		wps_err(ctx, "checkpoint series on %s: name the export, not a "
+			"member (#N)", opts->dir);
+		ret = -EINVAL;
 		goto fail;
 	}
 	atomic_init(&s->stop, false);
@@ -137,6 +132,10 @@ int wps_ckpt_session_new(struct wps_ctx *ctx, const struct wps_region *regions,
 	co.at_instant = opts->netbuf || ckpt->at_instant ? session_at_instant : NULL;
 	co.before_commit = ckpt->before_commit ? session_before_commit : NULL;
 	co.instant_arg = s;
+	/* On an export retention is the writer's ring (docs/REMOTE.md
+	 * "Retention"), not a fold after the commit. */
+	if (s->nbd)
+		co.keep = opts->keep;
 	ret = wps_ckpt_new(ctx, regions, nr, &co, &s->ck);   /* takes the uffd */
 	if (ret) {
 		wps_ckpt_session_free(s);
@@ -241,7 +240,7 @@ static int session_one(struct wps_ckpt_session *s, uint64_t seq)
 			return ret;
 		}
 	}
-	if (s->o.keep) {
+	if (s->o.keep && !s->nbd) {
 		ret = retain(s, path);
 		if (ret)
 			return ret;

@@ -101,6 +101,7 @@ struct wps_img_writer {
 
 	uint8_t uuid[16];
 	uint8_t parent_uuid[16];
+	unsigned int keep;      /* chain retention (wps_img_writer_opts) */
 	int64_t realtime_ns;
 	int64_t monotonic_ns;
 

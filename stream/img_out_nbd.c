@@ -94,7 +94,9 @@ struct nbdw {
 	struct wps_nbd_chain *chain;
 	int64_t seq;
 	uint64_t base;
-	uint64_t avail;             /* export bytes from base on */
+	uint64_t avail;             /* bytes from base the image may use: to
+				       the export's end or, in a ring, the
+				       oldest entry kept */
 	bool can_fua;
 	unsigned int nr_conns;
 	unsigned int next;          /* round robin over connections */
@@ -678,6 +680,8 @@ static int chain_open(struct wps_img_writer *w, struct nbdw *n,
 	const struct wps_nbd_chain_ent *last;
 	static const uint8_t none[16];
 	bool reset = false;
+	uint64_t end = 0;
+	uint32_t drop = 0;
 	char a[40], b[40];
 	int err;
 
@@ -740,23 +744,40 @@ static int chain_open(struct wps_img_writer *w, struct nbdw *n,
 		t->state = WPS_NBD_CHAIN_VALID;
 		t->nr = 0;
 	}
-	if (t->nr == WPS_IMG_CHAIN_MAX) {
+	if (t->nr == WPS_IMG_CHAIN_MAX && !w->keep) {
 		wps_err(w->ctx, "image %s: the export's chain holds %u "
 			"checkpoints, the most a chain may have (docs/FORMAT.md "
 			"3.1): start a new one (--overwrite)", w->path, t->nr);
 		return -ENOSPC;
 	}
-	n->base = wps_nbd_chain_next_offset(t);
-	n->avail = n->base < n->export_size ? n->export_size - n->base : 0;
-	if (n->avail < min_image_size(w)) {
+	if (wps_nbd_chain_place(t, w->keep, n->export_size, min_image_size(w),
+				&drop, &n->base, &end)) {
 		wps_err(w->ctx, "image %s: checkpoint #%llu needs at least %llu "
 			"bytes, the export has %llu left at offset %llu after "
-			"its %u checkpoint(s): export full (they stay intact)",
+			"its %u checkpoint(s)%s: export full (they stay intact)",
 			w->path, (unsigned long long)n->seq,
 			(unsigned long long)min_image_size(w),
-			(unsigned long long)n->avail,
-			(unsigned long long)n->base, t->nr);
+			(unsigned long long)(n->base < n->export_size ?
+					     n->export_size - n->base : 0),
+			(unsigned long long)n->base, t->nr,
+			w->keep ? ", none of which retention may reclaim" : "");
 		return -ENOSPC;
+	}
+	/* Bounded by the stretch: the image never reaches an entry. */
+	n->avail = end - n->base;
+	if (drop) {
+		/* Reclaim first, durably: until this generation is on the
+		 * export, the space stays named and is not written. */
+		wps_info(w->ctx, "image %s: retention reclaims checkpoint(s) "
+			 "#%llu to #%llu (keep %u)", w->path,
+			 (unsigned long long)t->ent[0].seq,
+			 (unsigned long long)t->ent[drop - 1].seq, w->keep);
+		memmove(t->ent, t->ent + drop, (t->nr - drop) * sizeof(t->ent[0]));
+		t->nr -= drop;
+		t->generation++;
+		err = table_write(w, t, "reclaiming old checkpoints");
+		if (err)
+			return err;
 	}
 	/* Only once the image is known to fit: a refused series leaves
 	 * the export as it found it. */

@@ -1408,6 +1408,7 @@ int wps_img_writer_open(struct wps_ctx *ctx, const char *path,
 	w->fd = -1;
 	w->efd = -1;
 	w->flags = opts ? opts->flags : 0;
+	w->keep = opts ? opts->keep : 0;
 	pthread_mutex_init(&w->lock, NULL);
 	pthread_cond_init(&w->cond, NULL);
 	/* The kind is the name's: an NBD URI is an export, anything else

@@ -47,6 +47,9 @@ struct wps_img_writer_opts {
 	uint32_t buf_size;       /* 0: max(1 MiB, largest page size) */
 	uint8_t uuid[16];        /* all zero: generate one */
 	uint8_t parent_uuid[16];
+	/* A chain export member: keep at least the last keep entries and
+	 * reclaim older ones for room (0: never; stream/nbd_chain.h). */
+	unsigned int keep;
 };
 
 struct wps_img_writer_stats {

@@ -90,20 +90,34 @@ static int decode(const uint8_t *buf, struct wps_nbd_chain *t)
 }
 
 /* A valid copy's entries against the export: inside it, after the
- * table, aligned, in order, not overlapping, seqs increasing. */
+ * table, aligned, seqs increasing, not overlapping. With retention the
+ * entries form a ring (stream/nbd_chain.h): in seq order the offsets
+ * increase, wrap back to the data area's start at most once, and the
+ * wrapped ones end before the oldest entry begins. */
 static int check_entries(struct wps_ctx *ctx, const char *uri,
 			 const struct wps_nbd_chain *t, uint64_t size)
 {
 	uint64_t end = WPS_NBD_CHAIN_DATA;
+	bool wrapped = false;
 	uint32_t i;
 
 	for (i = 0; i < t->nr; i++) {
 		const struct wps_nbd_chain_ent *e = &t->ent[i];
+		bool bad = e->offset % WPS_IMG_BLOCK ||
+			   e->length < 2 * WPS_IMG_BLOCK ||
+			   e->length % WPS_IMG_BLOCK || e->offset > size ||
+			   e->length > size - e->offset ||
+			   e->offset < WPS_NBD_CHAIN_DATA ||
+			   (i && e->seq <= t->ent[i - 1].seq);
 
-		if (e->offset < end || e->offset % WPS_IMG_BLOCK ||
-		    e->length < 2 * WPS_IMG_BLOCK || e->length % WPS_IMG_BLOCK ||
-		    e->offset > size || e->length > size - e->offset ||
-		    (i && e->seq <= t->ent[i - 1].seq)) {
+		if (!bad && e->offset < end) {
+			/* the one wrap: back to the start, before the oldest */
+			bad = wrapped || !i;
+			wrapped = true;
+		}
+		if (!bad && wrapped && e->offset + e->length > t->ent[0].offset)
+			bad = true;
+		if (bad) {
 			wps_err(ctx, "image %s: entry %u of the chain table "
 				"(generation %llu: checkpoint %llu, %llu bytes at "
 				"offset %llu) is impossible for a %llu-byte export "
@@ -226,4 +240,76 @@ void wps_nbd_chain_encode(const struct wps_nbd_chain *t, void *buf)
 	}
 	crc = htole32(wps_crc32c(0, p, WPS_NBD_CHAIN_COPY - 4));
 	memcpy(p + WPS_NBD_CHAIN_COPY - 4, &crc, 4);
+}
+
+/* Index of the entry whose uuid is uuid, or -1. */
+static int find_uuid(const struct wps_nbd_chain *t, const uint8_t *uuid)
+{
+	uint32_t i;
+
+	for (i = 0; i < t->nr; i++)
+		if (!memcmp(t->ent[i].uuid, uuid, 16))
+			return (int)i;
+	return -1;
+}
+
+int wps_nbd_chain_place(const struct wps_nbd_chain *t, unsigned int keep,
+			uint64_t size, uint64_t need, uint32_t *drop,
+			uint64_t *base, uint64_t *end)
+{
+	static const uint8_t none[16];
+	uint32_t first, k, i;
+	uint64_t next;
+
+	*drop = 0;
+	*base = wps_nbd_chain_next_offset(t);
+	*end = size;
+	if (t->state != WPS_NBD_CHAIN_VALID || !t->nr)
+		return *base < size && size - *base >= need ? 0 : -ENOSPC;
+	/* The protected suffix: the last `keep` entries and the images
+	 * they are increments of, back to their full one. An increment's
+	 * parent is an earlier entry, so this is e[first..nr-1]. */
+	first = keep && keep < t->nr ? t->nr - keep : 0;
+	for (i = t->nr; i-- > first;) {
+		int p;
+
+		if (!memcmp(t->ent[i].parent_uuid, none, 16))
+			continue;
+		p = find_uuid(t, t->ent[i].parent_uuid);
+		if (p >= 0 && (uint32_t)p < first)
+			first = (uint32_t)p;
+	}
+	if (!keep)
+		first = 0;
+	next = *base;
+	/* Drop as few of the oldest as it takes; the newest stay. */
+	for (k = 0; k <= first; k++) {
+		const struct wps_nbd_chain_ent *o = &t->ent[k];
+		const struct wps_nbd_chain_ent *l = &t->ent[t->nr - 1];
+
+		if (t->nr - k >= WPS_IMG_CHAIN_MAX)
+			continue;
+		*drop = k;
+		if (o->offset <= l->offset) {
+			/* not wrapped: after the last, else from the start */
+			if (next < size && size - next >= need) {
+				*base = next;
+				*end = size;
+				return 0;
+			}
+			if (keep && o->offset - WPS_NBD_CHAIN_DATA >= need) {
+				*base = WPS_NBD_CHAIN_DATA;
+				*end = o->offset;
+				return 0;
+			}
+		} else if (next <= o->offset && o->offset - next >= need) {
+			*base = next;     /* wrapped: up to the oldest */
+			*end = o->offset;
+			return 0;
+		}
+	}
+	*drop = 0;
+	*base = next;
+	*end = size;
+	return -ENOSPC;
 }

@@ -18,6 +18,14 @@
  * is entered only after its bytes and superblock were flushed: an entry
  * never names a partial image.
  *
+ * Retention (wpsnap checkpoint --keep N on an export): the table may drop
+ * its oldest entries to make room, and an image may then go back to the
+ * start of the data area, so the entries form a ring: in seq order their
+ * offsets increase, wrap at most once, and the wrapped ones end before
+ * the oldest begins. A drop is its own durable table generation, written
+ * before any byte lands in the space it frees: a durable table never
+ * names a region being overwritten.
+ *
  * A member of the chain is named "URI#N" (N the checkpoint's seq, the
  * number of ckpt-N.wpsnap in a directory); plain "URI" reads the last
  * entry, the last durable checkpoint. An increment's parent blob holds
@@ -111,6 +119,19 @@ const struct wps_nbd_chain_ent *wps_nbd_chain_find(const struct wps_nbd_chain *t
 
 /* Where the next image goes: after the last entry, aligned. */
 uint64_t wps_nbd_chain_next_offset(const struct wps_nbd_chain *t);
+
+/*
+ * Where an image of need bytes goes in a size-byte export, keeping at
+ * least the last keep entries (keep 0: no retention, drop nothing) and
+ * every image they are increments of. 0 with *drop (how many of the
+ * oldest entries the table must lose first, durably) and the free
+ * stretch [*base, *end); -ENOSPC if no stretch fits even after every
+ * droppable entry is gone. Also drops to stay under WPS_IMG_CHAIN_MAX
+ * entries. Pure: the caller writes the table.
+ */
+int wps_nbd_chain_place(const struct wps_nbd_chain *t, unsigned int keep,
+			uint64_t size, uint64_t need, uint32_t *drop,
+			uint64_t *base, uint64_t *end);
 
 /* Export offset of the copy of generation gen. */
 static inline uint64_t wps_nbd_chain_slot(uint64_t gen)

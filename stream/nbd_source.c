@@ -376,7 +376,15 @@ static int find_member(struct nbd_src *s, int64_t sel)
 	}
 	e = wps_nbd_chain_find(t, sel);
 	if (!e) {
-		if (t->nr)
+		if (t->nr && sel >= 0 && (uint64_t)sel < t->ent[0].seq)
+			wps_err(ctx, "image %s: checkpoint #%lld was reclaimed "
+				"by retention (--keep); the oldest one kept is "
+				"#%llu (the chain holds #%llu to #%llu)", s->uri,
+				(long long)sel,
+				(unsigned long long)t->ent[0].seq,
+				(unsigned long long)t->ent[0].seq,
+				(unsigned long long)t->ent[t->nr - 1].seq);
+		else if (t->nr)
 			wps_err(ctx, "image %s: the export's chain has no "
 				"checkpoint #%lld (it holds #%llu to #%llu)",
 				s->uri, (long long)sel,

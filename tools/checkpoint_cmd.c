@@ -65,7 +65,9 @@ static void checkpoint_usage(FILE *f)
 		"DIR may be an NBD export (nbd://HOST[:PORT]/EXPORT, nbd+unix:///"
 		"EXPORT?socket=P):\nthe whole chain goes into it, checkpoint N "
 		"readable as EXPORT-URI#N, the last\ndurable one as EXPORT-URI "
-		"(docs/REMOTE.md); ledgers then go to --ledger-dir D.\n");
+		"(docs/REMOTE.md); ledgers then go to --ledger-dir D.\nThere --keep N "
+		"keeps at least the last N: every N-th checkpoint is full, older\n"
+		"ones are reclaimed for room (the export needs room for 2N images).\n");
 }
 
 /*

@@ -80,6 +80,12 @@ struct wps_ckpt_opts {
 	/* A userfaultfd handed over (not through UFFDIO_API yet; taken
 	 * over); -1 (WPS_CKPT_OPTS_INIT): open one. */
 	int uffd;
+	/* Retention on a chain export ("URI#N", docs/REMOTE.md): 0 none;
+	 * else at least the last keep checkpoints stay restorable, older
+	 * ones are reclaimed when an image needs their space, and every
+	 * keep-th checkpoint is a full image so that the older ones can
+	 * go. Ignored for files (wpsnap's session folds those). */
+	unsigned int keep;
 };
 
 #define WPS_CKPT_NO_PRECOPY ((unsigned int)-1)

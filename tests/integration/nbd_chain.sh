@@ -9,10 +9,14 @@
 # generation torn by hand leaves the previous checkpoint as the last one,
 # intact; wpsnap SIGKILLed mid-series and the server killed mid-series
 # leave a last checkpoint that equals its ledger. Refusals: a second
-# series without --overwrite (the chain stays), --keep, a member that
+# series without --overwrite (the chain stays), a member that
 # does not exist, a plain snapshot over a chain, a full export (ENOSPC
 # named, the earlier checkpoints intact). The reader's timeout: a restore
 # from a server that stops answering fails with ETIMEDOUT, named.
+# Retention (--keep 2) in an export that holds four images: ten
+# checkpoints wrap round it, the newest verify against their ledgers, a
+# reclaimed one is refused naming the oldest kept, and wpsnap SIGKILLed
+# after the wrap leaves a last checkpoint equal to its ledger.
 # Skipped (77) without root, nbdkit, python3 or network namespaces.
 # Prints "N passed, N failed".
 set -u
@@ -104,8 +108,6 @@ has "named as not a checkpoint" "'#x' does not name a checkpoint"
 fails "a second series without --overwrite is refused" ckpt $TCP "$T/L2" 1
 has "refusal names the chain" "the export holds a chain of 4 checkpoint(s), the last #3 (not overwriting)"
 run "the chain is intact after the refusal" N "$W" chain $TCP --ledger "$T/L/ckpt-000003.ledger"
-fails "--keep on an export is refused" ckpt $TCP "$T/L2" 1 --keep 2
-has "refusal says why" "--keep (retention) is not supported on an NBD export"
 fails "a plain snapshot over a chain is refused" N "$G" --size 16M --snapshot $TCP
 has "refusal names the chain" "the export holds a checkpoint chain (not overwriting)"
 run "the chain is intact after that" N "$W" chain $TCP --ledger "$T/L/ckpt-000003.ledger"
@@ -160,20 +162,22 @@ stop_srv
 # take far more often than between two). The table must name a last
 # checkpoint that equals its ledger (the ledger is written before the
 # commit, so every durable checkpoint has one).
-# killed NAME WHO: WHO is "wpsnap" or "server"
+# killed NAME WHO FILE AFTER [OPTION...]: WHO is "wpsnap" or "server",
+# FILE the export's file, AFTER the checkpoints to see before the kill
 killed() {
-	local n=$1 who=$2 ck i seq
+	local n=$1 who=$2 f=$3 after=$4 ck i seq
+	shift 4
 	rm -rf "$T/K"
 	: >"$T/ck.out"   # there before the background job opens it
 	ip netns exec $NS "$W" checkpoint --dir $TCP --count 0 --interval 20 \
 		--size 32M --threads 2 --pattern hot --rate 40 --ledger-dir "$T/K" \
-		--overwrite >"$T/ck.out" 2>&1 &
+		--overwrite "$@" >"$T/ck.out" 2>&1 &
 	ck=$!
-	# after the second checkpoint, mid-way through a later one
+	# after AFTER checkpoints, mid-way through a later one
 	i=0
-	until [ "$(grep -c '^[0-9]' "$T/ck.out")" -ge 2 ]; do
+	until [ "$(grep -c '^[0-9]' "$T/ck.out")" -ge "$after" ]; do
 		i=$((i + 1))
-		if [ $i -ge 600 ] || ! kill -0 $ck 2>/dev/null; then break; fi
+		if [ $i -ge 1200 ] || ! kill -0 $ck 2>/dev/null; then break; fi
 		sleep 0.05
 	done
 	sleep 0.3
@@ -181,16 +185,18 @@ killed() {
 	wait $ck 2>/dev/null
 	[ "$who" = server ] && { wait $srv 2>/dev/null; srv=; }
 	cp "$T/ck.out" "$T/out"
-	if [ "$(grep -c '^[0-9]' "$T/ck.out")" -ge 2 ]; then ok "$n: checkpoints ran"
+	if [ "$(grep -c '^[0-9]' "$T/ck.out")" -ge "$after" ]; then ok "$n: checkpoints ran"
 	else ko "$n: checkpoints ran"; sed 's/^/#   server: /' "$T/srv.log"; fi
 	[ "$who" = server ] && has "$n: the series fails, naming the NBD server" \
 		"the series stopped at checkpoint"
 	stop_srv
-	serve "$n: server (back)" $TCP nbdkit -f -i 127.0.0.1 file "$T/c.raw" || return
-	run "$n: the export's last checkpoint" N "$W" inspect $TCP
-	# the chain's lines, one per image (none for a lone full image)
-	seq=$(grep -c '^chain ' "$T/out")
-	[ "$seq" -gt 0 ] && seq=$((seq - 1))
+	serve "$n: server (back)" $TCP nbdkit -f -i 127.0.0.1 file "$f" || return
+	# The last durable checkpoint has a ledger (written before its
+	# commit): the newest ledger's, or the one before if that one's
+	# take was killed before its table entry.
+	seq=$(ls "$T/K" | sed -n 's/^ckpt-0*\([0-9][0-9]*\)\.ledger$/\1/p' | sort -n | tail -1)
+	seq=${seq:-0}
+	N "$W" inspect "$TCP#$seq" >/dev/null 2>&1 || seq=$((seq - 1))
 	if [ -f "$T/K/ckpt-$(printf %06d $seq).ledger" ]; then
 		ok "$n: the last checkpoint (#$seq) has its ledger"
 		run "$n: it restores through its chain equal to its ledger" \
@@ -204,10 +210,10 @@ killed() {
 	echo "# $n: last durable checkpoint #$seq"
 }
 serve "nbdkit file" $TCP nbdkit -f -i 127.0.0.1 file "$T/c.raw" &&
-	killed "wpsnap killed" wpsnap
+	killed "wpsnap killed" wpsnap "$T/c.raw" 2
 stop_srv
 serve "nbdkit file" $TCP nbdkit -f -i 127.0.0.1 file "$T/c.raw" &&
-	killed "server killed" server
+	killed "server killed" server "$T/c.raw" 2
 stop_srv
 
 # A full export: 32 MiB images, room for two. The third is refused at
@@ -218,6 +224,28 @@ has "ENOSPC, named: export full, earlier checkpoints intact" \
 	"export full (they stay intact)"
 has "the series stops at checkpoint 2" "the series stopped at checkpoint 2: No space left on device"
 every full $TCP "$T/F" 2
+stop_srv
+
+# Retention: 32 MiB images (about 35 MB of export each), an export of
+# 150 MiB holds four, what --keep 2 needs at most (docs/REMOTE.md
+# "Retention": the last two and the full image they depend on, plus the
+# one being written). Ten checkpoints wrap round it.
+truncate -s 150M "$T/r.raw"
+serve "nbdkit file 150M" $TCP nbdkit -f -i 127.0.0.1 file "$T/r.raw" &&
+	series "--keep 2" $TCP "$T/R" 10 --keep 2
+# (ten images cannot fit in four places: #8 and #9 are wrapped ones)
+for i in 8 9; do
+	run "--keep 2: #$i through its chain equals its ledger" \
+		N "$W" chain "$TCP#$i" --ledger "$T/R/ckpt-00000$i.ledger"
+	has "--keep 2: #$i: every block matches" "every block matches"
+done
+run "--keep 2: the last one is #9" N "$W" chain $TCP --ledger "$T/R/ckpt-000009.ledger"
+fails "--keep 2: a reclaimed checkpoint is refused" N "$W" inspect "$TCP#1"
+has "--keep 2: named, with the oldest kept" \
+	"checkpoint #1 was reclaimed by retention (--keep); the oldest one kept is #"
+stop_srv
+serve "nbdkit file 150M" $TCP nbdkit -f -i 127.0.0.1 file "$T/r.raw" &&
+	killed "--keep 2, wpsnap killed after the wrap" wpsnap "$T/r.raw" 6 --keep 2
 stop_srv
 
 if command -v qemu-nbd >/dev/null 2>&1; then

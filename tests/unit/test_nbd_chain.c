@@ -4,7 +4,8 @@
  * server: member names ("URI#N") split and recognised, a table encoded
  * as docs/REMOTE.md lays it out (byte for byte: header fields, entries,
  * the crc of the first 65532 bytes in the last 4), slots alternating by
- * generation, the selector's lookup, and where the next image goes.
+ * generation, the selector's lookup, where the next image goes, and
+ * retention's placement (what to reclaim, where in the ring).
  * Reading a table from an export (torn copies, impossible entries) is
  * tested against a real server by tests/integration/nbd_chain.sh.
  */
@@ -157,6 +158,52 @@ START_TEST(t_find_next)
 }
 END_TEST
 
+/* Retention's placement: four 8 MiB slots, 5 MiB images. */
+START_TEST(t_place)
+{
+	struct wps_nbd_chain *t = calloc(1, sizeof(*t));
+	const uint64_t size = WPS_NBD_CHAIN_DATA + (32ull << 20);
+	const uint64_t need = (5ull << 20) + 4096;
+	uint64_t base, end;
+	uint32_t drop;
+
+	/* one chain of four back to #0: the last two need all of it */
+	fill(t, 4);
+	ck_assert_int_eq(wps_nbd_chain_place(t, 2, size, need, &drop, &base, &end),
+			 -ENOSPC);
+	ck_assert_uint_eq(drop, 0);
+	/* #2 full: #0 and #1 may go; the fewest that make room, #0 only,
+	 * and the image goes where it was, up to #1 */
+	memset(t->ent[2].parent_uuid, 0, 16);
+	ck_assert_int_eq(wps_nbd_chain_place(t, 2, size, need, &drop, &base, &end), 0);
+	ck_assert_uint_eq(drop, 1);
+	ck_assert_uint_eq(base, WPS_NBD_CHAIN_DATA);
+	ck_assert_uint_eq(end, WPS_NBD_CHAIN_DATA + (8ull << 20));
+	/* keep 3 protects #1 (and #0, its parent): nothing may go */
+	ck_assert_int_eq(wps_nbd_chain_place(t, 3, size, need, &drop, &base, &end),
+			 -ENOSPC);
+	/* without retention the table never loses an entry */
+	ck_assert_int_eq(wps_nbd_chain_place(t, 0, size, need, &drop, &base, &end),
+			 -ENOSPC);
+	ck_assert_uint_eq(drop, 0);
+	/* wrapped (#2 full, #3, then #4 back at the start): the next goes
+	 * after #4, bounded by #2, the oldest kept, with nothing dropped */
+	fill(t, 3);
+	t->ent[0].seq = 2;
+	t->ent[0].offset = WPS_NBD_CHAIN_DATA + (16ull << 20);
+	memset(t->ent[0].parent_uuid, 0, 16);
+	t->ent[1].seq = 3;
+	t->ent[1].offset = WPS_NBD_CHAIN_DATA + (24ull << 20);
+	t->ent[2].seq = 4;
+	t->ent[2].offset = WPS_NBD_CHAIN_DATA;
+	ck_assert_int_eq(wps_nbd_chain_place(t, 2, size, need, &drop, &base, &end), 0);
+	ck_assert_uint_eq(drop, 0);
+	ck_assert_uint_eq(base, WPS_NBD_CHAIN_DATA + need - 4096 + WPS_NBD_CHAIN_ALIGN);
+	ck_assert_uint_eq(end, WPS_NBD_CHAIN_DATA + (16ull << 20));
+	free(t);
+}
+END_TEST
+
 static Suite *suite(void)
 {
 	Suite *s = suite_create("nbd_chain");
@@ -167,6 +214,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, t_member);
 	tcase_add_test(tc, t_encode);
 	tcase_add_test(tc, t_find_next);
+	tcase_add_test(tc, t_place);
 	suite_add_tcase(s, tc);
 	return s;
 }
