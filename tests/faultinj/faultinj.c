@@ -435,7 +435,10 @@ static int fi_nbd_cb(void *user_data, int *error)
 
 	if (!*error)
 		*error = fi_errno();
-	return w->orig.callback ? w->orig.callback(w->orig.user_data, error) : 1;
+	/* No callback of the caller's (NBD_NULL_COMPLETION): -1 makes libnbd
+	 * fail the command with *error, for nbd_aio_command_completed to
+	 * report; 1 would retire it unseen and the caller would wait on. */
+	return w->orig.callback ? w->orig.callback(w->orig.user_data, error) : -1;
 }
 
 static void fi_nbd_free(void *user_data)
