@@ -491,8 +491,11 @@ static void gate_bulk(struct wps_pager *pg, bool enter)
 /*
  * A bulk read of groups [g0, g0 + ng) of a local image: their stored
  * bytes (holes included) with O_DIRECT, no page cache copy. 0 when all
- * arrived; anything else (a short read at the end of a truncated file,
- * an error) and the caller reads them again buffered, which names it.
+ * arrived. -EAGAIN when O_DIRECT could not do it but a buffered read may
+ * (EINVAL: an alignment the file system wants; a short read, at the end
+ * of a truncated file): the caller reads them again buffered, which
+ * names what is wrong. Any other error is the disk's, and is returned
+ * (logged): reading again buffered would hide a failing disk.
  */
 static int read_direct(struct wps_pager *pg, uint64_t g0, uint64_t ng,
 		       uint8_t *buf)
@@ -502,13 +505,22 @@ static int read_direct(struct wps_pager *pg, uint64_t g0, uint64_t ng,
 		       WPS_IMG_BLOCK_SIZE;
 	off_t off = (off_t)wps_image_group_offset(pg->img, pg->r, g0);
 	ssize_t n;
+	int err;
 
 	gate_bulk(pg, true);
 	do
 		n = pread(pg->dio_fd, buf, len, off);
 	while (n < 0 && errno == EINTR);
+	err = errno;
 	gate_bulk(pg, false);
-	return n == (ssize_t)len ? 0 : -EIO;
+	if (n == (ssize_t)len)
+		return 0;
+	if (n >= 0 || err == EINVAL)
+		return -EAGAIN;
+	wps_err(pg->ctx, "lazy restore: reading %s at offset %lld (%llu "
+		"bytes, O_DIRECT): %s", wps_image_source(pg->img)->name,
+		(long long)off, (unsigned long long)len, strerror(err));
+	return -err;
 }
 
 /* Read windows [w, w + n) into buf on the given lane (faults: the fault
@@ -525,11 +537,12 @@ static uint64_t read_windows(struct wps_pager *pg, enum wps_img_lane lane,
 	if (ng > pg->nr_groups - g0)
 		ng = pg->nr_groups - g0;
 	memset(buf + ng * pg->group_bytes, 0, (n * gpw - ng) * pg->group_bytes);
-	if (lane == WPS_IMG_LANE_BULK && pg->dio_fd >= 0 &&
-	    !read_direct(pg, g0, ng, buf))
+	*err = lane == WPS_IMG_LANE_BULK && pg->dio_fd >= 0 ?
+	       read_direct(pg, g0, ng, buf) : -EAGAIN;
+	if (!*err)
 		*err = wps_image_check_groups(pg->img, pg->r, g0, ng, buf,
 					      bad_group);
-	else
+	else if (*err == -EAGAIN)
 		*err = wps_image_read_groups_lane(pg->img, lane, pg->r, g0,
 						  ng, buf, bad_group);
 	if (!*err)
