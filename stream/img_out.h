@@ -33,7 +33,8 @@
 #define IMGW_MIN_BUF (1u << 20)
 #define IMGW_MIN_BUFS 4                 /* 2 normal + 2 reserve */
 #define IMGW_SWEEP_BUFS 24              /* sweep's share, when there is more */
-#define IMGW_BATCH 128                  /* iocbs per io_submit/io_getevents */
+#define IMGW_BATCH 128                  /* iocbs per io_getevents */
+#define IMGW_SUBMIT_BATCH 16            /* ... per io_submit (file kind) */
 #define IMGW_MAX_AIO 4096u              /* aio slots asked for, at most */
 #define IMGW_MIN_AIO 64u                /* ... and at least */
 
@@ -62,6 +63,7 @@ struct imgw_buf {
 	uint32_t pending;       /* submitted extents not done; under lock */
 	bool current;           /* a lane still fills it; under lock */
 	int pool;
+	enum wps_lane lane;     /* whose it is while current or pending */
 	struct imgw_buf *next;  /* free list */
 	struct imgw_ext ext[IMGW_MAX_EXT];
 };
@@ -125,14 +127,25 @@ struct wps_img_writer {
 
 	pthread_mutex_t lock;
 	pthread_cond_t cond;    /* a buffer came back, an error, I/O idle */
+	pthread_cond_t reap_cond; /* file kind: something is in flight, or
+				     stop */
 	struct imgw_buf *free_list[NR_POOLS];
 	uint32_t nr_free[NR_POOLS];
 	uint64_t memory_bytes;  /* buffers, bitmaps, tables we allocated */
 	uint32_t nr_reserve;    /* buffers of the fault path's pool */
-	struct imgw_ext **queue; /* ring of extents to submit */
-	uint32_t qcap, qhead, qlen;
+	uint32_t sweep_keep;    /* normal buffers the fault lane leaves */
+	/* Extents to submit, one ring per lane: the I/O thread takes the
+	 * fault lane's first (a vCPU may wait for its buffer to return). */
+	struct imgw_queue {
+		struct imgw_ext **e;
+		uint32_t head, len;
+	} q[WPS_NR_LANES];
+	uint32_t qcap;          /* of each ring */
+	uint32_t qlen;          /* both rings */
+	uint32_t peek_fault;    /* of the last peek, from the fault ring */
 	uint32_t inflight;      /* iocbs in the kernel */
 	bool stop;              /* I/O thread: exit once idle */
+	bool reaping;           /* atomic: file kind's reaper thread runs */
 	bool drop;              /* I/O thread: discard the queue (abort) */
 
 	int error;              /* sticky, atomic */
@@ -183,8 +196,9 @@ void wps_imgw_set_error(struct wps_img_writer *w, int err, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 int wps_imgw_error(const struct wps_img_writer *w);
 
-/* Up to max queued extents, oldest first, left queued (after an error or
- * an abort the queue is emptied and 0 returned). */
+/* Up to max queued extents, the fault lane's first, each lane's oldest
+ * first, left queued (after an error or an abort the queues are emptied
+ * and 0 returned). */
 uint32_t wps_imgw_peek(struct wps_img_writer *w, struct imgw_ext **batch,
 		       uint32_t max);
 /* The first n peeked extents are now in flight. */

@@ -106,6 +106,7 @@ struct bench_run {
 	double fault_handler_p99_us;
 	double fault_handler_max_us;
 	double faults;
+	double fault_lane_share;    /* bytes saved by the fault path / all */
 	double slow_writes;
 	double guest_rate_during;
 	double image_bytes;
@@ -830,6 +831,8 @@ static int snapshot_run(struct bench *b, unsigned int idx, struct bench_run *r)
 	r->fault_handler_p99_us = st.faults ? st.fault_p99_ns / 1e3 : NAN;
 	r->fault_handler_max_us = st.faults ? st.fault_max_ns / 1e3 : NAN;
 	r->faults = (double)st.faults;
+	r->fault_lane_share = st.saved_bytes ?
+		(double)st.fault_bytes / st.saved_bytes : NAN;
 	r->slow_writes = (double)lat.slow_writes;
 	r->guest_rate_during = st.total_ns ?
 		(w1 - w0) / (st.total_ns / 1e9) : NAN;
@@ -891,6 +894,7 @@ static void summarize(const struct bench *b, struct bench_summary *s)
 	m->fault_handler_p99_us = MEDIAN(b, fault_handler_p99_us);
 	m->fault_handler_max_us = MAXOF(b, fault_handler_max_us);
 	m->faults = MEDIAN(b, faults);
+	m->fault_lane_share = MEDIAN(b, fault_lane_share);
 	m->slow_writes = MEDIAN(b, slow_writes);
 	m->guest_rate_during = MEDIAN(b, guest_rate_during);
 	m->image_bytes = MEDIAN(b, image_bytes);
@@ -938,7 +942,7 @@ static json_t *run_json(const struct bench_run *r)
 {
 	return json_pack("{s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o,"
 			 " s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o,"
-			 " s:o}",
+			 " s:o, s:o}",
 		"pause_ms", jnum(r->pause_ms),
 		"protect_ms", jnum(r->protect_ms),
 		"total_ms", jnum(r->total_ms),
@@ -950,6 +954,7 @@ static json_t *run_json(const struct bench_run *r)
 		"fault_handler_p99_us", jnum(r->fault_handler_p99_us),
 		"fault_handler_max_us", jnum(r->fault_handler_max_us),
 		"faults", jint(r->faults),
+		"fault_lane_share", jnum(r->fault_lane_share),
 		"guest_rate_during", jnum(r->guest_rate_during),
 		"image_bytes", jint(r->image_bytes),
 		"populated_bytes", jint(r->populated_bytes),
@@ -1004,6 +1009,7 @@ static json_t *build_json(const struct bench *b, const struct bench_summary *s)
 	SETN("fault_handler_p99_us", m->fault_handler_p99_us);
 	SETN("fault_handler_max_us", m->fault_handler_max_us);
 	SETI("faults", m->faults);
+	SETN("fault_lane_share", m->fault_lane_share);
 	SETI("slow_writes", m->slow_writes);
 	SETN("guest_rate_before", b->guest_rate_before);
 	SETN("guest_rate_during", m->guest_rate_during);
