@@ -253,8 +253,11 @@ START_TEST(cancel_leaves_nothing)
 		ck_assert_uint_eq(wp, 0);
 		/* The writers go on, and the whole memory is writable:
 		 * a leaked protection would block here forever (alarm). */
+		/* (up to 10 s: on a loaded machine the writers may wait
+		 * that long for a CPU; a blocked one never moves) */
 		w0 = rguest_writes(g);
-		usleep(20000);
+		for (int t = 0; t < 1000 && rguest_writes(g) == w0; t++)
+			usleep(10000);
 		ck_assert_uint_gt(rguest_writes(g), w0);
 		rguest_stop(g);
 		alarm(20);
