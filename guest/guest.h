@@ -157,8 +157,9 @@ struct rguest_hugepool {
 };
 
 /* Make enough 2 MiB pages free for bytes of hugetlb guest RAM, growing
- * the pool by what is missing. On failure hp->why says why; pages added
- * so far are still given back by rguest_hugepool_release. */
+ * the pool by all of it (so that parallel holders never count the same
+ * free pages). On failure hp->why says why; pages added so far are still
+ * given back by rguest_hugepool_release. */
 int rguest_hugepool_reserve(struct rguest_hugepool *hp, uint64_t bytes);
 /* Shrink the pool by exactly what reserve added. */
 void rguest_hugepool_release(struct rguest_hugepool *hp);
